@@ -1,0 +1,71 @@
+//! Errors of the login API. Each maps to a Wildfire result code and is sent
+//! as HTTP 200 with `{code, message}`, as Wildfire clients expect.
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+
+use super::qr::QrError;
+use super::sms::SmsError;
+use crate::wire::http::{ApiResponse, code};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid mobile number {0:?}: expected 1[3-9] followed by 9 digits")]
+    InvalidMobile(String),
+    #[error("not logged in: send the authToken header you got from /login or /session_login")]
+    NotLoggedIn,
+    #[error("{0}")]
+    InvalidParameter(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Sms(#[from] SmsError),
+    #[error(transparent)]
+    Qr(#[from] QrError),
+    /// Details are logged, never sent.
+    #[error("server error; see the imctl log")]
+    Database(#[from] sqlx::Error),
+}
+
+impl ApiError {
+    pub fn code(&self) -> i32 {
+        match self {
+            ApiError::InvalidMobile(_) => code::INVALID_MOBILE,
+            ApiError::NotLoggedIn => code::NOT_LOGGED_IN,
+            ApiError::InvalidParameter(_) => code::INVALID_PARAMETER,
+            ApiError::NotFound(_) => code::NOT_FOUND,
+            ApiError::Sms(e) => match e {
+                SmsError::TooOften { .. } => code::SEND_TOO_OFTEN,
+                SmsError::Expired | SmsError::Burned => code::CODE_EXPIRED,
+                SmsError::NoCode | SmsError::Wrong { .. } | SmsError::WrongAndBurned => {
+                    code::CODE_WRONG
+                }
+            },
+            ApiError::Qr(e) => match e {
+                QrError::Missing => code::SESSION_EXPIRED,
+                QrError::NotScanned => code::SESSION_NOT_SCANNED,
+                QrError::Cancelled => code::SESSION_CANCELLED,
+                QrError::AlreadyConfirmed | QrError::WrongUser | QrError::AlreadyPolling => {
+                    code::INVALID_PARAMETER
+                }
+            },
+            ApiError::Database(_) => code::SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Database(e) = &self {
+            tracing::error!(error = %e, "database error");
+        }
+        Json(ApiResponse::<()> {
+            code: self.code(),
+            message: self.to_string(),
+            result: None,
+        })
+        .into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,58 @@
+//! Request extractors that answer in the login API's own error format.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use super::state::AppState;
+use crate::store::User;
+use crate::wire::http::AUTH_TOKEN_HEADER;
+
+/// A JSON body. Unlike `axum::Json` it ignores the content type (browsers
+/// posting `text/plain` skip a CORS preflight) and reports bad bodies as code 15.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            ApiError::InvalidParameter(format!("cannot read the request body: {e}"))
+        })?;
+        serde_json::from_slice(&bytes)
+            .map(ApiJson)
+            .map_err(|e| ApiError::InvalidParameter(format!("bad JSON body: {e}")))
+    }
+}
+
+/// The user behind the request's `authToken` header (code 13 without one).
+pub struct AuthUser(pub User);
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(AUTH_TOKEN_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|t| !t.is_empty())
+            .ok_or(ApiError::NotLoggedIn)?;
+        let session = state
+            .store
+            .auth_session(token)
+            .await?
+            .ok_or(ApiError::NotLoggedIn)?;
+        let user = state
+            .store
+            .user(&session.user_id)
+            .await?
+            .ok_or(ApiError::NotLoggedIn)?;
+        Ok(AuthUser(user))
+    }
+}

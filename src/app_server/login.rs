@@ -1,0 +1,79 @@
+//! SMS login: `/send_code` and `/login`.
+
+use axum::extract::State;
+use tracing::info;
+
+use super::error::{ApiError, ApiResult};
+use super::extract::ApiJson;
+use super::reply::Reply;
+use super::sms::is_valid_mobile;
+use super::state::AppState;
+use crate::wire::http::{LoginRequest, LoginResult, SendCodeRequest};
+
+pub async fn send_code(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<SendCodeRequest>,
+) -> ApiResult<Reply<()>> {
+    let mobile = req.mobile.trim();
+    if !is_valid_mobile(mobile) {
+        return Err(ApiError::InvalidMobile(req.mobile));
+    }
+    let sms = state.sms.send(mobile)?;
+    let expires = chrono::DateTime::from_timestamp_millis(sms.expires_at)
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_default();
+    info!(
+        "SMS to {}: code {}, expires {expires}",
+        sms.mobile, sms.code
+    );
+    Ok(Reply::ok(()))
+}
+
+/// Checks that a client named itself and a known platform.
+pub fn check_client(client_id: &str, platform: i32) -> ApiResult<()> {
+    if client_id.trim().is_empty() {
+        return Err(ApiError::InvalidParameter(
+            "clientId is required: a stable id of this app install".into(),
+        ));
+    }
+    if !(1..=9).contains(&platform) {
+        return Err(ApiError::InvalidParameter(format!(
+            "platform {platform} is unknown: use 1 iOS, 2 Android, 3 Windows, 4 macOS, 5 Web, 6 mini-program, 7 Linux, 8 iPad, 9 Android pad"
+        )));
+    }
+    Ok(())
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> ApiResult<Reply<LoginResult>> {
+    let mobile = req.mobile.trim();
+    if !is_valid_mobile(mobile) {
+        return Err(ApiError::InvalidMobile(req.mobile));
+    }
+    check_client(&req.client_id, req.platform)?;
+    let code = req.code.trim();
+    if state.super_code.as_deref() != Some(code) {
+        state.sms.verify(mobile, code)?;
+    }
+    let (user, register) = state.store.user_for_mobile(mobile).await?;
+    let creds = state
+        .issue_credentials(&user.id, &req.client_id, req.platform)
+        .await?;
+    info!(user = %user.id, platform = req.platform, register, "SMS login");
+    Ok(Reply::with_auth_token(
+        LoginResult {
+            user_id: user.id,
+            token: creds.im_token,
+            register,
+            user_name: Some(user.display_name),
+            portrait: state.portrait_url(user.portrait.as_deref()),
+        },
+        creds.auth_token,
+    ))
+}

@@ -1,0 +1,173 @@
+//! The app-server: the Wildfire-compatible login API, the QR pictures, the
+//! dev API and the web page. `app(state)` is the router; `serve` runs it.
+
+mod dev;
+pub mod error;
+mod extract;
+mod login;
+mod pc;
+pub mod qr;
+mod reply;
+pub mod sms;
+pub mod state;
+mod web;
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderName, HeaderValue, Method, Uri};
+use axum::response::Response;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::trace::TraceLayer;
+
+pub use state::{AppState, Inner};
+
+use crate::wire::http::code;
+
+/// Every route of the app-server.
+pub fn app(state: AppState, extra_origins: &[String]) -> Router {
+    Router::new()
+        // The Wildfire-compatible login API.
+        .route("/send_code", post(login::send_code))
+        .route("/login", post(login::login))
+        .route("/pc_session", post(pc::pc_session))
+        .route("/session_login/{token}", post(pc::session_login))
+        .route("/scan_pc/{token}", post(pc::scan_pc))
+        .route("/confirm_pc", post(pc::confirm_pc))
+        .route("/cancel_pc", post(pc::cancel_pc))
+        .route("/pc_session/{token}/qr.svg", get(pc::qr_svg))
+        .route("/pc_session/{token}/qr.png", get(pc::qr_png))
+        // imctl's own.
+        .route("/_dev/sms", get(dev::sms))
+        .route("/_dev/pc_sessions", get(dev::pc_sessions))
+        .route("/_dev/users", get(dev::users))
+        .route("/", get(web::index))
+        .route("/avatar/{file}", get(web::avatar))
+        .route("/healthz", get(web::healthz))
+        .route("/readyz", get(web::readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(cors(extra_origins))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn not_found(method: Method, uri: Uri) -> Response {
+    let mut r = reply::status(
+        code::NOT_FOUND,
+        &format!("no such endpoint: {method} {}", uri.path()),
+    );
+    *r.status_mut() = axum::http::StatusCode::NOT_FOUND;
+    r
+}
+
+async fn wrong_method(method: Method, uri: Uri) -> Response {
+    let mut r = reply::status(
+        code::INVALID_PARAMETER,
+        &format!(
+            "{method} is not allowed on {}; the login API uses POST with a JSON body",
+            uri.path()
+        ),
+    );
+    *r.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
+    r
+}
+
+/// Whether a browser page on `origin` may call us: any port on localhost or
+/// loopback, plus the configured extras.
+pub fn origin_allowed(origin: &str, extra: &[String]) -> bool {
+    if extra.iter().any(|o| o.trim_end_matches('/') == origin) {
+        return true;
+    }
+    let Some(rest) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let host = match rest.rsplit_once(':') {
+        Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => rest,
+    };
+    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+}
+
+fn cors(extra: &[String]) -> CorsLayer {
+    let extra = extra.to_vec();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {
+            origin.to_str().is_ok_and(|o| origin_allowed(o, &extra))
+        }))
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([
+            axum::http::header::CONTENT_TYPE,
+            HeaderName::from_static("authtoken"),
+        ])
+        .expose_headers([HeaderName::from_static("authtoken")])
+        .max_age(Duration::from_secs(600))
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then lets in-flight
+/// requests (long polls included) finish.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Periodically forgets expired SMS codes, QR sessions and login sessions.
+pub async fn sweep(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut rounds = 0u64;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = state.shutdown.cancelled() => return,
+        }
+        state.sms.sweep();
+        state.qr.sweep();
+        rounds += 1;
+        if rounds % 720 == 1
+            && let Err(e) = state.store.purge_expired_sessions().await
+        {
+            tracing::warn!(error = %e, "could not purge expired login sessions");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_allowed;
+
+    #[test]
+    fn localhost_origins_are_allowed_others_are_not() {
+        for ok in [
+            "http://localhost:3000",
+            "http://127.0.0.1:5173",
+            "http://localhost",
+            "http://[::1]:8080",
+        ] {
+            assert!(origin_allowed(ok, &[]), "{ok}");
+        }
+        for bad in [
+            "http://evil.com",
+            "http://localhost.evil.com",
+            "http://127.0.0.1.nip.io:80",
+            "null",
+            "file://",
+        ] {
+            assert!(!origin_allowed(bad, &[]), "{bad}");
+        }
+        assert!(origin_allowed(
+            "https://app.example.com",
+            &["https://app.example.com/".into()]
+        ));
+    }
+}

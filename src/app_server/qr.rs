@@ -1,0 +1,543 @@
+//! QR login sessions. Each session's state sits in a `watch` channel, so a
+//! waiting `/session_login` long poll wakes the moment `scan_pc`, `confirm_pc`
+//! or `cancel_pc` changes it: no timers, no re-reads.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::store::now_ms;
+use crate::wire::http::{PcSessionInfo, UserSummary};
+
+/// Wildfire's status numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Created = 0,
+    Scanned = 1,
+    Confirmed = 2,
+    /// The PC's long poll has reported the scan.
+    ScanSeen = 3,
+    Cancelled = 4,
+}
+
+impl Status {
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Scanned => "scanned",
+            Status::Confirmed => "confirmed",
+            Status::ScanSeen => "scan seen",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    fn is_scanned(self) -> bool {
+        matches!(self, Status::Scanned | Status::ScanSeen)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct State {
+    status: Status,
+    scanner: Option<UserSummary>,
+}
+
+pub struct QrSession {
+    pub token: String,
+    pub client_id: String,
+    pub platform: i32,
+    pub device_name: String,
+    created: Instant,
+    created_ms: i64,
+    expires: Instant,
+    state: watch::Sender<State>,
+    polling: AtomicBool,
+}
+
+impl QrSession {
+    pub fn status(&self) -> Status {
+        self.state.borrow().status
+    }
+
+    pub fn scanner(&self) -> Option<UserSummary> {
+        self.state.borrow().scanner.clone()
+    }
+
+    pub fn expires_in(&self) -> Duration {
+        self.expires.saturating_duration_since(Instant::now())
+    }
+
+    /// The token shortened for logs: enough to tell sessions apart, not to use one.
+    fn short(&self) -> &str {
+        &self.token[..8]
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QrError {
+    #[error("QR session not found or expired; create a new one with /pc_session")]
+    Missing,
+    #[error("the QR code has not been scanned yet; scan it first")]
+    NotScanned,
+    #[error("the QR session was cancelled; create a new one with /pc_session")]
+    Cancelled,
+    #[error("the QR session is already confirmed")]
+    AlreadyConfirmed,
+    #[error("this QR code was scanned by another user; only that user can confirm or cancel it")]
+    WrongUser,
+    #[error(
+        "another /session_login long poll is already waiting on this session; only one may wait at a time"
+    )]
+    AlreadyPolling,
+}
+
+/// How a long poll ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PollOutcome {
+    /// Code 9: the phone scanned; the session is now "scan seen".
+    Scanned(UserSummary),
+    /// Code 0: confirmed by this user; the session is gone.
+    Confirmed {
+        user_id: String,
+        client_id: String,
+        platform: i32,
+    },
+    /// Code 18: cancelled on the phone; the session is gone.
+    Cancelled,
+    /// Code 8: nothing happened within the poll timeout; poll again.
+    TimedOut,
+    /// Code 8: the session expired while waiting.
+    Expired,
+    /// Code 8: the server is shutting down.
+    ShuttingDown,
+}
+
+pub struct QrBook {
+    sessions: Mutex<HashMap<String, Arc<QrSession>>>,
+    ttl: Duration,
+    pub prefix: String,
+}
+
+impl QrBook {
+    pub fn new(ttl: Duration, prefix: String) -> Self {
+        Self {
+            sessions: Mutex::default(),
+            ttl,
+            prefix,
+        }
+    }
+
+    pub fn qr_text(&self, token: &str) -> String {
+        format!("{}{}", self.prefix, token)
+    }
+
+    pub fn create(&self, client_id: &str, platform: i32, device_name: &str) -> Arc<QrSession> {
+        let now = Instant::now();
+        let session = Arc::new(QrSession {
+            token: crate::token::random_token(24),
+            client_id: client_id.to_owned(),
+            platform,
+            device_name: device_name.to_owned(),
+            created: now,
+            created_ms: now_ms(),
+            expires: now + self.ttl,
+            state: watch::Sender::new(State {
+                status: Status::Created,
+                scanner: None,
+            }),
+            polling: AtomicBool::new(false),
+        });
+        info!(
+            session = session.short(),
+            platform,
+            device = device_name,
+            "QR session created"
+        );
+        self.sessions
+            .lock()
+            .unwrap()
+            .insert(session.token.clone(), session.clone());
+        session
+    }
+
+    /// The live session of `token`; an expired one is dropped on the way.
+    pub fn get(&self, token: &str) -> Result<Arc<QrSession>, QrError> {
+        let mut sessions = self.sessions.lock().unwrap();
+        let session = sessions.get(token).ok_or(QrError::Missing)?;
+        if session.expires <= Instant::now() {
+            let s = sessions.remove(token).expect("present");
+            info!(session = s.short(), "QR session expired");
+            return Err(QrError::Missing);
+        }
+        Ok(session.clone())
+    }
+
+    fn remove(&self, token: &str) {
+        self.sessions.lock().unwrap().remove(token);
+    }
+
+    /// Status 0 → 1. Scanning again as the same user is harmless.
+    pub fn scan(&self, token: &str, scanner: UserSummary) -> Result<Arc<QrSession>, QrError> {
+        let session = self.get(token)?;
+        let mut result = Ok(());
+        session.state.send_if_modified(|s| match s.status {
+            Status::Created => {
+                s.status = Status::Scanned;
+                s.scanner = Some(scanner.clone());
+                true
+            }
+            st if st.is_scanned()
+                && s.scanner.as_ref().map(|u| &u.user_id) == Some(&scanner.user_id) =>
+            {
+                false
+            }
+            st => {
+                result = Err(match st {
+                    Status::Confirmed => QrError::AlreadyConfirmed,
+                    Status::Cancelled => QrError::Cancelled,
+                    _ => QrError::WrongUser,
+                });
+                false
+            }
+        });
+        result?;
+        info!(session = session.short(), user = %scanner.user_id, "QR session scanned");
+        Ok(session)
+    }
+
+    /// Status 1 or 3 → 2, by the user who scanned.
+    pub fn confirm(&self, token: &str, user_id: &str) -> Result<Arc<QrSession>, QrError> {
+        self.decide(token, user_id, Status::Confirmed)
+    }
+
+    /// Status 1 or 3 → 4, by the user who scanned.
+    pub fn cancel(&self, token: &str, user_id: &str) -> Result<Arc<QrSession>, QrError> {
+        self.decide(token, user_id, Status::Cancelled)
+    }
+
+    fn decide(&self, token: &str, user_id: &str, to: Status) -> Result<Arc<QrSession>, QrError> {
+        let session = self.get(token)?;
+        let mut result = Ok(());
+        session.state.send_if_modified(|s| {
+            let check = match s.status {
+                Status::Created => Err(QrError::NotScanned),
+                Status::Confirmed => Err(QrError::AlreadyConfirmed),
+                Status::Cancelled => Err(QrError::Cancelled),
+                Status::Scanned | Status::ScanSeen => {
+                    if s.scanner.as_ref().is_some_and(|u| u.user_id == user_id) {
+                        Ok(())
+                    } else {
+                        Err(QrError::WrongUser)
+                    }
+                }
+            };
+            let changed = check.is_ok();
+            if changed {
+                s.status = to;
+            }
+            result = check;
+            changed
+        });
+        result?;
+        info!(
+            session = session.short(),
+            user = user_id,
+            "QR session {}",
+            to.name()
+        );
+        Ok(session)
+    }
+
+    /// The `/session_login` long poll: waits up to `timeout` for something the
+    /// PC has not been told yet.
+    pub async fn poll(
+        &self,
+        token: &str,
+        timeout: Duration,
+        shutdown: &CancellationToken,
+    ) -> Result<PollOutcome, QrError> {
+        let session = self.get(token)?;
+        if session.polling.swap(true, Ordering::AcqRel) {
+            return Err(QrError::AlreadyPolling);
+        }
+        // Cleared however this future ends, including a client hanging up.
+        let _polling = PollGuard(&session.polling);
+        let deadline = Instant::now() + timeout;
+        let mut rx = session.state.subscribe();
+        loop {
+            let state = rx.borrow_and_update().clone();
+            match state.status {
+                Status::Scanned => {
+                    session.state.send_if_modified(|s| {
+                        let first = s.status == Status::Scanned;
+                        if first {
+                            s.status = Status::ScanSeen;
+                        }
+                        first
+                    });
+                    rx.borrow_and_update();
+                    info!(session = session.short(), "QR session scan seen by the PC");
+                    return Ok(PollOutcome::Scanned(
+                        state.scanner.expect("scanned sessions have a scanner"),
+                    ));
+                }
+                Status::Confirmed => {
+                    self.remove(token);
+                    let user = state.scanner.expect("confirmed sessions have a scanner");
+                    info!(session = session.short(), user = %user.user_id, "QR session logged in; token used up");
+                    return Ok(PollOutcome::Confirmed {
+                        user_id: user.user_id,
+                        client_id: session.client_id.clone(),
+                        platform: session.platform,
+                    });
+                }
+                Status::Cancelled => {
+                    self.remove(token);
+                    return Ok(PollOutcome::Cancelled);
+                }
+                Status::Created | Status::ScanSeen => {}
+            }
+            tokio::select! {
+                // The sender lives in `session`, which we hold, so this cannot fail.
+                _ = rx.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => return Ok(PollOutcome::TimedOut),
+                _ = tokio::time::sleep_until(session.expires) => {
+                    self.remove(token);
+                    info!(session = session.short(), "QR session expired");
+                    return Ok(PollOutcome::Expired);
+                }
+                _ = shutdown.cancelled() => return Ok(PollOutcome::ShuttingDown),
+            }
+        }
+    }
+
+    /// Live sessions, newest first.
+    pub fn list(&self) -> Vec<PcSessionInfo> {
+        let now = Instant::now();
+        let mut list: Vec<_> = self
+            .sessions
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|s| s.expires > now)
+            .cloned()
+            .collect();
+        list.sort_by_key(|s| std::cmp::Reverse(s.created));
+        list.iter()
+            .map(|s| {
+                let state = s.state.borrow().clone();
+                PcSessionInfo {
+                    token: s.token.clone(),
+                    qr_text: self.qr_text(&s.token),
+                    status: state.status as i32,
+                    status_name: state.status.name().into(),
+                    created_at: s.created_ms,
+                    age_ms: (now - s.created).as_millis() as i64,
+                    expires_in_ms: (s.expires - now).as_millis() as i64,
+                    client_id: s.client_id.clone(),
+                    platform: s.platform,
+                    device_name: s.device_name.clone(),
+                    scanner: state.scanner,
+                }
+            })
+            .collect()
+    }
+
+    /// Drops expired sessions.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        self.sessions.lock().unwrap().retain(|_, s| {
+            let live = s.expires > now;
+            if !live {
+                info!(session = s.short(), "QR session expired");
+            }
+            live
+        });
+    }
+}
+
+struct PollGuard<'a>(&'a AtomicBool);
+
+impl Drop for PollGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: &str) -> UserSummary {
+        UserSummary {
+            user_id: id.into(),
+            display_name: id.to_uppercase(),
+            mobile: None,
+            portrait: None,
+        }
+    }
+
+    fn book() -> Arc<QrBook> {
+        Arc::new(QrBook::new(
+            Duration::from_secs(300),
+            "imctl://pcsession/".into(),
+        ))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn full_flow_wakes_the_poll_at_each_step() {
+        let b = book();
+        let s = b.create("pc-1", 5, "Chrome");
+        let never = CancellationToken::new();
+        let t = s.token.clone();
+
+        let poll = {
+            let (b, t, never) = (b.clone(), t.clone(), never.clone());
+            tokio::spawn(async move { b.poll(&t, Duration::from_secs(50), &never).await })
+        };
+        tokio::task::yield_now().await;
+        b.scan(&t, user("alice")).unwrap();
+        assert_eq!(poll.await.unwrap(), Ok(PollOutcome::Scanned(user("alice"))));
+        assert_eq!(s.status(), Status::ScanSeen);
+
+        let poll = {
+            let (b, t, never) = (b.clone(), t.clone(), never.clone());
+            tokio::spawn(async move { b.poll(&t, Duration::from_secs(50), &never).await })
+        };
+        tokio::task::yield_now().await;
+        b.confirm(&t, "alice").unwrap();
+        let out = poll.await.unwrap().unwrap();
+        assert_eq!(
+            out,
+            PollOutcome::Confirmed {
+                user_id: "alice".into(),
+                client_id: "pc-1".into(),
+                platform: 5
+            }
+        );
+        // Single use: the session is gone.
+        assert_eq!(b.get(&t).err(), Some(QrError::Missing));
+        assert_eq!(
+            b.poll(&t, Duration::from_secs(1), &never).await,
+            Err(QrError::Missing)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refusals_change_nothing() {
+        let b = book();
+        let t = b.create("pc", 5, "d").token.clone();
+        assert_eq!(b.confirm(&t, "alice").err(), Some(QrError::NotScanned));
+        assert_eq!(b.cancel(&t, "alice").err(), Some(QrError::NotScanned));
+        b.scan(&t, user("alice")).unwrap();
+        b.scan(&t, user("alice")).unwrap();
+        assert_eq!(b.scan(&t, user("bob")).err(), Some(QrError::WrongUser));
+        assert_eq!(b.confirm(&t, "bob").err(), Some(QrError::WrongUser));
+        assert_eq!(b.get(&t).unwrap().status(), Status::Scanned);
+        b.confirm(&t, "alice").unwrap();
+        assert_eq!(
+            b.confirm(&t, "alice").err(),
+            Some(QrError::AlreadyConfirmed)
+        );
+        assert_eq!(b.cancel(&t, "alice").err(), Some(QrError::AlreadyConfirmed));
+        assert_eq!(b.get(&t).unwrap().status(), Status::Confirmed);
+        assert_eq!(b.confirm("nope", "alice").err(), Some(QrError::Missing));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancel_answers_18_once() {
+        let b = book();
+        let t = b.create("pc", 5, "d").token.clone();
+        b.scan(&t, user("alice")).unwrap();
+        b.cancel(&t, "alice").unwrap();
+        assert_eq!(b.confirm(&t, "alice").err(), Some(QrError::Cancelled));
+        let never = CancellationToken::new();
+        // The scan was never reported; the PC now learns of the cancel.
+        assert_eq!(
+            b.poll(&t, Duration::from_secs(1), &never).await,
+            Ok(PollOutcome::Cancelled)
+        );
+        assert_eq!(b.get(&t).err(), Some(QrError::Missing));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn poll_times_out_then_session_expires() {
+        let b = Arc::new(QrBook::new(Duration::from_secs(120), "x/".into()));
+        let t = b.create("pc", 5, "d").token.clone();
+        let never = CancellationToken::new();
+        assert_eq!(
+            b.poll(&t, Duration::from_secs(50), &never).await,
+            Ok(PollOutcome::TimedOut)
+        );
+        assert_eq!(
+            b.poll(&t, Duration::from_secs(50), &never).await,
+            Ok(PollOutcome::TimedOut)
+        );
+        assert_eq!(
+            b.poll(&t, Duration::from_secs(50), &never).await,
+            Ok(PollOutcome::Expired)
+        );
+        assert_eq!(b.get(&t).err(), Some(QrError::Missing));
+        assert!(b.list().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn second_concurrent_poll_is_refused_and_the_first_keeps_its_place() {
+        let b = book();
+        let t = b.create("pc", 5, "d").token.clone();
+        let never = CancellationToken::new();
+        let first = {
+            let (b, t, never) = (b.clone(), t.clone(), never.clone());
+            tokio::spawn(async move { b.poll(&t, Duration::from_secs(50), &never).await })
+        };
+        tokio::task::yield_now().await;
+        assert_eq!(
+            b.poll(&t, Duration::from_secs(50), &never).await,
+            Err(QrError::AlreadyPolling)
+        );
+        first.abort();
+        let _ = first.await;
+        // A dropped poll frees the slot.
+        assert_eq!(
+            b.poll(&t, Duration::from_secs(1), &never).await,
+            Ok(PollOutcome::TimedOut)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_answers_waiting_polls() {
+        let b = book();
+        let t = b.create("pc", 5, "d").token.clone();
+        let stop = CancellationToken::new();
+        let poll = {
+            let (b, t, stop) = (b.clone(), t.clone(), stop.clone());
+            tokio::spawn(async move { b.poll(&t, Duration::from_secs(50), &stop).await })
+        };
+        tokio::task::yield_now().await;
+        stop.cancel();
+        assert_eq!(poll.await.unwrap(), Ok(PollOutcome::ShuttingDown));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn list_is_newest_first_with_scanner() {
+        let b = book();
+        let a = b.create("pc", 5, "first").token.clone();
+        tokio::time::advance(Duration::from_millis(5)).await;
+        let c = b.create("pc", 3, "second").token.clone();
+        b.scan(&a, user("bob")).unwrap();
+        let list = b.list();
+        assert_eq!(
+            list.iter().map(|s| s.token.clone()).collect::<Vec<_>>(),
+            [c, a.clone()]
+        );
+        assert_eq!(list[1].status, 1);
+        assert_eq!(list[1].scanner.as_ref().unwrap().user_id, "bob");
+        assert_eq!(list[1].qr_text, format!("imctl://pcsession/{a}"));
+    }
+}

@@ -1,0 +1,91 @@
+//! State shared by the app-server's handlers.
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::qr::QrBook;
+use super::sms::SmsBook;
+use crate::store::{AuthSession, Store, User};
+use crate::token::{ImTokens, random_token};
+use crate::wire::http::UserSummary;
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub store: Store,
+    pub sms: SmsBook,
+    pub qr: QrBook,
+    pub im_tokens: ImTokens,
+    pub super_code: Option<String>,
+    pub poll_timeout: Duration,
+    pub session_ttl: Duration,
+    /// `http://host:port` of this app-server, as clients reach it.
+    pub base_url: String,
+    /// Cancelled when the server shuts down, so long polls answer at once.
+    pub shutdown: CancellationToken,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// What a successful login hands the client.
+pub struct Credentials {
+    pub auth_token: String,
+    pub im_token: String,
+}
+
+impl AppState {
+    pub fn new(inner: Inner) -> Self {
+        Self(Arc::new(inner))
+    }
+
+    /// Makes a relative portrait path (`/avatar/alice.svg`) absolute, so
+    /// clients on other origins can load it.
+    pub fn portrait_url(&self, portrait: Option<&str>) -> Option<String> {
+        portrait.map(|p| {
+            if p.starts_with('/') {
+                format!("{}{p}", self.base_url)
+            } else {
+                p.to_owned()
+            }
+        })
+    }
+
+    /// A user as clients see it: portrait absolute, mobile kept.
+    pub fn summary(&self, user: &User) -> UserSummary {
+        UserSummary {
+            portrait: self.portrait_url(user.portrait.as_deref()),
+            ..user.summary()
+        }
+    }
+
+    /// Opens a login session (`authToken`) and issues an IM token for it.
+    pub async fn issue_credentials(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        platform: i32,
+    ) -> sqlx::Result<Credentials> {
+        let auth_token = random_token(24);
+        let session = AuthSession {
+            user_id: user_id.to_owned(),
+            client_id: client_id.to_owned(),
+            platform,
+        };
+        self.store
+            .create_auth_session(&auth_token, &session, self.session_ttl)
+            .await?;
+        Ok(Credentials {
+            auth_token,
+            im_token: self.im_tokens.issue(user_id, client_id, platform),
+        })
+    }
+}

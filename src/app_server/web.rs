@@ -1,0 +1,56 @@
+//! The page at `/`, generated avatars and the health probes.
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+
+use super::state::AppState;
+
+pub async fn index() -> Html<&'static str> {
+    Html(include_str!("web/index.html"))
+}
+
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Ready once migrations and fixtures are done (the router only serves after
+/// that) and the database answers.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => "ready".into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("database not answering: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+/// `/avatar/{id}.svg`: a coloured disc with the id's initial, so fixture users
+/// have pictures without any network.
+pub async fn avatar(Path(file): Path<String>) -> Response {
+    let Some(id) = file.strip_suffix(".svg").filter(|id| !id.is_empty()) else {
+        return (StatusCode::NOT_FOUND, "avatars are /avatar/{userId}.svg").into_response();
+    };
+    let initial = id
+        .chars()
+        .next()
+        .filter(char::is_ascii_alphanumeric)
+        .map_or('?', |c| c.to_ascii_uppercase());
+    let hue = id
+        .bytes()
+        .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32))
+        % 360;
+    let svg = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="96" height="96" viewBox="0 0 96 96"><circle cx="48" cy="48" r="48" fill="hsl({hue},55%,50%)"/><text x="48" y="62" font-family="sans-serif" font-size="44" text-anchor="middle" fill="#fff">{initial}</text></svg>"##
+    );
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "max-age=86400"),
+        ],
+        svg,
+    )
+        .into_response()
+}

@@ -1,0 +1,322 @@
+//! A typed client of the app-server's HTTP API.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::wire::http::{
+    AUTH_TOKEN_HEADER, CancelPcRequest, ConfirmPcRequest, LoginRequest, LoginResult, PcSessionInfo,
+    PcSessionRequest, PcSessionResult, SendCodeRequest, SmsEntry, UserSummary, code,
+};
+
+/// Exit codes of the CLI, by kind of failure (documented in `--help`).
+pub mod exit {
+    pub const ERROR: u8 = 1;
+    pub const UNREACHABLE: u8 = 3;
+    pub const SESSION_GONE: u8 = 4;
+    pub const REFUSED: u8 = 5;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the app-server at {url} — is `imctl serve` running? ({source})")]
+    Unreachable { url: String, source: reqwest::Error },
+    #[error("the app-server answered code {code}: {message}")]
+    Api { code: i32, message: String },
+    #[error("{context}: {source}")]
+    Http {
+        context: String,
+        source: reqwest::Error,
+    },
+    #[error("unexpected answer from {path}: {detail}")]
+    Protocol { path: String, detail: String },
+}
+
+impl ClientError {
+    /// The process exit code this failure maps to.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClientError::Unreachable { .. } => exit::UNREACHABLE,
+            ClientError::Api {
+                code: code::SESSION_EXPIRED | code::NOT_FOUND,
+                ..
+            } => exit::SESSION_GONE,
+            ClientError::Api { .. } => exit::REFUSED,
+            _ => exit::ERROR,
+        }
+    }
+
+    /// The login API's result code, if the server answered with one.
+    pub fn api_code(&self) -> Option<i32> {
+        match self {
+            ClientError::Api { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// A login API answer before its code is judged.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub code: i32,
+    pub message: String,
+    pub result: Option<Value>,
+    pub auth_token: Option<String>,
+    path: String,
+}
+
+impl Answer {
+    /// The result of a code-0 answer; any other code becomes `ClientError::Api`.
+    pub fn ok<T: DeserializeOwned>(self) -> Result<T> {
+        if self.code != code::SUCCESS {
+            return Err(ClientError::Api {
+                code: self.code,
+                message: self.message,
+            });
+        }
+        self.parse()
+    }
+
+    /// The result parsed as `T`, whatever the code.
+    pub fn parse<T: DeserializeOwned>(self) -> Result<T> {
+        serde_json::from_value(self.result.unwrap_or(Value::Null)).map_err(|e| {
+            ClientError::Protocol {
+                path: self.path,
+                detail: e.to_string(),
+            }
+        })
+    }
+}
+
+#[derive(Clone)]
+pub struct AppClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl AppClient {
+    pub fn new(base: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("a plain HTTP client always builds");
+        Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn send_error(&self, path: &str, e: reqwest::Error) -> ClientError {
+        if e.is_connect() {
+            ClientError::Unreachable {
+                url: self.base.clone(),
+                source: e,
+            }
+        } else {
+            ClientError::Http {
+                context: format!("request to {}{path} failed", self.base),
+                source: e,
+            }
+        }
+    }
+
+    /// POSTs `body` to a login API path and returns the raw answer.
+    pub async fn post<B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+        auth_token: Option<&str>,
+    ) -> Result<Answer> {
+        let mut req = self.http.post(format!("{}{path}", self.base)).json(body);
+        if let Some(t) = auth_token {
+            req = req.header(AUTH_TOKEN_HEADER, t);
+        }
+        let resp = req.send().await.map_err(|e| self.send_error(path, e))?;
+        let auth_token = resp
+            .headers()
+            .get(AUTH_TOKEN_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body: Value = resp.json().await.map_err(|e| self.send_error(path, e))?;
+        let code =
+            body.get("code")
+                .and_then(Value::as_i64)
+                .ok_or_else(|| ClientError::Protocol {
+                    path: path.into(),
+                    detail: format!("no code in {body}"),
+                })? as i32;
+        Ok(Answer {
+            code,
+            message: body
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            result: body.get("result").cloned(),
+            auth_token,
+            path: path.into(),
+        })
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .map_err(|e| self.send_error(path, e))?;
+        let resp = resp
+            .error_for_status()
+            .map_err(|e| self.send_error(path, e))?;
+        resp.json().await.map_err(|e| self.send_error(path, e))
+    }
+
+    pub async fn send_code(&self, mobile: &str) -> Result<()> {
+        self.post(
+            "/send_code",
+            &SendCodeRequest {
+                mobile: mobile.into(),
+            },
+            None,
+        )
+        .await?
+        .ok::<Option<Value>>()
+        .map(drop)
+    }
+
+    /// Logs in; returns the result and the `authToken`.
+    pub async fn login(
+        &self,
+        mobile: &str,
+        code: &str,
+        client_id: &str,
+        platform: i32,
+    ) -> Result<(LoginResult, String)> {
+        let req = LoginRequest {
+            mobile: mobile.into(),
+            code: code.into(),
+            client_id: client_id.into(),
+            platform,
+        };
+        let answer = self.post("/login", &req, None).await?;
+        let auth = answer.auth_token.clone();
+        let result: LoginResult = answer.ok()?;
+        let auth = auth.ok_or_else(|| ClientError::Protocol {
+            path: "/login".into(),
+            detail: "no authToken header".into(),
+        })?;
+        Ok((result, auth))
+    }
+
+    pub async fn pc_session(
+        &self,
+        client_id: &str,
+        platform: i32,
+        device_name: &str,
+    ) -> Result<PcSessionResult> {
+        let req = PcSessionRequest {
+            client_id: client_id.into(),
+            platform,
+            device_name: Some(device_name.into()),
+            ..Default::default()
+        };
+        self.post("/pc_session", &req, None).await?.ok()
+    }
+
+    /// One `/session_login` long poll; the caller judges the code.
+    pub async fn session_login(&self, token: &str) -> Result<Answer> {
+        self.post(
+            &format!("/session_login/{token}"),
+            &serde_json::json!({}),
+            None,
+        )
+        .await
+    }
+
+    pub async fn scan_pc(&self, auth_token: &str, token: &str) -> Result<PcSessionResult> {
+        self.post(
+            &format!("/scan_pc/{token}"),
+            &serde_json::json!({}),
+            Some(auth_token),
+        )
+        .await?
+        .ok()
+    }
+
+    pub async fn confirm_pc(
+        &self,
+        auth_token: &str,
+        token: &str,
+        user_id: &str,
+    ) -> Result<PcSessionResult> {
+        let req = ConfirmPcRequest {
+            token: token.into(),
+            user_id: Some(user_id.into()),
+            quick_login: Some(0),
+        };
+        self.post("/confirm_pc", &req, Some(auth_token)).await?.ok()
+    }
+
+    pub async fn cancel_pc(&self, auth_token: &str, token: &str) -> Result<PcSessionResult> {
+        self.post(
+            "/cancel_pc",
+            &CancelPcRequest {
+                token: token.into(),
+            },
+            Some(auth_token),
+        )
+        .await?
+        .ok()
+    }
+
+    /// The dev outbox, newest first; with `wait`, waits for a matching SMS.
+    pub async fn dev_sms(
+        &self,
+        mobile: &str,
+        wait: Option<Duration>,
+        since_ms: Option<i64>,
+    ) -> Result<Vec<SmsEntry>> {
+        let mut path = format!("/_dev/sms?mobile={mobile}");
+        if let Some(w) = wait {
+            path += &format!("&wait={}", w.as_secs_f64());
+        }
+        if let Some(s) = since_ms {
+            path += &format!("&since={s}");
+        }
+        self.get_json(&path).await
+    }
+
+    pub async fn dev_pc_sessions(&self) -> Result<Vec<PcSessionInfo>> {
+        self.get_json("/_dev/pc_sessions").await
+    }
+
+    pub async fn dev_users(&self) -> Result<Vec<UserSummary>> {
+        self.get_json("/_dev/users").await
+    }
+
+    /// Downloads any URL (a QR picture, say).
+    pub async fn get_bytes(&self, url: &str) -> Result<Vec<u8>> {
+        let resp = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| self.send_error(url, e))?;
+        let resp = resp
+            .error_for_status()
+            .map_err(|e| self.send_error(url, e))?;
+        Ok(resp
+            .bytes()
+            .await
+            .map_err(|e| self.send_error(url, e))?
+            .to_vec())
+    }
+}

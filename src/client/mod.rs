@@ -1,0 +1,6 @@
+//! Client side of imctl's APIs, shared by the CLI and the tests.
+
+pub mod app;
+pub mod profiles;
+
+pub use app::{AppClient, ClientError};

@@ -1,0 +1,86 @@
+//! The command line: one module per subcommand, each an `Args` and a `run`.
+
+pub mod serve;
+pub mod simulate;
+
+use clap::{Parser, Subcommand};
+
+use crate::client::ClientError;
+use crate::client::app::exit;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  error (see the message)
+  2  bad command line
+  3  the app-server cannot be reached
+  4  the QR session is unknown, used up or expired
+  5  the server refused (wrong user, wrong state, cancelled, bad code)";
+
+#[derive(Debug, Parser)]
+#[command(name = "imctl", version, about = "A local development stack for instant-messaging apps", after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Log filter, RUST_LOG syntax (e.g. debug, imctl=trace) [default: info for serve, warn otherwise]
+    #[arg(long, env = "IMCTL_LOG", global = true)]
+    pub log: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the app-server (SMS and QR login), the web page and the dev API
+    Serve(serve::Args),
+    /// Stand in for the phone: log in by SMS, scan, confirm, cancel, approve a web QR login
+    #[command(after_help = EXIT_CODES)]
+    Simulate(simulate::Args),
+}
+
+impl Cli {
+    /// The log filter: `--log`, else `RUST_LOG`, else a per-command default.
+    pub fn log_filter(&self) -> String {
+        self.log
+            .clone()
+            .or_else(|| std::env::var("RUST_LOG").ok().filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| match self.command {
+                Command::Serve(_) => "info".into(),
+                _ => "warn".into(),
+            })
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Simulate(args) => simulate::run(args).await,
+    }
+}
+
+/// Picks the process exit code for an error, by its most specific cause.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    err.chain()
+        .find_map(|e| {
+            e.downcast_ref::<ClientError>()
+                .map(ClientError::exit_code)
+                .or_else(|| e.downcast_ref::<Failure>().map(|f| f.exit))
+        })
+        .unwrap_or(exit::ERROR)
+}
+
+/// A CLI failure with a chosen exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    pub exit: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(exit: u8, message: impl Into<String>) -> Self {
+        Self {
+            exit,
+            message: message.into(),
+        }
+    }
+}

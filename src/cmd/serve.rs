@@ -1,0 +1,87 @@
+//! `imctl serve`: the whole stack in one process.
+
+use anyhow::Context;
+use tracing::warn;
+
+use crate::config::ServeConfig;
+use crate::server::{self, Running};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub config: ServeConfig,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let config = args.config;
+    let running = server::start(&config).await?;
+    print!("{}", banner(&config, &running).await?);
+    if !config.host.is_loopback() && config.super_code().is_some() {
+        warn!(
+            "listening on {} with the super code on: anyone who can reach this port can log in as any user; \
+             pass --super-code none unless that is what you want",
+            config.host
+        );
+    }
+    let stop = running.shutdown_token();
+    tokio::select! {
+        signal = shutdown_signal() => {
+            signal?;
+            tracing::info!("shutting down: answering long polls and closing the database");
+            stop.cancel();
+        }
+        _ = stop.cancelled() => {}
+    }
+    running.wait().await
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot listen for SIGTERM")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("cannot listen for Ctrl-C"),
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot listen for Ctrl-C")
+}
+
+async fn banner(config: &ServeConfig, running: &Running) -> anyhow::Result<String> {
+    let url = running.app_url();
+    let data = match &running.database {
+        Some(p) => p.display().to_string(),
+        None => "in memory (--ephemeral): forgotten on exit".into(),
+    };
+    let super_code = match config.super_code() {
+        Some(c) => {
+            format!("{c} (on: any mobile can log in with it; --super-code none turns it off)")
+        }
+        None => "off".into(),
+    };
+    let users = running.state.store.users().await?;
+    let users = users
+        .iter()
+        .map(|u| format!("{} {}", u.id, u.mobile.as_deref().unwrap_or("(no mobile)")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok(format!(
+        "imctl {version} is ready\n\
+         \x20 web page     {url}/\n\
+         \x20 login API    {url}  (Wildfire-compatible: /send_code /login /pc_session /session_login …)\n\
+         \x20 dev API      {url}/_dev/sms  {url}/_dev/pc_sessions  {url}/_dev/users\n\
+         \x20 health       {url}/healthz  {url}/readyz\n\
+         \x20 broker       port {broker} reserved (chat arrives with the broker)\n\
+         \x20 data         {data}\n\
+         \x20 super code   {super_code}\n\
+         \x20 users        {users}\n\
+         \x20 try          imctl simulate web-login   then   imctl simulate approve --latest --as alice\n",
+        version = env!("CARGO_PKG_VERSION"),
+        broker = config.broker_port,
+    ))
+}

@@ -1,0 +1,526 @@
+//! `imctl simulate`: the phone (and, with `web-login`, the web page) of a
+//! QR login, driven from a terminal or a CI script.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Subcommand;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use super::Failure;
+use crate::app_server::sms::is_valid_mobile;
+use crate::client::app::exit;
+use crate::client::profiles::{PhoneProfile, Profiles, default_state_dir};
+use crate::client::{AppClient, ClientError};
+use crate::store::now_ms;
+use crate::wire::http::{LoginResult, PcSessionInfo, PcSessionResult, ScannedResult, code};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The app-server to talk to
+    #[arg(
+        long,
+        env = "IMCTL_APP_SERVER",
+        default_value = "http://127.0.0.1:8888",
+        global = true
+    )]
+    pub app_server: String,
+
+    /// Print one JSON object instead of human output
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Where saved phone sessions live [default: e.g. ~/.local/state/imctl]
+    #[arg(long, env = "IMCTL_STATE_DIR", global = true)]
+    pub state_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub action: Action,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Action {
+    /// Log a phone in by SMS (code read from the dev outbox) and save its session
+    MobileLogin {
+        /// The phone's mobile number
+        #[arg(long, required_unless_present = "user", conflicts_with = "user")]
+        mobile: Option<String>,
+        /// A user id whose mobile to use (e.g. alice)
+        #[arg(long)]
+        user: Option<String>,
+        /// Use this code instead of requesting one (e.g. the super code 66666)
+        #[arg(long)]
+        code: Option<String>,
+    },
+    /// Scan a QR code: the web page then shows who scanned
+    Scan(TargetArgs),
+    /// Confirm a scanned QR code: the web page logs in
+    Confirm(TargetArgs),
+    /// Cancel a scanned QR code: the web page is told it was cancelled
+    Cancel(TargetArgs),
+    /// Scan then confirm
+    Approve(TargetArgs),
+    /// Play the web page: show a login QR, long-poll, print the result
+    WebLogin {
+        /// Also play the phone: scan and confirm as this user (for a one-command smoke test)
+        #[arg(long, value_name = "USER|MOBILE")]
+        approve_as: Option<String>,
+        /// Client id to log in with [default: random]
+        #[arg(long)]
+        client_id: Option<String>,
+        /// Platform number (5 Web, 3 Windows, 4 macOS, 7 Linux)
+        #[arg(long, default_value_t = 5)]
+        platform: i32,
+        /// Device name shown to the phone
+        #[arg(long, default_value = "imctl simulate web-login")]
+        device_name: String,
+        /// Give up after this long [default: when the QR session expires]
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<Duration>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TargetArgs {
+    /// A QR token, the QR text (prefix + token), or an http(s) URL of a QR picture
+    #[arg(required_unless_present_any = ["image", "latest"], conflicts_with_all = ["image", "latest"])]
+    pub target: Option<String>,
+    /// Decode the QR code from a PNG or JPEG screenshot
+    #[arg(long, conflicts_with = "latest")]
+    pub image: Option<PathBuf>,
+    /// The newest live QR session on the server
+    #[arg(long)]
+    pub latest: bool,
+    /// The phone's user: a user id (alice) or a mobile [default: the last phone used with this server]
+    #[arg(long = "as", value_name = "USER|MOBILE")]
+    pub as_user: Option<String>,
+}
+
+/// What the phone does to a QR session.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Step {
+    Scan,
+    Confirm,
+    Cancel,
+    Approve,
+}
+
+struct Phone {
+    client: AppClient,
+    profiles: Profiles,
+    json: bool,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let client = AppClient::new(&args.app_server);
+    let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
+    let mut phone = Phone {
+        client,
+        profiles: Profiles::load(&state_dir)?,
+        json: args.json,
+    };
+    match args.action {
+        Action::MobileLogin { mobile, user, code } => {
+            let mobile = match (mobile, user) {
+                (Some(m), _) => m,
+                (None, Some(u)) => phone.mobile_of(&u).await?,
+                (None, None) => unreachable!("clap requires one"),
+            };
+            let p = phone.mobile_login(&mobile, code.as_deref()).await?;
+            phone.print(
+                json!({"userId": p.user_id, "mobile": p.mobile, "displayName": p.display_name}),
+                format!(
+                    "logged in as {} ({}, {}); session saved",
+                    p.user_id, p.display_name, p.mobile
+                ),
+            );
+            Ok(())
+        }
+        Action::Scan(t) => phone.act(Step::Scan, t).await,
+        Action::Confirm(t) => phone.act(Step::Confirm, t).await,
+        Action::Cancel(t) => phone.act(Step::Cancel, t).await,
+        Action::Approve(t) => phone.act(Step::Approve, t).await,
+        Action::WebLogin {
+            approve_as,
+            client_id,
+            platform,
+            device_name,
+            timeout,
+        } => {
+            let client_id =
+                client_id.unwrap_or_else(|| format!("imctl-web-{}", crate::token::random_token(4)));
+            web_login(
+                phone,
+                approve_as,
+                &client_id,
+                platform,
+                &device_name,
+                timeout,
+            )
+            .await
+        }
+    }
+}
+
+/// The token inside a QR text: whatever follows the last `/` (so both
+/// `imctl://pcsession/T` and `wildfirechat://pcsession/T` work), or the text itself.
+pub fn token_from_qr_text(text: &str) -> anyhow::Result<String> {
+    let text = text.trim();
+    let token = text.rsplit('/').next().unwrap_or(text).trim();
+    if token.is_empty()
+        || !token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        anyhow::bail!("{text:?} does not look like a QR login token or QR text (prefix + token)");
+    }
+    Ok(token.to_owned())
+}
+
+impl Phone {
+    fn print(&self, json: serde_json::Value, human: String) {
+        if self.json {
+            println!("{json}");
+        } else {
+            println!("{human}");
+        }
+    }
+
+    /// The mobile of a user id, from the server's user list.
+    async fn mobile_of(&self, user: &str) -> anyhow::Result<String> {
+        let users = self.client.dev_users().await?;
+        let found = users
+            .iter()
+            .find(|u| u.user_id.eq_ignore_ascii_case(user))
+            .ok_or_else(|| {
+                let known: Vec<_> = users.iter().map(|u| u.user_id.as_str()).collect();
+                Failure::new(
+                    exit::ERROR,
+                    format!(
+                        "no user {user:?} on {}; known users: {}",
+                        self.client.base(),
+                        known.join(", ")
+                    ),
+                )
+            })?;
+        found.mobile.clone().ok_or_else(|| {
+            Failure::new(
+                exit::ERROR,
+                format!("user {user} has no mobile, so it cannot log in by SMS"),
+            )
+            .into()
+        })
+    }
+
+    /// A user id or a mobile → a mobile.
+    async fn resolve(&self, who: &str) -> anyhow::Result<String> {
+        if is_valid_mobile(who) {
+            Ok(who.to_owned())
+        } else {
+            self.mobile_of(who).await
+        }
+    }
+
+    /// SMS login exactly as a phone does it, then saves the session.
+    async fn mobile_login(
+        &mut self,
+        mobile: &str,
+        code: Option<&str>,
+    ) -> anyhow::Result<PhoneProfile> {
+        let code = match code {
+            Some(c) => c.to_owned(),
+            None => self.fetch_code(mobile).await?,
+        };
+        let client_id = format!("imctl-phone-{mobile}");
+        let (result, auth_token) = self.client.login(mobile, &code, &client_id, 2).await?;
+        let profile = PhoneProfile {
+            app_server: self.client.base().to_owned(),
+            mobile: mobile.to_owned(),
+            user_id: result.user_id,
+            display_name: result.user_name.unwrap_or_default(),
+            auth_token,
+            saved_at: now_ms(),
+        };
+        self.profiles.save(profile.clone())?;
+        Ok(profile)
+    }
+
+    /// Requests a code and reads it from the dev outbox. When the resend
+    /// limit says no, a still-valid code sent earlier is used instead.
+    async fn fetch_code(&self, mobile: &str) -> anyhow::Result<String> {
+        let since = match self.client.send_code(mobile).await {
+            Ok(()) => None,
+            Err(e) if e.api_code() == Some(code::SEND_TOO_OFTEN) => {
+                let now = now_ms();
+                let outbox = self.client.dev_sms(mobile, None, None).await?;
+                return outbox.into_iter().find(|s| s.expires_at > now).map(|s| s.code).ok_or_else(|| {
+                    anyhow::Error::new(e).context("a code was requested moments ago and is not in the outbox; wait a minute or pass --code")
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let outbox = self
+            .client
+            .dev_sms(mobile, Some(Duration::from_secs(10)), since)
+            .await?;
+        outbox.into_iter().next().map(|s| s.code).ok_or_else(|| {
+            anyhow::anyhow!(
+                "the code sent to {mobile} did not appear in {}/_dev/sms",
+                self.client.base()
+            )
+        })
+    }
+
+    /// The saved session of `who` (or of the last phone used), logging in if needed.
+    async fn phone_for(&mut self, who: Option<&str>) -> anyhow::Result<PhoneProfile> {
+        let base = self.client.base().to_owned();
+        let mobile = match who {
+            Some(w) => self.resolve(w).await?,
+            None => match self.profiles.latest(&base) {
+                Some(p) => return Ok(p.clone()),
+                None => {
+                    return Err(Failure::new(
+                        exit::ERROR,
+                        format!("no phone has logged in to {base} yet; say which user with --as alice (or --as MOBILE)"),
+                    )
+                    .into());
+                }
+            },
+        };
+        match self.profiles.find(&base, &mobile) {
+            Some(p) => Ok(p.clone()),
+            None => self.mobile_login(&mobile, None).await,
+        }
+    }
+
+    /// Finds the session token a target names.
+    async fn token_of(&self, target: &TargetArgs, step: Step) -> anyhow::Result<String> {
+        if target.latest {
+            let sessions = self.client.dev_pc_sessions().await?;
+            // Scanning wants a fresh session; confirming or cancelling a scanned one.
+            let wanted = |s: &&PcSessionInfo| match step {
+                Step::Scan | Step::Approve => s.status == 0,
+                Step::Confirm | Step::Cancel => s.status == 1 || s.status == 3,
+            };
+            let found = sessions.iter().find(wanted).ok_or_else(|| {
+                Failure::new(
+                    exit::SESSION_GONE,
+                    format!(
+                        "no live QR session {} on {}; open the web page or run `imctl simulate web-login` first",
+                        if matches!(step, Step::Scan | Step::Approve) { "waiting for a scan" } else { "waiting for confirmation" },
+                        self.client.base()
+                    ),
+                )
+            })?;
+            return Ok(found.token.clone());
+        }
+        if let Some(path) = &target.image {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let text = crate::qr_image::decode(&bytes)
+                .with_context(|| format!("cannot read a QR code from {}", path.display()))?;
+            return token_from_qr_text(&text);
+        }
+        let target = target.target.as_deref().expect("clap requires a target");
+        if target.starts_with("http://") || target.starts_with("https://") {
+            let bytes = self.client.get_bytes(target).await?;
+            let text = crate::qr_image::decode(&bytes)
+                .with_context(|| format!("cannot read a QR code from {target}"))?;
+            return token_from_qr_text(&text);
+        }
+        token_from_qr_text(target)
+    }
+
+    async fn act(&mut self, step: Step, target: TargetArgs) -> anyhow::Result<()> {
+        let token = self.token_of(&target, step).await?;
+        let (phone, result) = self
+            .run_step(step, target.as_user.as_deref(), &token)
+            .await?;
+        let done = match step {
+            Step::Scan => "scanned",
+            Step::Confirm => "confirmed",
+            Step::Cancel => "cancelled",
+            Step::Approve => "approved (scanned and confirmed)",
+        };
+        self.print(
+            json!({"token": token, "status": result.status, "userId": phone.user_id, "action": done}),
+            format!("{} ({}) {done} QR session {}…", phone.user_id, phone.display_name, &token[..token.len().min(8)]),
+        );
+        Ok(())
+    }
+
+    /// Does `step` as `who`, logging in again once if the saved session was
+    /// expired or revoked.
+    async fn run_step(
+        &mut self,
+        step: Step,
+        who: Option<&str>,
+        token: &str,
+    ) -> anyhow::Result<(PhoneProfile, PcSessionResult)> {
+        let mut phone = self.phone_for(who).await?;
+        let result = match self.apply(step, &phone, token).await {
+            Err(e) if e.api_code() == Some(code::NOT_LOGGED_IN) => {
+                phone = self.mobile_login(&phone.mobile, None).await?;
+                self.apply(step, &phone, token).await?
+            }
+            other => other?,
+        };
+        Ok((phone, result))
+    }
+
+    async fn apply(
+        &self,
+        step: Step,
+        phone: &PhoneProfile,
+        token: &str,
+    ) -> Result<PcSessionResult, ClientError> {
+        let auth = &phone.auth_token;
+        match step {
+            Step::Scan => self.client.scan_pc(auth, token).await,
+            Step::Confirm => self.client.confirm_pc(auth, token, &phone.user_id).await,
+            Step::Cancel => self.client.cancel_pc(auth, token).await,
+            Step::Approve => {
+                self.client.scan_pc(auth, token).await?;
+                self.client.confirm_pc(auth, token, &phone.user_id).await
+            }
+        }
+    }
+}
+
+async fn web_login(
+    mut phone: Phone,
+    approve_as: Option<String>,
+    client_id: &str,
+    platform: i32,
+    device_name: &str,
+    timeout: Option<Duration>,
+) -> anyhow::Result<()> {
+    let client = phone.client.clone();
+    let session = client.pc_session(client_id, platform, device_name).await?;
+    let qr_text = session
+        .qr_text
+        .clone()
+        .unwrap_or_else(|| session.token.clone());
+    let token = session.token.clone();
+    let started = tokio::time::Instant::now();
+    let expires = started + Duration::from_millis(session.expired.max(0) as u64);
+    let deadline = timeout.map_or(expires, |t| (started + t).min(expires));
+
+    if !phone.json {
+        eprintln!("{}", crate::qr_image::terminal(&qr_text));
+        eprintln!("QR text: {qr_text}");
+        eprintln!("approve from another terminal:  imctl simulate approve {token} --as alice");
+    }
+
+    let json_out = phone.json;
+    let approver = approve_as.map(|who| {
+        let token = token.clone();
+        tokio::spawn(async move {
+            phone
+                .run_step(Step::Approve, Some(&who), &token)
+                .await
+                .map(drop)
+        })
+    });
+
+    let spinner = ProgressBar::new_spinner();
+    spinner.set_style(
+        ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"),
+    );
+    spinner.enable_steady_tick(Duration::from_millis(100));
+    spinner.set_message("waiting for a phone to scan");
+
+    let outcome = loop {
+        let answer = tokio::select! {
+            a = client.session_login(&token) => a?,
+            _ = tokio::time::sleep_until(deadline) => {
+                break Err(Failure::new(exit::SESSION_GONE, "gave up: nobody approved the QR login in time"));
+            }
+        };
+        match answer.code {
+            code::SUCCESS => {
+                let auth = answer.auth_token.clone().unwrap_or_default();
+                let result: LoginResult = answer.parse()?;
+                break Ok((result, auth));
+            }
+            code::SESSION_SCANNED => {
+                let who: ScannedResult = answer.parse()?;
+                spinner.set_message(format!(
+                    "scanned by {} ({}); waiting for confirmation on the phone",
+                    who.user_name, who.user_id
+                ));
+            }
+            code::SESSION_CANCELLED => {
+                break Err(Failure::new(
+                    exit::REFUSED,
+                    "the login was cancelled on the phone",
+                ));
+            }
+            code::SESSION_EXPIRED
+                if tokio::time::Instant::now() < expires
+                    && answer.message.contains("poll again") => {}
+            code::SESSION_EXPIRED => {
+                break Err(Failure::new(
+                    exit::SESSION_GONE,
+                    format!("the QR session ended: {}", answer.message),
+                ));
+            }
+            other => {
+                break Err(Failure::new(
+                    exit::REFUSED,
+                    format!("unexpected answer code {other}: {}", answer.message),
+                ));
+            }
+        }
+    };
+    spinner.finish_and_clear();
+    if let Some(task) = approver {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e.context("the simulated phone failed to approve")),
+            Err(e) => anyhow::bail!("the simulated phone crashed: {e}"),
+        }
+    }
+    let (result, auth_token) = outcome?;
+    if json_out {
+        let out = json!({
+            "userId": result.user_id,
+            "userName": result.user_name,
+            "token": result.token,
+            "authToken": auth_token,
+            "clientId": client_id,
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "logged in as {} ({})",
+            result.user_id,
+            result.user_name.as_deref().unwrap_or("")
+        );
+        println!("IM token:  {}", result.token);
+        println!("authToken: {auth_token}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_from_qr_text;
+
+    #[test]
+    fn tokens_come_out_of_any_prefix() {
+        assert_eq!(
+            token_from_qr_text("imctl://pcsession/abc123").unwrap(),
+            "abc123"
+        );
+        assert_eq!(
+            token_from_qr_text("wildfirechat://pcsession/abc123\n").unwrap(),
+            "abc123"
+        );
+        assert_eq!(token_from_qr_text("abc123").unwrap(), "abc123");
+        assert!(token_from_qr_text("imctl://pcsession/").is_err());
+        assert!(token_from_qr_text("bad token!").is_err());
+    }
+}

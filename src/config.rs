@@ -1,0 +1,115 @@
+//! `imctl serve` options: every knob is a flag and an `IMCTL_*` variable.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 300ms, 50s, 5m, 7d)"))
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address to listen on; anything but loopback exposes the dev API and the super code
+    #[arg(long, env = "IMCTL_HOST", default_value = "127.0.0.1")]
+    pub host: IpAddr,
+
+    /// Port of the app-server (login API, web client, dev API); 0 picks a free port
+    #[arg(long, env = "IMCTL_APP_PORT", default_value_t = 8888)]
+    pub app_port: u16,
+
+    /// Port of the broker (WebSocket chat); 0 picks a free port
+    #[arg(long, env = "IMCTL_BROKER_PORT", default_value_t = 8083)]
+    pub broker_port: u16,
+
+    /// Where the database lives [default: the platform's data directory, e.g. ~/.local/share/imctl]
+    #[arg(long, env = "IMCTL_DATA_DIR", conflicts_with = "ephemeral")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Keep everything in memory and forget it on exit (for CI)
+    #[arg(long, env = "IMCTL_EPHEMERAL")]
+    pub ephemeral: bool,
+
+    /// Seed a fresh database from this JSON file instead of the built-in fixtures
+    #[arg(long, env = "IMCTL_FIXTURES", conflicts_with = "no_fixtures")]
+    pub fixtures: Option<PathBuf>,
+
+    /// Start a fresh database with no users at all
+    #[arg(long, env = "IMCTL_NO_FIXTURES")]
+    pub no_fixtures: bool,
+
+    /// Login code accepted for any mobile without /send_code; "none" disables it
+    #[arg(long, env = "IMCTL_SUPER_CODE", default_value = "66666")]
+    pub super_code: String,
+
+    /// How long an SMS code stays valid
+    #[arg(long, env = "IMCTL_SMS_TTL", default_value = "5m", value_parser = duration)]
+    pub sms_ttl: Duration,
+
+    /// Minimum time between two SMS codes to one mobile
+    #[arg(long, env = "IMCTL_SMS_INTERVAL", default_value = "60s", value_parser = duration)]
+    pub sms_interval: Duration,
+
+    /// Wrong codes after which an SMS code is burned
+    #[arg(long, env = "IMCTL_SMS_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub sms_max_attempts: u32,
+
+    /// How long a QR login session lives after /pc_session
+    #[arg(long, env = "IMCTL_QR_TTL", default_value = "300s", value_parser = duration)]
+    pub qr_ttl: Duration,
+
+    /// How long /session_login holds a request before answering code 8
+    #[arg(long, env = "IMCTL_POLL_TIMEOUT", default_value = "50s", value_parser = duration)]
+    pub poll_timeout: Duration,
+
+    /// Text before the token in the QR code (Wildfire's is wildfirechat://pcsession/)
+    #[arg(long, env = "IMCTL_QR_PREFIX", default_value = "imctl://pcsession/")]
+    pub qr_prefix: String,
+
+    /// Extra CORS origin allowed besides http://localhost:* and http://127.0.0.1:* (repeatable, or comma-separated)
+    #[arg(long, env = "IMCTL_CORS_ORIGIN", value_delimiter = ',')]
+    pub cors_origin: Vec<String>,
+
+    /// Lifetime of an IM token (the broker credential)
+    #[arg(long, env = "IMCTL_TOKEN_TTL", default_value = "7d", value_parser = duration)]
+    pub token_ttl: Duration,
+
+    /// Lifetime of an authToken (the app-server login session)
+    #[arg(long, env = "IMCTL_SESSION_TTL", default_value = "30d", value_parser = duration)]
+    pub session_ttl: Duration,
+}
+
+impl ServeConfig {
+    /// The super code, or `None` when disabled.
+    pub fn super_code(&self) -> Option<&str> {
+        match self.super_code.trim() {
+            "" | "none" | "off" => None,
+            code => Some(code),
+        }
+    }
+
+    /// The options of `imctl serve --ephemeral --app-port 0 --broker-port 0`
+    /// plus `extra`: what tests and `exec`-style embedding start from.
+    pub fn ephemeral_on_free_ports(extra: &[&str]) -> Self {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: ServeConfig,
+        }
+        let args = [
+            "imctl",
+            "--ephemeral",
+            "--app-port",
+            "0",
+            "--broker-port",
+            "0",
+        ]
+        .into_iter()
+        .chain(extra.iter().copied());
+        <Wrapper as clap::Parser>::try_parse_from(args)
+            .unwrap_or_else(|e| panic!("bad serve options {extra:?}: {e}"))
+            .config
+    }
+}

@@ -1,0 +1,153 @@
+//! Starting and stopping the whole stack in one process: storage, fixtures,
+//! the app-server (and, later, the broker). `imctl serve` and the tests share it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::app_server::qr::QrBook;
+use crate::app_server::sms::SmsBook;
+use crate::app_server::{self, AppState, Inner};
+use crate::config::ServeConfig;
+use crate::store::{self, Fixtures, Location, Store};
+use crate::token::{ImTokens, random_token};
+
+/// A running stack.
+pub struct Running {
+    pub app_addr: SocketAddr,
+    /// The database file, or `None` when ephemeral.
+    pub database: Option<PathBuf>,
+    /// Whether this start seeded a fresh database.
+    pub seeded: bool,
+    pub state: AppState,
+    shutdown: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    pub fn app_url(&self) -> String {
+        self.state.base_url.clone()
+    }
+
+    /// Asks the stack to stop; `wait` finishes the job.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the servers have stopped (after a shutdown request), then
+    /// closes the database cleanly.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let served = self.server.await.context("the app-server task panicked")?;
+        self.state.store.close().await;
+        served.context("the app-server failed")
+    }
+
+    /// Requests shutdown and waits for it.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+}
+
+/// Binds `host:port`, explaining a taken port in terms of the flag to change.
+async fn bind(addr: SocketAddr, flag: &str, env: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow::anyhow!(
+                "port {} on {} is already in use (is another `imctl serve` running?); \
+                 choose another with {flag} PORT or {env}, or 0 for any free port",
+                addr.port(),
+                addr.ip()
+            )
+        } else {
+            anyhow::Error::new(e).context(format!("cannot listen on {addr}"))
+        }
+    })
+}
+
+/// The URL clients use for a listener: a wildcard address becomes loopback.
+fn base_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
+        ip if ip.is_unspecified() => "[::1]".to_owned(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    format!("http://{ip}:{}", addr.port())
+}
+
+/// Opens storage, seeds it, binds the ports and starts serving.
+pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
+    let listener = bind(
+        SocketAddr::new(config.host, config.app_port),
+        "--app-port",
+        "IMCTL_APP_PORT",
+    )
+    .await?;
+    let app_addr = listener.local_addr()?;
+
+    let (location, database) = if config.ephemeral {
+        (Location::Memory, None)
+    } else {
+        let dir = config
+            .data_dir
+            .clone()
+            .unwrap_or_else(store::default_data_dir);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+        let path = store::database_path(&dir);
+        (Location::File(path.clone()), Some(path))
+    };
+    let store = Store::open(&location)
+        .await
+        .with_context(|| match &database {
+            Some(p) => format!("cannot open the database {}", p.display()),
+            None => "cannot open the in-memory database".into(),
+        })?;
+    let fixtures = match (&config.fixtures, config.no_fixtures) {
+        (_, true) => None,
+        (Some(path), false) => Some(Fixtures::load(path)?),
+        (None, false) => Some(Fixtures::builtin()),
+    };
+    let seeded = match &fixtures {
+        Some(f) => store
+            .seed_once(f)
+            .await
+            .context("cannot seed the fixtures")?,
+        None => false,
+    };
+    let secret = store
+        .setting_or_insert("im_token_secret", &random_token(32))
+        .await?;
+
+    let shutdown = CancellationToken::new();
+    let state = AppState::new(Inner {
+        store,
+        sms: SmsBook::new(config.sms_ttl, config.sms_interval, config.sms_max_attempts),
+        qr: QrBook::new(config.qr_ttl, config.qr_prefix.clone()),
+        im_tokens: ImTokens::new(secret.as_bytes(), config.token_ttl),
+        super_code: config.super_code().map(str::to_owned),
+        poll_timeout: config.poll_timeout,
+        session_ttl: config.session_ttl,
+        base_url: base_url(app_addr),
+        shutdown: shutdown.clone(),
+    });
+    tokio::spawn(app_server::sweep(state.clone()));
+    let router = app_server::app(state.clone(), &config.cors_origin);
+    let stop = shutdown.clone();
+    let server = tokio::spawn(app_server::serve(listener, router, async move {
+        stop.cancelled().await
+    }));
+    Ok(Running {
+        app_addr,
+        database,
+        seeded,
+        state,
+        shutdown,
+        server,
+    })
+}

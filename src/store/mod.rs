@@ -1,0 +1,339 @@
+//! The SQLite store. Every SQL statement of imctl lives in this module, always
+//! with bound parameters.
+
+mod fixtures;
+
+pub use fixtures::Fixtures;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::token::token_hash;
+use crate::wire::http::UserSummary;
+
+pub type Result<T, E = sqlx::Error> = std::result::Result<T, E>;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Where the database lives.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// One in-memory database, gone when the process ends.
+    Memory,
+    /// A file, created if missing.
+    File(PathBuf),
+}
+
+/// A row of `users`.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct User {
+    pub id: String,
+    pub mobile: Option<String>,
+    pub display_name: String,
+    pub portrait: Option<String>,
+}
+
+impl User {
+    pub fn summary(&self) -> UserSummary {
+        UserSummary {
+            user_id: self.id.clone(),
+            display_name: self.display_name.clone(),
+            mobile: self.mobile.clone(),
+            portrait: self.portrait.clone(),
+        }
+    }
+}
+
+/// A login session found by its `authToken`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AuthSession {
+    pub user_id: String,
+    pub client_id: String,
+    pub platform: i32,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and runs the migrations.
+    pub async fn open(location: &Location) -> Result<Self> {
+        let (options, pool) = match location {
+            // Every connection to `:memory:` is its own database, so the
+            // in-memory store keeps exactly one connection for its lifetime.
+            Location::Memory => (
+                SqliteConnectOptions::from_str("sqlite::memory:")?,
+                SqlitePoolOptions::new()
+                    .min_connections(1)
+                    .max_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None),
+            ),
+            Location::File(path) => (
+                SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    // In WAL mode NORMAL loses nothing on a process crash
+                    // (only on power loss) and saves an fsync per commit.
+                    .synchronous(SqliteSynchronous::Normal),
+                SqlitePoolOptions::new().max_connections(8),
+            ),
+        };
+        let options = options
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = pool.connect_with(options).await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Closes every connection, checkpointing the WAL.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn setting(&self, key: &str) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// Stores `value` under `key` unless the key exists; returns the stored value.
+    pub async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String> {
+        sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(self.setting(key).await?.unwrap_or_else(|| value.to_owned()))
+    }
+
+    /// Seeds the fixtures once, the first time this database is opened.
+    /// Returns whether it seeded.
+    pub async fn seed_once(&self, fixtures: &Fixtures) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let fresh = sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ('seeded', '1') ON CONFLICT(key) DO NOTHING",
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if fresh {
+            let now = now_ms();
+            for u in &fixtures.users {
+                sqlx::query(
+                    "INSERT INTO users (id, mobile, display_name, portrait, created_at) VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(&u.user_id)
+                .bind(&u.mobile)
+                .bind(&u.display_name)
+                .bind(&u.portrait)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(fresh)
+    }
+
+    pub async fn user(&self, id: &str) -> Result<Option<User>> {
+        sqlx::query_as("SELECT id, mobile, display_name, portrait FROM users WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    pub async fn user_by_mobile(&self, mobile: &str) -> Result<Option<User>> {
+        sqlx::query_as("SELECT id, mobile, display_name, portrait FROM users WHERE mobile = ?")
+            .bind(mobile)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    pub async fn users(&self) -> Result<Vec<User>> {
+        sqlx::query_as(
+            "SELECT id, mobile, display_name, portrait FROM users ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Finds the user with this mobile or registers a new one.
+    /// Returns the user and whether it was created.
+    pub async fn user_for_mobile(&self, mobile: &str) -> Result<(User, bool)> {
+        if let Some(user) = self.user_by_mobile(mobile).await? {
+            return Ok((user, false));
+        }
+        let user = User {
+            id: format!("u{}", crate::token::random_token(6)),
+            mobile: Some(mobile.to_owned()),
+            display_name: format!("User {}", &mobile[mobile.len().saturating_sub(4)..]),
+            portrait: None,
+        };
+        // A concurrent first login of the same mobile may win the race; the
+        // unique index keeps one row and we return that one.
+        let inserted = sqlx::query(
+            "INSERT INTO users (id, mobile, display_name, portrait, created_at) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT(mobile) DO NOTHING",
+        )
+        .bind(&user.id)
+        .bind(&user.mobile)
+        .bind(&user.display_name)
+        .bind(&user.portrait)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1;
+        if inserted {
+            Ok((user, true))
+        } else {
+            let existing = self
+                .user_by_mobile(mobile)
+                .await?
+                .ok_or(sqlx::Error::RowNotFound)?;
+            Ok((existing, false))
+        }
+    }
+
+    /// Stores a login session for `token` (only its hash is kept).
+    pub async fn create_auth_session(
+        &self,
+        token: &str,
+        session: &AuthSession,
+        ttl: Duration,
+    ) -> Result<()> {
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO auth_sessions (token_hash, user_id, client_id, platform, created_at, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(token_hash(token))
+        .bind(&session.user_id)
+        .bind(&session.client_id)
+        .bind(session.platform)
+        .bind(now)
+        .bind(now + ttl.as_millis() as i64)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+    }
+
+    /// The live (unexpired) login session of `token`, if any.
+    pub async fn auth_session(&self, token: &str) -> Result<Option<AuthSession>> {
+        sqlx::query_as(
+            "SELECT user_id, client_id, platform FROM auth_sessions WHERE token_hash = ? AND expires_at > ?",
+        )
+        .bind(token_hash(token))
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// Deletes expired login sessions; returns how many.
+    pub async fn purge_expired_sessions(&self) -> Result<u64> {
+        sqlx::query("DELETE FROM auth_sessions WHERE expires_at <= ?")
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected())
+    }
+}
+
+/// The data directory used when `--data-dir` is not given.
+pub fn default_data_dir() -> PathBuf {
+    directories::ProjectDirs::from("dev", "imctl", "imctl")
+        .map(|d| d.data_dir().to_path_buf())
+        .unwrap_or_else(|| PathBuf::from(".imctl"))
+}
+
+/// The database file inside a data directory.
+pub fn database_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("imctl.db")
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_store_is_one_database_across_calls() {
+        let store = Store::open(&Location::Memory).await.unwrap();
+        assert!(store.seed_once(&Fixtures::builtin()).await.unwrap());
+        assert!(!store.seed_once(&Fixtures::builtin()).await.unwrap());
+        let alice = store.user_by_mobile("13800000001").await.unwrap().unwrap();
+        assert_eq!(alice.id, "alice");
+        assert_eq!(store.users().await.unwrap().len(), 4);
+    }
+
+    #[tokio::test]
+    async fn user_for_mobile_registers_once() {
+        let store = Store::open(&Location::Memory).await.unwrap();
+        let (u1, created1) = store.user_for_mobile("13912345678").await.unwrap();
+        let (u2, created2) = store.user_for_mobile("13912345678").await.unwrap();
+        assert!(created1 && !created2);
+        assert_eq!(u1, u2);
+        assert_eq!(u1.display_name, "User 5678");
+    }
+
+    #[tokio::test]
+    async fn auth_sessions_store_only_hashes_and_expire() {
+        let store = Store::open(&Location::Memory).await.unwrap();
+        store.seed_once(&Fixtures::builtin()).await.unwrap();
+        let s = AuthSession {
+            user_id: "alice".into(),
+            client_id: "c".into(),
+            platform: 2,
+        };
+        store
+            .create_auth_session("tok-live", &s, Duration::from_secs(60))
+            .await
+            .unwrap();
+        store
+            .create_auth_session("tok-dead", &s, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .auth_session("tok-live")
+                .await
+                .unwrap()
+                .unwrap()
+                .user_id,
+            "alice"
+        );
+        assert!(store.auth_session("tok-dead").await.unwrap().is_none());
+        assert!(store.auth_session("nope").await.unwrap().is_none());
+        let raw: Option<String> =
+            sqlx::query_scalar("SELECT token_hash FROM auth_sessions WHERE token_hash = ?")
+                .bind("tok-live")
+                .fetch_optional(&store.pool)
+                .await
+                .unwrap();
+        assert!(raw.is_none(), "the raw token must not be stored");
+        assert_eq!(store.purge_expired_sessions().await.unwrap(), 1);
+    }
+}

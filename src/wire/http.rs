@@ -1,0 +1,181 @@
+//! Bodies of the Wildfire-compatible login API and of imctl's `/_dev` API.
+//!
+//! Field names follow Wildfire's JSON (camelCase, except `device_name`,
+//! `user_id` and `quick_login`, which Wildfire spells with underscores).
+
+use serde::{Deserialize, Serialize};
+
+/// Result codes of the login API; the HTTP status is always 200.
+pub mod code {
+    pub const SUCCESS: i32 = 0;
+    pub const INVALID_MOBILE: i32 = 1;
+    pub const SEND_TOO_OFTEN: i32 = 3;
+    pub const SERVER_ERROR: i32 = 4;
+    pub const CODE_EXPIRED: i32 = 5;
+    pub const CODE_WRONG: i32 = 6;
+    pub const SESSION_EXPIRED: i32 = 8;
+    pub const SESSION_SCANNED: i32 = 9;
+    pub const SESSION_NOT_SCANNED: i32 = 10;
+    pub const NOT_LOGGED_IN: i32 = 13;
+    pub const INVALID_PARAMETER: i32 = 15;
+    pub const NOT_FOUND: i32 = 16;
+    pub const SESSION_CANCELLED: i32 = 18;
+}
+
+/// Name of the header that carries the login session, both ways.
+pub const AUTH_TOKEN_HEADER: &str = "authToken";
+
+/// The envelope of every login API answer: `{code, message, result?}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiResponse<T> {
+    pub code: i32,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<T>,
+}
+
+impl<T> ApiResponse<T> {
+    pub fn ok(result: T) -> Self {
+        Self {
+            code: code::SUCCESS,
+            message: "success".into(),
+            result: Some(result),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendCodeRequest {
+    pub mobile: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginRequest {
+    pub mobile: String,
+    pub code: String,
+    pub client_id: String,
+    pub platform: i32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginResult {
+    pub user_id: String,
+    /// The IM token the client presents to the broker.
+    pub token: String,
+    pub register: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub portrait: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PcSessionRequest {
+    #[serde(default)]
+    pub client_id: String,
+    #[serde(default)]
+    pub platform: i32,
+    #[serde(default, rename = "device_name")]
+    pub device_name: Option<String>,
+    /// Wildfire's "quick login" fields; accepted and ignored.
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub flag: Option<i32>,
+    #[serde(default)]
+    pub user_id: Option<String>,
+}
+
+/// A QR session as `/pc_session` and `/scan_pc` return it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PcSessionResult {
+    pub token: String,
+    pub status: i32,
+    /// Milliseconds until the session expires.
+    pub expired: i64,
+    pub platform: i32,
+    #[serde(rename = "device_name")]
+    pub device_name: String,
+    /// The scanning user, once scanned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// The text the QR code encodes (prefix + token); imctl's addition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qr_text: Option<String>,
+}
+
+/// The result of `/session_login` with code 9: who scanned.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScannedResult {
+    pub user_id: String,
+    pub user_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub portrait: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfirmPcRequest {
+    pub token: String,
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub quick_login: Option<i32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CancelPcRequest {
+    pub token: String,
+}
+
+/// One SMS in the dev outbox (`GET /_dev/sms`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SmsEntry {
+    pub mobile: String,
+    pub code: String,
+    pub text: String,
+    /// Milliseconds since the Unix epoch.
+    pub sent_at: i64,
+    pub expires_at: i64,
+}
+
+/// One live QR session (`GET /_dev/pc_sessions`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PcSessionInfo {
+    pub token: String,
+    pub qr_text: String,
+    pub status: i32,
+    pub status_name: String,
+    pub created_at: i64,
+    pub age_ms: i64,
+    pub expires_in_ms: i64,
+    pub client_id: String,
+    pub platform: i32,
+    pub device_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scanner: Option<UserSummary>,
+}
+
+/// A user as the dev API lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UserSummary {
+    pub user_id: String,
+    pub display_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mobile: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub portrait: Option<String>,
+}
+
+/// The JSON error body of imctl's own (non-Wildfire) endpoints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DevError {
+    pub error: String,
+}

@@ -1,0 +1,3 @@
+//! Wire types shared by the servers, the CLI and the tests. No I/O here.
+
+pub mod http;
