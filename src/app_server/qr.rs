@@ -69,6 +69,11 @@ impl QrSession {
         self.state.borrow().scanner.clone()
     }
 
+    /// Whether a `/session_login` long poll is waiting on this session.
+    pub fn is_polled(&self) -> bool {
+        self.polling.load(Ordering::Acquire)
+    }
+
     pub fn expires_in(&self) -> Duration {
         self.expires.saturating_duration_since(Instant::now())
     }

@@ -1,0 +1,186 @@
+//! Helpers shared by the integration tests: an in-process server on a free
+//! port with in-memory storage, and raw HTTP calls.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use imctl::client::AppClient;
+use imctl::config::ServeConfig;
+use imctl::server::{self, Running};
+use serde_json::{Value, json};
+
+pub struct TestServer {
+    pub running: Running,
+    pub url: String,
+    pub client: AppClient,
+    pub http: reqwest::Client,
+}
+
+/// Starts a stack with `--ephemeral` on free ports, plus `extra` flags.
+pub async fn start(extra: &[&str]) -> TestServer {
+    start_with(ServeConfig::ephemeral_on_free_ports(extra)).await
+}
+
+pub async fn start_with(config: ServeConfig) -> TestServer {
+    let running = server::start(&config).await.expect("server starts");
+    let url = running.app_url();
+    TestServer {
+        client: AppClient::new(&url),
+        http: reqwest::Client::new(),
+        url,
+        running,
+    }
+}
+
+/// A raw answer: the JSON body and the authToken header.
+#[derive(Debug)]
+pub struct Raw {
+    pub status: u16,
+    pub body: Value,
+    pub auth_token: Option<String>,
+}
+
+impl Raw {
+    pub fn code(&self) -> i64 {
+        self.body["code"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no code in {}", self.body))
+    }
+
+    pub fn message(&self) -> &str {
+        self.body["message"].as_str().unwrap_or_default()
+    }
+}
+
+impl TestServer {
+    pub async fn post(&self, path: &str, body: Value, auth: Option<&str>) -> Raw {
+        let mut req = self.http.post(format!("{}{path}", self.url)).json(&body);
+        if let Some(a) = auth {
+            req = req.header("authToken", a);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status().as_u16();
+        let auth_token = resp
+            .headers()
+            .get("authToken")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body = resp.json().await.expect("JSON body");
+        Raw {
+            status,
+            body,
+            auth_token,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Logs `mobile` in with the super code; returns (authToken, result).
+    pub async fn login(&self, mobile: &str) -> (String, Value) {
+        let r = self
+            .post(
+                "/login",
+                json!({"mobile": mobile, "code": "66666", "clientId": "phone-1", "platform": 2}),
+                None,
+            )
+            .await;
+        assert_eq!(r.code(), 0, "{}", r.body);
+        (
+            r.auth_token.expect("authToken header"),
+            r.body["result"].clone(),
+        )
+    }
+
+    /// Creates a web QR session; returns its token.
+    pub async fn pc_session(&self) -> String {
+        let r = self
+            .post(
+                "/pc_session",
+                json!({"clientId": "pc-1", "platform": 5, "device_name": "test"}),
+                None,
+            )
+            .await;
+        assert_eq!(r.code(), 0, "{}", r.body);
+        r.body["result"]["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Starts a `/session_login` long poll in the background.
+    pub fn spawn_poll(&self, token: &str) -> tokio::task::JoinHandle<Raw> {
+        let (http, url, token) = (self.http.clone(), self.url.clone(), token.to_owned());
+        tokio::spawn(async move {
+            let resp = http
+                .post(format!("{url}/session_login/{token}"))
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let auth_token = resp
+                .headers()
+                .get("authToken")
+                .map(|v| v.to_str().unwrap().to_owned());
+            Raw {
+                status,
+                auth_token,
+                body: resp.json().await.unwrap(),
+            }
+        })
+    }
+}
+
+/// Waits until the server has a long poll parked on `token`, so a test can
+/// act while it waits (no sleeps).
+pub async fn until_polling(server: &TestServer, token: &str) {
+    for _ in 0..500 {
+        if server
+            .running
+            .state
+            .qr
+            .get(token)
+            .is_ok_and(|s| s.is_polled())
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    panic!("no long poll arrived for {token}");
+}
+
+/// Runs the real `imctl` binary with a private state directory.
+pub fn imctl(state_dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_imctl"))
+        .args(args)
+        .env("IMCTL_STATE_DIR", state_dir)
+        .env_remove("IMCTL_APP_SERVER")
+        .output()
+        .expect("imctl runs")
+}
+
+/// Runs `imctl simulate ARGS --app-server URL --json` off the async runtime.
+pub async fn simulate(state_dir: &Path, url: &str, args: &[&str]) -> Output {
+    let mut all: Vec<String> = vec!["simulate".into()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    all.extend(["--app-server".into(), url.to_owned(), "--json".into()]);
+    let dir = state_dir.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = all.iter().map(String::as_str).collect();
+        imctl(&dir, &args)
+    })
+    .await
+    .expect("imctl ran")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

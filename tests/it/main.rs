@@ -1,0 +1,10 @@
+//! One integration-test binary: real servers on free ports, in-memory or
+//! temp-dir storage, and the real `imctl` binary for CLI tests.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod cli;
+mod login;
+mod persistence;
+mod qr_login;
