@@ -6,8 +6,16 @@ use std::time::Duration;
 
 use clap::Args;
 
+/// The longest duration any option takes (longer ones would overflow clocks).
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 300ms, 50s, 5m, 7d)"))
+    let d =
+        humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 300ms, 50s, 5m, 7d)"))?;
+    if d > MAX_DURATION {
+        return Err(format!("{s} is longer than the maximum of 365 days"));
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Clone, Args)]

@@ -16,6 +16,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method, Uri};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -51,7 +52,16 @@ pub fn app(state: AppState, extra_origins: &[String]) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(wrong_method)
         .layer(cors(extra_origins))
-        .layer(TraceLayer::new_for_http())
+        // Spans name the route pattern, not the URI: QR tokens sit in paths.
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                let route = req
+                    .extensions()
+                    .get::<MatchedPath>()
+                    .map_or("unmatched", MatchedPath::as_str);
+                tracing::debug_span!("http", method = %req.method(), route)
+            }),
+        )
         .with_state(state)
 }
 

@@ -13,7 +13,7 @@ use super::reply::{Reply, coded, status};
 use super::state::AppState;
 use crate::qr_image;
 use crate::wire::http::{
-    CancelPcRequest, ConfirmPcRequest, LoginResult, PcSessionRequest, PcSessionResult,
+    CancelPcRequest, ConfirmPcRequest, LoginResult, PcSessionRequest, PcSessionResult, PollTimeout,
     ScannedResult, code,
 };
 
@@ -90,9 +90,12 @@ pub async fn session_login(
             code::SESSION_CANCELLED,
             "the login was cancelled on the phone; create a new QR session",
         ),
-        PollOutcome::TimedOut => status(
+        PollOutcome::TimedOut(live) => coded(
             code::SESSION_EXPIRED,
-            "no change before the long poll timed out; poll again",
+            "no change before the long poll timed out; the session is still live, poll again",
+            PollTimeout {
+                status: live as i32,
+            },
         ),
         PollOutcome::Expired => status(code::SESSION_EXPIRED, &QrError::Missing.to_string()),
         PollOutcome::ShuttingDown => status(

@@ -115,8 +115,9 @@ pub enum PollOutcome {
     },
     /// Code 18: cancelled on the phone; the session is gone.
     Cancelled,
-    /// Code 8: nothing happened within the poll timeout; poll again.
-    TimedOut,
+    /// Code 8: nothing happened within the poll timeout; the session lives
+    /// on with this status, so poll again.
+    TimedOut(Status),
     /// Code 8: the session expired while waiting.
     Expired,
     /// Code 8: the server is shutting down.
@@ -311,7 +312,7 @@ impl QrBook {
             tokio::select! {
                 // The sender lives in `session`, which we hold, so this cannot fail.
                 _ = rx.changed() => {}
-                _ = tokio::time::sleep_until(deadline) => return Ok(PollOutcome::TimedOut),
+                _ = tokio::time::sleep_until(deadline) => return Ok(PollOutcome::TimedOut(session.status())),
                 _ = tokio::time::sleep_until(session.expires) => {
                     self.remove(token);
                     info!(session = session.short(), "QR session expired");
@@ -478,11 +479,11 @@ mod tests {
         let never = CancellationToken::new();
         assert_eq!(
             b.poll(&t, Duration::from_secs(50), &never).await,
-            Ok(PollOutcome::TimedOut)
+            Ok(PollOutcome::TimedOut(Status::Created))
         );
         assert_eq!(
             b.poll(&t, Duration::from_secs(50), &never).await,
-            Ok(PollOutcome::TimedOut)
+            Ok(PollOutcome::TimedOut(Status::Created))
         );
         assert_eq!(
             b.poll(&t, Duration::from_secs(50), &never).await,
@@ -511,7 +512,7 @@ mod tests {
         // A dropped poll frees the slot.
         assert_eq!(
             b.poll(&t, Duration::from_secs(1), &never).await,
-            Ok(PollOutcome::TimedOut)
+            Ok(PollOutcome::TimedOut(Status::Created))
         );
     }
 

@@ -44,7 +44,6 @@ pub enum SmsError {
 #[derive(Debug)]
 struct Pending {
     code: String,
-    sent: Instant,
     expires: Instant,
     wrong: u32,
 }
@@ -105,7 +104,6 @@ impl SmsBook {
             mobile.to_owned(),
             Pending {
                 code,
-                sent: now,
                 expires: now + self.ttl,
                 wrong: 0,
             },
@@ -188,12 +186,6 @@ impl SmsBook {
         inner.pending.retain(|_, p| p.expires > now);
         let interval = self.interval;
         inner.last_sent.retain(|_, &mut t| now - t < interval);
-    }
-
-    /// How long ago the pending code for `mobile` was sent, if one is pending.
-    pub fn pending_age(&self, mobile: &str) -> Option<Duration> {
-        let inner = self.inner.lock().unwrap();
-        inner.pending.get(mobile).map(|p| Instant::now() - p.sent)
     }
 }
 

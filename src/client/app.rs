@@ -166,10 +166,15 @@ impl AppClient {
         })
     }
 
-    async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<T> {
         let resp = self
             .http
             .get(format!("{}{path}", self.base))
+            .query(query)
             .send()
             .await
             .map_err(|e| self.send_error(path, e))?;
@@ -284,39 +289,32 @@ impl AppClient {
         wait: Option<Duration>,
         since_ms: Option<i64>,
     ) -> Result<Vec<SmsEntry>> {
-        let mut path = format!("/_dev/sms?mobile={mobile}");
+        let mut query = vec![("mobile", mobile.to_owned())];
         if let Some(w) = wait {
-            path += &format!("&wait={}", w.as_secs_f64());
+            query.push(("wait", w.as_secs_f64().to_string()));
         }
         if let Some(s) = since_ms {
-            path += &format!("&since={s}");
+            query.push(("since", s.to_string()));
         }
-        self.get_json(&path).await
+        self.get_json("/_dev/sms", &query).await
     }
 
     pub async fn dev_pc_sessions(&self) -> Result<Vec<PcSessionInfo>> {
-        self.get_json("/_dev/pc_sessions").await
+        self.get_json("/_dev/pc_sessions", &[]).await
     }
 
     pub async fn dev_users(&self) -> Result<Vec<UserSummary>> {
-        self.get_json("/_dev/users").await
+        self.get_json("/_dev/users", &[]).await
     }
 
     /// Downloads any URL (a QR picture, say).
     pub async fn get_bytes(&self, url: &str) -> Result<Vec<u8>> {
-        let resp = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| self.send_error(url, e))?;
-        let resp = resp
-            .error_for_status()
-            .map_err(|e| self.send_error(url, e))?;
-        Ok(resp
-            .bytes()
-            .await
-            .map_err(|e| self.send_error(url, e))?
-            .to_vec())
+        let failed = |e| ClientError::Http {
+            context: format!("cannot download {url}"),
+            source: e,
+        };
+        let resp = self.http.get(url).send().await.map_err(failed)?;
+        let resp = resp.error_for_status().map_err(failed)?;
+        Ok(resp.bytes().await.map_err(failed)?.to_vec())
     }
 }

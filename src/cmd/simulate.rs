@@ -458,9 +458,8 @@ async fn web_login(
                     "the login was cancelled on the phone",
                 ));
             }
-            code::SESSION_EXPIRED
-                if tokio::time::Instant::now() < expires
-                    && answer.message.contains("poll again") => {}
+            // Only the long poll timed out (the session is live): poll again.
+            code::SESSION_EXPIRED if answer.result.is_some() => {}
             code::SESSION_EXPIRED => {
                 break Err(Failure::new(
                     exit::SESSION_GONE,

@@ -118,6 +118,14 @@ pub struct ScannedResult {
     pub portrait: Option<String>,
 }
 
+/// The result of `/session_login` with code 8 when only the long poll timed
+/// out: the session is live with this status, so poll again. (Code 8 without
+/// a result means the session is gone.)
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PollTimeout {
+    pub status: i32,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConfirmPcRequest {
     pub token: String,

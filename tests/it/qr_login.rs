@@ -277,6 +277,7 @@ async fn long_poll_times_out_with_code_8() {
         .await;
     assert_eq!(r.code(), 8);
     assert!(r.message().contains("poll again"), "{}", r.message());
+    assert_eq!(r.body["result"]["status"], 0, "a live session says so");
     // The session itself lives on.
     assert_eq!(s.client.dev_pc_sessions().await.unwrap().len(), 1);
 }
@@ -291,6 +292,11 @@ async fn expired_sessions_answer_8_everywhere() {
     let r = poll.await.unwrap();
     assert_eq!(r.code(), 8);
     assert!(r.message().contains("expired"), "{}", r.message());
+    assert!(
+        r.body.get("result").is_none(),
+        "a gone session has no status: {}",
+        r.body
+    );
 
     let token = s.pc_session().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
