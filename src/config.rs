@@ -84,6 +84,18 @@ pub struct ServeConfig {
     #[arg(long, env = "IMCTL_TOKEN_TTL", default_value = "7d", value_parser = duration)]
     pub token_ttl: Duration,
 
+    /// Largest WebSocket frame the broker accepts, in bytes; larger ones close the connection (1009)
+    #[arg(long, env = "IMCTL_MAX_FRAME", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u32).range(1024..=16 * 1024 * 1024))]
+    pub max_frame: u32,
+
+    /// Close a WebSocket connection after this long without any frame from the client (pings count)
+    #[arg(long, env = "IMCTL_IDLE_TIMEOUT", default_value = "90s", value_parser = duration)]
+    pub idle_timeout: Duration,
+
+    /// Name of this broker node, reported by /route and `connected`
+    #[arg(long, env = "IMCTL_NODE", default_value = "n1")]
+    pub node: String,
+
     /// Lifetime of an authToken (the app-server login session)
     #[arg(long, env = "IMCTL_SESSION_TTL", default_value = "30d", value_parser = duration)]
     pub session_ttl: Duration,

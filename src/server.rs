@@ -12,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 use crate::app_server::qr::QrBook;
 use crate::app_server::sms::SmsBook;
 use crate::app_server::{self, AppState, Inner};
+use crate::broker::route::{Node, SingleNode};
+use crate::broker::{self, Broker, BrokerOptions};
 use crate::config::ServeConfig;
 use crate::store::{self, Fixtures, Location, Store};
 use crate::token::{ImTokens, random_token};
@@ -19,13 +21,17 @@ use crate::token::{ImTokens, random_token};
 /// A running stack.
 pub struct Running {
     pub app_addr: SocketAddr,
+    pub broker_addr: SocketAddr,
     /// The database file, or `None` when ephemeral.
     pub database: Option<PathBuf>,
     /// Whether this start seeded a fresh database.
     pub seeded: bool,
     pub state: AppState,
+    pub broker: Broker,
     shutdown: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
+    broker_server: JoinHandle<std::io::Result<()>>,
+    writer: JoinHandle<()>,
 }
 
 impl Running {
@@ -42,8 +48,19 @@ impl Running {
     /// closes the database cleanly.
     pub async fn wait(self) -> anyhow::Result<()> {
         let served = self.server.await.context("the app-server task panicked")?;
+        let brokered = self
+            .broker_server
+            .await
+            .context("the broker task panicked")?;
+        // The writer commits whatever was queued before the database closes.
+        self.writer.await.context("the broker's writer panicked")?;
         self.state.store.close().await;
-        served.context("the app-server failed")
+        served.context("the app-server failed")?;
+        brokered.context("the broker failed")
+    }
+
+    pub fn broker_url(&self) -> String {
+        base_url(self.broker_addr)
     }
 
     /// Requests shutdown and waits for it.
@@ -71,13 +88,17 @@ async fn bind(addr: SocketAddr, flag: &str, env: &str) -> anyhow::Result<TcpList
 
 /// The URL clients use for a listener: a wildcard address becomes loopback.
 fn base_url(addr: SocketAddr) -> String {
-    let ip = match addr.ip() {
+    format!("http://{}:{}", host_of(addr), addr.port())
+}
+
+/// The host part clients use for a listener.
+fn host_of(addr: SocketAddr) -> String {
+    match addr.ip() {
         ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
         ip if ip.is_unspecified() => "[::1]".to_owned(),
         std::net::IpAddr::V6(ip) => format!("[{ip}]"),
         ip => ip.to_string(),
-    };
-    format!("http://{ip}:{}", addr.port())
+    }
 }
 
 /// Opens storage, seeds it, binds the ports and starts serving.
@@ -89,6 +110,13 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
     )
     .await?;
     let app_addr = listener.local_addr()?;
+    let broker_listener = bind(
+        SocketAddr::new(config.host, config.broker_port),
+        "--broker-port",
+        "IMCTL_BROKER_PORT",
+    )
+    .await?;
+    let broker_addr = broker_listener.local_addr()?;
 
     let (location, database) = if config.ephemeral {
         (Location::Memory, None)
@@ -125,11 +153,31 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
         .await?;
 
     let shutdown = CancellationToken::new();
+    let im_tokens = ImTokens::new(secret.as_bytes(), config.token_ttl);
+    let node = Node {
+        name: config.node.clone(),
+        host: host_of(broker_addr),
+        port: broker_addr.port(),
+    };
+    let (broker, writer) = Broker::new(
+        store.clone(),
+        im_tokens.clone(),
+        BrokerOptions {
+            routes: Box::new(SingleNode(node)),
+            node: config.node.clone(),
+            max_frame: config.max_frame as usize,
+            idle_timeout: config.idle_timeout,
+            cors_origins: config.cors_origin.clone(),
+        },
+        shutdown.clone(),
+    );
+    broker::spawn_robot(broker.clone()).await?;
     let state = AppState::new(Inner {
         store,
         sms: SmsBook::new(config.sms_ttl, config.sms_interval, config.sms_max_attempts),
         qr: QrBook::new(config.qr_ttl, config.qr_prefix.clone()),
-        im_tokens: ImTokens::new(secret.as_bytes(), config.token_ttl),
+        im_tokens,
+        route_url: format!("{}/route", base_url(broker_addr)),
         super_code: config.super_code().map(str::to_owned),
         poll_timeout: config.poll_timeout,
         session_ttl: config.session_ttl,
@@ -142,12 +190,22 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
     let server = tokio::spawn(app_server::serve(listener, router, async move {
         stop.cancelled().await
     }));
+    let stop = shutdown.clone();
+    let broker_server = tokio::spawn(app_server::serve(
+        broker_listener,
+        broker::app(broker.clone()),
+        async move { stop.cancelled().await },
+    ));
     Ok(Running {
         app_addr,
+        broker_addr,
         database,
         seeded,
         state,
+        broker,
         shutdown,
         server,
+        broker_server,
+        writer,
     })
 }

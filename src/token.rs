@@ -63,7 +63,8 @@ impl ImTokens {
         self.issue_at(user_id, client_id, platform, chrono::Utc::now().timestamp())
     }
 
-    fn issue_at(&self, user_id: &str, client_id: &str, platform: i32, now: i64) -> String {
+    /// Issues a token as if it were `now` (seconds): for tests and tools.
+    pub fn issue_at(&self, user_id: &str, client_id: &str, platform: i32, now: i64) -> String {
         let claims = ImClaims {
             sub: user_id.to_owned(),
             cid: client_id.to_owned(),

@@ -14,6 +14,8 @@ pub enum ApiError {
     InvalidMobile(String),
     #[error("not logged in: send the authToken header you got from /login or /session_login")]
     NotLoggedIn,
+    #[error("{0}; log in again to get a new IM token")]
+    BadImToken(String),
     #[error("{0}")]
     InvalidParameter(String),
     #[error("{0}")]
@@ -31,7 +33,7 @@ impl ApiError {
     pub fn code(&self) -> i32 {
         match self {
             ApiError::InvalidMobile(_) => code::INVALID_MOBILE,
-            ApiError::NotLoggedIn => code::NOT_LOGGED_IN,
+            ApiError::NotLoggedIn | ApiError::BadImToken(_) => code::NOT_LOGGED_IN,
             ApiError::InvalidParameter(_) => code::INVALID_PARAMETER,
             ApiError::NotFound(_) => code::NOT_FOUND,
             ApiError::Sms(e) => match e {

@@ -73,6 +73,7 @@ pub async fn login(
             register,
             user_name: Some(user.display_name),
             portrait: state.portrait_url(user.portrait.as_deref()),
+            route_url: Some(state.route_url.clone()),
         },
         creds.auth_token,
     ))

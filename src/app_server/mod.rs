@@ -3,11 +3,11 @@
 
 mod dev;
 pub mod error;
-mod extract;
+pub mod extract;
 mod login;
 mod pc;
 pub mod qr;
-mod reply;
+pub mod reply;
 pub mod sms;
 pub mod state;
 mod web;
@@ -42,6 +42,7 @@ pub fn app(state: AppState, extra_origins: &[String]) -> Router {
         .route("/pc_session/{token}/qr.svg", get(pc::qr_svg))
         .route("/pc_session/{token}/qr.png", get(pc::qr_png))
         // imctl's own.
+        .route("/config", get(web::config))
         .route("/_dev/sms", get(dev::sms))
         .route("/_dev/pc_sessions", get(dev::pc_sessions))
         .route("/_dev/users", get(dev::users))
@@ -105,7 +106,7 @@ pub fn origin_allowed(origin: &str, extra: &[String]) -> bool {
     matches!(host, "localhost" | "127.0.0.1" | "[::1]")
 }
 
-fn cors(extra: &[String]) -> CorsLayer {
+pub fn cors(extra: &[String]) -> CorsLayer {
     let extra = extra.to_vec();
     CorsLayer::new()
         .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {

@@ -20,6 +20,8 @@ pub struct Inner {
     pub sms: SmsBook,
     pub qr: QrBook,
     pub im_tokens: ImTokens,
+    /// The broker's `/route`, handed to clients with every login.
+    pub route_url: String,
     pub super_code: Option<String>,
     pub poll_timeout: Duration,
     pub session_ttl: Duration,

@@ -1,13 +1,24 @@
 //! The page at `/`, generated avatars and the health probes.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
 use super::state::AppState;
+use crate::wire::http::ClientConfig;
 
 pub async fn index() -> Html<&'static str> {
     Html(include_str!("web/index.html"))
+}
+
+/// Where the rest of the stack is, so clients need only the app-server's address.
+pub async fn config(State(state): State<AppState>) -> Json<ClientConfig> {
+    Json(ClientConfig {
+        app_server: state.base_url.clone(),
+        route_url: state.route_url.clone(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
 }
 
 pub async fn healthz() -> &'static str {

@@ -1,2 +1,151 @@
-//! The broker: routing and WebSocket chat. Its port (`--broker-port`, 8083)
-//! is reserved by `imctl serve`; the broker issue fills this module.
+//! The broker: `/route` and authenticated WebSocket chat at `/ws` and `/`.
+//!
+//! Connections (`conn.rs`) validate frames and hand sends to the single
+//! writer (`writer.rs`), which commits them in batches, acks, and fans out
+//! through the hub (`hub.rs`). The robot (`robot.rs`) is a user like any other.
+
+mod conn;
+pub mod hub;
+mod robot;
+pub mod route;
+pub mod writer;
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use robot::spawn as spawn_robot;
+
+use crate::app_server::origin_allowed;
+use crate::store::Store;
+use crate::token::ImTokens;
+use hub::Hub;
+use route::RouteStrategy;
+use writer::WriteOp;
+
+/// Sends waiting for the writer before connections wait in turn.
+const WRITE_QUEUE: usize = 16 * 1024;
+
+#[derive(Clone)]
+pub struct Broker(Arc<Inner>);
+
+pub struct Inner {
+    pub store: Store,
+    pub im_tokens: ImTokens,
+    pub hub: Arc<Hub>,
+    pub writer: mpsc::Sender<WriteOp>,
+    pub routes: Box<dyn RouteStrategy>,
+    pub node: String,
+    pub max_frame: usize,
+    pub idle_timeout: Duration,
+    pub cors_origins: Vec<String>,
+    pub shutdown: CancellationToken,
+}
+
+impl Deref for Broker {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+pub struct BrokerOptions {
+    pub routes: Box<dyn RouteStrategy>,
+    pub node: String,
+    pub max_frame: usize,
+    pub idle_timeout: Duration,
+    pub cors_origins: Vec<String>,
+}
+
+impl Broker {
+    /// The broker state and its writer task.
+    pub fn new(
+        store: Store,
+        im_tokens: ImTokens,
+        options: BrokerOptions,
+        shutdown: CancellationToken,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let hub = Arc::new(Hub::default());
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let writer = writer::spawn(store.clone(), hub.clone(), rx, shutdown.clone());
+        let broker = Broker(Arc::new(Inner {
+            store,
+            im_tokens,
+            hub,
+            writer: tx,
+            routes: options.routes,
+            node: options.node,
+            max_frame: options.max_frame,
+            idle_timeout: options.idle_timeout,
+            cors_origins: options.cors_origins,
+            shutdown,
+        }));
+        (broker, writer)
+    }
+}
+
+/// Every route of the broker.
+pub fn app(broker: Broker) -> Router {
+    let cors = crate::app_server::cors(&broker.cors_origins);
+    Router::new()
+        .route("/route", post(route::route))
+        .route("/ws", get(ws))
+        .route("/", get(ws))
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(cors)
+        .with_state(broker)
+}
+
+#[derive(Debug, Deserialize)]
+struct WsQuery {
+    token: Option<String>,
+}
+
+async fn ws(
+    State(broker): State<Broker>,
+    headers: HeaderMap,
+    query: Result<Query<WsQuery>, QueryRejection>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(_) => {
+            return (
+                StatusCode::UPGRADE_REQUIRED,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                "imctl broker: open a WebSocket here (ws://HOST:PORT/ws); the protocol is in docs/PROTOCOL.md\n",
+            )
+                .into_response();
+        }
+    };
+    // Browsers send Origin; other clients need not. Same rule as the app-server's CORS.
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok())
+        && !origin_allowed(origin, &broker.cors_origins)
+    {
+        return (
+            StatusCode::FORBIDDEN,
+            format!("origin {origin} is not allowed; add it with --cors-origin\n"),
+        )
+            .into_response();
+    }
+    let token = query.ok().and_then(|Query(q)| q.token);
+    let max = broker.max_frame;
+    upgrade
+        // Small buffers keep idle connections cheap; they grow for large frames.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| conn::run(socket, broker, token))
+}

@@ -1,6 +1,7 @@
 //! Client side of imctl's APIs, shared by the CLI and the tests.
 
 pub mod app;
+pub mod chat;
 pub mod profiles;
 
 pub use app::{AppClient, ClientError};

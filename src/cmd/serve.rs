@@ -70,18 +70,25 @@ async fn banner(config: &ServeConfig, running: &Running) -> anyhow::Result<Strin
         .map(|u| format!("{} {}", u.id, u.mobile.as_deref().unwrap_or("(no mobile)")))
         .collect::<Vec<_>>()
         .join(", ");
+    let broker = running.broker_url();
+    let ws = broker.replacen("http://", "ws://", 1);
+    let simulate = if url == "http://127.0.0.1:8888" {
+        String::new()
+    } else {
+        format!(" --app-server {url}")
+    };
     Ok(format!(
         "imctl {version} is ready\n\
          \x20 web page     {url}/\n\
          \x20 login API    {url}  (Wildfire-compatible: /send_code /login /pc_session /session_login …)\n\
+         \x20 broker       {ws}/ws  (route: {broker}/route, protocol: docs/PROTOCOL.md)\n\
+         \x20 config       {url}/config\n\
          \x20 dev API      {url}/_dev/sms  {url}/_dev/pc_sessions  {url}/_dev/users\n\
          \x20 health       {url}/healthz  {url}/readyz\n\
-         \x20 broker       port {broker} reserved (chat arrives with the broker)\n\
          \x20 data         {data}\n\
          \x20 super code   {super_code}\n\
          \x20 users        {users}\n\
-         \x20 try          imctl simulate web-login   then   imctl simulate approve --latest --as alice\n",
+         \x20 try          imctl simulate web-login{simulate}   then   imctl simulate approve --latest --as alice{simulate}\n",
         version = env!("CARGO_PKG_VERSION"),
-        broker = config.broker_port,
     ))
 }

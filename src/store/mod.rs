@@ -1,8 +1,10 @@
 //! The SQLite store. Every SQL statement of imctl lives in this module, always
 //! with bound parameters.
 
+mod chat;
 mod fixtures;
 
+pub use chat::{Appended, Before, Delivered, Heads, NewMessage, msg_id, parse_msg_id};
 pub use fixtures::Fixtures;
 
 use std::path::{Path, PathBuf};

@@ -69,6 +69,18 @@ pub struct LoginResult {
     pub user_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub portrait: Option<String>,
+    /// The broker's `/route` URL; imctl's addition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_url: Option<String>,
+}
+
+/// `GET /config`: where the rest of the stack is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientConfig {
+    pub app_server: String,
+    pub route_url: String,
+    pub version: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -1,3 +1,4 @@
 //! Wire types shared by the servers, the CLI and the tests. No I/O here.
 
 pub mod http;
+pub mod ws;

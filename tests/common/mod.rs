@@ -7,8 +7,10 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use imctl::client::AppClient;
+use imctl::client::chat::ChatConn;
 use imctl::config::ServeConfig;
 use imctl::server::{self, Running};
+use imctl::wire::ws::Connected;
 use serde_json::{Value, json};
 
 pub struct TestServer {
@@ -132,6 +134,50 @@ impl TestServer {
                 body: resp.json().await.unwrap(),
             }
         })
+    }
+}
+
+impl TestServer {
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.running.broker_addr)
+    }
+
+    /// Creates a group owned by the first member (until the group ops exist).
+    pub async fn group(&self, id: &str, members: &[&str]) {
+        self.running
+            .state
+            .store
+            .create_group(id, id, members[0], members)
+            .await
+            .expect("group created");
+    }
+
+    /// Logs `mobile` in, asks `/route`, connects: the whole client flow.
+    pub async fn chat(&self, mobile: &str, client_id: &str) -> (ChatConn, Connected) {
+        let r = self
+            .post(
+                "/login",
+                json!({"mobile": mobile, "code": "66666", "clientId": client_id, "platform": 2}),
+                None,
+            )
+            .await;
+        assert_eq!(r.code(), 0, "{}", r.body);
+        let res = &r.body["result"];
+        let route = self
+            .http
+            .post(res["routeUrl"].as_str().expect("login carries routeUrl"))
+            .json(&json!({"userId": res["userId"], "clientId": client_id, "token": res["token"]}))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap();
+        assert_eq!(route["code"], 0, "{route}");
+        let ws_url = route["result"]["wsUrl"].as_str().unwrap();
+        ChatConn::connect(ws_url, res["token"].as_str().unwrap(), client_id, 2)
+            .await
+            .expect("connects")
     }
 }
 

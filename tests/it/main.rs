@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod broker;
 mod cli;
 mod login;
 mod persistence;

@@ -1,0 +1,436 @@
+//! One WebSocket connection: a single task that reads client frames, writes
+//! queued server frames, pings, and enforces the idle timeout.
+
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::Broker;
+use super::hub::ConnHandle;
+use super::writer::{WriteOp, frame};
+use crate::store::{Before, Delivered, NewMessage, parse_msg_id};
+use crate::token::TokenError;
+use crate::wire::ws::{
+    ConnectReq, Connected, ConvType, ErrorFrame, History, HistoryReq, RecvReq, SendReq, SyncReq,
+    Synced, close, code,
+};
+
+const MAX_SYNC: u32 = 1000;
+const DEFAULT_SYNC: u32 = 200;
+const MAX_HISTORY: u32 = 200;
+const DEFAULT_HISTORY: u32 = 50;
+const MAX_CLIENT_MSG_ID: usize = 128;
+
+/// Who this connection is, once `connect` succeeded.
+struct Session {
+    user_id: String,
+    client_id: String,
+    platform: i32,
+}
+
+/// What to do after handling a frame.
+enum Next {
+    Continue,
+    Close(u16, &'static str),
+}
+
+/// A failed request: an `error` frame, the connection stays open.
+struct Refusal(i32, String);
+
+fn refuse<T>(code: i32, message: impl Into<String>) -> Result<T, Refusal> {
+    Err(Refusal(code, message.into()))
+}
+
+fn parse<T: DeserializeOwned>(op: &str, value: Value) -> Result<T, Refusal> {
+    serde_json::from_value(value)
+        .map_err(|e| Refusal(code::BAD_REQUEST, format!("bad {op} frame: {e}")))
+}
+
+fn now_ms() -> i64 {
+    crate::store::now_ms()
+}
+
+pub async fn run(mut socket: WebSocket, broker: Broker, url_token: Option<String>) {
+    let (handle, mut queue) = broker.hub.handle();
+    let mut session: Option<Session> = None;
+    let idle = broker.idle_timeout;
+    let mut last_heard = Instant::now();
+    let mut ping = tokio::time::interval_at(Instant::now() + idle / 3, idle / 3);
+    let shutdown = broker.shutdown.clone();
+
+    let closing = loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break Some((close::GOING_AWAY, "the server is shutting down")),
+            _ = handle.kick.cancelled() => break Some((close::TOO_SLOW, "too slow reading: reconnect and sync")),
+            Some(out) = queue.recv() => {
+                if socket.send(Message::Text(out)).await.is_err() {
+                    break None;
+                }
+            }
+            incoming = socket.recv() => {
+                last_heard = Instant::now();
+                let next = match incoming {
+                    Some(Ok(Message::Text(text))) => on_text(&broker, &handle, &mut session, url_token.as_deref(), &text).await,
+                    Some(Ok(Message::Binary(_))) => {
+                        handle.send(frame(&ErrorFrame::new(None, code::BAD_REQUEST, "binary frames are not supported; send JSON text frames")));
+                        Next::Continue
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Next::Continue,
+                    Some(Ok(Message::Close(_))) | None => break None,
+                    Some(Err(e)) => {
+                        if is_too_big(&e) {
+                            warn!(user = session.as_ref().map(|s| s.user_id.as_str()), max = broker.max_frame, "frame over --max-frame; closing with 1009");
+                            break Some((close::TOO_BIG, "frame too big"));
+                        }
+                        debug!(error = %e, "WebSocket read failed");
+                        break None;
+                    }
+                };
+                if let Next::Close(code, reason) = next {
+                    break Some((code, reason));
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() >= idle {
+                    break Some((close::IDLE, "idle timeout"));
+                }
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    break None;
+                }
+            }
+        }
+    };
+    if let Some(s) = &session {
+        broker.hub.unregister(&s.user_id, handle.id);
+        info!(user = %s.user_id, client = %s.client_id, "disconnected");
+    }
+    if let Some((code, reason)) = closing {
+        // Flush what is queued (acks, an auth error) before the close frame.
+        while let Ok(out) = queue.try_recv() {
+            if socket.send(Message::Text(out)).await.is_err() {
+                return;
+            }
+        }
+        let close = CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        };
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            socket.send(Message::Close(Some(close))),
+        )
+        .await;
+    }
+}
+
+fn is_too_big(e: &axum::Error) -> bool {
+    let text = e.to_string();
+    text.contains("Space limit exceeded") || text.contains("too long") || text.contains("too big")
+}
+
+async fn on_text(
+    broker: &Broker,
+    handle: &ConnHandle,
+    session: &mut Option<Session>,
+    url_token: Option<&str>,
+    text: &str,
+) -> Next {
+    let value: Value = match serde_json::from_str(text) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => {
+            return reply_err(
+                handle,
+                None,
+                code::BAD_REQUEST,
+                "a frame is a JSON object with an \"op\"",
+            );
+        }
+        Err(e) => {
+            return reply_err(
+                handle,
+                None,
+                code::BAD_REQUEST,
+                &format!("invalid JSON: {e}"),
+            );
+        }
+    };
+    let id = match value.get("id") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64() {
+            Some(n) => Some(n),
+            None => {
+                return reply_err(
+                    handle,
+                    None,
+                    code::BAD_REQUEST,
+                    "\"id\" must be a non-negative integer",
+                );
+            }
+        },
+    };
+    let Some(op) = value.get("op").and_then(Value::as_str).map(str::to_owned) else {
+        return reply_err(handle, id, code::BAD_REQUEST, "missing \"op\"");
+    };
+    let result = match (op.as_str(), session.as_ref()) {
+        ("connect", Some(_)) => refuse(code::ALREADY_CONNECTED, "already connected"),
+        ("connect", None) => {
+            return match connect(broker, handle, url_token, id, value).await {
+                Ok(s) => {
+                    *session = Some(s);
+                    Next::Continue
+                }
+                Err(Refusal(code, message)) => {
+                    handle.send(frame(&ErrorFrame::new(id, code, message)));
+                    Next::Close(close::AUTH_FAILED, "authentication failed")
+                }
+            };
+        }
+        (_, None) => refuse(
+            code::NOT_CONNECTED,
+            "not connected: the first frame must be {\"op\":\"connect\",\"token\":...}",
+        ),
+        ("send", Some(s)) => send(broker, handle, s, id, value).await,
+        ("sync", Some(s)) => sync(broker, handle, s, id, value).await,
+        ("recv", Some(s)) => recv(broker, s, value).await,
+        ("history", Some(s)) => history(broker, handle, s, id, value).await,
+        ("ping", Some(_)) => {
+            handle.send(frame(
+                &serde_json::json!({"id": id, "op": "pong", "serverTime": now_ms()}),
+            ));
+            Ok(())
+        }
+        (other, Some(_)) => refuse(
+            code::UNKNOWN_OP,
+            format!("unknown op {other:?}; see docs/PROTOCOL.md"),
+        ),
+    };
+    match result {
+        Ok(()) => Next::Continue,
+        Err(Refusal(code, message)) => reply_err(handle, id, code, &message),
+    }
+}
+
+fn reply_err(handle: &ConnHandle, id: Option<u64>, code: i32, message: &str) -> Next {
+    handle.send(frame(&ErrorFrame::new(id, code, message)));
+    Next::Continue
+}
+
+fn db_error(e: sqlx::Error) -> Refusal {
+    tracing::error!(error = %e, "database error");
+    Refusal(code::SERVER_ERROR, "server error; see the imctl log".into())
+}
+
+async fn connect(
+    broker: &Broker,
+    handle: &ConnHandle,
+    url_token: Option<&str>,
+    id: Option<u64>,
+    value: Value,
+) -> Result<Session, Refusal> {
+    let req: ConnectReq = parse("connect", value)?;
+    let token = req.token.as_deref().or(url_token).filter(|t| !t.is_empty());
+    let Some(token) = token else {
+        return refuse(
+            code::TOKEN_INVALID,
+            "no token: put the IM token in the connect frame or in ?token= on the URL",
+        );
+    };
+    let claims = broker.im_tokens.verify(token).map_err(|e| match e {
+        TokenError::Expired => Refusal(code::TOKEN_EXPIRED, e.to_string()),
+        TokenError::Invalid(_) => Refusal(code::TOKEN_INVALID, e.to_string()),
+    })?;
+    if broker
+        .store
+        .user(&claims.sub)
+        .await
+        .map_err(db_error)?
+        .is_none()
+    {
+        return refuse(
+            code::TOKEN_INVALID,
+            format!("user {:?} no longer exists", claims.sub),
+        );
+    }
+    let session = Session {
+        client_id: req
+            .client_id
+            .filter(|c| !c.is_empty())
+            .unwrap_or(claims.cid),
+        platform: req.platform.unwrap_or(claims.plt),
+        user_id: claims.sub,
+    };
+    // Register before reading the head: anything committed later is pushed,
+    // anything earlier is covered by the head.
+    broker.hub.register(&session.user_id, handle.clone());
+    let head = broker
+        .store
+        .inbox_head(&session.user_id)
+        .await
+        .map_err(db_error)?;
+    info!(user = %session.user_id, client = %session.client_id, platform = session.platform, head, "connected");
+    handle.send(frame(&Connected {
+        id,
+        op: "connected".into(),
+        user_id: session.user_id.clone(),
+        head,
+        server_time: now_ms(),
+        node: broker.node.clone(),
+    }));
+    Ok(session)
+}
+
+async fn send(
+    broker: &Broker,
+    handle: &ConnHandle,
+    s: &Session,
+    id: Option<u64>,
+    value: Value,
+) -> Result<(), Refusal> {
+    let req: SendReq = parse("send", value)?;
+    req.content
+        .validate()
+        .map_err(|e| Refusal(code::BAD_REQUEST, format!("bad content: {e}")))?;
+    if req.conv.target.is_empty() {
+        return refuse(code::BAD_REQUEST, "conv.target must not be empty");
+    }
+    if let Some(c) = &req.client_msg_id
+        && (c.is_empty() || c.len() > MAX_CLIENT_MSG_ID)
+    {
+        return refuse(
+            code::BAD_REQUEST,
+            format!("clientMsgId must be 1 to {MAX_CLIENT_MSG_ID} characters"),
+        );
+    }
+    let msg = NewMessage {
+        sender: s.user_id.clone(),
+        conv: req.conv,
+        content: serde_json::to_value(&req.content).expect("content serializes"),
+        client_msg_id: req.client_msg_id,
+    };
+    broker
+        .writer
+        .send(WriteOp::Send {
+            msg,
+            id,
+            reply: handle.clone(),
+        })
+        .await
+        .map_err(|_| {
+            Refusal(
+                code::SERVER_ERROR,
+                "the server is shutting down; nothing was stored".into(),
+            )
+        })
+}
+
+async fn sync(
+    broker: &Broker,
+    handle: &ConnHandle,
+    s: &Session,
+    id: Option<u64>,
+    value: Value,
+) -> Result<(), Refusal> {
+    let req: SyncReq = parse("sync", value)?;
+    if req.since < 0 {
+        return refuse(code::BAD_REQUEST, "since must be ≥ 0");
+    }
+    let limit = req.limit.unwrap_or(DEFAULT_SYNC).clamp(1, MAX_SYNC);
+    let (entries, more) = broker
+        .store
+        .inbox_since(&s.user_id, req.since, limit)
+        .await
+        .map_err(db_error)?;
+    let head = broker
+        .store
+        .inbox_head(&s.user_id)
+        .await
+        .map_err(db_error)?;
+    handle.send(frame(&Synced {
+        id,
+        op: "synced".into(),
+        entries,
+        head,
+        more,
+    }));
+    Ok(())
+}
+
+async fn recv(broker: &Broker, s: &Session, value: Value) -> Result<(), Refusal> {
+    let req: RecvReq = parse("recv", value)?;
+    if req.up_to < 0 {
+        return refuse(code::BAD_REQUEST, "upTo must be ≥ 0");
+    }
+    let d = Delivered {
+        user_id: s.user_id.clone(),
+        client_id: s.client_id.clone(),
+        platform: s.platform,
+        up_to: req.up_to,
+    };
+    broker
+        .writer
+        .send(WriteOp::Delivered(d))
+        .await
+        .map_err(|_| Refusal(code::SERVER_ERROR, "the server is shutting down".into()))
+}
+
+async fn history(
+    broker: &Broker,
+    handle: &ConnHandle,
+    s: &Session,
+    id: Option<u64>,
+    value: Value,
+) -> Result<(), Refusal> {
+    let req: HistoryReq = parse("history", value)?;
+    if req.conv.kind == ConvType::Group
+        && !broker
+            .store
+            .is_group_member(&req.conv.target, &s.user_id)
+            .await
+            .map_err(db_error)?
+    {
+        return refuse(
+            code::FORBIDDEN,
+            format!("you are not a member of group {:?}", req.conv.target),
+        );
+    }
+    let before =
+        match &req.before {
+            None | Some(Value::Null) => Before::Latest,
+            Some(Value::Number(n)) => Before::ServerTime(n.as_i64().ok_or_else(|| {
+                Refusal(code::BAD_REQUEST, "before must be an integer time".into())
+            })?),
+            Some(Value::String(m)) => match parse_msg_id(m) {
+                Some(id) => Before::MessageId(id),
+                None => {
+                    return refuse(
+                        code::BAD_REQUEST,
+                        format!("before {m:?} is neither a msgId like \"m42\" nor a serverTime"),
+                    );
+                }
+            },
+            Some(_) => {
+                return refuse(
+                    code::BAD_REQUEST,
+                    "before must be a msgId string or a serverTime number",
+                );
+            }
+        };
+    let limit = req.limit.unwrap_or(DEFAULT_HISTORY).clamp(1, MAX_HISTORY);
+    let (messages, more) = broker
+        .store
+        .history(&s.user_id, &req.conv, before, limit)
+        .await
+        .map_err(db_error)?;
+    handle.send(frame(&History {
+        id,
+        op: "history".into(),
+        messages,
+        more,
+    }));
+    Ok(())
+}

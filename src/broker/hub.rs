@@ -1,0 +1,127 @@
+//! Who is connected: each user's live connections and their outgoing queues.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Frames queued per connection before it counts as too slow.
+pub const QUEUE: usize = 1024;
+
+/// How to reach one connection.
+#[derive(Clone)]
+pub struct ConnHandle {
+    pub id: u64,
+    tx: mpsc::Sender<Utf8Bytes>,
+    /// Cancelled when the connection must go (its queue overflowed).
+    pub kick: CancellationToken,
+}
+
+impl ConnHandle {
+    /// Queues a frame; a full queue kicks the connection (it will `sync` after reconnecting).
+    pub fn send(&self, frame: Utf8Bytes) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(frame) {
+            tracing::warn!(
+                conn = self.id,
+                "outgoing queue full; closing the connection"
+            );
+            self.kick.cancel();
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Hub {
+    users: Mutex<HashMap<String, Vec<ConnHandle>>>,
+    next_id: AtomicU64,
+}
+
+impl Hub {
+    /// A new connection handle and the receiving end of its queue.
+    pub fn handle(&self) -> (ConnHandle, mpsc::Receiver<Utf8Bytes>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        (
+            ConnHandle {
+                id,
+                tx,
+                kick: CancellationToken::new(),
+            },
+            rx,
+        )
+    }
+
+    pub fn register(&self, user: &str, conn: ConnHandle) {
+        self.users
+            .lock()
+            .unwrap()
+            .entry(user.to_owned())
+            .or_default()
+            .push(conn);
+    }
+
+    pub fn unregister(&self, user: &str, id: u64) {
+        let mut users = self.users.lock().unwrap();
+        if let Some(conns) = users.get_mut(user) {
+            conns.retain(|c| c.id != id);
+            if conns.is_empty() {
+                users.remove(user);
+            }
+        }
+    }
+
+    /// Queues `frame` on every connection of `user` except `except`.
+    pub fn deliver(&self, user: &str, frame: &Utf8Bytes, except: Option<u64>) {
+        let users = self.users.lock().unwrap();
+        for conn in users.get(user).into_iter().flatten() {
+            if Some(conn.id) != except {
+                conn.send(frame.clone());
+            }
+        }
+    }
+
+    pub fn is_online(&self, user: &str) -> bool {
+        self.users.lock().unwrap().contains_key(user)
+    }
+
+    /// Live connections in all.
+    pub fn connections(&self) -> usize {
+        self.users.lock().unwrap().values().map(Vec::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn delivers_to_every_connection_but_the_excluded_one() {
+        let hub = Hub::default();
+        let (a, mut ra) = hub.handle();
+        let (b, mut rb) = hub.handle();
+        hub.register("alice", a.clone());
+        hub.register("alice", b.clone());
+        hub.deliver("alice", &"x".into(), Some(a.id));
+        assert_eq!(rb.recv().await.unwrap().as_str(), "x");
+        assert!(ra.try_recv().is_err());
+        hub.unregister("alice", a.id);
+        hub.unregister("alice", b.id);
+        assert!(!hub.is_online("alice"));
+        assert_eq!(hub.connections(), 0);
+    }
+
+    #[test]
+    fn a_full_queue_kicks_the_connection() {
+        let hub = Hub::default();
+        let (a, _rx) = hub.handle();
+        for _ in 0..QUEUE {
+            a.send("x".into());
+        }
+        assert!(!a.kick.is_cancelled());
+        a.send("one too many".into());
+        assert!(a.kick.is_cancelled());
+    }
+}

@@ -1,0 +1,64 @@
+//! `/route`: verifies the IM token and says which broker node to connect to.
+
+use axum::extract::State;
+
+use super::Broker;
+use crate::app_server::error::{ApiError, ApiResult};
+use crate::app_server::extract::ApiJson;
+use crate::app_server::reply::Reply;
+use crate::wire::ws::{RouteRequest, RouteResult};
+
+/// A broker node clients can connect to.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Node {
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}:{}/ws", self.host, self.port)
+    }
+}
+
+/// Picks the node for a user. One node today; round-robin or hash-by-user
+/// strategies slot in here when there are several.
+pub trait RouteStrategy: Send + Sync {
+    fn route(&self, user_id: &str) -> &Node;
+}
+
+pub struct SingleNode(pub Node);
+
+impl RouteStrategy for SingleNode {
+    fn route(&self, _user_id: &str) -> &Node {
+        &self.0
+    }
+}
+
+pub async fn route(
+    State(broker): State<Broker>,
+    ApiJson(req): ApiJson<RouteRequest>,
+) -> ApiResult<Reply<RouteResult>> {
+    let claims = broker
+        .im_tokens
+        .verify(&req.token)
+        .map_err(|e| ApiError::BadImToken(e.to_string()))?;
+    if let Some(user) = req
+        .user_id
+        .as_deref()
+        .filter(|u| !u.is_empty() && *u != claims.sub)
+    {
+        return Err(ApiError::BadImToken(format!(
+            "the token belongs to {:?}, not {user:?}",
+            claims.sub
+        )));
+    }
+    let node = broker.routes.route(&claims.sub);
+    Ok(Reply::ok(RouteResult {
+        host: node.host.clone(),
+        port: node.port,
+        ws_url: node.ws_url(),
+        node: node.name.clone(),
+    }))
+}

@@ -1,0 +1,188 @@
+//! A small client of the broker protocol: connect, request/reply by `id`,
+//! and pushes kept in order. The CLI and the tests use it.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+use crate::wire::ws::{Ack, Connected};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    #[error("cannot connect to the broker at {url}: {source}")]
+    Connect {
+        url: String,
+        source: tokio_tungstenite::tungstenite::Error,
+    },
+    #[error("the broker refused: code {code}: {message}")]
+    Refused { code: i64, message: String },
+    #[error("the connection closed{}", .reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
+    Closed {
+        code: Option<u16>,
+        reason: Option<String>,
+    },
+    #[error("no answer from the broker within {0:?}")]
+    Timeout(Duration),
+    #[error("WebSocket error: {0}")]
+    Socket(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("unexpected frame from the broker: {0}")]
+    Protocol(String),
+}
+
+pub type Result<T, E = ChatError> = std::result::Result<T, E>;
+
+pub struct ChatConn {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+    pushes: VecDeque<Value>,
+    timeout: Duration,
+}
+
+impl ChatConn {
+    /// Opens the WebSocket without sending anything.
+    pub async fn open(ws_url: &str) -> Result<Self> {
+        let (ws, _) = connect_async(ws_url)
+            .await
+            .map_err(|source| ChatError::Connect {
+                url: ws_url.into(),
+                source,
+            })?;
+        Ok(Self {
+            ws,
+            next_id: 0,
+            pushes: VecDeque::new(),
+            timeout: Duration::from_secs(10),
+        })
+    }
+
+    /// Opens the WebSocket and sends `connect`.
+    pub async fn connect(
+        ws_url: &str,
+        token: &str,
+        client_id: &str,
+        platform: i32,
+    ) -> Result<(Self, Connected)> {
+        let mut conn = Self::open(ws_url).await?;
+        let reply = conn.request(json!({"op": "connect", "token": token, "clientId": client_id, "platform": platform})).await?;
+        let connected =
+            serde_json::from_value(reply).map_err(|e| ChatError::Protocol(e.to_string()))?;
+        Ok((conn, connected))
+    }
+
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// Sends a raw text frame.
+    pub async fn send_raw(&mut self, text: &str) -> Result<()> {
+        self.ws.send(Message::text(text)).await?;
+        Ok(())
+    }
+
+    /// Sends a frame without an id (e.g. `recv`).
+    pub async fn notify(&mut self, frame: Value) -> Result<()> {
+        self.send_raw(&frame.to_string()).await
+    }
+
+    /// Sends `frame` with a fresh `id` and returns the reply with that id;
+    /// an `error` reply becomes `ChatError::Refused`. Pushes that arrive
+    /// meanwhile are kept for `next_push`.
+    pub async fn request(&mut self, mut frame: Value) -> Result<Value> {
+        let reply = self.request_raw(&mut frame).await?;
+        if reply["op"] == "error" {
+            return Err(ChatError::Refused {
+                code: reply["code"].as_i64().unwrap_or_default(),
+                message: reply["message"].as_str().unwrap_or_default().into(),
+            });
+        }
+        Ok(reply)
+    }
+
+    /// Like `request`, but returns an `error` reply as it is.
+    pub async fn request_raw(&mut self, frame: &mut Value) -> Result<Value> {
+        self.next_id += 1;
+        let id = self.next_id;
+        frame["id"] = json!(id);
+        self.send_raw(&frame.to_string()).await?;
+        loop {
+            let v = self.read_frame().await?;
+            if v.get("id").and_then(Value::as_u64) == Some(id) {
+                return Ok(v);
+            }
+            self.pushes.push_back(v);
+        }
+    }
+
+    /// The next frame that is not a reply to a request of ours (a push, or
+    /// an error without an id).
+    pub async fn next_push(&mut self) -> Result<Value> {
+        match self.pushes.pop_front() {
+            Some(v) => Ok(v),
+            None => self.read_frame().await,
+        }
+    }
+
+    /// The next push with this `op`, dropping others.
+    pub async fn next_op(&mut self, op: &str) -> Result<Value> {
+        loop {
+            let v = self.next_push().await?;
+            if v["op"] == op {
+                return Ok(v);
+            }
+        }
+    }
+
+    /// Sends a text message; returns the ack.
+    pub async fn send_text(
+        &mut self,
+        conv_type: &str,
+        target: &str,
+        text: &str,
+        client_msg_id: Option<&str>,
+    ) -> Result<Ack> {
+        let mut frame = json!({"op": "send", "conv": {"type": conv_type, "target": target}, "content": {"type": "text", "text": text}});
+        if let Some(c) = client_msg_id {
+            frame["clientMsgId"] = json!(c);
+        }
+        let reply = self.request(frame).await?;
+        serde_json::from_value(reply).map_err(|e| ChatError::Protocol(e.to_string()))
+    }
+
+    async fn read_frame(&mut self) -> Result<Value> {
+        loop {
+            let next = tokio::time::timeout(self.timeout, self.ws.next())
+                .await
+                .map_err(|_| ChatError::Timeout(self.timeout))?;
+            match next {
+                Some(Ok(Message::Text(t))) => {
+                    return serde_json::from_str(t.as_str())
+                        .map_err(|e| ChatError::Protocol(format!("{e}: {t}")));
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Err(ChatError::Closed {
+                        code: frame.as_ref().map(|f| f.code.into()),
+                        reason: frame.map(|f| f.reason.to_string()),
+                    });
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(e.into()),
+                None => {
+                    return Err(ChatError::Closed {
+                        code: None,
+                        reason: None,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Closes the connection politely.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}

@@ -1,0 +1,577 @@
+//! Messages, inboxes and groups: the broker's storage.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+use sqlx::{Row, SqliteConnection};
+
+use super::{Result, Store, now_ms};
+use crate::wire::ws::{ChatMessage, ConvType, Conversation, InboxEntry, code};
+
+/// A message to append, already validated by the connection.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub sender: String,
+    pub conv: Conversation,
+    pub content: Value,
+    pub client_msg_id: Option<String>,
+}
+
+/// What appending one message did.
+#[derive(Debug, Clone)]
+pub enum Appended {
+    /// Stored, with the seq it got in each recipient's inbox (sender included).
+    Stored {
+        message: ChatMessage,
+        seqs: Vec<(String, i64)>,
+    },
+    /// Already stored under the same (sender, clientMsgId): nothing new.
+    Duplicate {
+        message: ChatMessage,
+        sender_seq: i64,
+    },
+    /// Refused; nothing stored.
+    Rejected { code: i32, reason: String },
+}
+
+/// A device's delivery acknowledgement (`recv`).
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    pub user_id: String,
+    pub client_id: String,
+    pub platform: i32,
+    pub up_to: i64,
+}
+
+/// Inbox heads known to the single writer; a cache of `MAX(seq)` per user.
+#[derive(Debug, Default)]
+pub struct Heads(HashMap<String, i64>);
+
+impl Heads {
+    /// Forgets everything (after a failed transaction the cache may be ahead).
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// Where `history` starts: before a message id, or before a time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Before {
+    Latest,
+    MessageId(i64),
+    ServerTime(i64),
+}
+
+pub fn msg_id(id: i64) -> String {
+    format!("m{id}")
+}
+
+/// Parses `"m42"` into 42.
+pub fn parse_msg_id(s: &str) -> Option<i64> {
+    s.strip_prefix('m')?.parse().ok().filter(|&n| n > 0)
+}
+
+fn conv_key(sender: &str, conv: &Conversation) -> String {
+    match conv.kind {
+        ConvType::Single if sender <= conv.target.as_str() => format!("{sender}|{}", conv.target),
+        ConvType::Single => format!("{}|{sender}", conv.target),
+        ConvType::Group => conv.target.clone(),
+    }
+}
+
+/// The columns `message_from_row` reads; a macro so queries stay static strings.
+macro_rules! message_columns {
+    () => {
+        "m.id, m.sender, m.client_msg_id, m.conv_type, m.target, m.content, m.server_time"
+    };
+}
+
+fn message_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ChatMessage> {
+    let kind = match row.try_get::<&str, _>("conv_type")? {
+        "group" => ConvType::Group,
+        _ => ConvType::Single,
+    };
+    let content: &str = row.try_get("content")?;
+    Ok(ChatMessage {
+        msg_id: msg_id(row.try_get("id")?),
+        client_msg_id: row.try_get("client_msg_id")?,
+        conv: Conversation {
+            kind,
+            target: row.try_get("target")?,
+        },
+        from: row.try_get("sender")?,
+        content: serde_json::from_str(content).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        server_time: row.try_get("server_time")?,
+    })
+}
+
+async fn head_of(conn: &mut SqliteConnection, heads: &mut Heads, user: &str) -> Result<i64> {
+    if let Some(&h) = heads.0.get(user) {
+        return Ok(h);
+    }
+    let h: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM inbox WHERE user_id = ?")
+        .bind(user)
+        .fetch_one(&mut *conn)
+        .await?;
+    heads.0.insert(user.to_owned(), h);
+    Ok(h)
+}
+
+/// The recipients of a message, or why it is refused.
+async fn recipients(
+    conn: &mut SqliteConnection,
+    msg: &NewMessage,
+) -> Result<Result<Vec<String>, (i32, String)>> {
+    let target = &msg.conv.target;
+    match msg.conv.kind {
+        ConvType::Single => {
+            let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM users WHERE id = ?")
+                .bind(target)
+                .fetch_optional(&mut *conn)
+                .await?;
+            if exists.is_none() {
+                return Ok(Err((code::NOT_FOUND, format!("no user {target:?}"))));
+            }
+            let mut users = vec![msg.sender.clone()];
+            if *target != msg.sender {
+                users.push(target.clone());
+            }
+            Ok(Ok(users))
+        }
+        ConvType::Group => {
+            let members: Vec<String> =
+                sqlx::query_scalar("SELECT user_id FROM group_members WHERE group_id = ?")
+                    .bind(target)
+                    .fetch_all(&mut *conn)
+                    .await?;
+            if members.is_empty() {
+                return Ok(Err((code::NOT_FOUND, format!("no group {target:?}"))));
+            }
+            if !members.contains(&msg.sender) {
+                return Ok(Err((
+                    code::FORBIDDEN,
+                    format!("you are not a member of group {target:?}"),
+                )));
+            }
+            Ok(Ok(members))
+        }
+    }
+}
+
+impl Store {
+    /// Appends a batch of messages and delivery acknowledgements in one
+    /// transaction (the broker's group commit). Per-user seqs are assigned
+    /// here, so they are gapless: they only advance in `heads` once the
+    /// transaction commits.
+    pub async fn append(
+        &self,
+        batch: &[NewMessage],
+        delivered: &[Delivered],
+        heads: &mut Heads,
+    ) -> Result<Vec<Appended>> {
+        let mut tx = self.pool.begin().await?;
+        let mut next = HashMap::<String, i64>::new();
+        let mut out = Vec::with_capacity(batch.len());
+        let mut in_batch = HashMap::<(&str, &str), usize>::new();
+        let now = now_ms();
+        for (i, msg) in batch.iter().enumerate() {
+            if let Some(cmid) = msg.client_msg_id.as_deref() {
+                if let Some(&first) = in_batch.get(&(msg.sender.as_str(), cmid)) {
+                    out.push(match &out[first] {
+                        Appended::Stored { message, seqs } => Appended::Duplicate {
+                            message: message.clone(),
+                            sender_seq: seqs
+                                .iter()
+                                .find(|(u, _)| *u == msg.sender)
+                                .map_or(0, |(_, s)| *s),
+                        },
+                        other => other.clone(),
+                    });
+                    continue;
+                }
+                in_batch.insert((msg.sender.as_str(), cmid), i);
+                let sql = concat!(
+                    "SELECT ",
+                    message_columns!(),
+                    ", i.seq FROM messages m
+                     LEFT JOIN inbox i ON i.message_id = m.id AND i.user_id = m.sender
+                     WHERE m.sender = ? AND m.client_msg_id = ?"
+                );
+                if let Some(row) = sqlx::query(sql)
+                    .bind(&msg.sender)
+                    .bind(cmid)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                {
+                    let sender_seq: Option<i64> = row.try_get("seq")?;
+                    out.push(Appended::Duplicate {
+                        message: message_from_row(&row)?,
+                        sender_seq: sender_seq.unwrap_or(0),
+                    });
+                    continue;
+                }
+            }
+            let users = match recipients(&mut tx, msg).await? {
+                Ok(users) => users,
+                Err((code, reason)) => {
+                    out.push(Appended::Rejected { code, reason });
+                    continue;
+                }
+            };
+            let content = msg.content.to_string();
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO messages (sender, client_msg_id, conv_type, conv_key, target, content, server_time)
+                 VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            )
+            .bind(&msg.sender)
+            .bind(&msg.client_msg_id)
+            .bind(msg.conv.kind.as_str())
+            .bind(conv_key(&msg.sender, &msg.conv))
+            .bind(&msg.conv.target)
+            .bind(&content)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            let mut seqs = Vec::with_capacity(users.len());
+            for user in users {
+                let seq = match next.get(&user) {
+                    Some(&s) => s + 1,
+                    None => head_of(&mut tx, heads, &user).await? + 1,
+                };
+                sqlx::query("INSERT INTO inbox (user_id, seq, message_id) VALUES (?, ?, ?)")
+                    .bind(&user)
+                    .bind(seq)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                next.insert(user.clone(), seq);
+                seqs.push((user, seq));
+            }
+            let message = ChatMessage {
+                msg_id: msg_id(id),
+                client_msg_id: msg.client_msg_id.clone(),
+                conv: msg.conv.clone(),
+                from: msg.sender.clone(),
+                content: msg.content.clone(),
+                server_time: now,
+            };
+            out.push(Appended::Stored { message, seqs });
+        }
+        for d in delivered {
+            sqlx::query(
+                "INSERT INTO devices (user_id, client_id, platform, delivered, last_seen) VALUES (?, ?, ?, ?, ?)
+                 ON CONFLICT(user_id, client_id) DO UPDATE SET
+                   delivered = MAX(delivered, excluded.delivered), platform = excluded.platform, last_seen = excluded.last_seen",
+            )
+            .bind(&d.user_id)
+            .bind(&d.client_id)
+            .bind(d.platform)
+            .bind(d.up_to)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        heads.0.extend(next);
+        Ok(out)
+    }
+
+    /// The user's inbox head: the highest seq, 0 when empty.
+    pub async fn inbox_head(&self, user: &str) -> Result<i64> {
+        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM inbox WHERE user_id = ?")
+            .bind(user)
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// Inbox entries with seq > `since`, in order, at most `limit`; and
+    /// whether more follow.
+    pub async fn inbox_since(
+        &self,
+        user: &str,
+        since: i64,
+        limit: u32,
+    ) -> Result<(Vec<InboxEntry>, bool)> {
+        let sql = concat!(
+            "SELECT i.seq, ",
+            message_columns!(),
+            " FROM inbox i JOIN messages m ON m.id = i.message_id
+             WHERE i.user_id = ? AND i.seq > ? ORDER BY i.seq LIMIT ?"
+        );
+        let rows = sqlx::query(sql)
+            .bind(user)
+            .bind(since)
+            .bind(limit as i64 + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let more = rows.len() > limit as usize;
+        let entries = rows
+            .iter()
+            .take(limit as usize)
+            .map(|row| {
+                Ok(InboxEntry {
+                    seq: row.try_get("seq")?,
+                    message: message_from_row(row)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok((entries, more))
+    }
+
+    /// A conversation's messages as `user` sees them, newest first.
+    pub async fn history(
+        &self,
+        user: &str,
+        conv: &Conversation,
+        before: Before,
+        limit: u32,
+    ) -> Result<(Vec<ChatMessage>, bool)> {
+        // Without a bound, `i64::MAX` stands in; the same static query serves all three cases.
+        let (by_id, by_time) = match before {
+            Before::Latest => (i64::MAX, i64::MAX),
+            Before::MessageId(id) => (id, i64::MAX),
+            Before::ServerTime(t) => (i64::MAX, t),
+        };
+        let sql = concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages m WHERE m.conv_type = ? AND m.conv_key = ? AND m.id < ? AND m.server_time < ?
+             ORDER BY m.id DESC LIMIT ?"
+        );
+        let rows = sqlx::query(sql)
+            .bind(conv.kind.as_str())
+            .bind(conv_key(user, conv))
+            .bind(by_id)
+            .bind(by_time)
+            .bind(limit as i64 + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let more = rows.len() > limit as usize;
+        let messages = rows
+            .iter()
+            .take(limit as usize)
+            .map(message_from_row)
+            .collect::<Result<_>>()?;
+        Ok((messages, more))
+    }
+
+    pub async fn is_group_member(&self, group: &str, user: &str) -> Result<bool> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM group_members WHERE group_id = ? AND user_id = ?")
+                .bind(group)
+                .bind(user)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    /// Creates a group with `owner` and `members` (used by tests until the
+    /// social layer adds the group ops).
+    pub async fn create_group(
+        &self,
+        id: &str,
+        name: &str,
+        owner: &str,
+        members: &[&str],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO groups (id, name, owner, created_at) VALUES (?, ?, ?, ?)")
+            .bind(id)
+            .bind(name)
+            .bind(owner)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        for m in std::iter::once(&owner).chain(members.iter().filter(|m| **m != owner)) {
+            sqlx::query("INSERT INTO group_members (group_id, user_id, role) VALUES (?, ?, ?)")
+                .bind(id)
+                .bind(*m)
+                .bind(if *m == owner { "owner" } else { "member" })
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
+    }
+
+    /// The delivered position a device acknowledged, 0 if none.
+    pub async fn delivered(&self, user: &str, client_id: &str) -> Result<i64> {
+        let d: Option<i64> =
+            sqlx::query_scalar("SELECT delivered FROM devices WHERE user_id = ? AND client_id = ?")
+                .bind(user)
+                .bind(client_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(d.unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Fixtures, Location};
+    use serde_json::json;
+
+    async fn store() -> Store {
+        let s = Store::open(&Location::Memory).await.unwrap();
+        s.seed_once(&Fixtures::builtin()).await.unwrap();
+        s
+    }
+
+    fn text(from: &str, to: &str, cmid: Option<&str>) -> NewMessage {
+        NewMessage {
+            sender: from.into(),
+            conv: Conversation {
+                kind: ConvType::Single,
+                target: to.into(),
+            },
+            content: json!({"type":"text","text":"hi"}),
+            client_msg_id: cmid.map(Into::into),
+        }
+    }
+
+    #[tokio::test]
+    async fn seqs_are_per_user_and_gapless_and_dedupe_works() {
+        let s = store().await;
+        let mut heads = Heads::default();
+        let out = s
+            .append(
+                &[
+                    text("alice", "bob", Some("c1")),
+                    text("bob", "alice", None),
+                    text("alice", "bob", Some("c1")),
+                    text("alice", "zed", None),
+                ],
+                &[],
+                &mut heads,
+            )
+            .await
+            .unwrap();
+        let Appended::Stored { seqs, message } = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(seqs, &[("alice".to_string(), 1), ("bob".to_string(), 1)]);
+        let Appended::Stored { seqs: seqs2, .. } = &out[1] else {
+            panic!()
+        };
+        assert_eq!(seqs2, &[("bob".to_string(), 2), ("alice".to_string(), 2)]);
+        let Appended::Duplicate {
+            message: dup,
+            sender_seq,
+        } = &out[2]
+        else {
+            panic!("{:?}", out[2])
+        };
+        assert_eq!(
+            (dup.msg_id.as_str(), *sender_seq),
+            (message.msg_id.as_str(), 1)
+        );
+        assert!(matches!(&out[3], Appended::Rejected { code: 404, .. }));
+
+        // A later batch dedupes against the database and continues the seqs.
+        let mut fresh = Heads::default();
+        let out = s
+            .append(
+                &[text("alice", "bob", Some("c1")), text("carol", "bob", None)],
+                &[],
+                &mut fresh,
+            )
+            .await
+            .unwrap();
+        assert!(matches!(&out[0], Appended::Duplicate { sender_seq: 1, .. }));
+        let Appended::Stored { seqs, .. } = &out[1] else {
+            panic!()
+        };
+        assert_eq!(seqs[1], ("bob".to_string(), 3));
+
+        let (entries, more) = s.inbox_since("bob", 1, 10).await.unwrap();
+        assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3]);
+        assert!(!more);
+        assert_eq!(s.inbox_head("bob").await.unwrap(), 3);
+        let (page, more) = s.inbox_since("bob", 0, 2).await.unwrap();
+        assert_eq!((page.len(), more), (2, true));
+    }
+
+    #[tokio::test]
+    async fn history_pages_newest_first_in_one_conversation() {
+        let s = store().await;
+        let mut heads = Heads::default();
+        let batch: Vec<_> = (0..5)
+            .map(|i| {
+                text(
+                    if i % 2 == 0 { "alice" } else { "bob" },
+                    if i % 2 == 0 { "bob" } else { "alice" },
+                    None,
+                )
+            })
+            .collect();
+        s.append(&batch, &[], &mut heads).await.unwrap();
+        s.append(&[text("alice", "carol", None)], &[], &mut heads)
+            .await
+            .unwrap();
+        let conv = Conversation {
+            kind: ConvType::Single,
+            target: "bob".into(),
+        };
+        let (page, more) = s.history("alice", &conv, Before::Latest, 3).await.unwrap();
+        assert_eq!(
+            page.iter().map(|m| m.msg_id.as_str()).collect::<Vec<_>>(),
+            ["m5", "m4", "m3"]
+        );
+        assert!(more);
+        let (page, more) = s
+            .history(
+                "bob",
+                &Conversation {
+                    kind: ConvType::Single,
+                    target: "alice".into(),
+                },
+                Before::MessageId(3),
+                3,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            page.iter().map(|m| m.msg_id.as_str()).collect::<Vec<_>>(),
+            ["m2", "m1"]
+        );
+        assert!(!more);
+    }
+
+    #[tokio::test]
+    async fn group_messages_fan_out_to_members_only() {
+        let s = store().await;
+        s.create_group("g1", "team", "alice", &["bob", "carol"])
+            .await
+            .unwrap();
+        let mut heads = Heads::default();
+        let to_group = |from: &str| NewMessage {
+            sender: from.into(),
+            conv: Conversation {
+                kind: ConvType::Group,
+                target: "g1".into(),
+            },
+            content: json!({"type":"text","text":"hi all"}),
+            client_msg_id: None,
+        };
+        s.create_group("g2", "other", "bob", &[]).await.unwrap();
+        let out = s
+            .append(&[to_group("alice"), to_group("robot")], &[], &mut heads)
+            .await
+            .unwrap();
+        let Appended::Stored { seqs, .. } = &out[0] else {
+            panic!()
+        };
+        assert_eq!(seqs.len(), 3);
+        assert!(matches!(&out[1], Appended::Rejected { code: 403, .. }));
+        assert!(s.is_group_member("g1", "carol").await.unwrap());
+        assert!(!s.is_group_member("g2", "carol").await.unwrap());
+    }
+
+    #[test]
+    fn msg_ids_round_trip() {
+        assert_eq!(parse_msg_id(&msg_id(42)), Some(42));
+        assert_eq!(parse_msg_id("42"), None);
+        assert_eq!(parse_msg_id("m0"), None);
+        assert_eq!(parse_msg_id("mx"), None);
+    }
+}

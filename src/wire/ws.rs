@@ -1,0 +1,390 @@
+//! The broker's JSON protocol over WebSocket (documented in docs/PROTOCOL.md).
+//!
+//! Client requests carry a numeric `id` that the reply repeats; server pushes
+//! carry none. Every frame has an `op`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Error codes of `error` frames.
+pub mod code {
+    /// The frame is not valid JSON, lacks a field, or a field is invalid.
+    pub const BAD_REQUEST: i32 = 400;
+    /// Not connected yet: the first frame must be `connect`.
+    pub const NOT_CONNECTED: i32 = 401;
+    /// Not allowed (e.g. not a member of the group).
+    pub const FORBIDDEN: i32 = 403;
+    /// The target user or group does not exist.
+    pub const NOT_FOUND: i32 = 404;
+    /// The `op` is unknown.
+    pub const UNKNOWN_OP: i32 = 405;
+    /// `connect` on a connection that is already connected.
+    pub const ALREADY_CONNECTED: i32 = 409;
+    /// The IM token has expired: log in again.
+    pub const TOKEN_EXPIRED: i32 = 419;
+    /// The IM token is not valid.
+    pub const TOKEN_INVALID: i32 = 498;
+    /// The server failed; nothing was stored.
+    pub const SERVER_ERROR: i32 = 500;
+}
+
+/// WebSocket close codes the broker uses.
+pub mod close {
+    pub const NORMAL: u16 = 1000;
+    /// The server is shutting down.
+    pub const GOING_AWAY: u16 = 1001;
+    /// A frame was larger than `--max-frame`.
+    pub const TOO_BIG: u16 = 1009;
+    /// `connect` failed: bad or expired token, unknown user.
+    pub const AUTH_FAILED: u16 = 4001;
+    /// Nothing received for `--idle-timeout`.
+    pub const IDLE: u16 = 4008;
+    /// The client read too slowly and its outgoing queue filled up; reconnect and `sync`.
+    pub const TOO_SLOW: u16 = 4009;
+}
+
+/// A conversation: `{"type":"single","target":"bob"}` or `{"type":"group","target":"g1"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Conversation {
+    #[serde(rename = "type")]
+    pub kind: ConvType,
+    pub target: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConvType {
+    Single,
+    Group,
+}
+
+impl ConvType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConvType::Single => "single",
+            ConvType::Group => "group",
+        }
+    }
+}
+
+/// Message content, tagged by `type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Content {
+    Text {
+        text: String,
+    },
+    Image {
+        url: String,
+        w: u32,
+        h: u32,
+        size: u64,
+    },
+    File {
+        url: String,
+        name: String,
+        size: u64,
+    },
+    Video {
+        url: String,
+        w: u32,
+        h: u32,
+        /// Seconds.
+        duration: f64,
+        size: u64,
+    },
+    Location {
+        title: String,
+        lat: f64,
+        lng: f64,
+    },
+    Sticker {
+        url: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        w: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        h: Option<u32>,
+    },
+    Custom {
+        data: Value,
+    },
+}
+
+impl Content {
+    /// Checks what serde cannot: non-empty strings, sane numbers.
+    pub fn validate(&self) -> Result<(), String> {
+        fn non_empty(field: &str, v: &str) -> Result<(), String> {
+            if v.trim().is_empty() {
+                Err(format!("{field} must not be empty"))
+            } else {
+                Ok(())
+            }
+        }
+        fn positive(field: &str, v: u32) -> Result<(), String> {
+            if v == 0 {
+                Err(format!("{field} must be greater than 0"))
+            } else {
+                Ok(())
+            }
+        }
+        match self {
+            Content::Text { text } => non_empty("text", text),
+            Content::Image { url, w, h, .. } => {
+                non_empty("url", url)?;
+                positive("w", *w)?;
+                positive("h", *h)
+            }
+            Content::File { url, name, .. } => {
+                non_empty("url", url)?;
+                non_empty("name", name)
+            }
+            Content::Video {
+                url,
+                w,
+                h,
+                duration,
+                ..
+            } => {
+                non_empty("url", url)?;
+                positive("w", *w)?;
+                positive("h", *h)?;
+                if !(duration.is_finite() && *duration >= 0.0) {
+                    return Err("duration must be a number of seconds ≥ 0".into());
+                }
+                Ok(())
+            }
+            Content::Location { title, lat, lng } => {
+                non_empty("title", title)?;
+                if !(-90.0..=90.0).contains(lat) {
+                    return Err("lat must be between -90 and 90".into());
+                }
+                if !(-180.0..=180.0).contains(lng) {
+                    return Err("lng must be between -180 and 180".into());
+                }
+                Ok(())
+            }
+            Content::Sticker { url, .. } => non_empty("url", url),
+            Content::Custom { data } => {
+                if data.is_null() {
+                    Err("data must not be null".into())
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+/// A stored message as clients see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatMessage {
+    pub msg_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_msg_id: Option<String>,
+    /// As the sender addressed it: for a 1:1 message the target is the recipient.
+    pub conv: Conversation,
+    pub from: String,
+    /// Kept as JSON so stored content of any type passes through unchanged.
+    pub content: Value,
+    /// Milliseconds since the Unix epoch.
+    pub server_time: i64,
+}
+
+/// One inbox entry: the user's sequence number and the message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboxEntry {
+    pub seq: i64,
+    pub message: ChatMessage,
+}
+
+// ---- Client → server ------------------------------------------------------
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectReq {
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub platform: Option<i32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SendReq {
+    pub conv: Conversation,
+    pub content: Content,
+    #[serde(default)]
+    pub client_msg_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SyncReq {
+    #[serde(default)]
+    pub since: i64,
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecvReq {
+    pub up_to: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HistoryReq {
+    pub conv: Conversation,
+    /// A msgId (`"m42"`) or a serverTime (ms); only older messages are returned.
+    #[serde(default)]
+    pub before: Option<Value>,
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+// ---- Server → client ------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Connected {
+    pub id: Option<u64>,
+    pub op: String,
+    pub user_id: String,
+    pub head: i64,
+    pub server_time: i64,
+    pub node: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ack {
+    pub id: Option<u64>,
+    pub op: String,
+    pub code: i32,
+    pub msg_id: String,
+    pub server_time: i64,
+    /// The message's seq in the sender's own inbox.
+    pub seq: i64,
+    /// True when this `clientMsgId` was already stored: nothing new was stored.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Synced {
+    pub id: Option<u64>,
+    pub op: String,
+    pub entries: Vec<InboxEntry>,
+    pub head: i64,
+    pub more: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct History {
+    pub id: Option<u64>,
+    pub op: String,
+    pub messages: Vec<ChatMessage>,
+    pub more: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorFrame {
+    pub id: Option<u64>,
+    pub op: String,
+    pub code: i32,
+    pub message: String,
+}
+
+impl ErrorFrame {
+    pub fn new(id: Option<u64>, code: i32, message: impl Into<String>) -> Self {
+        Self {
+            id,
+            op: "error".into(),
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Serializes the `msg` push for one recipient around a message serialized once.
+pub fn msg_push(seq: i64, message_json: &str) -> String {
+    format!(r#"{{"op":"msg","seq":{seq},"message":{message_json}}}"#)
+}
+
+/// `/route` on the broker port.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteRequest {
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteResult {
+    pub host: String,
+    pub port: u16,
+    pub ws_url: String,
+    pub node: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn content(v: Value) -> Result<Content, String> {
+        let c: Content = serde_json::from_value(v).map_err(|e| e.to_string())?;
+        c.validate().map(|()| c)
+    }
+
+    #[test]
+    fn every_content_type_parses_and_validates() {
+        for ok in [
+            json!({"type":"text","text":"hi"}),
+            json!({"type":"image","url":"http://x/a.png","w":640,"h":480,"size":1234}),
+            json!({"type":"file","url":"http://x/a.pdf","name":"a.pdf","size":10}),
+            json!({"type":"video","url":"http://x/v.mp4","w":1,"h":1,"duration":3.5,"size":10}),
+            json!({"type":"location","title":"Hangzhou","lat":30.18,"lng":120.19}),
+            json!({"type":"sticker","url":"http://x/s.png"}),
+            json!({"type":"custom","data":{"any":"thing"}}),
+        ] {
+            assert!(content(ok.clone()).is_ok(), "{ok}");
+        }
+        for bad in [
+            json!({"type":"text","text":"  "}),
+            json!({"type":"text"}),
+            json!({"type":"image","url":"u","w":0,"h":1,"size":1}),
+            json!({"type":"location","title":"x","lat":91,"lng":0}),
+            json!({"type":"custom","data":null}),
+            json!({"type":"hologram"}),
+            json!({"type":"text","text":"hi","extra":1}),
+        ] {
+            assert!(content(bad.clone()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn msg_push_is_valid_json() {
+        let m = ChatMessage {
+            msg_id: "m1".into(),
+            client_msg_id: None,
+            conv: Conversation {
+                kind: ConvType::Single,
+                target: "bob".into(),
+            },
+            from: "alice".into(),
+            content: json!({"type":"text","text":"hi"}),
+            server_time: 1,
+        };
+        let v: Value =
+            serde_json::from_str(&msg_push(7, &serde_json::to_string(&m).unwrap())).unwrap();
+        assert_eq!(v["seq"], 7);
+        assert_eq!(v["message"]["conv"]["target"], "bob");
+    }
+}
