@@ -230,3 +230,37 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// Starts the real `imctl serve ARGS` and reads the app-server URL and the
+/// broker's WebSocket URL from its banner.
+pub fn spawn_serve(args: &[&str]) -> (std::process::Child, String, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imctl"))
+        .arg("serve")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut app, mut ws) = (None, None);
+    for line in lines.by_ref().map_while(Result::ok) {
+        let line = line.trim();
+        if let Some(u) = line.strip_prefix("web page") {
+            app = Some(u.trim().trim_end_matches('/').to_owned());
+        }
+        if let Some(u) = line.strip_prefix("broker") {
+            ws = u.split_whitespace().next().map(str::to_owned);
+        }
+        if app.is_some() && ws.is_some() {
+            break;
+        }
+    }
+    // Keep draining so the child never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (
+        child,
+        app.expect("banner shows the web page"),
+        ws.expect("banner shows the broker"),
+    )
+}

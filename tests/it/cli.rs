@@ -1,11 +1,10 @@
 //! The real `imctl` binary: `simulate` against a live server, and `serve`.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::common::{imctl, simulate, start, stderr, stdout, until_polling};
+use crate::common::{imctl, simulate, spawn_serve, start, stderr, stdout, until_polling};
 
 fn json_out(o: &std::process::Output) -> Value {
     assert!(
@@ -238,33 +237,10 @@ fn help_and_version() {
     }
 }
 
-/// Starts `imctl serve` and reads the app URL from its banner.
-fn spawn_serve(args: &[&str]) -> (std::process::Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_imctl"))
-        .arg("serve")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("web page")
-                .map(|u| u.trim().trim_end_matches('/').to_owned())
-        })
-        .expect("banner shows the web page URL");
-    // Keep draining so the child never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    (child, url)
-}
-
 #[test]
 fn serve_on_port_0_shows_the_real_port_and_stops_on_sigterm() {
-    let (mut child, url) = spawn_serve(&["--ephemeral", "--app-port", "0", "--broker-port", "0"]);
+    let (mut child, url, _) =
+        spawn_serve(&["--ephemeral", "--app-port", "0", "--broker-port", "0"]);
     assert!(!url.ends_with(":0"), "{url}");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -6,6 +6,7 @@ mod common;
 
 mod broker;
 mod cli;
+mod durability;
 mod login;
 mod persistence;
 mod qr_login;
