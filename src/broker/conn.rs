@@ -4,8 +4,10 @@
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::SinkExt;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -68,7 +70,8 @@ pub async fn run(mut socket: WebSocket, broker: Broker, url_token: Option<String
             _ = shutdown.cancelled() => break Some((close::GOING_AWAY, "the server is shutting down")),
             _ = handle.kick.cancelled() => break Some((close::TOO_SLOW, "too slow reading: reconnect and sync")),
             Some(out) = queue.recv() => {
-                if socket.send(Message::Text(out)).await.is_err() {
+                // Write everything already queued, then flush once.
+                if write_all(&mut socket, out, &mut queue).await.is_err() {
                     break None;
                 }
             }
@@ -126,6 +129,21 @@ pub async fn run(mut socket: WebSocket, broker: Broker, url_token: Option<String
         )
         .await;
     }
+}
+
+async fn write_all(
+    socket: &mut WebSocket,
+    first: Utf8Bytes,
+    queue: &mut mpsc::Receiver<Utf8Bytes>,
+) -> Result<(), axum::Error> {
+    socket.feed(Message::Text(first)).await?;
+    for _ in 0..64 {
+        match queue.try_recv() {
+            Ok(more) => socket.feed(Message::Text(more)).await?,
+            Err(_) => break,
+        }
+    }
+    socket.flush().await
 }
 
 fn is_too_big(e: &axum::Error) -> bool {

@@ -1,8 +1,8 @@
 //! Messages, inboxes and groups: the broker's storage.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use sqlx::{Row, SqliteConnection};
 
 use super::{Result, Store, now_ms};
@@ -105,159 +105,258 @@ fn message_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ChatMessage> {
     })
 }
 
-async fn head_of(conn: &mut SqliteConnection, heads: &mut Heads, user: &str) -> Result<i64> {
-    if let Some(&h) = heads.0.get(user) {
-        return Ok(h);
-    }
-    let h: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM inbox WHERE user_id = ?")
-        .bind(user)
-        .fetch_one(&mut *conn)
-        .await?;
-    heads.0.insert(user.to_owned(), h);
-    Ok(h)
-}
-
-/// The recipients of a message, or why it is refused.
-async fn recipients(
-    conn: &mut SqliteConnection,
-    msg: &NewMessage,
-) -> Result<Result<Vec<String>, (i32, String)>> {
-    let target = &msg.conv.target;
-    match msg.conv.kind {
-        ConvType::Single => {
-            let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM users WHERE id = ?")
-                .bind(target)
-                .fetch_optional(&mut *conn)
-                .await?;
-            if exists.is_none() {
-                return Ok(Err((code::NOT_FOUND, format!("no user {target:?}"))));
-            }
-            let mut users = vec![msg.sender.clone()];
-            if *target != msg.sender {
-                users.push(target.clone());
-            }
-            Ok(Ok(users))
-        }
-        ConvType::Group => {
-            let members: Vec<String> =
-                sqlx::query_scalar("SELECT user_id FROM group_members WHERE group_id = ?")
-                    .bind(target)
-                    .fetch_all(&mut *conn)
-                    .await?;
-            if members.is_empty() {
-                return Ok(Err((code::NOT_FOUND, format!("no group {target:?}"))));
-            }
-            if !members.contains(&msg.sender) {
-                return Ok(Err((
-                    code::FORBIDDEN,
-                    format!("you are not a member of group {target:?}"),
-                )));
-            }
-            Ok(Ok(members))
-        }
-    }
-}
-
 impl Store {
     /// Appends a batch of messages and delivery acknowledgements in one
     /// transaction (the broker's group commit). Per-user seqs are assigned
     /// here, so they are gapless: they only advance in `heads` once the
     /// transaction commits.
+    ///
+    /// Each step is one statement for the whole batch, with the rows passed
+    /// as one JSON parameter (`json_each`): a statement costs a round trip to
+    /// SQLite's thread, so statements per batch, not per message, is what
+    /// makes group commit fast.
     pub async fn append(
         &self,
         batch: &[NewMessage],
         delivered: &[Delivered],
         heads: &mut Heads,
     ) -> Result<Vec<Appended>> {
-        let mut tx = self.pool.begin().await?;
-        let mut next = HashMap::<String, i64>::new();
-        let mut out = Vec::with_capacity(batch.len());
-        let mut in_batch = HashMap::<(&str, &str), usize>::new();
         let now = now_ms();
-        for (i, msg) in batch.iter().enumerate() {
-            if let Some(cmid) = msg.client_msg_id.as_deref() {
-                if let Some(&first) = in_batch.get(&(msg.sender.as_str(), cmid)) {
-                    out.push(match &out[first] {
-                        Appended::Stored { message, seqs } => Appended::Duplicate {
-                            message: message.clone(),
-                            sender_seq: seqs
-                                .iter()
-                                .find(|(u, _)| *u == msg.sender)
-                                .map_or(0, |(_, s)| *s),
-                        },
-                        other => other.clone(),
-                    });
-                    continue;
-                }
-                in_batch.insert((msg.sender.as_str(), cmid), i);
-                let sql = concat!(
-                    "SELECT ",
-                    message_columns!(),
-                    ", i.seq FROM messages m
-                     LEFT JOIN inbox i ON i.message_id = m.id AND i.user_id = m.sender
-                     WHERE m.sender = ? AND m.client_msg_id = ?"
-                );
-                if let Some(row) = sqlx::query(sql)
-                    .bind(&msg.sender)
-                    .bind(cmid)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                {
-                    let sender_seq: Option<i64> = row.try_get("seq")?;
-                    out.push(Appended::Duplicate {
-                        message: message_from_row(&row)?,
-                        sender_seq: sender_seq.unwrap_or(0),
-                    });
-                    continue;
-                }
+        let mut out: Vec<Option<Appended>> = vec![None; batch.len()];
+        let mut tx = self.pool.begin().await?;
+
+        // 1. Retries of messages stored earlier.
+        let keyed: Vec<Value> = batch
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| m.client_msg_id.as_ref().map(|c| json!([i, m.sender, c])))
+            .collect();
+        if !keyed.is_empty() {
+            let sql = concat!(
+                "SELECT j.value->>0 AS idx, i.seq, ",
+                message_columns!(),
+                " FROM json_each(?) j
+                 JOIN messages m ON m.sender = j.value->>1 AND m.client_msg_id = j.value->>2
+                 LEFT JOIN inbox i ON i.message_id = m.id AND i.user_id = m.sender"
+            );
+            for row in sqlx::query(sql)
+                .bind(Value::Array(keyed).to_string())
+                .fetch_all(&mut *tx)
+                .await?
+            {
+                let idx: i64 = row.try_get("idx")?;
+                let sender_seq: Option<i64> = row.try_get("seq")?;
+                out[idx as usize] = Some(Appended::Duplicate {
+                    message: message_from_row(&row)?,
+                    sender_seq: sender_seq.unwrap_or(0),
+                });
             }
-            let users = match recipients(&mut tx, msg).await? {
-                Ok(users) => users,
-                Err((code, reason)) => {
-                    out.push(Appended::Rejected { code, reason });
-                    continue;
-                }
-            };
-            let content = msg.content.to_string();
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO messages (sender, client_msg_id, conv_type, conv_key, target, content, server_time)
-                 VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            )
-            .bind(&msg.sender)
-            .bind(&msg.client_msg_id)
-            .bind(msg.conv.kind.as_str())
-            .bind(conv_key(&msg.sender, &msg.conv))
-            .bind(&msg.conv.target)
-            .bind(&content)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-            let mut seqs = Vec::with_capacity(users.len());
-            for user in users {
-                let seq = match next.get(&user) {
-                    Some(&s) => s + 1,
-                    None => head_of(&mut tx, heads, &user).await? + 1,
-                };
-                sqlx::query("INSERT INTO inbox (user_id, seq, message_id) VALUES (?, ?, ?)")
-                    .bind(&user)
-                    .bind(seq)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                next.insert(user.clone(), seq);
-                seqs.push((user, seq));
-            }
-            let message = ChatMessage {
-                msg_id: msg_id(id),
-                client_msg_id: msg.client_msg_id.clone(),
-                conv: msg.conv.clone(),
-                from: msg.sender.clone(),
-                content: msg.content.clone(),
-                server_time: now,
-            };
-            out.push(Appended::Stored { message, seqs });
         }
+        // Retries within this batch point at their first copy.
+        let mut first_of = HashMap::<(&str, &str), usize>::new();
+        let mut copy_of = HashMap::<usize, usize>::new();
+        for (i, m) in batch.iter().enumerate() {
+            if let (None, Some(c)) = (&out[i], m.client_msg_id.as_deref()) {
+                match first_of.get(&(m.sender.as_str(), c)) {
+                    Some(&first) => {
+                        copy_of.insert(i, first);
+                    }
+                    None => {
+                        first_of.insert((m.sender.as_str(), c), i);
+                    }
+                }
+            }
+        }
+
+        // 2. Recipients, refusing unknown users and groups the sender is not in.
+        let fresh: Vec<usize> = (0..batch.len())
+            .filter(|i| out[*i].is_none() && !copy_of.contains_key(i))
+            .collect();
+        let targets: Vec<&str> = fresh
+            .iter()
+            .filter(|&&i| batch[i].conv.kind == ConvType::Single)
+            .map(|&i| batch[i].conv.target.as_str())
+            .collect();
+        let known_users: HashSet<String> = if targets.is_empty() {
+            HashSet::new()
+        } else {
+            sqlx::query_scalar("SELECT id FROM users WHERE id IN (SELECT value FROM json_each(?))")
+                .bind(json!(targets).to_string())
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect()
+        };
+        let mut members = HashMap::<&str, Vec<String>>::new();
+        for &i in &fresh {
+            let conv = &batch[i].conv;
+            if conv.kind == ConvType::Group && !members.contains_key(conv.target.as_str()) {
+                let list: Vec<String> =
+                    sqlx::query_scalar("SELECT user_id FROM group_members WHERE group_id = ?")
+                        .bind(&conv.target)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                members.insert(conv.target.as_str(), list);
+            }
+        }
+        let mut accepted: Vec<(usize, Vec<&str>)> = Vec::with_capacity(fresh.len());
+        for &i in &fresh {
+            let m = &batch[i];
+            let target = m.conv.target.as_str();
+            let rejection = match m.conv.kind {
+                ConvType::Single if !known_users.contains(target) => {
+                    Some((code::NOT_FOUND, format!("no user {target:?}")))
+                }
+                ConvType::Single => {
+                    let mut users = vec![m.sender.as_str()];
+                    if target != m.sender {
+                        users.push(target);
+                    }
+                    accepted.push((i, users));
+                    None
+                }
+                ConvType::Group => {
+                    let list = &members[target];
+                    if list.is_empty() {
+                        Some((code::NOT_FOUND, format!("no group {target:?}")))
+                    } else if !list.contains(&m.sender) {
+                        Some((
+                            code::FORBIDDEN,
+                            format!("you are not a member of group {target:?}"),
+                        ))
+                    } else {
+                        accepted.push((i, list.iter().map(String::as_str).collect()));
+                        None
+                    }
+                }
+            };
+            if let Some((code, reason)) = rejection {
+                out[i] = Some(Appended::Rejected { code, reason });
+            }
+        }
+
+        if !accepted.is_empty() {
+            // 3. The messages, inserted in batch order, so ids ascend in that order.
+            let rows: Vec<Value> = accepted
+                .iter()
+                .map(|(i, _)| {
+                    let m = &batch[*i];
+                    json!([
+                        m.sender,
+                        m.client_msg_id,
+                        m.conv.kind.as_str(),
+                        conv_key(&m.sender, &m.conv),
+                        m.conv.target,
+                        m.content.to_string()
+                    ])
+                })
+                .collect();
+            let mut ids: Vec<i64> = sqlx::query_scalar(
+                "INSERT INTO messages (sender, client_msg_id, conv_type, conv_key, target, content, server_time)
+                 SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, ?
+                 FROM json_each(?) ORDER BY key
+                 RETURNING id",
+            )
+            .bind(now)
+            .bind(Value::Array(rows).to_string())
+            .fetch_all(&mut *tx)
+            .await?;
+            ids.sort_unstable();
+
+            // 4. Inbox heads not cached yet, in one query.
+            let missing: HashSet<&str> = accepted
+                .iter()
+                .flat_map(|(_, users)| users.iter().copied())
+                .filter(|u| !heads.0.contains_key(*u))
+                .collect();
+            if !missing.is_empty() {
+                let found: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT user_id, MAX(seq) FROM inbox WHERE user_id IN (SELECT value FROM json_each(?)) GROUP BY user_id",
+                )
+                .bind(json!(missing.iter().collect::<Vec<_>>()).to_string())
+                .fetch_all(&mut *tx)
+                .await?;
+                for u in &missing {
+                    heads.0.insert((*u).to_owned(), 0);
+                }
+                heads.0.extend(found);
+            }
+
+            // 5. One inbox entry per recipient, seqs continuing each head.
+            let mut next = HashMap::<&str, i64>::new();
+            let mut inbox = Vec::new();
+            for ((i, users), &id) in accepted.iter().zip(&ids) {
+                let m = &batch[*i];
+                let mut seqs = Vec::with_capacity(users.len());
+                for &u in users {
+                    let seq = next.get(u).copied().unwrap_or_else(|| heads.0[u]) + 1;
+                    next.insert(u, seq);
+                    inbox.push(json!([u, seq, id]));
+                    seqs.push((u.to_owned(), seq));
+                }
+                let message = ChatMessage {
+                    msg_id: msg_id(id),
+                    client_msg_id: m.client_msg_id.clone(),
+                    conv: m.conv.clone(),
+                    from: m.sender.clone(),
+                    content: m.content.clone(),
+                    server_time: now,
+                };
+                out[*i] = Some(Appended::Stored { message, seqs });
+            }
+            sqlx::query(
+                "INSERT INTO inbox (user_id, seq, message_id) SELECT value->>0, value->>1, value->>2 FROM json_each(?)",
+            )
+            .bind(Value::Array(inbox).to_string())
+            .execute(&mut *tx)
+            .await?;
+            let advanced: Vec<(String, i64)> =
+                next.into_iter().map(|(u, s)| (u.to_owned(), s)).collect();
+            self.upsert_devices(&mut tx, delivered, now).await?;
+            tx.commit().await?;
+            // Only a committed transaction moves the heads.
+            heads.0.extend(advanced);
+        } else {
+            self.upsert_devices(&mut tx, delivered, now).await?;
+            tx.commit().await?;
+        }
+
+        for (copy, first) in copy_of {
+            out[copy] = Some(match &out[first] {
+                Some(Appended::Stored { message, seqs }) => Appended::Duplicate {
+                    message: message.clone(),
+                    sender_seq: seqs
+                        .iter()
+                        .find(|(u, _)| *u == message.from)
+                        .map_or(0, |(_, s)| *s),
+                },
+                Some(other) => other.clone(),
+                None => unreachable!("first copies are decided"),
+            });
+        }
+        Ok(out
+            .into_iter()
+            .map(|o| o.expect("every message is decided"))
+            .collect())
+    }
+
+    async fn upsert_devices(
+        &self,
+        conn: &mut SqliteConnection,
+        delivered: &[Delivered],
+        now: i64,
+    ) -> Result<()> {
+        // The highest acknowledgement per device is all that matters.
+        let mut latest = HashMap::<(&str, &str), &Delivered>::new();
         for d in delivered {
+            let e = latest
+                .entry((d.user_id.as_str(), d.client_id.as_str()))
+                .or_insert(d);
+            if d.up_to > e.up_to {
+                *e = d;
+            }
+        }
+        for d in latest.values() {
             sqlx::query(
                 "INSERT INTO devices (user_id, client_id, platform, delivered, last_seen) VALUES (?, ?, ?, ?, ?)
                  ON CONFLICT(user_id, client_id) DO UPDATE SET
@@ -268,12 +367,10 @@ impl Store {
             .bind(d.platform)
             .bind(d.up_to)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
         }
-        tx.commit().await?;
-        heads.0.extend(next);
-        Ok(out)
+        Ok(())
     }
 
     /// The user's inbox head: the highest seq, 0 when empty.
