@@ -4,6 +4,9 @@
 //!
 //! Run: `cargo bench --bench broker` (env PAIRS, WINDOW, SECS, IDLE to change the load).
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,38 +26,16 @@ fn env_or(name: &str, default: u64) -> u64 {
 }
 
 fn spawn(data_dir: &str) -> (Child, String, String) {
-    use std::io::{BufRead, BufReader};
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_imctl"))
-        .args([
-            "serve",
-            "--data-dir",
-            data_dir,
-            "--app-port",
-            "0",
-            "--broker-port",
-            "0",
-            "--log",
-            "warn",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("imctl starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut app, mut ws) = (None, None);
-    for line in lines.by_ref().map_while(Result::ok) {
-        let line = line.trim().to_owned();
-        if let Some(u) = line.strip_prefix("web page") {
-            app = Some(u.trim().trim_end_matches('/').to_owned());
-        }
-        if let Some(u) = line.strip_prefix("broker") {
-            ws = u.split_whitespace().next().map(str::to_owned);
-        }
-        if app.is_some() && ws.is_some() {
-            break;
-        }
-    }
-    std::thread::spawn(move || lines.for_each(drop));
-    (child, app.unwrap(), ws.unwrap())
+    common::spawn_serve(&[
+        "--data-dir",
+        data_dir,
+        "--app-port",
+        "0",
+        "--broker-port",
+        "0",
+        "--log",
+        "warn",
+    ])
 }
 
 fn rss_kib(pid: u32) -> u64 {

@@ -46,14 +46,6 @@ async fn acked_messages_survive_sigkill_and_restart() {
     child.kill().unwrap();
     child.wait().unwrap();
 
-    let args = [
-        "--data-dir",
-        data.as_str(),
-        "--app-port",
-        "0",
-        "--broker-port",
-        "0",
-    ];
     let (mut child, app, ws) = spawn_serve(&args);
     let client = AppClient::new(&app);
     let (bob, _) = client
