@@ -105,6 +105,224 @@ fn message_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ChatMessage> {
     })
 }
 
+/// The work of [`Store::append`] inside a transaction the caller commits.
+/// Returns each message's outcome and the heads to advance after the commit.
+async fn append_in(
+    conn: &mut SqliteConnection,
+    batch: &[NewMessage],
+    heads: &mut Heads,
+    now: i64,
+) -> Result<(Vec<Appended>, Vec<(String, i64)>)> {
+    let mut out: Vec<Option<Appended>> = vec![None; batch.len()];
+    let mut advanced = Vec::new();
+    // 1. Retries of messages stored earlier.
+    let keyed: Vec<Value> = batch
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| m.client_msg_id.as_ref().map(|c| json!([i, m.sender, c])))
+        .collect();
+    if !keyed.is_empty() {
+        let sql = concat!(
+            "SELECT j.value->>0 AS idx, i.seq, ",
+            message_columns!(),
+            " FROM json_each(?) j
+             JOIN messages m ON m.sender = j.value->>1 AND m.client_msg_id = j.value->>2
+             LEFT JOIN inbox i ON i.message_id = m.id AND i.user_id = m.sender"
+        );
+        for row in sqlx::query(sql)
+            .bind(Value::Array(keyed).to_string())
+            .fetch_all(&mut *conn)
+            .await?
+        {
+            let idx: i64 = row.try_get("idx")?;
+            let sender_seq: Option<i64> = row.try_get("seq")?;
+            out[idx as usize] = Some(Appended::Duplicate {
+                message: message_from_row(&row)?,
+                sender_seq: sender_seq.unwrap_or(0),
+            });
+        }
+    }
+    // Retries within this batch point at their first copy.
+    let mut first_of = HashMap::<(&str, &str), usize>::new();
+    let mut copy_of = HashMap::<usize, usize>::new();
+    for (i, m) in batch.iter().enumerate() {
+        if let (None, Some(c)) = (&out[i], m.client_msg_id.as_deref()) {
+            match first_of.get(&(m.sender.as_str(), c)) {
+                Some(&first) => {
+                    copy_of.insert(i, first);
+                }
+                None => {
+                    first_of.insert((m.sender.as_str(), c), i);
+                }
+            }
+        }
+    }
+
+    // 2. Recipients, refusing unknown users and groups the sender is not in.
+    let fresh: Vec<usize> = (0..batch.len())
+        .filter(|i| out[*i].is_none() && !copy_of.contains_key(i))
+        .collect();
+    let targets: Vec<&str> = fresh
+        .iter()
+        .filter(|&&i| batch[i].conv.kind == ConvType::Single)
+        .map(|&i| batch[i].conv.target.as_str())
+        .collect();
+    let known_users: HashSet<String> = if targets.is_empty() {
+        HashSet::new()
+    } else {
+        sqlx::query_scalar("SELECT id FROM users WHERE id IN (SELECT value FROM json_each(?))")
+            .bind(json!(targets).to_string())
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .collect()
+    };
+    let mut members = HashMap::<&str, Vec<String>>::new();
+    for &i in &fresh {
+        let conv = &batch[i].conv;
+        if conv.kind == ConvType::Group && !members.contains_key(conv.target.as_str()) {
+            let list: Vec<String> =
+                sqlx::query_scalar("SELECT user_id FROM group_members WHERE group_id = ?")
+                    .bind(&conv.target)
+                    .fetch_all(&mut *conn)
+                    .await?;
+            members.insert(conv.target.as_str(), list);
+        }
+    }
+    let mut accepted: Vec<(usize, Vec<&str>)> = Vec::with_capacity(fresh.len());
+    for &i in &fresh {
+        let m = &batch[i];
+        let target = m.conv.target.as_str();
+        let rejection = match m.conv.kind {
+            ConvType::Single if !known_users.contains(target) => {
+                Some((code::NOT_FOUND, format!("no user {target:?}")))
+            }
+            ConvType::Single => {
+                let mut users = vec![m.sender.as_str()];
+                if target != m.sender {
+                    users.push(target);
+                }
+                accepted.push((i, users));
+                None
+            }
+            ConvType::Group => {
+                let list = &members[target];
+                if list.is_empty() {
+                    Some((code::NOT_FOUND, format!("no group {target:?}")))
+                } else if !list.contains(&m.sender) {
+                    Some((
+                        code::FORBIDDEN,
+                        format!("you are not a member of group {target:?}"),
+                    ))
+                } else {
+                    accepted.push((i, list.iter().map(String::as_str).collect()));
+                    None
+                }
+            }
+        };
+        if let Some((code, reason)) = rejection {
+            out[i] = Some(Appended::Rejected { code, reason });
+        }
+    }
+
+    if !accepted.is_empty() {
+        // 3. The messages, inserted in batch order, so ids ascend in that order.
+        let rows: Vec<Value> = accepted
+            .iter()
+            .map(|(i, _)| {
+                let m = &batch[*i];
+                json!([
+                    m.sender,
+                    m.client_msg_id,
+                    m.conv.kind.as_str(),
+                    conv_key(&m.sender, &m.conv),
+                    m.conv.target,
+                    m.content.to_string()
+                ])
+            })
+            .collect();
+        let mut ids: Vec<i64> = sqlx::query_scalar(
+            "INSERT INTO messages (sender, client_msg_id, conv_type, conv_key, target, content, server_time)
+             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, ?
+             FROM json_each(?) ORDER BY key
+             RETURNING id",
+        )
+        .bind(now)
+        .bind(Value::Array(rows).to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+        ids.sort_unstable();
+
+        // 4. Inbox heads not cached yet, in one query.
+        let missing: HashSet<&str> = accepted
+            .iter()
+            .flat_map(|(_, users)| users.iter().copied())
+            .filter(|u| !heads.0.contains_key(*u))
+            .collect();
+        if !missing.is_empty() {
+            let found: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT user_id, MAX(seq) FROM inbox WHERE user_id IN (SELECT value FROM json_each(?)) GROUP BY user_id",
+            )
+            .bind(json!(missing.iter().collect::<Vec<_>>()).to_string())
+            .fetch_all(&mut *conn)
+            .await?;
+            for u in &missing {
+                heads.0.insert((*u).to_owned(), 0);
+            }
+            heads.0.extend(found);
+        }
+
+        // 5. One inbox entry per recipient, seqs continuing each head.
+        let mut next = HashMap::<&str, i64>::new();
+        let mut inbox = Vec::new();
+        for ((i, users), &id) in accepted.iter().zip(&ids) {
+            let m = &batch[*i];
+            let mut seqs = Vec::with_capacity(users.len());
+            for &u in users {
+                let seq = next.get(u).copied().unwrap_or_else(|| heads.0[u]) + 1;
+                next.insert(u, seq);
+                inbox.push(json!([u, seq, id]));
+                seqs.push((u.to_owned(), seq));
+            }
+            let message = ChatMessage {
+                msg_id: msg_id(id),
+                client_msg_id: m.client_msg_id.clone(),
+                conv: m.conv.clone(),
+                from: m.sender.clone(),
+                content: m.content.clone(),
+                server_time: now,
+            };
+            out[*i] = Some(Appended::Stored { message, seqs });
+        }
+        sqlx::query(
+            "INSERT INTO inbox (user_id, seq, message_id) SELECT value->>0, value->>1, value->>2 FROM json_each(?)",
+        )
+        .bind(Value::Array(inbox).to_string())
+        .execute(&mut *conn)
+        .await?;
+        advanced = next.into_iter().map(|(u, s)| (u.to_owned(), s)).collect();
+    }
+
+    for (copy, first) in copy_of {
+        out[copy] = Some(match &out[first] {
+            Some(Appended::Stored { message, seqs }) => Appended::Duplicate {
+                message: message.clone(),
+                sender_seq: seqs
+                    .iter()
+                    .find(|(u, _)| *u == message.from)
+                    .map_or(0, |(_, s)| *s),
+            },
+            Some(other) => other.clone(),
+            None => unreachable!("first copies are decided"),
+        });
+    }
+    let out = out
+        .into_iter()
+        .map(|o| o.expect("every message is decided"))
+        .collect();
+    Ok((out, advanced))
+}
+
 impl Store {
     /// Appends a batch of messages and delivery acknowledgements in one
     /// transaction (the broker's group commit). Per-user seqs are assigned
@@ -122,226 +340,16 @@ impl Store {
         heads: &mut Heads,
     ) -> Result<Vec<Appended>> {
         let now = now_ms();
-        let mut out: Vec<Option<Appended>> = vec![None; batch.len()];
         let mut tx = self.pool.begin().await?;
-
-        // 1. Retries of messages stored earlier.
-        let keyed: Vec<Value> = batch
-            .iter()
-            .enumerate()
-            .filter_map(|(i, m)| m.client_msg_id.as_ref().map(|c| json!([i, m.sender, c])))
-            .collect();
-        if !keyed.is_empty() {
-            let sql = concat!(
-                "SELECT j.value->>0 AS idx, i.seq, ",
-                message_columns!(),
-                " FROM json_each(?) j
-                 JOIN messages m ON m.sender = j.value->>1 AND m.client_msg_id = j.value->>2
-                 LEFT JOIN inbox i ON i.message_id = m.id AND i.user_id = m.sender"
-            );
-            for row in sqlx::query(sql)
-                .bind(Value::Array(keyed).to_string())
-                .fetch_all(&mut *tx)
-                .await?
-            {
-                let idx: i64 = row.try_get("idx")?;
-                let sender_seq: Option<i64> = row.try_get("seq")?;
-                out[idx as usize] = Some(Appended::Duplicate {
-                    message: message_from_row(&row)?,
-                    sender_seq: sender_seq.unwrap_or(0),
-                });
-            }
-        }
-        // Retries within this batch point at their first copy.
-        let mut first_of = HashMap::<(&str, &str), usize>::new();
-        let mut copy_of = HashMap::<usize, usize>::new();
-        for (i, m) in batch.iter().enumerate() {
-            if let (None, Some(c)) = (&out[i], m.client_msg_id.as_deref()) {
-                match first_of.get(&(m.sender.as_str(), c)) {
-                    Some(&first) => {
-                        copy_of.insert(i, first);
-                    }
-                    None => {
-                        first_of.insert((m.sender.as_str(), c), i);
-                    }
-                }
-            }
-        }
-
-        // 2. Recipients, refusing unknown users and groups the sender is not in.
-        let fresh: Vec<usize> = (0..batch.len())
-            .filter(|i| out[*i].is_none() && !copy_of.contains_key(i))
-            .collect();
-        let targets: Vec<&str> = fresh
-            .iter()
-            .filter(|&&i| batch[i].conv.kind == ConvType::Single)
-            .map(|&i| batch[i].conv.target.as_str())
-            .collect();
-        let known_users: HashSet<String> = if targets.is_empty() {
-            HashSet::new()
-        } else {
-            sqlx::query_scalar("SELECT id FROM users WHERE id IN (SELECT value FROM json_each(?))")
-                .bind(json!(targets).to_string())
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .collect()
-        };
-        let mut members = HashMap::<&str, Vec<String>>::new();
-        for &i in &fresh {
-            let conv = &batch[i].conv;
-            if conv.kind == ConvType::Group && !members.contains_key(conv.target.as_str()) {
-                let list: Vec<String> =
-                    sqlx::query_scalar("SELECT user_id FROM group_members WHERE group_id = ?")
-                        .bind(&conv.target)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                members.insert(conv.target.as_str(), list);
-            }
-        }
-        let mut accepted: Vec<(usize, Vec<&str>)> = Vec::with_capacity(fresh.len());
-        for &i in &fresh {
-            let m = &batch[i];
-            let target = m.conv.target.as_str();
-            let rejection = match m.conv.kind {
-                ConvType::Single if !known_users.contains(target) => {
-                    Some((code::NOT_FOUND, format!("no user {target:?}")))
-                }
-                ConvType::Single => {
-                    let mut users = vec![m.sender.as_str()];
-                    if target != m.sender {
-                        users.push(target);
-                    }
-                    accepted.push((i, users));
-                    None
-                }
-                ConvType::Group => {
-                    let list = &members[target];
-                    if list.is_empty() {
-                        Some((code::NOT_FOUND, format!("no group {target:?}")))
-                    } else if !list.contains(&m.sender) {
-                        Some((
-                            code::FORBIDDEN,
-                            format!("you are not a member of group {target:?}"),
-                        ))
-                    } else {
-                        accepted.push((i, list.iter().map(String::as_str).collect()));
-                        None
-                    }
-                }
-            };
-            if let Some((code, reason)) = rejection {
-                out[i] = Some(Appended::Rejected { code, reason });
-            }
-        }
-
-        if !accepted.is_empty() {
-            // 3. The messages, inserted in batch order, so ids ascend in that order.
-            let rows: Vec<Value> = accepted
-                .iter()
-                .map(|(i, _)| {
-                    let m = &batch[*i];
-                    json!([
-                        m.sender,
-                        m.client_msg_id,
-                        m.conv.kind.as_str(),
-                        conv_key(&m.sender, &m.conv),
-                        m.conv.target,
-                        m.content.to_string()
-                    ])
-                })
-                .collect();
-            let mut ids: Vec<i64> = sqlx::query_scalar(
-                "INSERT INTO messages (sender, client_msg_id, conv_type, conv_key, target, content, server_time)
-                 SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, ?
-                 FROM json_each(?) ORDER BY key
-                 RETURNING id",
-            )
-            .bind(now)
-            .bind(Value::Array(rows).to_string())
-            .fetch_all(&mut *tx)
-            .await?;
-            ids.sort_unstable();
-
-            // 4. Inbox heads not cached yet, in one query.
-            let missing: HashSet<&str> = accepted
-                .iter()
-                .flat_map(|(_, users)| users.iter().copied())
-                .filter(|u| !heads.0.contains_key(*u))
-                .collect();
-            if !missing.is_empty() {
-                let found: Vec<(String, i64)> = sqlx::query_as(
-                    "SELECT user_id, MAX(seq) FROM inbox WHERE user_id IN (SELECT value FROM json_each(?)) GROUP BY user_id",
-                )
-                .bind(json!(missing.iter().collect::<Vec<_>>()).to_string())
-                .fetch_all(&mut *tx)
-                .await?;
-                for u in &missing {
-                    heads.0.insert((*u).to_owned(), 0);
-                }
-                heads.0.extend(found);
-            }
-
-            // 5. One inbox entry per recipient, seqs continuing each head.
-            let mut next = HashMap::<&str, i64>::new();
-            let mut inbox = Vec::new();
-            for ((i, users), &id) in accepted.iter().zip(&ids) {
-                let m = &batch[*i];
-                let mut seqs = Vec::with_capacity(users.len());
-                for &u in users {
-                    let seq = next.get(u).copied().unwrap_or_else(|| heads.0[u]) + 1;
-                    next.insert(u, seq);
-                    inbox.push(json!([u, seq, id]));
-                    seqs.push((u.to_owned(), seq));
-                }
-                let message = ChatMessage {
-                    msg_id: msg_id(id),
-                    client_msg_id: m.client_msg_id.clone(),
-                    conv: m.conv.clone(),
-                    from: m.sender.clone(),
-                    content: m.content.clone(),
-                    server_time: now,
-                };
-                out[*i] = Some(Appended::Stored { message, seqs });
-            }
-            sqlx::query(
-                "INSERT INTO inbox (user_id, seq, message_id) SELECT value->>0, value->>1, value->>2 FROM json_each(?)",
-            )
-            .bind(Value::Array(inbox).to_string())
-            .execute(&mut *tx)
-            .await?;
-            let advanced: Vec<(String, i64)> =
-                next.into_iter().map(|(u, s)| (u.to_owned(), s)).collect();
-            self.upsert_devices(&mut tx, delivered, now).await?;
-            tx.commit().await?;
-            // Only a committed transaction moves the heads.
-            heads.0.extend(advanced);
-        } else {
-            self.upsert_devices(&mut tx, delivered, now).await?;
-            tx.commit().await?;
-        }
-
-        for (copy, first) in copy_of {
-            out[copy] = Some(match &out[first] {
-                Some(Appended::Stored { message, seqs }) => Appended::Duplicate {
-                    message: message.clone(),
-                    sender_seq: seqs
-                        .iter()
-                        .find(|(u, _)| *u == message.from)
-                        .map_or(0, |(_, s)| *s),
-                },
-                Some(other) => other.clone(),
-                None => unreachable!("first copies are decided"),
-            });
-        }
-        Ok(out
-            .into_iter()
-            .map(|o| o.expect("every message is decided"))
-            .collect())
+        let (out, advanced) = append_in(&mut tx, batch, heads, now).await?;
+        Self::upsert_devices(&mut tx, delivered, now).await?;
+        tx.commit().await?;
+        // Only a committed transaction moves the heads.
+        heads.0.extend(advanced);
+        Ok(out)
     }
 
     async fn upsert_devices(
-        &self,
         conn: &mut SqliteConnection,
         delivered: &[Delivered],
         now: i64,
