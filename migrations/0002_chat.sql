@@ -36,12 +36,14 @@ CREATE TABLE groups (
     id         TEXT PRIMARY KEY,
     name       TEXT NOT NULL,
     owner      TEXT NOT NULL,
-    created_at INTEGER NOT NULL
+    created_at INTEGER NOT NULL,
+    dissolved_at INTEGER             -- set when dissolved; members are then removed
 );
 CREATE TABLE group_members (
     group_id TEXT NOT NULL REFERENCES groups(id),
     user_id  TEXT NOT NULL,
-    role     TEXT NOT NULL DEFAULT 'member',
+    role     TEXT NOT NULL DEFAULT 'member',  -- 'owner', 'admin' or 'member'
+    joined_at INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (group_id, user_id)
 ) WITHOUT ROWID;
 CREATE INDEX group_members_user ON group_members(user_id);

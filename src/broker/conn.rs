@@ -14,11 +14,11 @@ use tracing::{debug, info, warn};
 use super::Broker;
 use super::hub::ConnHandle;
 use super::writer::{WriteOp, frame};
-use crate::store::{Before, Delivered, NewMessage, parse_msg_id};
+use crate::store::{Before, Delivered, GroupChange, NewMessage, parse_msg_id};
 use crate::token::TokenError;
 use crate::wire::ws::{
-    ConnectReq, Connected, ConvType, ErrorFrame, History, HistoryReq, RecvReq, SendReq, SyncReq,
-    Synced, close, code,
+    ConnectReq, Connected, ConvType, ErrorFrame, GroupCreateReq, GroupMembersReq, GroupRenameReq,
+    GroupReq, History, HistoryReq, RecvReq, SendReq, SyncReq, Synced, close, code,
 };
 
 const MAX_SYNC: u32 = 1000;
@@ -216,6 +216,20 @@ async fn on_text(
         ("sync", Some(s)) => sync(broker, handle, s, id, value).await,
         ("recv", Some(s)) => recv(broker, s, value).await,
         ("history", Some(s)) => history(broker, handle, s, id, value).await,
+        (
+            op @ ("group.create" | "group.add" | "group.remove" | "group.leave" | "group.dissolve"
+            | "group.rename"),
+            Some(s),
+        ) => group_change(broker, handle, s, id, op, value).await,
+        ("group.info", Some(s)) => group_info(broker, handle, s, id, value).await,
+        ("group.list", Some(s)) => {
+            let groups = broker.store.groups_of(&s.user_id).await.map_err(db_error);
+            groups.map(|groups| {
+                handle.send(frame(
+                    &serde_json::json!({"id": id, "op": "group.list", "groups": groups}),
+                ))
+            })
+        }
         ("ping", Some(_)) => {
             handle.send(frame(
                 &serde_json::json!({"id": id, "op": "pong", "serverTime": now_ms()}),
@@ -329,6 +343,7 @@ async fn send(
         conv: req.conv,
         content: serde_json::to_value(&req.content).expect("content serializes"),
         client_msg_id: req.client_msg_id,
+        recipients: None,
     };
     broker
         .writer
@@ -450,5 +465,108 @@ async fn history(
         messages,
         more,
     }));
+    Ok(())
+}
+
+async fn group_change(
+    broker: &Broker,
+    handle: &ConnHandle,
+    s: &Session,
+    id: Option<u64>,
+    op: &str,
+    value: Value,
+) -> Result<(), Refusal> {
+    let (op, change): (&'static str, GroupChange) = match op {
+        "group.create" => {
+            let r: GroupCreateReq = parse(op, value)?;
+            (
+                "group.create",
+                GroupChange::Create {
+                    name: r.name,
+                    members: r.members,
+                },
+            )
+        }
+        "group.add" => {
+            let r: GroupMembersReq = parse(op, value)?;
+            (
+                "group.add",
+                GroupChange::Add {
+                    group: r.group,
+                    members: r.members,
+                },
+            )
+        }
+        "group.remove" => {
+            let r: GroupMembersReq = parse(op, value)?;
+            (
+                "group.remove",
+                GroupChange::Remove {
+                    group: r.group,
+                    members: r.members,
+                },
+            )
+        }
+        "group.leave" => (
+            "group.leave",
+            GroupChange::Leave {
+                group: parse::<GroupReq>(op, value)?.group,
+            },
+        ),
+        "group.dissolve" => (
+            "group.dissolve",
+            GroupChange::Dissolve {
+                group: parse::<GroupReq>(op, value)?.group,
+            },
+        ),
+        _ => {
+            let r: GroupRenameReq = parse(op, value)?;
+            (
+                "group.rename",
+                GroupChange::Rename {
+                    group: r.group,
+                    name: r.name,
+                },
+            )
+        }
+    };
+    broker
+        .writer
+        .send(WriteOp::Group {
+            actor: s.user_id.clone(),
+            change,
+            op,
+            id,
+            reply: handle.clone(),
+        })
+        .await
+        .map_err(|_| Refusal(code::SERVER_ERROR, "the server is shutting down".into()))
+}
+
+async fn group_info(
+    broker: &Broker,
+    handle: &ConnHandle,
+    s: &Session,
+    id: Option<u64>,
+    value: Value,
+) -> Result<(), Refusal> {
+    let req: GroupReq = parse("group.info", value)?;
+    let Some(group) = broker
+        .store
+        .group_info(&req.group)
+        .await
+        .map_err(db_error)?
+    else {
+        return refuse(code::NOT_FOUND, format!("no group {:?}", req.group));
+    };
+    if !group.members.iter().any(|m| m.user_id == s.user_id) {
+        return refuse(
+            code::FORBIDDEN,
+            format!("you are not a member of group {:?}", req.group),
+        );
+    }
+    handle.send(frame(
+        &serde_json::json!({"id": id, "op": "group.info", "group": group}),
+    ));
     Ok(())
 }

@@ -62,6 +62,7 @@ fn answer(msg: &ChatMessage) -> Option<NewMessage> {
         content: json!({"type": "text", "text": format!("echo: {text} (I am imctl's robot: I answer every text message)")}),
         // Deterministic, so a replayed message never gets two answers.
         client_msg_id: Some(format!("robot-re-{}", msg.msg_id)),
+        recipients: None,
     })
 }
 

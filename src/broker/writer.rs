@@ -9,8 +9,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::hub::{ConnHandle, Hub};
-use crate::store::{Appended, Delivered, Heads, NewMessage, Store};
-use crate::wire::ws::{Ack, ErrorFrame, code, msg_push};
+use crate::store::{Appended, Delivered, GroupChange, Heads, NewMessage, Store};
+use crate::wire::ws::{Ack, ChatMessage, ErrorFrame, code, msg_push};
 
 /// The most operations committed in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -22,6 +22,14 @@ pub enum WriteOp {
         reply: ConnHandle,
     },
     Delivered(Delivered),
+    /// A membership change; answered with `{"id", "op": op, "group"}`.
+    Group {
+        actor: String,
+        change: GroupChange,
+        op: &'static str,
+        id: Option<u64>,
+        reply: ConnHandle,
+    },
 }
 
 pub fn frame<T: serde::Serialize>(value: &T) -> Utf8Bytes {
@@ -61,7 +69,81 @@ pub fn spawn(
     })
 }
 
+/// Commits `ops` in order: sends and delivery acks batched together, each
+/// group change in a transaction of its own between them.
 async fn commit(store: &Store, hub: &Hub, heads: &mut Heads, ops: Vec<WriteOp>) {
+    let mut pending = Vec::with_capacity(ops.len());
+    for op in ops {
+        match op {
+            WriteOp::Group {
+                actor,
+                change,
+                op,
+                id,
+                reply,
+            } => {
+                commit_batch(store, hub, heads, std::mem::take(&mut pending)).await;
+                change_group(store, hub, heads, &actor, &change, op, id, &reply).await;
+            }
+            other => pending.push(other),
+        }
+    }
+    commit_batch(store, hub, heads, pending).await;
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn change_group(
+    store: &Store,
+    hub: &Hub,
+    heads: &mut Heads,
+    actor: &str,
+    change: &GroupChange,
+    op: &str,
+    id: Option<u64>,
+    reply: &ConnHandle,
+) {
+    match store.change_group(actor, change, heads).await {
+        Err(e) => {
+            tracing::error!(error = %e, "group change failed");
+            heads.clear();
+            reply.send(frame(&ErrorFrame::new(
+                id,
+                code::SERVER_ERROR,
+                "the server could not change the group; retry",
+            )));
+        }
+        Ok(Err((code, reason))) => reply.send(frame(&ErrorFrame::new(id, code, reason))),
+        Ok(Ok(outcome)) => {
+            reply.send(frame(
+                &serde_json::json!({"id": id, "op": op, "group": outcome.group}),
+            ));
+            if let Appended::Stored { message, seqs } = outcome.notification {
+                tracing::info!(group = %message.conv.target, actor, kind = %message.content["kind"], "group changed");
+                fan_out(hub, &message, seqs, None);
+            }
+        }
+    }
+}
+
+/// Pushes a stored message to every connection of every recipient, except
+/// the sending connection (it has the ack).
+fn fan_out(
+    hub: &Hub,
+    message: &ChatMessage,
+    seqs: Vec<(String, i64)>,
+    except: Option<(&str, u64)>,
+) {
+    let json = serde_json::to_string(message).expect("messages serialize");
+    for (user, seq) in seqs {
+        let skip = except.filter(|(u, _)| *u == user).map(|(_, conn)| conn);
+        hub.deliver(&user, &msg_push(seq, &json).into(), skip);
+    }
+}
+
+async fn commit_batch(store: &Store, hub: &Hub, heads: &mut Heads, ops: Vec<WriteOp>) {
+    if ops.is_empty() {
+        return;
+    }
     let mut sends = Vec::with_capacity(ops.len());
     let mut replies = Vec::with_capacity(ops.len());
     let mut delivered = Vec::new();
@@ -72,6 +154,7 @@ async fn commit(store: &Store, hub: &Hub, heads: &mut Heads, ops: Vec<WriteOp>) 
                 replies.push((id, reply));
             }
             WriteOp::Delivered(d) => delivered.push(d),
+            WriteOp::Group { .. } => unreachable!("group changes are committed on their own"),
         }
     }
     let results = match store.append(&sends, &delivered, heads).await {
@@ -105,11 +188,7 @@ async fn commit(store: &Store, hub: &Hub, heads: &mut Heads, ops: Vec<WriteOp>) 
                     seq: sender_seq,
                     duplicate: false,
                 }));
-                let json = serde_json::to_string(&message).expect("messages serialize");
-                for (user, seq) in seqs {
-                    let except = (user == sent.sender).then_some(reply.id);
-                    hub.deliver(&user, &msg_push(seq, &json).into(), except);
-                }
+                fan_out(hub, &message, seqs, Some((&sent.sender, reply.id)));
             }
             Appended::Duplicate {
                 message,

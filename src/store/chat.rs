@@ -15,6 +15,9 @@ pub struct NewMessage {
     pub conv: Conversation,
     pub content: Value,
     pub client_msg_id: Option<String>,
+    /// Server-made messages (group notifications) name their recipients;
+    /// `None` means the conversation's participants, checked.
+    pub recipients: Option<Vec<String>>,
 }
 
 /// What appending one message did.
@@ -51,6 +54,11 @@ impl Heads {
     /// Forgets everything (after a failed transaction the cache may be ahead).
     pub fn clear(&mut self) {
         self.0.clear();
+    }
+
+    /// Advances heads after a commit.
+    pub fn extend(&mut self, advanced: Vec<(String, i64)>) {
+        self.0.extend(advanced);
     }
 }
 
@@ -107,7 +115,7 @@ fn message_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ChatMessage> {
 
 /// The work of [`Store::append`] inside a transaction the caller commits.
 /// Returns each message's outcome and the heads to advance after the commit.
-async fn append_in(
+pub(super) async fn append_in(
     conn: &mut SqliteConnection,
     batch: &[NewMessage],
     heads: &mut Heads,
@@ -164,7 +172,7 @@ async fn append_in(
         .collect();
     let targets: Vec<&str> = fresh
         .iter()
-        .filter(|&&i| batch[i].conv.kind == ConvType::Single)
+        .filter(|&&i| batch[i].conv.kind == ConvType::Single && batch[i].recipients.is_none())
         .map(|&i| batch[i].conv.target.as_str())
         .collect();
     let known_users: HashSet<String> = if targets.is_empty() {
@@ -180,7 +188,10 @@ async fn append_in(
     let mut members = HashMap::<&str, Vec<String>>::new();
     for &i in &fresh {
         let conv = &batch[i].conv;
-        if conv.kind == ConvType::Group && !members.contains_key(conv.target.as_str()) {
+        if conv.kind == ConvType::Group
+            && batch[i].recipients.is_none()
+            && !members.contains_key(conv.target.as_str())
+        {
             let list: Vec<String> =
                 sqlx::query_scalar("SELECT user_id FROM group_members WHERE group_id = ?")
                     .bind(&conv.target)
@@ -193,11 +204,15 @@ async fn append_in(
     for &i in &fresh {
         let m = &batch[i];
         let target = m.conv.target.as_str();
-        let rejection = match m.conv.kind {
-            ConvType::Single if !known_users.contains(target) => {
+        let rejection = match (&m.recipients, m.conv.kind) {
+            (Some(users), _) => {
+                accepted.push((i, users.iter().map(String::as_str).collect()));
+                None
+            }
+            (None, ConvType::Single) if !known_users.contains(target) => {
                 Some((code::NOT_FOUND, format!("no user {target:?}")))
             }
-            ConvType::Single => {
+            (None, ConvType::Single) => {
                 let mut users = vec![m.sender.as_str()];
                 if target != m.sender {
                     users.push(target);
@@ -205,7 +220,7 @@ async fn append_in(
                 accepted.push((i, users));
                 None
             }
-            ConvType::Group => {
+            (None, ConvType::Group) => {
                 let list = &members[target];
                 if list.is_empty() {
                     Some((code::NOT_FOUND, format!("no group {target:?}")))
@@ -470,34 +485,6 @@ impl Store {
         Ok(found.is_some())
     }
 
-    /// Creates a group with `owner` and `members` (used by tests until the
-    /// social layer adds the group ops).
-    pub async fn create_group(
-        &self,
-        id: &str,
-        name: &str,
-        owner: &str,
-        members: &[&str],
-    ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT INTO groups (id, name, owner, created_at) VALUES (?, ?, ?, ?)")
-            .bind(id)
-            .bind(name)
-            .bind(owner)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
-        for m in std::iter::once(&owner).chain(members.iter().filter(|m| **m != owner)) {
-            sqlx::query("INSERT INTO group_members (group_id, user_id, role) VALUES (?, ?, ?)")
-                .bind(id)
-                .bind(*m)
-                .bind(if *m == owner { "owner" } else { "member" })
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await
-    }
-
     /// The delivered position a device acknowledged, 0 if none.
     pub async fn delivered(&self, user: &str, client_id: &str) -> Result<i64> {
         let d: Option<i64> =
@@ -531,6 +518,7 @@ mod tests {
             },
             content: json!({"type":"text","text":"hi"}),
             client_msg_id: cmid.map(Into::into),
+            recipients: None,
         }
     }
 
@@ -645,20 +633,35 @@ mod tests {
     #[tokio::test]
     async fn group_messages_fan_out_to_members_only() {
         let s = store().await;
-        s.create_group("g1", "team", "alice", &["bob", "carol"])
-            .await
-            .unwrap();
         let mut heads = Heads::default();
+        let create = |name: &str, members: &[&str]| crate::store::GroupChange::Create {
+            name: name.into(),
+            members: members.iter().map(|m| m.to_string()).collect(),
+        };
+        let g1 = s
+            .change_group("alice", &create("team", &["bob", "carol"]), &mut heads)
+            .await
+            .unwrap()
+            .unwrap()
+            .group
+            .id;
+        let g2 = s
+            .change_group("bob", &create("other", &[]), &mut heads)
+            .await
+            .unwrap()
+            .unwrap()
+            .group
+            .id;
         let to_group = |from: &str| NewMessage {
             sender: from.into(),
             conv: Conversation {
                 kind: ConvType::Group,
-                target: "g1".into(),
+                target: g1.clone(),
             },
             content: json!({"type":"text","text":"hi all"}),
             client_msg_id: None,
+            recipients: None,
         };
-        s.create_group("g2", "other", "bob", &[]).await.unwrap();
         let out = s
             .append(&[to_group("alice"), to_group("robot")], &[], &mut heads)
             .await
@@ -666,10 +669,18 @@ mod tests {
         let Appended::Stored { seqs, .. } = &out[0] else {
             panic!()
         };
-        assert_eq!(seqs.len(), 3);
+        // Seqs continue after the "created" notification each member got.
+        assert_eq!(
+            seqs,
+            &[
+                ("alice".to_string(), 2),
+                ("bob".to_string(), 3),
+                ("carol".to_string(), 2)
+            ]
+        );
         assert!(matches!(&out[1], Appended::Rejected { code: 403, .. }));
-        assert!(s.is_group_member("g1", "carol").await.unwrap());
-        assert!(!s.is_group_member("g2", "carol").await.unwrap());
+        assert!(s.is_group_member(&g1, "carol").await.unwrap());
+        assert!(!s.is_group_member(&g2, "carol").await.unwrap());
     }
 
     #[test]

@@ -3,9 +3,11 @@
 
 mod chat;
 mod fixtures;
+mod groups;
 
 pub use chat::{Appended, Before, Delivered, Heads, NewMessage, msg_id, parse_msg_id};
 pub use fixtures::Fixtures;
+pub use groups::{GroupChange, GroupInfo, GroupMember, GroupOutcome, GroupSummary};
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

@@ -244,6 +244,34 @@ pub struct HistoryReq {
     pub limit: Option<u32>,
 }
 
+/// `group.create`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct GroupCreateReq {
+    pub name: String,
+    #[serde(default)]
+    pub members: Vec<String>,
+}
+
+/// `group.add` and `group.remove`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct GroupMembersReq {
+    pub group: String,
+    pub members: Vec<String>,
+}
+
+/// `group.leave`, `group.dissolve`, `group.info`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct GroupReq {
+    pub group: String,
+}
+
+/// `group.rename`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct GroupRenameReq {
+    pub group: String,
+    pub name: String,
+}
+
 // ---- Server → client ------------------------------------------------------
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -142,14 +142,16 @@ impl TestServer {
         format!("ws://{}/ws", self.running.broker_addr)
     }
 
-    /// Creates a group owned by the first member (until the group ops exist).
-    pub async fn group(&self, id: &str, members: &[&str]) {
-        self.running
-            .state
-            .store
-            .create_group(id, id, members[0], members)
+    /// Creates a group through the protocol as the user with `owner_mobile`;
+    /// returns its id.
+    pub async fn group(&self, owner_mobile: &str, name: &str, members: &[&str]) -> String {
+        let (mut owner, _) = self.chat(owner_mobile, "group-maker").await;
+        let reply = owner
+            .request(json!({"op": "group.create", "name": name, "members": members}))
             .await
             .expect("group created");
+        owner.close().await;
+        reply["group"]["id"].as_str().unwrap().to_owned()
     }
 
     /// Logs `mobile` in, asks `/route`, connects: the whole client flow.

@@ -293,11 +293,11 @@ async fn bad_frames_get_errors_and_the_connection_survives() {
     assert_eq!(code, 400);
     let (code, msg) = refused(c.request(json!({"op": "send", "conv": {"type":"single","target":"nobody"}, "content": {"type":"text","text":"x"}})).await);
     assert_eq!(code, 404, "{msg}");
-    s.group("g1", &["bob", "carol"]).await;
-    let (code, msg) = refused(c.request(json!({"op": "send", "conv": {"type":"group","target":"g1"}, "content": {"type":"text","text":"x"}})).await);
+    let g1 = s.group("13800000002", "g1", &["carol"]).await;
+    let (code, msg) = refused(c.request(json!({"op": "send", "conv": {"type":"group","target":g1}, "content": {"type":"text","text":"x"}})).await);
     assert_eq!(code, 403, "{msg}");
     let (code, _) = refused(
-        c.request(json!({"op": "history", "conv": {"type":"group","target":"g1"}}))
+        c.request(json!({"op": "history", "conv": {"type":"group","target":g1}}))
             .await,
     );
     assert_eq!(code, 403);
@@ -438,24 +438,144 @@ async fn the_robot_answers() {
 }
 
 #[tokio::test]
-async fn group_messages_reach_every_member() {
+async fn groups_fan_out_and_every_change_is_a_notification() {
     let s = start(&[]).await;
-    s.group("team", &["alice", "bob", "carol"]).await;
     let (mut alice, _) = s.chat("13800000001", "a").await;
     let (mut bob, _) = s.chat("13800000002", "b").await;
     let (mut carol, _) = s.chat("13800000003", "c").await;
+
+    let created = alice
+        .request(json!({"op": "group.create", "name": "team", "members": ["bob"]}))
+        .await
+        .unwrap();
+    let g = created["group"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["group"]["owner"], "alice");
+    for who in [&mut alice, &mut bob] {
+        let note = who.next_op("msg").await.unwrap();
+        assert_eq!(
+            note["message"]["conv"],
+            json!({"type": "group", "target": g})
+        );
+        assert_eq!(note["message"]["content"]["type"], "notification");
+        assert_eq!(note["message"]["content"]["kind"], "created");
+    }
+
+    // Members add; only the owner or an admin removes; a non-member sees nothing.
+    let (code, _) = refused(carol.request(json!({"op": "group.info", "group": g})).await);
+    assert_eq!(code, 403);
+    bob.request(json!({"op": "group.add", "group": g, "members": ["carol"]}))
+        .await
+        .unwrap();
+    let added = carol.next_op("msg").await.unwrap();
+    assert_eq!(
+        (
+            added["message"]["content"]["kind"].as_str(),
+            added["seq"].as_i64()
+        ),
+        (Some("member_added"), Some(1))
+    );
+    let (code, msg) = refused(
+        bob.request(json!({"op": "group.remove", "group": g, "members": ["carol"]}))
+            .await,
+    );
+    assert_eq!(code, 403, "{msg}");
+
+    // A group message: stored once, one inbox entry per member.
     let ack = alice
-        .send_text("group", "team", "hello team", None)
+        .send_text("group", &g, "hello team", None)
         .await
         .unwrap();
     for who in [&mut bob, &mut carol] {
         let m = who.next_op("msg").await.unwrap();
-        assert_eq!(m["message"]["msgId"], ack.msg_id.as_str());
-        assert_eq!(
-            m["message"]["conv"],
-            json!({"type":"group","target":"team"})
-        );
+        if m["message"]["content"]["type"] == "notification" {
+            // bob still has the member_added notification queued.
+            assert_eq!(
+                who.next_op("msg").await.unwrap()["message"]["msgId"],
+                ack.msg_id.as_str()
+            );
+        } else {
+            assert_eq!(m["message"]["msgId"], ack.msg_id.as_str());
+        }
     }
+
+    alice
+        .request(json!({"op": "group.rename", "group": g, "name": "the team"}))
+        .await
+        .unwrap();
+    let info = carol
+        .request(json!({"op": "group.info", "group": g}))
+        .await
+        .unwrap();
+    assert_eq!(info["group"]["name"], "the team");
+    let roles: Vec<_> = info["group"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["userId"].clone(), m["role"].clone()))
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            (json!("alice"), json!("owner")),
+            (json!("bob"), json!("member")),
+            (json!("carol"), json!("member"))
+        ]
+    );
+    let list = bob.request(json!({"op": "group.list"})).await.unwrap();
+    assert_eq!(list["groups"][0]["memberCount"], 3);
+
+    alice
+        .request(json!({"op": "group.remove", "group": g, "members": ["carol"]}))
+        .await
+        .unwrap();
+    let (code, _) = refused(
+        carol
+            .send_text("group", &g, "still here?", None)
+            .await
+            .map(|_| json!(null)),
+    );
+    assert_eq!(code, 403);
+    bob.request(json!({"op": "group.leave", "group": g}))
+        .await
+        .unwrap();
+    let (code, _) = refused(
+        bob.request(json!({"op": "group.dissolve", "group": g}))
+            .await,
+    );
+    assert_eq!(code, 403, "bob has left");
+    alice
+        .request(json!({"op": "group.dissolve", "group": g}))
+        .await
+        .unwrap();
+
+    // Carol, removed, synced the whole story up to her removal.
+    let synced = carol
+        .request(json!({"op": "sync", "since": 0}))
+        .await
+        .unwrap();
+    let kinds: Vec<_> = synced["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            e["message"]["content"]["kind"]
+                .as_str()
+                .unwrap_or("text")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(kinds, ["member_added", "text", "renamed", "member_removed"]);
+    // Alice's timeline has every step, dissolved last.
+    let history = alice.request(json!({"op": "sync", "since": 0})).await;
+    let last = history.unwrap()["entries"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()["message"]["content"]["kind"]
+        .clone();
+    assert_eq!(last, "dissolved");
+    let (code, _) = refused(alice.request(json!({"op": "group.info", "group": g})).await);
+    assert_eq!(code, 403, "nobody is a member of a dissolved group");
 }
 
 #[tokio::test]
