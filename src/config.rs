@@ -92,6 +92,10 @@ pub struct ServeConfig {
     #[arg(long, env = "IMCTL_IDLE_TIMEOUT", default_value = "90s", value_parser = duration)]
     pub idle_timeout: Duration,
 
+    /// Only friends may send each other 1:1 messages (the robot excepted)
+    #[arg(long, env = "IMCTL_FRIENDS_ONLY")]
+    pub friends_only: bool,
+
     /// Name of this broker node, reported by /route and `connected`
     #[arg(long, env = "IMCTL_NODE", default_value = "n1")]
     pub node: String,

@@ -168,6 +168,8 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
             max_frame: config.max_frame as usize,
             idle_timeout: config.idle_timeout,
             cors_origins: config.cors_origin.clone(),
+            friends_only: config.friends_only,
+            app_base_url: base_url(app_addr),
         },
         shutdown.clone(),
     );

@@ -14,11 +14,12 @@ use tracing::{debug, info, warn};
 use super::Broker;
 use super::hub::ConnHandle;
 use super::writer::{WriteOp, frame};
-use crate::store::{Before, Delivered, GroupChange, NewMessage, parse_msg_id};
+use crate::store::{Before, Delivered, GroupChange, NewMessage, Requested, parse_msg_id};
 use crate::token::TokenError;
 use crate::wire::ws::{
-    ConnectReq, Connected, ConvType, ErrorFrame, GroupCreateReq, GroupMembersReq, GroupRenameReq,
-    GroupReq, History, HistoryReq, RecvReq, SendReq, SyncReq, Synced, close, code,
+    ConnectReq, Connected, ConvType, ErrorFrame, FriendAnswerReq, FriendRequestReq, GroupCreateReq,
+    GroupMembersReq, GroupRenameReq, GroupReq, History, HistoryReq, ProfileGetReq,
+    ProfileUpdateReq, RecvReq, SendReq, SyncReq, Synced, close, code,
 };
 
 const MAX_SYNC: u32 = 1000;
@@ -221,6 +222,14 @@ async fn on_text(
             | "group.rename"),
             Some(s),
         ) => group_change(broker, handle, s, id, op, value).await,
+        ("friend.request", Some(s)) => friend_request(broker, handle, s, id, value).await,
+        (op @ ("friend.accept" | "friend.reject"), Some(s)) => {
+            friend_answer(broker, handle, s, id, op, value).await
+        }
+        ("friend.list", Some(s)) => friend_list(broker, handle, s, id).await,
+        ("friend.pending", Some(s)) => friend_pending(broker, handle, s, id).await,
+        ("profile.get", Some(s)) => profile_get(broker, handle, s, id, value).await,
+        ("profile.update", Some(s)) => profile_update(broker, handle, s, id, value).await,
         ("group.info", Some(s)) => group_info(broker, handle, s, id, value).await,
         ("group.list", Some(s)) => {
             let groups = broker.store.groups_of(&s.user_id).await.map_err(db_error);
@@ -336,6 +345,24 @@ async fn send(
         return refuse(
             code::BAD_REQUEST,
             format!("clientMsgId must be 1 to {MAX_CLIENT_MSG_ID} characters"),
+        );
+    }
+    if broker.friends_only
+        && req.conv.kind == ConvType::Single
+        && req.conv.target != s.user_id
+        && req.conv.target != super::robot::ROBOT
+        && !broker
+            .store
+            .are_friends(&s.user_id, &req.conv.target)
+            .await
+            .map_err(db_error)?
+    {
+        return refuse(
+            code::FORBIDDEN,
+            format!(
+                "you can only message friends on this server (--friends-only); send {:?} a friend.request",
+                req.conv.target
+            ),
         );
     }
     let msg = NewMessage {
@@ -568,5 +595,238 @@ async fn group_info(
     handle.send(frame(
         &serde_json::json!({"id": id, "op": "group.info", "group": group}),
     ));
+    Ok(())
+}
+
+const MAX_REMARK: usize = 200;
+const MAX_DISPLAY_NAME: usize = 64;
+const MAX_PORTRAIT: usize = 2048;
+
+fn reply(handle: &ConnHandle, id: Option<u64>, op: &str, mut body: Value) {
+    body["id"] = serde_json::json!(id);
+    body["op"] = serde_json::json!(op);
+    handle.send(frame(&body));
+}
+
+async fn friend_request(
+    broker: &Broker,
+    handle: &ConnHandle,
+    s: &Session,
+    id: Option<u64>,
+    value: Value,
+) -> Result<(), Refusal> {
+    let req: FriendRequestReq = parse("friend.request", value)?;
+    let remark = req.remark.unwrap_or_default();
+    if remark.chars().count() > MAX_REMARK {
+        return refuse(
+            code::BAD_REQUEST,
+            format!("a remark has at most {MAX_REMARK} characters"),
+        );
+    }
+    let outcome = broker
+        .store
+        .friend_request(&s.user_id, &req.target, &remark)
+        .await
+        .map_err(db_error)?;
+    match outcome.map_err(|(c, m)| Refusal(c, m))? {
+        Requested::Pending(request) => {
+            let push = serde_json::json!({"op": "notify", "kind": "friend_request", "from": s.user_id, "remark": remark, "request": request});
+            broker.hub.deliver(&req.target, &frame(&push), None);
+            reply(
+                handle,
+                id,
+                "friend.request",
+                serde_json::json!({"request": request, "friends": false}),
+            );
+        }
+        Requested::Befriended => {
+            // They had asked first: the request counts as acceptance.
+            let push =
+                serde_json::json!({"op": "notify", "kind": "friend_accepted", "from": s.user_id});
+            broker.hub.deliver(&req.target, &frame(&push), None);
+            reply(
+                handle,
+                id,
+                "friend.request",
+                serde_json::json!({"friends": true}),
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn friend_answer(
+    broker: &Broker,
+    handle: &ConnHandle,
+    s: &Session,
+    id: Option<u64>,
+    op: &str,
+    value: Value,
+) -> Result<(), Refusal> {
+    let req: FriendAnswerReq = parse(op, value)?;
+    let accept = op == "friend.accept";
+    broker
+        .store
+        .friend_answer(&s.user_id, &req.from, accept)
+        .await
+        .map_err(db_error)?
+        .map_err(|(c, m)| Refusal(c, m))?;
+    let kind = if accept {
+        "friend_accepted"
+    } else {
+        "friend_rejected"
+    };
+    broker.hub.deliver(
+        &req.from,
+        &frame(&serde_json::json!({"op": "notify", "kind": kind, "from": s.user_id})),
+        None,
+    );
+    let op = if accept {
+        "friend.accept"
+    } else {
+        "friend.reject"
+    };
+    reply(handle, id, op, serde_json::json!({"from": req.from}));
+    Ok(())
+}
+
+async fn friend_list(
+    broker: &Broker,
+    handle: &ConnHandle,
+    s: &Session,
+    id: Option<u64>,
+) -> Result<(), Refusal> {
+    let friends = broker
+        .store
+        .friends_of(&s.user_id)
+        .await
+        .map_err(db_error)?;
+    let list: Vec<Value> = friends
+        .iter()
+        .map(|u| {
+            let mut p = broker.profile(u, &s.user_id);
+            p["online"] = serde_json::json!(broker.hub.is_online(&u.id));
+            p
+        })
+        .collect();
+    reply(
+        handle,
+        id,
+        "friend.list",
+        serde_json::json!({"friends": list}),
+    );
+    Ok(())
+}
+
+async fn friend_pending(
+    broker: &Broker,
+    handle: &ConnHandle,
+    s: &Session,
+    id: Option<u64>,
+) -> Result<(), Refusal> {
+    let (incoming, outgoing) = broker
+        .store
+        .pending_requests(&s.user_id)
+        .await
+        .map_err(db_error)?;
+    reply(
+        handle,
+        id,
+        "friend.pending",
+        serde_json::json!({"incoming": incoming, "outgoing": outgoing}),
+    );
+    Ok(())
+}
+
+async fn profile_get(
+    broker: &Broker,
+    handle: &ConnHandle,
+    s: &Session,
+    id: Option<u64>,
+    value: Value,
+) -> Result<(), Refusal> {
+    let req: ProfileGetReq = parse("profile.get", value)?;
+    let ids: Vec<String> = match (req.users, req.user_id) {
+        (Some(users), _) => users,
+        (None, Some(one)) => vec![one],
+        (None, None) => vec![s.user_id.clone()],
+    };
+    if ids.len() > 500 {
+        return refuse(code::BAD_REQUEST, "ask for at most 500 users at once");
+    }
+    let users = broker.store.users_by_ids(&ids).await.map_err(db_error)?;
+    let unknown: Vec<&String> = ids
+        .iter()
+        .filter(|id| !users.iter().any(|u| &&u.id == id))
+        .collect();
+    let profiles: Vec<Value> = users
+        .iter()
+        .map(|u| broker.profile(u, &s.user_id))
+        .collect();
+    reply(
+        handle,
+        id,
+        "profile.get",
+        serde_json::json!({"users": profiles, "unknown": unknown}),
+    );
+    Ok(())
+}
+
+async fn profile_update(
+    broker: &Broker,
+    handle: &ConnHandle,
+    s: &Session,
+    id: Option<u64>,
+    value: Value,
+) -> Result<(), Refusal> {
+    let req: ProfileUpdateReq = parse("profile.update", value)?;
+    let name = req.display_name.as_deref().map(str::trim);
+    if let Some(n) = name
+        && (n.is_empty() || n.chars().count() > MAX_DISPLAY_NAME)
+    {
+        return refuse(
+            code::BAD_REQUEST,
+            format!("displayName has 1 to {MAX_DISPLAY_NAME} characters"),
+        );
+    }
+    if let Some(p) = &req.portrait
+        && (p.len() > MAX_PORTRAIT
+            || !(p.starts_with("http://") || p.starts_with("https://") || p.starts_with('/')))
+    {
+        return refuse(
+            code::BAD_REQUEST,
+            "portrait is an http(s) URL or a path on the app-server (e.g. /media/...)",
+        );
+    }
+    if name.is_none() && req.portrait.is_none() {
+        return refuse(
+            code::BAD_REQUEST,
+            "nothing to update: give displayName and/or portrait",
+        );
+    }
+    let Some(user) = broker
+        .store
+        .update_profile(&s.user_id, name, req.portrait.as_deref())
+        .await
+        .map_err(db_error)?
+    else {
+        return refuse(code::NOT_FOUND, "your user no longer exists");
+    };
+    let push = frame(&serde_json::json!({"op": "profile", "user": broker.profile(&user, "")}));
+    for friend in broker
+        .store
+        .friends_of(&s.user_id)
+        .await
+        .map_err(db_error)?
+    {
+        broker.hub.deliver(&friend.id, &push, None);
+    }
+    broker.hub.deliver(&s.user_id, &push, Some(handle.id));
+    reply(
+        handle,
+        id,
+        "profile.update",
+        serde_json::json!({"user": broker.profile(&user, &s.user_id)}),
+    );
     Ok(())
 }

@@ -6,7 +6,7 @@
 
 mod conn;
 pub mod hub;
-mod robot;
+pub mod robot;
 pub mod route;
 pub mod writer;
 
@@ -50,6 +50,9 @@ pub struct Inner {
     pub max_frame: usize,
     pub idle_timeout: Duration,
     pub cors_origins: Vec<String>,
+    pub friends_only: bool,
+    /// The app-server's base URL, to make relative portrait paths absolute.
+    pub app_base_url: String,
     pub shutdown: CancellationToken,
 }
 
@@ -66,9 +69,28 @@ pub struct BrokerOptions {
     pub max_frame: usize,
     pub idle_timeout: Duration,
     pub cors_origins: Vec<String>,
+    pub friends_only: bool,
+    pub app_base_url: String,
 }
 
 impl Broker {
+    /// A user as others see it (`mobile` only for `viewer` themself),
+    /// with an absolute portrait URL.
+    pub fn profile(&self, user: &crate::store::User, viewer: &str) -> serde_json::Value {
+        let portrait = user.portrait.as_deref().map(|p| {
+            if p.starts_with('/') {
+                format!("{}{p}", self.app_base_url)
+            } else {
+                p.to_owned()
+            }
+        });
+        let mut v = serde_json::json!({"userId": user.id, "displayName": user.display_name, "portrait": portrait});
+        if user.id == viewer {
+            v["mobile"] = serde_json::json!(user.mobile);
+        }
+        v
+    }
+
     /// The broker state and its writer task.
     pub fn new(
         store: Store,
@@ -89,6 +111,8 @@ impl Broker {
             max_frame: options.max_frame,
             idle_timeout: options.idle_timeout,
             cors_origins: options.cors_origins,
+            friends_only: options.friends_only,
+            app_base_url: options.app_base_url,
             shutdown,
         }));
         (broker, writer)

@@ -4,10 +4,12 @@
 mod chat;
 mod fixtures;
 mod groups;
+mod social;
 
 pub use chat::{Appended, Before, Delivered, Heads, NewMessage, msg_id, parse_msg_id};
 pub use fixtures::Fixtures;
 pub use groups::{GroupChange, GroupInfo, GroupMember, GroupOutcome, GroupSummary};
+pub use social::{FriendRequest, Requested};
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

@@ -18,8 +18,10 @@ pub mod code {
     pub const NOT_FOUND: i32 = 404;
     /// The `op` is unknown.
     pub const UNKNOWN_OP: i32 = 405;
-    /// `connect` on a connection that is already connected.
+    /// `connect` on a connection that is already connected; a duplicate
+    /// friend request; already friends.
     pub const ALREADY_CONNECTED: i32 = 409;
+    pub const CONFLICT: i32 = 409;
     /// The IM token has expired: log in again.
     pub const TOKEN_EXPIRED: i32 = 419;
     /// The IM token is not valid.
@@ -270,6 +272,40 @@ pub struct GroupReq {
 pub struct GroupRenameReq {
     pub group: String,
     pub name: String,
+}
+
+/// `friend.request`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FriendRequestReq {
+    pub target: String,
+    #[serde(default)]
+    pub remark: Option<String>,
+}
+
+/// `friend.accept` and `friend.reject`: answer the request `from` sent.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FriendAnswerReq {
+    pub from: String,
+}
+
+/// `profile.get`: `users` (many), `userId` (one), or neither (myself).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfileGetReq {
+    #[serde(default)]
+    pub users: Option<Vec<String>>,
+    #[serde(default)]
+    pub user_id: Option<String>,
+}
+
+/// `profile.update`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfileUpdateReq {
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub portrait: Option<String>,
 }
 
 // ---- Server → client ------------------------------------------------------

@@ -10,3 +10,4 @@ mod durability;
 mod login;
 mod persistence;
 mod qr_login;
+mod social;

@@ -1,0 +1,19 @@
+-- Friend requests: one row per direction; a rejected request can be made again.
+CREATE TABLE friend_requests (
+    from_user  TEXT NOT NULL,
+    to_user    TEXT NOT NULL,
+    remark     TEXT NOT NULL DEFAULT '',
+    status     TEXT NOT NULL,              -- 'pending', 'accepted' or 'rejected'
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (from_user, to_user)
+) WITHOUT ROWID;
+CREATE INDEX friend_requests_to ON friend_requests(to_user, status);
+
+-- Friendships, stored in both directions.
+CREATE TABLE friends (
+    user_id    TEXT NOT NULL,
+    friend_id  TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (user_id, friend_id)
+) WITHOUT ROWID;
