@@ -17,3 +17,13 @@ CREATE TABLE friends (
     created_at INTEGER NOT NULL,
     PRIMARY KEY (user_id, friend_id)
 ) WITHOUT ROWID;
+
+-- Per user and conversation: how far the user has read, and whether it is muted.
+CREATE TABLE conv_state (
+    user_id    TEXT NOT NULL,
+    conv_type  TEXT NOT NULL,
+    conv_key   TEXT NOT NULL,
+    read_up_to INTEGER NOT NULL DEFAULT 0,   -- a messages.id
+    muted      INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (user_id, conv_type, conv_key)
+) WITHOUT ROWID;

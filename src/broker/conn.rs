@@ -14,12 +14,13 @@ use tracing::{debug, info, warn};
 use super::Broker;
 use super::hub::ConnHandle;
 use super::writer::{WriteOp, frame};
-use crate::store::{Before, Delivered, GroupChange, NewMessage, Requested, parse_msg_id};
+use crate::store::{Before, Delivered, GroupChange, NewMessage, Requested, msg_id, parse_msg_id};
 use crate::token::TokenError;
 use crate::wire::ws::{
-    ConnectReq, Connected, ConvType, ErrorFrame, FriendAnswerReq, FriendRequestReq, GroupCreateReq,
-    GroupMembersReq, GroupRenameReq, GroupReq, History, HistoryReq, ProfileGetReq,
-    ProfileUpdateReq, RecvReq, SendReq, SyncReq, Synced, close, code,
+    ConnectReq, Connected, ConvReq, ConvType, Conversation, ConversationsReq, ErrorFrame,
+    FriendAnswerReq, FriendRequestReq, GroupCreateReq, GroupMembersReq, GroupRenameReq, GroupReq,
+    History, HistoryReq, MuteReq, PresenceReq, ProfileGetReq, ProfileUpdateReq, ReadReq, RecvReq,
+    SendReq, SyncReq, Synced, close, code,
 };
 
 const MAX_SYNC: u32 = 1000;
@@ -33,7 +34,12 @@ struct Session {
     user_id: String,
     client_id: String,
     platform: i32,
+    /// When this connection last relayed `typing` per conversation (rate limit).
+    typing: std::sync::Mutex<std::collections::HashMap<(ConvType, String), Instant>>,
 }
+
+/// At most one `typing` per conversation per connection in this interval.
+const TYPING_INTERVAL: Duration = Duration::from_secs(2);
 
 /// What to do after handling a frame.
 enum Next {
@@ -110,7 +116,9 @@ pub async fn run(mut socket: WebSocket, broker: Broker, url_token: Option<String
         }
     };
     if let Some(s) = &session {
-        broker.hub.unregister(&s.user_id, handle.id);
+        if let Some(platforms) = broker.hub.unregister(&s.user_id, handle.id) {
+            announce_presence(&broker, &s.user_id, platforms, handle.id).await;
+        }
         info!(user = %s.user_id, client = %s.client_id, "disconnected");
     }
     if let Some((code, reason)) = closing {
@@ -230,6 +238,11 @@ async fn on_text(
         ("friend.pending", Some(s)) => friend_pending(broker, handle, s, id).await,
         ("profile.get", Some(s)) => profile_get(broker, handle, s, id, value).await,
         ("profile.update", Some(s)) => profile_update(broker, handle, s, id, value).await,
+        ("read", Some(s)) => read(broker, handle, s, id, value).await,
+        ("typing", Some(s)) => typing(broker, s, value).await,
+        ("presence", Some(s)) => presence(broker, handle, id, value, s).await,
+        ("conversations", Some(s)) => conversations(broker, handle, s, id, value).await,
+        ("conversation.mute", Some(s)) => mute(broker, handle, s, id, value).await,
         ("group.info", Some(s)) => group_info(broker, handle, s, id, value).await,
         ("group.list", Some(s)) => {
             let groups = broker.store.groups_of(&s.user_id).await.map_err(db_error);
@@ -304,10 +317,16 @@ async fn connect(
             .unwrap_or(claims.cid),
         platform: req.platform.unwrap_or(claims.plt),
         user_id: claims.sub,
+        typing: Default::default(),
     };
     // Register before reading the head: anything committed later is pushed,
     // anything earlier is covered by the head.
-    broker.hub.register(&session.user_id, handle.clone());
+    if let Some(platforms) = broker
+        .hub
+        .register(&session.user_id, handle.clone(), session.platform)
+    {
+        announce_presence(broker, &session.user_id, platforms, handle.id).await;
+    }
     let head = broker
         .store
         .inbox_head(&session.user_id)
@@ -424,6 +443,23 @@ async fn recv(broker: &Broker, s: &Session, value: Value) -> Result<(), Refusal>
     let req: RecvReq = parse("recv", value)?;
     if req.up_to < 0 {
         return refuse(code::BAD_REQUEST, "upTo must be ≥ 0");
+    }
+    // Tell the senders of what this acknowledgement newly covers.
+    let before = broker
+        .store
+        .user_delivered(&s.user_id)
+        .await
+        .map_err(db_error)?;
+    if req.up_to > before {
+        for d in broker
+            .store
+            .delivered_between(&s.user_id, before, req.up_to)
+            .await
+            .map_err(db_error)?
+        {
+            let receipt = serde_json::json!({"op": "receipt", "kind": "delivered", "conv": d.conv, "by": s.user_id, "upTo": msg_id(d.up_to)});
+            broker.hub.deliver(&d.sender, &frame(&receipt), None);
+        }
     }
     let d = Delivered {
         user_id: s.user_id.clone(),
@@ -827,6 +863,215 @@ async fn profile_update(
         id,
         "profile.update",
         serde_json::json!({"user": broker.profile(&user, &s.user_id)}),
+    );
+    Ok(())
+}
+
+/// Tells `user`'s friends, and the user's other devices, where the user is
+/// connected. `cause` is the connection that changed it.
+async fn announce_presence(broker: &Broker, user: &str, platforms: Vec<i32>, cause: u64) {
+    let push = frame(
+        &serde_json::json!({"op": "presence", "userId": user, "online": !platforms.is_empty(), "platforms": platforms}),
+    );
+    match broker.store.friends_of(user).await {
+        Ok(friends) => friends
+            .iter()
+            .for_each(|f| broker.hub.deliver(&f.id, &push, None)),
+        Err(e) => tracing::warn!(error = %e, "cannot read friends for a presence change"),
+    }
+    broker.hub.deliver(user, &push, Some(cause));
+}
+
+/// The other participants of a conversation `me` is in, or a refusal.
+async fn participants(
+    broker: &Broker,
+    me: &str,
+    conv: &Conversation,
+) -> Result<Vec<String>, Refusal> {
+    match conv.kind {
+        ConvType::Single => Ok(if conv.target == me {
+            vec![]
+        } else {
+            vec![conv.target.clone()]
+        }),
+        ConvType::Group => {
+            let members = broker
+                .store
+                .group_members(&conv.target)
+                .await
+                .map_err(db_error)?;
+            if !members.iter().any(|m| m == me) {
+                return refuse(
+                    code::FORBIDDEN,
+                    format!("you are not a member of group {:?}", conv.target),
+                );
+            }
+            Ok(members.into_iter().filter(|m| m != me).collect())
+        }
+    }
+}
+
+/// `conv` as `viewer` sees a conversation that `me` addressed as `conv`.
+fn conv_for(conv: &Conversation, me: &str) -> Conversation {
+    match conv.kind {
+        ConvType::Single => Conversation {
+            kind: ConvType::Single,
+            target: me.to_owned(),
+        },
+        ConvType::Group => conv.clone(),
+    }
+}
+
+async fn read(
+    broker: &Broker,
+    handle: &ConnHandle,
+    s: &Session,
+    id: Option<u64>,
+    value: Value,
+) -> Result<(), Refusal> {
+    let req: ReadReq = parse("read", value)?;
+    let Some(up_to) = parse_msg_id(&req.up_to) else {
+        return refuse(
+            code::BAD_REQUEST,
+            format!("upTo {:?} is not a msgId like \"m42\"", req.up_to),
+        );
+    };
+    let others = participants(broker, &s.user_id, &req.conv).await?;
+    if !broker
+        .store
+        .message_in_conv(&s.user_id, &req.conv, up_to)
+        .await
+        .map_err(db_error)?
+    {
+        return refuse(
+            code::NOT_FOUND,
+            format!("no message {} in this conversation", req.up_to),
+        );
+    }
+    let now = broker
+        .store
+        .mark_read(&s.user_id, &req.conv, up_to)
+        .await
+        .map_err(db_error)?;
+    let theirs = frame(
+        &serde_json::json!({"op": "receipt", "kind": "read", "conv": conv_for(&req.conv, &s.user_id), "by": s.user_id, "upTo": msg_id(now)}),
+    );
+    for other in &others {
+        broker.hub.deliver(other, &theirs, None);
+    }
+    // My other devices clear their unread counts too.
+    let mine = serde_json::json!({"op": "receipt", "kind": "read", "conv": req.conv, "by": s.user_id, "upTo": msg_id(now)});
+    broker
+        .hub
+        .deliver(&s.user_id, &frame(&mine), Some(handle.id));
+    if id.is_some() {
+        reply(
+            handle,
+            id,
+            "read",
+            serde_json::json!({"conv": req.conv, "upTo": msg_id(now)}),
+        );
+    }
+    Ok(())
+}
+
+async fn typing(broker: &Broker, s: &Session, value: Value) -> Result<(), Refusal> {
+    let req: ConvReq = parse("typing", value)?;
+    {
+        let mut last = s.typing.lock().unwrap();
+        let key = (req.conv.kind, req.conv.target.clone());
+        if last
+            .get(&key)
+            .is_some_and(|t| t.elapsed() < TYPING_INTERVAL)
+        {
+            return Ok(()); // rate-limited: dropped, never stored
+        }
+        last.insert(key, Instant::now());
+    }
+    let push = frame(
+        &serde_json::json!({"op": "typing", "conv": conv_for(&req.conv, &s.user_id), "from": s.user_id}),
+    );
+    for other in participants(broker, &s.user_id, &req.conv).await? {
+        broker.hub.deliver(&other, &push, None);
+    }
+    Ok(())
+}
+
+async fn presence(
+    broker: &Broker,
+    handle: &ConnHandle,
+    id: Option<u64>,
+    value: Value,
+    s: &Session,
+) -> Result<(), Refusal> {
+    let req: PresenceReq = parse("presence", value)?;
+    let users = match req.users {
+        Some(u) if u.len() > 1000 => {
+            return refuse(code::BAD_REQUEST, "ask for at most 1000 users at once");
+        }
+        Some(u) => u,
+        None => broker
+            .store
+            .friends_of(&s.user_id)
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(|u| u.id)
+            .collect(),
+    };
+    let list: Vec<Value> = users
+        .iter()
+        .map(|u| {
+            let platforms = broker.hub.platforms_of(u);
+            serde_json::json!({"userId": u, "online": !platforms.is_empty(), "platforms": platforms})
+        })
+        .collect();
+    reply(handle, id, "presence", serde_json::json!({"users": list}));
+    Ok(())
+}
+
+async fn conversations(
+    broker: &Broker,
+    handle: &ConnHandle,
+    s: &Session,
+    id: Option<u64>,
+    value: Value,
+) -> Result<(), Refusal> {
+    let req: ConversationsReq = parse("conversations", value)?;
+    let limit = req.limit.unwrap_or(100).clamp(1, 1000);
+    let list = broker
+        .store
+        .conversations(&s.user_id, limit)
+        .await
+        .map_err(db_error)?;
+    reply(
+        handle,
+        id,
+        "conversations",
+        serde_json::json!({"conversations": list}),
+    );
+    Ok(())
+}
+
+async fn mute(
+    broker: &Broker,
+    handle: &ConnHandle,
+    s: &Session,
+    id: Option<u64>,
+    value: Value,
+) -> Result<(), Refusal> {
+    let req: MuteReq = parse("conversation.mute", value)?;
+    participants(broker, &s.user_id, &req.conv).await?;
+    broker
+        .store
+        .set_muted(&s.user_id, &req.conv, req.muted)
+        .await
+        .map_err(db_error)?;
+    reply(
+        handle,
+        id,
+        "conversation.mute",
+        serde_json::json!({"conv": req.conv, "muted": req.muted}),
     );
     Ok(())
 }

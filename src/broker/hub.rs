@@ -35,7 +35,7 @@ impl ConnHandle {
 
 #[derive(Default)]
 pub struct Hub {
-    users: Mutex<HashMap<String, Vec<ConnHandle>>>,
+    users: Mutex<HashMap<String, Vec<(ConnHandle, i32)>>>,
     next_id: AtomicU64,
 }
 
@@ -54,29 +54,45 @@ impl Hub {
         )
     }
 
-    pub fn register(&self, user: &str, conn: ConnHandle) {
+    /// Adds a connection on `platform`; returns the user's platforms if
+    /// they changed (the user came online, or on a new platform).
+    pub fn register(&self, user: &str, conn: ConnHandle, platform: i32) -> Option<Vec<i32>> {
+        let mut users = self.users.lock().unwrap();
+        let conns = users.entry(user.to_owned()).or_default();
+        let before = platforms(conns);
+        conns.push((conn, platform));
+        let after = platforms(conns);
+        (before != after).then_some(after)
+    }
+
+    /// Removes a connection; returns the user's platforms if they changed
+    /// (empty when the user went offline).
+    pub fn unregister(&self, user: &str, id: u64) -> Option<Vec<i32>> {
+        let mut users = self.users.lock().unwrap();
+        let conns = users.get_mut(user)?;
+        let before = platforms(conns);
+        conns.retain(|(c, _)| c.id != id);
+        let after = platforms(conns);
+        if conns.is_empty() {
+            users.remove(user);
+        }
+        (before != after).then_some(after)
+    }
+
+    /// The platforms `user` is connected on, sorted; empty when offline.
+    pub fn platforms_of(&self, user: &str) -> Vec<i32> {
         self.users
             .lock()
             .unwrap()
-            .entry(user.to_owned())
-            .or_default()
-            .push(conn);
-    }
-
-    pub fn unregister(&self, user: &str, id: u64) {
-        let mut users = self.users.lock().unwrap();
-        if let Some(conns) = users.get_mut(user) {
-            conns.retain(|c| c.id != id);
-            if conns.is_empty() {
-                users.remove(user);
-            }
-        }
+            .get(user)
+            .map(|c| platforms(c))
+            .unwrap_or_default()
     }
 
     /// Queues `frame` on every connection of `user` except `except`.
     pub fn deliver(&self, user: &str, frame: &Utf8Bytes, except: Option<u64>) {
         let users = self.users.lock().unwrap();
-        for conn in users.get(user).into_iter().flatten() {
+        for (conn, _) in users.get(user).into_iter().flatten() {
             if Some(conn.id) != except {
                 conn.send(frame.clone());
             }
@@ -93,6 +109,13 @@ impl Hub {
     }
 }
 
+fn platforms(conns: &[(ConnHandle, i32)]) -> Vec<i32> {
+    let mut p: Vec<i32> = conns.iter().map(|(_, p)| *p).collect();
+    p.sort_unstable();
+    p.dedup();
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,13 +125,14 @@ mod tests {
         let hub = Hub::default();
         let (a, mut ra) = hub.handle();
         let (b, mut rb) = hub.handle();
-        hub.register("alice", a.clone());
-        hub.register("alice", b.clone());
+        assert_eq!(hub.register("alice", a.clone(), 2), Some(vec![2]));
+        assert_eq!(hub.register("alice", b.clone(), 5), Some(vec![2, 5]));
         hub.deliver("alice", &"x".into(), Some(a.id));
         assert_eq!(rb.recv().await.unwrap().as_str(), "x");
         assert!(ra.try_recv().is_err());
-        hub.unregister("alice", a.id);
-        hub.unregister("alice", b.id);
+        assert_eq!(hub.unregister("alice", a.id), Some(vec![5]));
+        assert_eq!(hub.unregister("alice", b.id), Some(vec![]));
+        assert_eq!(hub.unregister("alice", b.id), None);
         assert!(!hub.is_online("alice"));
         assert_eq!(hub.connections(), 0);
     }

@@ -16,7 +16,7 @@ pub async fn spawn(broker: Broker) -> anyhow::Result<()> {
         return Ok(());
     }
     let (handle, mut queue) = broker.hub.handle();
-    broker.hub.register(ROBOT, handle.clone());
+    broker.hub.register(ROBOT, handle.clone(), 0);
     tokio::spawn(async move {
         loop {
             let frame = tokio::select! {

@@ -79,7 +79,7 @@ pub fn parse_msg_id(s: &str) -> Option<i64> {
     s.strip_prefix('m')?.parse().ok().filter(|&n| n > 0)
 }
 
-fn conv_key(sender: &str, conv: &Conversation) -> String {
+pub(super) fn conv_key(sender: &str, conv: &Conversation) -> String {
     match conv.kind {
         ConvType::Single if sender <= conv.target.as_str() => format!("{sender}|{}", conv.target),
         ConvType::Single => format!("{}|{sender}", conv.target),
@@ -93,8 +93,9 @@ macro_rules! message_columns {
         "m.id, m.sender, m.client_msg_id, m.conv_type, m.target, m.content, m.server_time"
     };
 }
+pub(super) use message_columns;
 
-fn message_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ChatMessage> {
+pub(super) fn message_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ChatMessage> {
     let kind = match row.try_get::<&str, _>("conv_type")? {
         "group" => ConvType::Group,
         _ => ConvType::Single,

@@ -2,11 +2,13 @@
 //! with bound parameters.
 
 mod chat;
+mod convs;
 mod fixtures;
 mod groups;
 mod social;
 
 pub use chat::{Appended, Before, Delivered, Heads, NewMessage, msg_id, parse_msg_id};
+pub use convs::{ConversationEntry, DeliveredTo};
 pub use fixtures::Fixtures;
 pub use groups::{GroupChange, GroupInfo, GroupMember, GroupOutcome, GroupSummary};
 pub use social::{FriendRequest, Requested};

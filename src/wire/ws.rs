@@ -308,6 +308,41 @@ pub struct ProfileUpdateReq {
     pub portrait: Option<String>,
 }
 
+/// `read`: everything up to this message is read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadReq {
+    pub conv: Conversation,
+    pub up_to: String,
+}
+
+/// `typing`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConvReq {
+    pub conv: Conversation,
+}
+
+/// `presence`: these users, or my friends when `users` is absent.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PresenceReq {
+    #[serde(default)]
+    pub users: Option<Vec<String>>,
+}
+
+/// `conversations`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConversationsReq {
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// `conversation.mute`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MuteReq {
+    pub conv: Conversation,
+    pub muted: bool,
+}
+
 // ---- Server → client ------------------------------------------------------
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -209,3 +209,206 @@ async fn friends_only_servers_refuse_strangers() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn delivery_and_read_receipts_reach_the_sender_and_my_devices() {
+    let s = start(&[]).await;
+    let (mut alice, _) = s.chat("13800000001", "a").await;
+    let (mut bob, _) = s.chat("13800000002", "b").await;
+    let (mut bob_web, _) = s.chat("13800000002", "b-web").await;
+    let first = alice.send_text("single", "bob", "one", None).await.unwrap();
+    let second = alice.send_text("single", "bob", "two", None).await.unwrap();
+    bob.next_op("msg").await.unwrap();
+    let last = bob.next_op("msg").await.unwrap();
+    bob.notify(json!({"op": "recv", "upTo": last["seq"]}))
+        .await
+        .unwrap();
+    let delivered = alice.next_op("receipt").await.unwrap();
+    assert_eq!(delivered["kind"], "delivered");
+    assert_eq!(delivered["by"], "bob");
+    assert_eq!(
+        delivered["conv"],
+        json!({"type": "single", "target": "bob"})
+    );
+    assert_eq!(delivered["upTo"], second.msg_id.as_str());
+
+    assert_eq!(
+        code_of(
+            bob.request(
+                json!({"op": "read", "conv": {"type": "single", "target": "alice"}, "upTo": "m999"})
+            )
+            .await
+        ),
+        404
+    );
+    assert_eq!(
+        code_of(
+            bob.request(
+                json!({"op": "read", "conv": {"type": "single", "target": "alice"}, "upTo": "42"})
+            )
+            .await
+        ),
+        400
+    );
+    let r = bob.request(json!({"op": "read", "conv": {"type": "single", "target": "alice"}, "upTo": first.msg_id})).await.unwrap();
+    assert_eq!(r["upTo"], first.msg_id.as_str());
+    let read = alice.next_op("receipt").await.unwrap();
+    assert_eq!(
+        (
+            read["kind"].as_str(),
+            read["by"].as_str(),
+            read["upTo"].as_str()
+        ),
+        (Some("read"), Some("bob"), Some(first.msg_id.as_str()))
+    );
+    assert_eq!(read["conv"], json!({"type": "single", "target": "bob"}));
+    let mine = bob_web.next_op("receipt").await.unwrap();
+    assert_eq!(
+        mine["conv"],
+        json!({"type": "single", "target": "alice"}),
+        "my other device clears its unread count"
+    );
+    // Read positions never move back.
+    let back = bob.request(json!({"op": "read", "conv": {"type": "single", "target": "alice"}, "upTo": first.msg_id})).await.unwrap();
+    assert_eq!(back["upTo"], first.msg_id.as_str());
+}
+
+#[tokio::test]
+async fn the_conversation_list_has_last_messages_and_unread_counts() {
+    let s = start(&[]).await;
+    let (mut alice, _) = s.chat("13800000001", "a").await;
+    let (mut carol, _) = s.chat("13800000003", "c").await;
+    alice.send_text("single", "bob", "b1", None).await.unwrap();
+    let b2 = alice.send_text("single", "bob", "b2", None).await.unwrap();
+    carol
+        .send_text("single", "alice", "from carol", None)
+        .await
+        .unwrap();
+
+    // Bob was never online: his list is right on first connect.
+    let (mut bob, _) = s.chat("13800000002", "b").await;
+    let list = bob.request(json!({"op": "conversations"})).await.unwrap();
+    let convs = list["conversations"].as_array().unwrap();
+    assert_eq!(convs.len(), 1);
+    assert_eq!(
+        convs[0]["conv"],
+        json!({"type": "single", "target": "alice"})
+    );
+    assert_eq!(
+        (convs[0]["unread"].as_i64(), convs[0]["muted"].as_bool()),
+        (Some(2), Some(false))
+    );
+    assert_eq!(convs[0]["lastMessage"]["msgId"], b2.msg_id.as_str());
+
+    bob.request(
+        json!({"op": "read", "conv": {"type": "single", "target": "alice"}, "upTo": b2.msg_id}),
+    )
+    .await
+    .unwrap();
+    bob.request(json!({"op": "conversation.mute", "conv": {"type": "single", "target": "alice"}, "muted": true})).await.unwrap();
+    let list = bob.request(json!({"op": "conversations"})).await.unwrap();
+    assert_eq!(
+        (
+            list["conversations"][0]["unread"].as_i64(),
+            list["conversations"][0]["muted"].as_bool()
+        ),
+        (Some(0), Some(true))
+    );
+
+    let list = alice.request(json!({"op": "conversations"})).await.unwrap();
+    let order: Vec<_> = list["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["conv"]["target"].clone(), c["unread"].clone()))
+        .collect();
+    assert_eq!(
+        order,
+        [(json!("carol"), json!(1)), (json!("bob"), json!(0))],
+        "most recent first; my own messages are not unread"
+    );
+}
+
+#[tokio::test]
+async fn typing_is_relayed_rate_limited_and_checked() {
+    let s = start(&[]).await;
+    let (mut alice, _) = s.chat("13800000001", "a").await;
+    let (mut bob, _) = s.chat("13800000002", "b").await;
+    alice
+        .notify(json!({"op": "typing", "conv": {"type": "single", "target": "bob"}}))
+        .await
+        .unwrap();
+    alice
+        .notify(json!({"op": "typing", "conv": {"type": "single", "target": "bob"}}))
+        .await
+        .unwrap();
+    alice
+        .send_text("single", "bob", "done typing", None)
+        .await
+        .unwrap();
+    let t = bob.next_push().await.unwrap();
+    assert_eq!(
+        (t["op"].as_str(), t["from"].as_str()),
+        (Some("typing"), Some("alice"))
+    );
+    assert_eq!(t["conv"], json!({"type": "single", "target": "alice"}));
+    assert_eq!(
+        bob.next_push().await.unwrap()["op"],
+        "msg",
+        "the second typing within 2 s was dropped"
+    );
+
+    let g = s.group("13800000002", "no alice", &["carol"]).await;
+    alice
+        .notify(json!({"op": "typing", "conv": {"type": "group", "target": g}}))
+        .await
+        .unwrap();
+    let e = alice.next_push().await.unwrap();
+    assert_eq!(
+        (e["op"].as_str(), e["code"].as_i64()),
+        (Some("error"), Some(403))
+    );
+}
+
+#[tokio::test]
+async fn presence_is_pushed_to_friends_and_queryable() {
+    let s = start(&[]).await;
+    let (mut bob, _) = s.chat("13800000002", "b").await;
+    {
+        let (mut alice, _) = s.chat("13800000001", "a").await;
+        alice
+            .request(json!({"op": "friend.request", "target": "bob"}))
+            .await
+            .unwrap();
+        bob.request(json!({"op": "friend.accept", "from": "alice"}))
+            .await
+            .unwrap();
+        alice.close().await;
+    }
+    let gone = bob.next_op("presence").await.unwrap();
+    assert_eq!(
+        (gone["userId"].as_str(), gone["online"].as_bool()),
+        (Some("alice"), Some(false))
+    );
+
+    let (alice, _) = s.chat("13800000001", "a").await;
+    let back = bob.next_op("presence").await.unwrap();
+    assert_eq!(
+        (back["online"].as_bool(), back["platforms"].clone()),
+        (Some(true), json!([2]))
+    );
+    let q = bob
+        .request(json!({"op": "presence", "users": ["alice", "carol"]}))
+        .await
+        .unwrap();
+    assert_eq!(
+        q["users"],
+        json!([{"userId": "alice", "online": true, "platforms": [2]}, {"userId": "carol", "online": false, "platforms": []}])
+    );
+    let friends = bob.request(json!({"op": "presence"})).await.unwrap();
+    assert_eq!(friends["users"][0]["userId"], "alice");
+    // A dropped connection (no close frame) is noticed too.
+    drop(alice);
+    let dropped = bob.next_op("presence").await.unwrap();
+    assert_eq!(dropped["online"], false);
+}
