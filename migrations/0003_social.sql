@@ -27,3 +27,12 @@ CREATE TABLE conv_state (
     muted      INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (user_id, conv_type, conv_key)
 ) WITHOUT ROWID;
+
+-- Uploaded media: metadata here; the bytes in <data dir>/media/<id>, or in memory when ephemeral.
+CREATE TABLE media (
+    id           TEXT PRIMARY KEY,
+    owner        TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    size         INTEGER NOT NULL,
+    created_at   INTEGER NOT NULL
+);

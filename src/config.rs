@@ -92,6 +92,10 @@ pub struct ServeConfig {
     #[arg(long, env = "IMCTL_IDLE_TIMEOUT", default_value = "90s", value_parser = duration)]
     pub idle_timeout: Duration,
 
+    /// Largest upload accepted by POST /media, in bytes
+    #[arg(long, env = "IMCTL_MAX_UPLOAD", default_value_t = 20 * 1024 * 1024)]
+    pub max_upload: usize,
+
     /// Only friends may send each other 1:1 messages (the robot excepted)
     #[arg(long, env = "IMCTL_FRIENDS_ONLY")]
     pub friends_only: bool,

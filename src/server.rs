@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::app_server::media::Blobs;
 use crate::app_server::qr::QrBook;
 use crate::app_server::sms::SmsBook;
 use crate::app_server::{self, AppState, Inner};
@@ -184,6 +185,15 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
         poll_timeout: config.poll_timeout,
         session_ttl: config.session_ttl,
         base_url: base_url(app_addr),
+        blobs: match &database {
+            Some(db) => Blobs::Disk(
+                db.parent()
+                    .expect("the database lives in the data directory")
+                    .join("media"),
+            ),
+            None => Blobs::Memory(Default::default()),
+        },
+        max_upload: config.max_upload,
         shutdown: shutdown.clone(),
     });
     tokio::spawn(app_server::sweep(state.clone()));

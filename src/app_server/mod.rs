@@ -5,6 +5,7 @@ mod dev;
 pub mod error;
 pub mod extract;
 mod login;
+pub mod media;
 mod pc;
 pub mod qr;
 pub mod reply;
@@ -42,6 +43,13 @@ pub fn app(state: AppState, extra_origins: &[String]) -> Router {
         .route("/pc_session/{token}/qr.svg", get(pc::qr_svg))
         .route("/pc_session/{token}/qr.png", get(pc::qr_png))
         // imctl's own.
+        .route(
+            "/media",
+            post(media::upload).layer(axum::extract::DefaultBodyLimit::max(
+                state.max_upload + 64 * 1024,
+            )),
+        )
+        .route("/media/{id}", get(media::download))
         .route("/config", get(web::config))
         .route("/_dev/sms", get(dev::sms))
         .route("/_dev/pc_sessions", get(dev::pc_sessions))

@@ -11,7 +11,7 @@ pub use chat::{Appended, Before, Delivered, Heads, NewMessage, msg_id, parse_msg
 pub use convs::{ConversationEntry, DeliveredTo};
 pub use fixtures::Fixtures;
 pub use groups::{GroupChange, GroupInfo, GroupMember, GroupOutcome, GroupSummary};
-pub use social::{FriendRequest, Requested};
+pub use social::{FriendRequest, Media, Requested};
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

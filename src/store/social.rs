@@ -326,3 +326,35 @@ mod tests {
         assert_eq!(names, ["alice", "carol"]);
     }
 }
+
+/// An upload's metadata.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct Media {
+    pub id: String,
+    pub owner: String,
+    pub content_type: String,
+    pub size: i64,
+}
+
+impl Store {
+    pub async fn add_media(&self, media: &Media) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO media (id, owner, content_type, size, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&media.id)
+        .bind(&media.owner)
+        .bind(&media.content_type)
+        .bind(media.size)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map(drop)
+    }
+
+    pub async fn media(&self, id: &str) -> Result<Option<Media>> {
+        sqlx::query_as("SELECT id, owner, content_type, size FROM media WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+}

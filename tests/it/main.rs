@@ -8,6 +8,7 @@ mod broker;
 mod cli;
 mod durability;
 mod login;
+mod media;
 mod persistence;
 mod qr_login;
 mod social;

@@ -1,0 +1,260 @@
+//! `POST /media` uploads and `GET /media/{id}`. Files are named by a random
+//! id, never by anything the client sent.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::state::AppState;
+use crate::store::Media;
+use crate::wire::http::{AUTH_TOKEN_HEADER, DevError};
+
+/// Content types an upload may have.
+pub const ALLOWED: &[&str] = &[
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+    "video/mp4",
+    "video/webm",
+    "audio/mpeg",
+    "audio/ogg",
+    "audio/aac",
+    "application/pdf",
+    "application/zip",
+    "text/plain",
+];
+
+/// Where upload bytes live.
+pub enum Blobs {
+    Memory(Mutex<HashMap<String, Bytes>>),
+    Disk(PathBuf),
+}
+
+impl Blobs {
+    async fn put(&self, id: &str, bytes: Bytes) -> std::io::Result<()> {
+        match self {
+            Blobs::Memory(map) => {
+                map.lock().unwrap().insert(id.to_owned(), bytes);
+                Ok(())
+            }
+            Blobs::Disk(dir) => {
+                tokio::fs::create_dir_all(dir).await?;
+                tokio::fs::write(dir.join(id), &bytes).await
+            }
+        }
+    }
+
+    async fn get(&self, id: &str) -> std::io::Result<Option<Bytes>> {
+        match self {
+            Blobs::Memory(map) => Ok(map.lock().unwrap().get(id).cloned()),
+            Blobs::Disk(dir) => match tokio::fs::read(dir.join(id)).await {
+                Ok(b) => Ok(Some(b.into())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            },
+        }
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(DevError {
+            error: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+/// The uploader: an `authToken` header, or `Authorization: Bearer <IM token>`.
+async fn uploader(state: &AppState, headers: &HeaderMap) -> Result<String, Response> {
+    if let Some(token) = headers.get(AUTH_TOKEN_HEADER).and_then(|v| v.to_str().ok()) {
+        return match state.store.auth_session(token).await {
+            Ok(Some(s)) => Ok(s.user_id),
+            Ok(None) => Err(error(
+                StatusCode::UNAUTHORIZED,
+                "the authToken is not valid; log in again",
+            )),
+            Err(e) => {
+                tracing::error!(error = %e, "database error");
+                Err(error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "database error; see the imctl log",
+                ))
+            }
+        };
+    }
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match bearer.map(|t| state.im_tokens.verify(t.trim())) {
+        Some(Ok(claims)) => Ok(claims.sub),
+        Some(Err(e)) => Err(error(StatusCode::UNAUTHORIZED, e.to_string())),
+        None => Err(error(
+            StatusCode::UNAUTHORIZED,
+            "log in first: send the authToken header, or Authorization: Bearer <IM token>",
+        )),
+    }
+}
+
+fn content_type_of(value: Option<&str>) -> String {
+    value
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
+pub async fn upload(State(state): State<AppState>, request: Request) -> Response {
+    let user = match uploader(&state, request.headers()).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let declared = content_type_of(
+        request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let too_big = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "uploads are limited to {} bytes (--max-upload)",
+                state.max_upload
+            ),
+        )
+    };
+    let (content_type, bytes) = if declared == "multipart/form-data" {
+        let mut form = match Multipart::from_request(request, &state).await {
+            Ok(f) => f,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad multipart body: {e}")),
+        };
+        let field = match form.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => return error(StatusCode::BAD_REQUEST, "the form has no file field"),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return too_big(),
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad multipart body: {e}")),
+        };
+        let content_type = content_type_of(field.content_type());
+        match field.bytes().await {
+            Ok(b) => (content_type, b),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return too_big(),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the upload: {e}"),
+                );
+            }
+        }
+    } else {
+        match Bytes::from_request(request, &state).await {
+            Ok(b) => (declared, b),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return too_big(),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the upload: {e}"),
+                );
+            }
+        }
+    };
+    if bytes.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "the upload is empty");
+    }
+    if bytes.len() > state.max_upload {
+        return too_big();
+    }
+    if !ALLOWED.contains(&content_type.as_str()) {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "content type {content_type:?} is not accepted; use one of {}",
+                ALLOWED.join(", ")
+            ),
+        );
+    }
+    let id = crate::token::random_token(16);
+    let size = bytes.len() as i64;
+    if let Err(e) = state.blobs.put(&id, bytes).await {
+        tracing::error!(error = %e, "cannot store an upload");
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot store the upload; see the imctl log",
+        );
+    }
+    let media = Media {
+        id: id.clone(),
+        owner: user.clone(),
+        content_type: content_type.clone(),
+        size,
+    };
+    if let Err(e) = state.store.add_media(&media).await {
+        tracing::error!(error = %e, "database error");
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "database error; see the imctl log",
+        );
+    }
+    tracing::info!(user = %user, size, content_type = %content_type, "media uploaded");
+    let body = json!({"url": format!("{}/media/{id}", state.base_url), "size": size, "contentType": content_type});
+    (StatusCode::CREATED, Json(body)).into_response()
+}
+
+pub async fn download(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    // Ids are hex we made; anything else cannot name a file.
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return error(StatusCode::NOT_FOUND, "no such media");
+    }
+    let meta = match state.store.media(&id).await {
+        Ok(Some(m)) => m,
+        Ok(None) => return error(StatusCode::NOT_FOUND, "no such media"),
+        Err(e) => {
+            tracing::error!(error = %e, "database error");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "database error; see the imctl log",
+            );
+        }
+    };
+    match state.blobs.get(&id).await {
+        Ok(Some(bytes)) => {
+            let inline = ["image/", "video/", "audio/"]
+                .iter()
+                .any(|p| meta.content_type.starts_with(p));
+            let disposition = if inline { "inline" } else { "attachment" };
+            (
+                [
+                    (header::CONTENT_TYPE, meta.content_type),
+                    (header::CONTENT_DISPOSITION, disposition.to_owned()),
+                    (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+                    (
+                        header::CACHE_CONTROL,
+                        "public, max-age=31536000, immutable".to_owned(),
+                    ),
+                ],
+                bytes,
+            )
+                .into_response()
+        }
+        Ok(None) => error(StatusCode::NOT_FOUND, "no such media (its bytes are gone)"),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read an upload");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot read the upload; see the imctl log",
+            )
+        }
+    }
+}
