@@ -36,3 +36,13 @@ CREATE TABLE media (
     size         INTEGER NOT NULL,
     created_at   INTEGER NOT NULL
 );
+
+-- Set while an administrator has banned the user.
+ALTER TABLE users ADD COLUMN banned_at INTEGER;
+
+-- Administrator mutes: one user in a group, or the whole group (user_id '').
+CREATE TABLE group_mutes (
+    group_id TEXT NOT NULL,
+    user_id  TEXT NOT NULL,
+    PRIMARY KEY (group_id, user_id)
+) WITHOUT ROWID;

@@ -92,6 +92,10 @@ pub struct ServeConfig {
     #[arg(long, env = "IMCTL_IDLE_TIMEOUT", default_value = "90s", value_parser = duration)]
     pub idle_timeout: Duration,
 
+    /// Secret of the /admin API (X-Admin-Secret header) [default: a random one, shown in the banner]
+    #[arg(long, env = "IMCTL_ADMIN_SECRET", hide_env_values = true)]
+    pub admin_secret: Option<String>,
+
     /// Largest upload accepted by POST /media, in bytes
     #[arg(long, env = "IMCTL_MAX_UPLOAD", default_value_t = 20 * 1024 * 1024)]
     pub max_upload: usize,

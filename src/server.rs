@@ -194,6 +194,12 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
             None => Blobs::Memory(Default::default()),
         },
         max_upload: config.max_upload,
+        broker: broker.clone(),
+        admin_secret: config
+            .admin_secret
+            .clone()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| random_token(16)),
         shutdown: shutdown.clone(),
     });
     tokio::spawn(app_server::sweep(state.clone()));

@@ -16,6 +16,8 @@ pub enum ApiError {
     NotLoggedIn,
     #[error("{0}; log in again to get a new IM token")]
     BadImToken(String),
+    #[error("user {0:?} is banned by an administrator")]
+    Banned(String),
     #[error("{0}")]
     InvalidParameter(String),
     #[error("{0}")]
@@ -33,7 +35,9 @@ impl ApiError {
     pub fn code(&self) -> i32 {
         match self {
             ApiError::InvalidMobile(_) => code::INVALID_MOBILE,
-            ApiError::NotLoggedIn | ApiError::BadImToken(_) => code::NOT_LOGGED_IN,
+            ApiError::NotLoggedIn | ApiError::BadImToken(_) | ApiError::Banned(_) => {
+                code::NOT_LOGGED_IN
+            }
             ApiError::InvalidParameter(_) => code::INVALID_PARAMETER,
             ApiError::NotFound(_) => code::NOT_FOUND,
             ApiError::Sms(e) => match e {

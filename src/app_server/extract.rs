@@ -53,6 +53,9 @@ impl FromRequestParts<AppState> for AuthUser {
             .user(&session.user_id)
             .await?
             .ok_or(ApiError::NotLoggedIn)?;
+        if state.store.is_banned(&user.id).await? {
+            return Err(ApiError::Banned(user.id));
+        }
         Ok(AuthUser(user))
     }
 }

@@ -62,6 +62,9 @@ pub async fn login(
         state.sms.verify(mobile, code)?;
     }
     let (user, register) = state.store.user_for_mobile(mobile).await?;
+    if state.store.is_banned(&user.id).await? {
+        return Err(ApiError::Banned(user.id));
+    }
     let creds = state
         .issue_credentials(&user.id, &req.client_id, req.platform)
         .await?;

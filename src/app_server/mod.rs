@@ -1,6 +1,7 @@
 //! The app-server: the Wildfire-compatible login API, the QR pictures, the
 //! dev API and the web page. `app(state)` is the router; `serve` runs it.
 
+pub mod admin;
 mod dev;
 pub mod error;
 pub mod extract;
@@ -50,6 +51,14 @@ pub fn app(state: AppState, extra_origins: &[String]) -> Router {
             )),
         )
         .route("/media/{id}", get(media::download))
+        .route("/admin/users", get(admin::users).post(admin::create_user))
+        .route("/admin/users/{user}/ban", post(admin::ban))
+        .route("/admin/users/{user}/unban", post(admin::unban))
+        .route("/admin/connections", get(admin::connections))
+        .route("/admin/groups/{group}/mute", post(admin::mute))
+        .route("/admin/groups/{group}/unmute", post(admin::unmute))
+        .route("/admin/groups/{group}/dissolve", post(admin::dissolve))
+        .route("/admin/messages", post(admin::message))
         .route("/config", get(web::config))
         .route("/_dev/sms", get(dev::sms))
         .route("/_dev/pc_sessions", get(dev::pc_sessions))

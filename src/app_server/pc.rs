@@ -71,6 +71,9 @@ pub async fn session_login(
                 state.store.user(&user_id).await?.ok_or_else(|| {
                     ApiError::NotFound(format!("user {user_id} no longer exists"))
                 })?;
+            if state.store.is_banned(&user.id).await? {
+                return Err(ApiError::Banned(user.id));
+            }
             let creds = state
                 .issue_credentials(&user.id, &client_id, platform)
                 .await?;

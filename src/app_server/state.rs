@@ -27,6 +27,9 @@ pub struct Inner {
     pub session_ttl: Duration,
     /// `http://host:port` of this app-server, as clients reach it.
     pub base_url: String,
+    /// The broker, for the admin API (connections, bans, system messages).
+    pub broker: crate::broker::Broker,
+    pub admin_secret: String,
     /// Where uploads are kept, and how large one may be.
     pub blobs: super::media::Blobs,
     pub max_upload: usize,

@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 
 use super::Broker;
 use super::hub::ConnHandle;
-use super::writer::{WriteOp, frame};
+use super::writer::{Replier, WriteOp, frame};
 use crate::store::{Before, Delivered, GroupChange, NewMessage, Requested, msg_id, parse_msg_id};
 use crate::token::TokenError;
 use crate::wire::ws::{
@@ -75,7 +75,7 @@ pub async fn run(mut socket: WebSocket, broker: Broker, url_token: Option<String
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break Some((close::GOING_AWAY, "the server is shutting down")),
-            _ = handle.kick.cancelled() => break Some((close::TOO_SLOW, "too slow reading: reconnect and sync")),
+            _ = handle.kick.cancelled() => break Some(handle.close_reason()),
             Some(out) = queue.recv() => {
                 // Write everything already queued, then flush once.
                 if write_all(&mut socket, out, &mut queue).await.is_err() {
@@ -213,7 +213,11 @@ async fn on_text(
                 }
                 Err(Refusal(code, message)) => {
                     handle.send(frame(&ErrorFrame::new(id, code, message)));
-                    Next::Close(close::AUTH_FAILED, "authentication failed")
+                    if code == code::FORBIDDEN {
+                        Next::Close(close::BANNED, "banned")
+                    } else {
+                        Next::Close(close::AUTH_FAILED, "authentication failed")
+                    }
                 }
             };
         }
@@ -310,6 +314,17 @@ async fn connect(
             format!("user {:?} no longer exists", claims.sub),
         );
     }
+    if broker
+        .store
+        .is_banned(&claims.sub)
+        .await
+        .map_err(db_error)?
+    {
+        return refuse(
+            code::FORBIDDEN,
+            format!("user {:?} is banned by an administrator", claims.sub),
+        );
+    }
     let session = Session {
         client_id: req
             .client_id
@@ -321,10 +336,12 @@ async fn connect(
     };
     // Register before reading the head: anything committed later is pushed,
     // anything earlier is covered by the head.
-    if let Some(platforms) = broker
-        .hub
-        .register(&session.user_id, handle.clone(), session.platform)
-    {
+    if let Some(platforms) = broker.hub.register(
+        &session.user_id,
+        handle.clone(),
+        &session.client_id,
+        session.platform,
+    ) {
         announce_presence(broker, &session.user_id, platforms, handle.id).await;
     }
     let head = broker
@@ -396,7 +413,7 @@ async fn send(
         .send(WriteOp::Send {
             msg,
             id,
-            reply: handle.clone(),
+            reply: Replier::Conn(handle.clone()),
         })
         .await
         .map_err(|_| {
@@ -600,7 +617,7 @@ async fn group_change(
             change,
             op,
             id,
-            reply: handle.clone(),
+            reply: Replier::Conn(handle.clone()),
         })
         .await
         .map_err(|_| Refusal(code::SERVER_ERROR, "the server is shutting down".into()))

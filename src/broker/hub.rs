@@ -16,8 +16,9 @@ pub const QUEUE: usize = 1024;
 pub struct ConnHandle {
     pub id: u64,
     tx: mpsc::Sender<Utf8Bytes>,
-    /// Cancelled when the connection must go (its queue overflowed).
+    /// Cancelled when the connection must go; `why` says with which close code.
     pub kick: CancellationToken,
+    why: std::sync::Arc<Mutex<Option<(u16, &'static str)>>>,
 }
 
 impl ConnHandle {
@@ -28,14 +29,42 @@ impl ConnHandle {
                 conn = self.id,
                 "outgoing queue full; closing the connection"
             );
-            self.kick.cancel();
+            self.close(
+                crate::wire::ws::close::TOO_SLOW,
+                "too slow reading: reconnect and sync",
+            );
         }
     }
+
+    /// Makes the connection close with `code` (the first reason given wins).
+    pub fn close(&self, code: u16, reason: &'static str) {
+        self.why.lock().unwrap().get_or_insert((code, reason));
+        self.kick.cancel();
+    }
+
+    /// Why the connection was asked to close.
+    pub fn close_reason(&self) -> (u16, &'static str) {
+        self.why.lock().unwrap().unwrap_or((
+            crate::wire::ws::close::TOO_SLOW,
+            "too slow reading: reconnect and sync",
+        ))
+    }
+}
+
+/// A live connection as the admin API lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnInfo {
+    pub user_id: String,
+    pub client_id: String,
+    pub platform: i32,
+    /// Milliseconds since the epoch.
+    pub since: i64,
 }
 
 #[derive(Default)]
 pub struct Hub {
-    users: Mutex<HashMap<String, Vec<(ConnHandle, i32)>>>,
+    users: Mutex<HashMap<String, Vec<(ConnHandle, ConnInfo)>>>,
     next_id: AtomicU64,
 }
 
@@ -49,6 +78,7 @@ impl Hub {
                 id,
                 tx,
                 kick: CancellationToken::new(),
+                why: Default::default(),
             },
             rx,
         )
@@ -56,11 +86,23 @@ impl Hub {
 
     /// Adds a connection on `platform`; returns the user's platforms if
     /// they changed (the user came online, or on a new platform).
-    pub fn register(&self, user: &str, conn: ConnHandle, platform: i32) -> Option<Vec<i32>> {
+    pub fn register(
+        &self,
+        user: &str,
+        conn: ConnHandle,
+        client_id: &str,
+        platform: i32,
+    ) -> Option<Vec<i32>> {
         let mut users = self.users.lock().unwrap();
         let conns = users.entry(user.to_owned()).or_default();
         let before = platforms(conns);
-        conns.push((conn, platform));
+        let info = ConnInfo {
+            user_id: user.to_owned(),
+            client_id: client_id.to_owned(),
+            platform,
+            since: crate::store::now_ms(),
+        };
+        conns.push((conn, info));
         let after = platforms(conns);
         (before != after).then_some(after)
     }
@@ -103,14 +145,30 @@ impl Hub {
         self.users.lock().unwrap().contains_key(user)
     }
 
+    /// Every live connection, by user.
+    pub fn list(&self) -> Vec<ConnInfo> {
+        let users = self.users.lock().unwrap();
+        let mut all: Vec<ConnInfo> = users.values().flatten().map(|(_, i)| i.clone()).collect();
+        all.sort_by(|a, b| (&a.user_id, a.since).cmp(&(&b.user_id, b.since)));
+        all
+    }
+
+    /// Closes every connection of `user` with `code`; returns how many.
+    pub fn close_user(&self, user: &str, code: u16, reason: &'static str) -> usize {
+        let users = self.users.lock().unwrap();
+        let conns = users.get(user).map(Vec::as_slice).unwrap_or_default();
+        conns.iter().for_each(|(c, _)| c.close(code, reason));
+        conns.len()
+    }
+
     /// Live connections in all.
     pub fn connections(&self) -> usize {
         self.users.lock().unwrap().values().map(Vec::len).sum()
     }
 }
 
-fn platforms(conns: &[(ConnHandle, i32)]) -> Vec<i32> {
-    let mut p: Vec<i32> = conns.iter().map(|(_, p)| *p).collect();
+fn platforms(conns: &[(ConnHandle, ConnInfo)]) -> Vec<i32> {
+    let mut p: Vec<i32> = conns.iter().map(|(_, i)| i.platform).collect();
     p.sort_unstable();
     p.dedup();
     p
@@ -125,8 +183,8 @@ mod tests {
         let hub = Hub::default();
         let (a, mut ra) = hub.handle();
         let (b, mut rb) = hub.handle();
-        assert_eq!(hub.register("alice", a.clone(), 2), Some(vec![2]));
-        assert_eq!(hub.register("alice", b.clone(), 5), Some(vec![2, 5]));
+        assert_eq!(hub.register("alice", a.clone(), "p", 2), Some(vec![2]));
+        assert_eq!(hub.register("alice", b.clone(), "w", 5), Some(vec![2, 5]));
         hub.deliver("alice", &"x".into(), Some(a.id));
         assert_eq!(rb.recv().await.unwrap().as_str(), "x");
         assert!(ra.try_recv().is_err());

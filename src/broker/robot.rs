@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use super::Broker;
-use super::writer::WriteOp;
+use super::writer::{Replier, WriteOp};
 use crate::store::NewMessage;
 use crate::wire::ws::{ChatMessage, ConvType, Conversation};
 
@@ -16,7 +16,7 @@ pub async fn spawn(broker: Broker) -> anyhow::Result<()> {
         return Ok(());
     }
     let (handle, mut queue) = broker.hub.handle();
-    broker.hub.register(ROBOT, handle.clone(), 0);
+    broker.hub.register(ROBOT, handle.clone(), "robot", 0);
     tokio::spawn(async move {
         loop {
             let frame = tokio::select! {
@@ -37,7 +37,7 @@ pub async fn spawn(broker: Broker) -> anyhow::Result<()> {
             let send = WriteOp::Send {
                 msg: reply,
                 id: None,
-                reply: handle.clone(),
+                reply: Replier::Conn(handle.clone()),
             };
             if broker.writer.send(send).await.is_err() {
                 return;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -19,7 +19,7 @@ pub enum WriteOp {
     Send {
         msg: NewMessage,
         id: Option<u64>,
-        reply: ConnHandle,
+        reply: Replier,
     },
     Delivered(Delivered),
     /// A membership change; answered with `{"id", "op": op, "group"}`.
@@ -28,8 +28,42 @@ pub enum WriteOp {
         change: GroupChange,
         op: &'static str,
         id: Option<u64>,
-        reply: ConnHandle,
+        reply: Replier,
     },
+}
+
+/// Where the writer's answer to an operation goes.
+pub enum Replier {
+    /// A WebSocket connection's queue.
+    Conn(ConnHandle),
+    /// An HTTP handler (the admin API) waiting for the one answer frame.
+    Once(std::sync::Mutex<Option<oneshot::Sender<Utf8Bytes>>>),
+}
+
+impl Replier {
+    pub fn once() -> (Self, oneshot::Receiver<Utf8Bytes>) {
+        let (tx, rx) = oneshot::channel();
+        (Replier::Once(std::sync::Mutex::new(Some(tx))), rx)
+    }
+
+    pub fn send(&self, frame: Utf8Bytes) {
+        match self {
+            Replier::Conn(conn) => conn.send(frame),
+            Replier::Once(tx) => {
+                if let Some(tx) = tx.lock().unwrap().take() {
+                    let _ = tx.send(frame);
+                }
+            }
+        }
+    }
+
+    /// The connection to leave out of the fan-out (it gets the ack).
+    pub fn conn_id(&self) -> Option<u64> {
+        match self {
+            Replier::Conn(conn) => Some(conn.id),
+            Replier::Once(_) => None,
+        }
+    }
 }
 
 pub fn frame<T: serde::Serialize>(value: &T) -> Utf8Bytes {
@@ -100,7 +134,7 @@ async fn change_group(
     change: &GroupChange,
     op: &str,
     id: Option<u64>,
-    reply: &ConnHandle,
+    reply: &Replier,
 ) {
     match store.change_group(actor, change, heads).await {
         Err(e) => {
@@ -188,7 +222,12 @@ async fn commit_batch(store: &Store, hub: &Hub, heads: &mut Heads, ops: Vec<Writ
                     seq: sender_seq,
                     duplicate: false,
                 }));
-                fan_out(hub, &message, seqs, Some((&sent.sender, reply.id)));
+                fan_out(
+                    hub,
+                    &message,
+                    seqs,
+                    reply.conn_id().map(|c| (sent.sender.as_str(), c)),
+                );
             }
             Appended::Duplicate {
                 message,

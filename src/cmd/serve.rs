@@ -70,6 +70,13 @@ async fn banner(config: &ServeConfig, running: &Running) -> anyhow::Result<Strin
         .map(|u| format!("{} {}", u.id, u.mobile.as_deref().unwrap_or("(no mobile)")))
         .collect::<Vec<_>>()
         .join(", ");
+    let admin = match &config.admin_secret {
+        Some(s) if !s.is_empty() => "(the one you set with --admin-secret)".to_owned(),
+        _ => format!(
+            "{}  (random; set your own with --admin-secret)",
+            running.state.admin_secret
+        ),
+    };
     let broker = running.broker_url();
     let ws = broker.replacen("http://", "ws://", 1);
     let simulate = if url == "http://127.0.0.1:8888" {
@@ -83,6 +90,7 @@ async fn banner(config: &ServeConfig, running: &Running) -> anyhow::Result<Strin
          \x20 login API    {url}  (Wildfire-compatible: /send_code /login /pc_session /session_login …)\n\
          \x20 broker       {ws}/ws  (route: {broker}/route, protocol: docs/PROTOCOL.md)\n\
          \x20 config       {url}/config\n\
+         \x20 admin API    {url}/admin/users  secret: {admin}\n\
          \x20 dev API      {url}/_dev/sms  {url}/_dev/pc_sessions  {url}/_dev/users\n\
          \x20 health       {url}/healthz  {url}/readyz\n\
          \x20 data         {data}\n\

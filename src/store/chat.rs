@@ -187,6 +187,8 @@ pub(super) async fn append_in(
             .collect()
     };
     let mut members = HashMap::<&str, Vec<String>>::new();
+    // Per group: muted users; "" stands for the whole group.
+    let mut mutes = HashMap::<&str, Vec<String>>::new();
     for &i in &fresh {
         let conv = &batch[i].conv;
         if conv.kind == ConvType::Group
@@ -199,6 +201,12 @@ pub(super) async fn append_in(
                     .fetch_all(&mut *conn)
                     .await?;
             members.insert(conv.target.as_str(), list);
+            let muted: Vec<String> =
+                sqlx::query_scalar("SELECT user_id FROM group_mutes WHERE group_id = ?")
+                    .bind(&conv.target)
+                    .fetch_all(&mut *conn)
+                    .await?;
+            mutes.insert(conv.target.as_str(), muted);
         }
     }
     let mut accepted: Vec<(usize, Vec<&str>)> = Vec::with_capacity(fresh.len());
@@ -229,6 +237,16 @@ pub(super) async fn append_in(
                     Some((
                         code::FORBIDDEN,
                         format!("you are not a member of group {target:?}"),
+                    ))
+                } else if mutes[target].iter().any(|u| u.is_empty()) {
+                    Some((
+                        code::FORBIDDEN,
+                        format!("group {target:?} is muted by an administrator"),
+                    ))
+                } else if mutes[target].contains(&m.sender) {
+                    Some((
+                        code::FORBIDDEN,
+                        format!("you are muted in group {target:?} by an administrator"),
                     ))
                 } else {
                     accepted.push((i, list.iter().map(String::as_str).collect()));

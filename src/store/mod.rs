@@ -1,12 +1,14 @@
 //! The SQLite store. Every SQL statement of imctl lives in this module, always
 //! with bound parameters.
 
+mod admin;
 mod chat;
 mod convs;
 mod fixtures;
 mod groups;
 mod social;
 
+pub use admin::AdminUser;
 pub use chat::{Appended, Before, Delivered, Heads, NewMessage, msg_id, parse_msg_id};
 pub use convs::{ConversationEntry, DeliveredTo};
 pub use fixtures::Fixtures;

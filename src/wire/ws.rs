@@ -39,6 +39,8 @@ pub mod close {
     pub const TOO_BIG: u16 = 1009;
     /// `connect` failed: bad or expired token, unknown user.
     pub const AUTH_FAILED: u16 = 4001;
+    /// An administrator banned the user.
+    pub const BANNED: u16 = 4003;
     /// Nothing received for `--idle-timeout`.
     pub const IDLE: u16 = 4008;
     /// The client read too slowly and its outgoing queue filled up; reconnect and `sync`.

@@ -1,0 +1,320 @@
+//! The admin API under `/admin`, guarded by the admin secret, with ordinary
+//! HTTP status codes and JSON bodies.
+
+use axum::Json;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::sms::is_valid_mobile;
+use super::state::AppState;
+use crate::broker::writer::{Replier, WriteOp};
+use crate::store::{GroupChange, NewMessage, User};
+use crate::wire::http::DevError;
+use crate::wire::ws::{ConvType, Conversation, close};
+
+/// The actor named in notifications of changes made through the admin API.
+pub const ADMIN_ACTOR: &str = "@admin";
+
+pub struct AdminError(StatusCode, String);
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        (self.0, Json(DevError { error: self.1 })).into_response()
+    }
+}
+
+fn fail(status: StatusCode, message: impl Into<String>) -> AdminError {
+    AdminError(status, message.into())
+}
+
+fn db(e: sqlx::Error) -> AdminError {
+    tracing::error!(error = %e, "database error");
+    fail(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "database error; see the imctl log",
+    )
+}
+
+type AdminResult<T = Response> = Result<T, AdminError>;
+
+/// Proof that the request carried the admin secret (`X-Admin-Secret`, or
+/// `Authorization: Bearer <secret>`).
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = AdminError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let given = parts
+            .headers
+            .get("x-admin-secret")
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+            });
+        // Comparing digests keeps the comparison's time independent of the secret.
+        match given {
+            Some(g)
+                if Sha256::digest(g.trim().as_bytes())
+                    == Sha256::digest(state.admin_secret.as_bytes()) =>
+            {
+                Ok(Admin)
+            }
+            Some(_) => Err(fail(StatusCode::UNAUTHORIZED, "wrong admin secret")),
+            None => Err(fail(
+                StatusCode::UNAUTHORIZED,
+                "send the admin secret in X-Admin-Secret (it is in the imctl serve banner, or set it with --admin-secret)",
+            )),
+        }
+    }
+}
+
+pub async fn users(_: Admin, State(state): State<AppState>) -> AdminResult {
+    let users = state.store.admin_users().await.map_err(db)?;
+    Ok(Json(json!({"users": users})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewUser {
+    user_id: Option<String>,
+    mobile: Option<String>,
+    display_name: String,
+    portrait: Option<String>,
+}
+
+pub async fn create_user(
+    _: Admin,
+    State(state): State<AppState>,
+    body: Json<Value>,
+) -> AdminResult {
+    let req: NewUser = serde_json::from_value(body.0)
+        .map_err(|e| fail(StatusCode::BAD_REQUEST, format!("bad body: {e}")))?;
+    let id = req
+        .user_id
+        .unwrap_or_else(|| format!("u{}", crate::token::random_token(6)));
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(fail(
+            StatusCode::BAD_REQUEST,
+            "userId has 1 to 64 letters, digits, '-' or '_'",
+        ));
+    }
+    if let Some(m) = &req.mobile
+        && !is_valid_mobile(m)
+    {
+        return Err(fail(
+            StatusCode::BAD_REQUEST,
+            format!("mobile {m:?} is not 1[3-9] followed by 9 digits"),
+        ));
+    }
+    let name = req.display_name.trim();
+    if name.is_empty() || name.chars().count() > 64 {
+        return Err(fail(
+            StatusCode::BAD_REQUEST,
+            "displayName has 1 to 64 characters",
+        ));
+    }
+    let user = User {
+        id,
+        mobile: req.mobile,
+        display_name: name.to_owned(),
+        portrait: req.portrait,
+    };
+    if !state.store.create_user(&user).await.map_err(db)? {
+        return Err(fail(StatusCode::CONFLICT, "that userId or mobile is taken"));
+    }
+    Ok((StatusCode::CREATED, Json(state.summary(&user))).into_response())
+}
+
+pub async fn connections(_: Admin, State(state): State<AppState>) -> AdminResult {
+    Ok(Json(json!({"connections": state.broker.hub.list()})).into_response())
+}
+
+pub async fn ban(_: Admin, State(state): State<AppState>, Path(user): Path<String>) -> AdminResult {
+    if !state.store.set_banned(&user, true).await.map_err(db)? {
+        return Err(fail(StatusCode::NOT_FOUND, format!("no user {user:?}")));
+    }
+    let closed = state
+        .broker
+        .hub
+        .close_user(&user, close::BANNED, "banned by an administrator");
+    tracing::info!(user = %user, closed, "user banned");
+    Ok(Json(json!({"userId": user, "banned": true, "closedConnections": closed})).into_response())
+}
+
+pub async fn unban(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(user): Path<String>,
+) -> AdminResult {
+    if !state.store.set_banned(&user, false).await.map_err(db)? {
+        return Err(fail(StatusCode::NOT_FOUND, format!("no user {user:?}")));
+    }
+    Ok(Json(json!({"userId": user, "banned": false})).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MuteBody {
+    user_id: Option<String>,
+}
+
+async fn set_mute(
+    state: &AppState,
+    group: &str,
+    body: Option<Json<Value>>,
+    muted: bool,
+) -> AdminResult {
+    let req: MuteBody = match body {
+        Some(Json(v)) => serde_json::from_value(v)
+            .map_err(|e| fail(StatusCode::BAD_REQUEST, format!("bad body: {e}")))?,
+        None => MuteBody::default(),
+    };
+    if !state
+        .store
+        .set_muted_in_group(group, req.user_id.as_deref(), muted)
+        .await
+        .map_err(db)?
+    {
+        return Err(fail(StatusCode::NOT_FOUND, format!("no group {group:?}")));
+    }
+    Ok(Json(json!({"group": group, "userId": req.user_id, "muted": muted})).into_response())
+}
+
+pub async fn mute(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(group): Path<String>,
+    body: Option<Json<Value>>,
+) -> AdminResult {
+    set_mute(&state, &group, body, true).await
+}
+
+pub async fn unmute(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(group): Path<String>,
+    body: Option<Json<Value>>,
+) -> AdminResult {
+    set_mute(&state, &group, body, false).await
+}
+
+/// Hands an operation to the broker's writer and waits for its answer frame.
+async fn through_writer(
+    state: &AppState,
+    op: impl FnOnce(Replier) -> WriteOp,
+) -> AdminResult<Value> {
+    let (replier, answer) = Replier::once();
+    state.broker.writer.send(op(replier)).await.map_err(|_| {
+        fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down",
+        )
+    })?;
+    let frame = answer.await.map_err(|_| {
+        fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down",
+        )
+    })?;
+    let v: Value = serde_json::from_str(frame.as_str()).expect("the writer answers JSON");
+    if v["op"] == "error" {
+        let status = match v["code"].as_i64() {
+            Some(404) => StatusCode::NOT_FOUND,
+            Some(403) => StatusCode::FORBIDDEN,
+            Some(400) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        return Err(fail(status, v["message"].as_str().unwrap_or_default()));
+    }
+    Ok(v)
+}
+
+pub async fn dissolve(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(group): Path<String>,
+) -> AdminResult {
+    let change = GroupChange::Dissolve { group };
+    let v = through_writer(&state, |reply| WriteOp::Group {
+        actor: ADMIN_ACTOR.into(),
+        change,
+        op: "group.dissolve",
+        id: None,
+        reply,
+    })
+    .await?;
+    Ok(Json(json!({"group": v["group"]})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemMessage {
+    to: Conversation,
+    text: String,
+}
+
+/// Sends a text from the `system` sender to a user or to every member of a group.
+pub async fn message(_: Admin, State(state): State<AppState>, body: Json<Value>) -> AdminResult {
+    let req: SystemMessage = serde_json::from_value(body.0)
+        .map_err(|e| fail(StatusCode::BAD_REQUEST, format!("bad body: {e}")))?;
+    if req.text.trim().is_empty() {
+        return Err(fail(StatusCode::BAD_REQUEST, "text must not be empty"));
+    }
+    let recipients = match req.to.kind {
+        ConvType::Single => match state.store.user(&req.to.target).await.map_err(db)? {
+            Some(u) => vec![u.id],
+            None => {
+                return Err(fail(
+                    StatusCode::NOT_FOUND,
+                    format!("no user {:?}", req.to.target),
+                ));
+            }
+        },
+        ConvType::Group => {
+            let members = state
+                .store
+                .group_members(&req.to.target)
+                .await
+                .map_err(db)?;
+            if members.is_empty() {
+                return Err(fail(
+                    StatusCode::NOT_FOUND,
+                    format!("no group {:?}", req.to.target),
+                ));
+            }
+            members
+        }
+    };
+    let msg = NewMessage {
+        sender: "system".into(),
+        conv: req.to,
+        content: json!({"type": "text", "text": req.text}),
+        client_msg_id: None,
+        recipients: Some(recipients),
+    };
+    let v = through_writer(&state, |reply| WriteOp::Send {
+        msg,
+        id: None,
+        reply,
+    })
+    .await?;
+    Ok(Json(json!({"msgId": v["msgId"], "serverTime": v["serverTime"]})).into_response())
+}
