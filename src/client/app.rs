@@ -30,6 +30,8 @@ pub enum ClientError {
         context: String,
         source: reqwest::Error,
     },
+    #[error("the app-server refused ({status}): {message}")]
+    Status { status: u16, message: String },
     #[error("unexpected answer from {path}: {detail}")]
     Protocol { path: String, detail: String },
 }
@@ -43,7 +45,7 @@ impl ClientError {
                 code: code::SESSION_EXPIRED | code::NOT_FOUND,
                 ..
             } => exit::SESSION_GONE,
-            ClientError::Api { .. } => exit::REFUSED,
+            ClientError::Api { .. } | ClientError::Status { .. } => exit::REFUSED,
             _ => exit::ERROR,
         }
     }
@@ -305,6 +307,34 @@ impl AppClient {
 
     pub async fn dev_users(&self) -> Result<Vec<UserSummary>> {
         self.get_json("/_dev/users", &[]).await
+    }
+
+    /// Calls the admin API; a non-2xx status becomes `ClientError::Status`.
+    pub async fn admin(
+        &self,
+        secret: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("x-admin-secret", secret);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| self.send_error(path, e))?;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let message = body["error"].as_str().unwrap_or("no details").to_owned();
+            return Err(ClientError::Status {
+                status: status.as_u16(),
+                message,
+            });
+        }
+        Ok(body)
     }
 
     /// Downloads any URL (a QR picture, say).

@@ -1,5 +1,6 @@
 //! The command line: one module per subcommand, each an `Args` and a `run`.
 
+pub mod admin;
 pub mod serve;
 pub mod simulate;
 
@@ -35,6 +36,9 @@ pub enum Command {
     /// Stand in for the phone: log in by SMS, scan, confirm, cancel, approve a web QR login
     #[command(after_help = EXIT_CODES)]
     Simulate(simulate::Args),
+    /// Administer a running stack: users, connections, bans, mutes, system messages
+    #[command(after_help = EXIT_CODES)]
+    Admin(admin::Args),
 }
 
 impl Cli {
@@ -54,6 +58,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Simulate(args) => simulate::run(args).await,
+        Command::Admin(args) => admin::run(args).await,
     }
 }
 

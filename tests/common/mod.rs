@@ -207,6 +207,7 @@ pub fn imctl(state_dir: &Path, args: &[&str]) -> Output {
         .args(args)
         .env("IMCTL_STATE_DIR", state_dir)
         .env_remove("IMCTL_APP_SERVER")
+        .env_remove("IMCTL_ADMIN_SECRET")
         .output()
         .expect("imctl runs")
 }

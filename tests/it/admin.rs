@@ -251,3 +251,73 @@ async fn mutes_dissolve_and_system_messages() {
     .await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn imctl_admin_wraps_the_api() {
+    let s = start(&["--admin-secret", SECRET]).await;
+    let state = tempfile::tempdir().unwrap();
+    let run = |args: Vec<String>| {
+        let dir = state.path().to_owned();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            crate::common::imctl(&dir, &args)
+        })
+    };
+    let base = |extra: &[&str]| {
+        let mut v = vec![
+            "admin".to_string(),
+            "--app-server".into(),
+            s.url.clone(),
+            "--admin-secret".into(),
+            SECRET.into(),
+        ];
+        v.extend(extra.iter().map(|a| a.to_string()));
+        v
+    };
+    let out = run(base(&["users", "--json"])).await.unwrap();
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["users"][0]["userId"], "alice");
+    let out = run(base(&["users"])).await.unwrap();
+    assert!(crate::common::stdout(&out).contains("13800000002"));
+
+    let out = run(base(&["ban", "bob"])).await.unwrap();
+    assert!(crate::common::stdout(&out).contains("banned bob"));
+    let (_, v) = admin(&s, reqwest::Method::GET, "/admin/users", None).await;
+    assert_eq!(v["users"][1]["banned"], true);
+    let out = run(base(&["message", "--to-user", "carol", "hello from ops"]))
+        .await
+        .unwrap();
+    assert!(
+        crate::common::stdout(&out).starts_with("sent m"),
+        "{}",
+        crate::common::stdout(&out)
+    );
+
+    let out = run(vec![
+        "admin".into(),
+        "--app-server".into(),
+        s.url.clone(),
+        "--admin-secret".into(),
+        "wrong".into(),
+        "users".into(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    assert!(
+        crate::common::stderr(&out).contains("401"),
+        "{}",
+        crate::common::stderr(&out)
+    );
+    let out = run(vec![
+        "admin".into(),
+        "--app-server".into(),
+        s.url.clone(),
+        "users".into(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(crate::common::stderr(&out).contains("--admin-secret"));
+}
