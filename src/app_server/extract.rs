@@ -43,19 +43,10 @@ impl FromRequestParts<AppState> for AuthUser {
             .and_then(|v| v.to_str().ok())
             .filter(|t| !t.is_empty())
             .ok_or(ApiError::NotLoggedIn)?;
-        let session = state
-            .store
-            .auth_session(token)
-            .await?
-            .ok_or(ApiError::NotLoggedIn)?;
-        let user = state
-            .store
-            .user(&session.user_id)
-            .await?
-            .ok_or(ApiError::NotLoggedIn)?;
-        if state.store.is_banned(&user.id).await? {
-            return Err(ApiError::Banned(user.id));
+        match state.store.auth_user(token).await? {
+            Some((user, false)) => Ok(AuthUser(user)),
+            Some((user, true)) => Err(ApiError::Banned(user.id)),
+            None => Err(ApiError::NotLoggedIn),
         }
-        Ok(AuthUser(user))
     }
 }

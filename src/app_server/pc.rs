@@ -67,13 +67,15 @@ pub async fn session_login(
             client_id,
             platform,
         } => {
-            let user =
-                state.store.user(&user_id).await?.ok_or_else(|| {
-                    ApiError::NotFound(format!("user {user_id} no longer exists"))
-                })?;
-            if state.store.is_banned(&user.id).await? {
-                return Err(ApiError::Banned(user.id));
-            }
+            let user = match state.store.user_status(&user_id).await? {
+                Some((user, false)) => user,
+                Some((user, true)) => return Err(ApiError::Banned(user.id)),
+                None => {
+                    return Err(ApiError::NotFound(format!(
+                        "user {user_id} no longer exists"
+                    )));
+                }
+            };
             let creds = state
                 .issue_credentials(&user.id, &client_id, platform)
                 .await?;

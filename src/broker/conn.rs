@@ -85,7 +85,9 @@ pub async fn run(mut socket: WebSocket, broker: Broker, url_token: Option<String
             incoming = socket.recv() => {
                 last_heard = Instant::now();
                 let next = match incoming {
-                    Some(Ok(Message::Text(text))) => on_text(&broker, &handle, &mut session, url_token.as_deref(), &text).await,
+                    // Boxed: the request handlers' state is large and only
+                    // needed while a frame is handled, not while idle.
+                    Some(Ok(Message::Text(text))) => Box::pin(on_text(&broker, &handle, &mut session, url_token.as_deref(), &text)).await,
                     Some(Ok(Message::Binary(_))) => {
                         handle.send(frame(&ErrorFrame::new(None, code::BAD_REQUEST, "binary frames are not supported; send JSON text frames")));
                         Next::Continue

@@ -54,6 +54,27 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// A user and whether they are banned, in one query.
+    pub async fn user_status(&self, id: &str) -> Result<Option<(User, bool)>> {
+        let row: Option<(String, Option<String>, String, Option<String>, bool)> = sqlx::query_as(
+            "SELECT id, mobile, display_name, portrait, banned_at IS NOT NULL FROM users WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(id, mobile, display_name, portrait, banned)| {
+            (
+                User {
+                    id,
+                    mobile,
+                    display_name,
+                    portrait,
+                },
+                banned,
+            )
+        }))
+    }
+
     pub async fn is_banned(&self, user: &str) -> Result<bool> {
         let banned: Option<bool> =
             sqlx::query_scalar("SELECT banned_at IS NOT NULL FROM users WHERE id = ?")

@@ -258,6 +258,31 @@ impl Store {
         .await
     }
 
+    /// The user behind a live login session, and whether they are banned,
+    /// in one query (it runs on every phone call of the QR flow).
+    pub async fn auth_user(&self, token: &str) -> Result<Option<(User, bool)>> {
+        let row: Option<(String, Option<String>, String, Option<String>, bool)> = sqlx::query_as(
+            "SELECT u.id, u.mobile, u.display_name, u.portrait, u.banned_at IS NOT NULL
+             FROM auth_sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.token_hash = ? AND s.expires_at > ?",
+        )
+        .bind(token_hash(token))
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(id, mobile, display_name, portrait, banned)| {
+            (
+                User {
+                    id,
+                    mobile,
+                    display_name,
+                    portrait,
+                },
+                banned,
+            )
+        }))
+    }
+
     /// Deletes expired login sessions; returns how many.
     pub async fn purge_expired_sessions(&self) -> Result<u64> {
         sqlx::query("DELETE FROM auth_sessions WHERE expires_at <= ?")
