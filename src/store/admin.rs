@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{Result, Store, User, now_ms};
+use super::{Result, Store, User, UserStatus, now_ms};
 
 /// A user as the admin API lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
@@ -56,23 +56,13 @@ impl Store {
 
     /// A user and whether they are banned, in one query.
     pub async fn user_status(&self, id: &str) -> Result<Option<(User, bool)>> {
-        let row: Option<(String, Option<String>, String, Option<String>, bool)> = sqlx::query_as(
-            "SELECT id, mobile, display_name, portrait, banned_at IS NOT NULL FROM users WHERE id = ?",
+        let row: Option<UserStatus> = sqlx::query_as(
+            "SELECT id, mobile, display_name, portrait, banned_at IS NOT NULL AS banned FROM users WHERE id = ?",
         )
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|(id, mobile, display_name, portrait, banned)| {
-            (
-                User {
-                    id,
-                    mobile,
-                    display_name,
-                    portrait,
-                },
-                banned,
-            )
-        }))
+        Ok(row.map(|r| (r.user, r.banned)))
     }
 
     pub async fn is_banned(&self, user: &str) -> Result<bool> {

@@ -59,6 +59,14 @@ impl User {
     }
 }
 
+/// A user and whether an administrator banned them.
+#[derive(sqlx::FromRow)]
+struct UserStatus {
+    #[sqlx(flatten)]
+    user: User,
+    banned: bool,
+}
+
 /// A login session found by its `authToken`.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AuthSession {
@@ -261,8 +269,8 @@ impl Store {
     /// The user behind a live login session, and whether they are banned,
     /// in one query (it runs on every phone call of the QR flow).
     pub async fn auth_user(&self, token: &str) -> Result<Option<(User, bool)>> {
-        let row: Option<(String, Option<String>, String, Option<String>, bool)> = sqlx::query_as(
-            "SELECT u.id, u.mobile, u.display_name, u.portrait, u.banned_at IS NOT NULL
+        let row: Option<UserStatus> = sqlx::query_as(
+            "SELECT u.id, u.mobile, u.display_name, u.portrait, u.banned_at IS NOT NULL AS banned
              FROM auth_sessions s JOIN users u ON u.id = s.user_id
              WHERE s.token_hash = ? AND s.expires_at > ?",
         )
@@ -270,17 +278,7 @@ impl Store {
         .bind(now_ms())
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|(id, mobile, display_name, portrait, banned)| {
-            (
-                User {
-                    id,
-                    mobile,
-                    display_name,
-                    portrait,
-                },
-                banned,
-            )
-        }))
+        Ok(row.map(|r| (r.user, r.banned)))
     }
 
     /// Deletes expired login sessions; returns how many.
