@@ -18,9 +18,9 @@ use crate::store::{Before, Delivered, GroupChange, NewMessage, Requested, msg_id
 use crate::token::TokenError;
 use crate::wire::ws::{
     ConnectReq, Connected, ConvReq, ConvType, Conversation, ConversationsReq, ErrorFrame,
-    FriendAnswerReq, FriendRequestReq, GroupCreateReq, GroupMembersReq, GroupRenameReq, GroupReq,
-    History, HistoryReq, MuteReq, PresenceReq, ProfileGetReq, ProfileUpdateReq, ReadReq, RecvReq,
-    SendReq, SyncReq, Synced, close, code,
+    FriendAnswerReq, FriendRequestReq, GroupAdminReq, GroupCreateReq, GroupMembersReq,
+    GroupRenameReq, GroupReq, History, HistoryReq, MuteReq, PresenceReq, ProfileGetReq,
+    ProfileUpdateReq, ReadReq, RecvReq, SendReq, SyncReq, Synced, close, code,
 };
 
 const MAX_SYNC: u32 = 1000;
@@ -233,7 +233,7 @@ async fn on_text(
         ("history", Some(s)) => history(broker, handle, s, id, value).await,
         (
             op @ ("group.create" | "group.add" | "group.remove" | "group.leave" | "group.dissolve"
-            | "group.rename"),
+            | "group.rename" | "group.admin"),
             Some(s),
         ) => group_change(broker, handle, s, id, op, value).await,
         ("friend.request", Some(s)) => friend_request(broker, handle, s, id, value).await,
@@ -601,6 +601,17 @@ async fn group_change(
                 group: parse::<GroupReq>(op, value)?.group,
             },
         ),
+        "group.admin" => {
+            let r: GroupAdminReq = parse(op, value)?;
+            (
+                "group.admin",
+                GroupChange::SetAdmin {
+                    group: r.group,
+                    user: r.user_id,
+                    admin: r.admin,
+                },
+            )
+        }
         _ => {
             let r: GroupRenameReq = parse(op, value)?;
             (

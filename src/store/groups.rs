@@ -16,12 +16,34 @@ const MAX_NAME: usize = 64;
 /// A membership change asked for by `actor`.
 #[derive(Debug, Clone)]
 pub enum GroupChange {
-    Create { name: String, members: Vec<String> },
-    Add { group: String, members: Vec<String> },
-    Remove { group: String, members: Vec<String> },
-    Leave { group: String },
-    Dissolve { group: String },
-    Rename { group: String, name: String },
+    Create {
+        name: String,
+        members: Vec<String>,
+    },
+    Add {
+        group: String,
+        members: Vec<String>,
+    },
+    Remove {
+        group: String,
+        members: Vec<String>,
+    },
+    Leave {
+        group: String,
+    },
+    Dissolve {
+        group: String,
+    },
+    Rename {
+        group: String,
+        name: String,
+    },
+    /// Makes a member an admin, or an admin a plain member (owner only).
+    SetAdmin {
+        group: String,
+        user: String,
+        admin: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
@@ -232,7 +254,8 @@ async fn plan(
         | GroupChange::Remove { group, .. }
         | GroupChange::Leave { group }
         | GroupChange::Dissolve { group }
-        | GroupChange::Rename { group, .. } => group.clone(),
+        | GroupChange::Rename { group, .. }
+        | GroupChange::SetAdmin { group, .. } => group.clone(),
     };
     let before = match change {
         GroupChange::Create { .. } => None,
@@ -431,6 +454,45 @@ async fn plan(
                 .await?;
             (
                 json!({"type": "notification", "kind": "renamed", "actor": actor, "name": name}),
+                members.clone(),
+            )
+        }
+        GroupChange::SetAdmin { user, admin, .. } => {
+            if role.as_deref() != Some("owner") {
+                refuse!(
+                    code::FORBIDDEN,
+                    "only the owner can appoint or dismiss admins"
+                );
+            }
+            let target = before
+                .as_ref()
+                .expect("checked")
+                .members
+                .iter()
+                .find(|m| &m.user_id == user);
+            match target {
+                None => refuse!(
+                    code::NOT_FOUND,
+                    "{user:?} is not a member of group {group_id:?}"
+                ),
+                Some(m) if m.role == "owner" => {
+                    refuse!(code::BAD_REQUEST, "the owner's role cannot change")
+                }
+                Some(_) => {}
+            }
+            sqlx::query("UPDATE group_members SET role = ? WHERE group_id = ? AND user_id = ?")
+                .bind(if *admin { "admin" } else { "member" })
+                .bind(&group_id)
+                .bind(user)
+                .execute(&mut *conn)
+                .await?;
+            let kind = if *admin {
+                "admin_added"
+            } else {
+                "admin_removed"
+            };
+            (
+                json!({"type": "notification", "kind": kind, "actor": actor, "members": [user]}),
                 members.clone(),
             )
         }

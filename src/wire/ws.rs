@@ -269,6 +269,15 @@ pub struct GroupReq {
     pub group: String,
 }
 
+/// `group.admin`: appoint (`admin: true`) or dismiss an admin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupAdminReq {
+    pub group: String,
+    pub user_id: String,
+    pub admin: bool,
+}
+
 /// `group.rename`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct GroupRenameReq {

@@ -600,3 +600,57 @@ async fn silent_connections_are_closed_after_the_idle_timeout() {
         other => panic!("expected the connection closed, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn the_owner_appoints_admins_who_can_manage_members() {
+    let s = start(&[]).await;
+    let (mut alice, _) = s.chat("13800000001", "a").await;
+    let (mut bob, _) = s.chat("13800000002", "b").await;
+    let g = alice
+        .request(json!({"op": "group.create", "name": "team", "members": ["bob", "carol"]}))
+        .await
+        .unwrap()["group"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (code, _) = refused(
+        bob.request(json!({"op": "group.admin", "group": g, "userId": "bob", "admin": true}))
+            .await,
+    );
+    assert_eq!(code, 403, "only the owner appoints");
+    let r = alice
+        .request(json!({"op": "group.admin", "group": g, "userId": "bob", "admin": true}))
+        .await
+        .unwrap();
+    let roles: Vec<_> = r["group"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].clone())
+        .collect();
+    assert_eq!(roles, [json!("owner"), json!("admin"), json!("member")]);
+    bob.next_op("msg").await.unwrap(); // created
+    let note = bob.next_op("msg").await.unwrap();
+    assert_eq!(
+        (
+            note["message"]["content"]["kind"].as_str(),
+            note["message"]["content"]["members"][0].as_str()
+        ),
+        (Some("admin_added"), Some("bob"))
+    );
+    bob.request(json!({"op": "group.remove", "group": g, "members": ["carol"]}))
+        .await
+        .unwrap();
+    let (code, _) = refused(
+        alice
+            .request(json!({"op": "group.admin", "group": g, "userId": "alice", "admin": false}))
+            .await,
+    );
+    assert_eq!(code, 400, "the owner's role cannot change");
+    let (code, _) = refused(
+        alice
+            .request(json!({"op": "group.admin", "group": g, "userId": "carol", "admin": true}))
+            .await,
+    );
+    assert_eq!(code, 404, "carol is no longer a member");
+}
