@@ -410,20 +410,15 @@ async fn send(
         client_msg_id: req.client_msg_id,
         recipients: None,
     };
-    broker
-        .writer
-        .send(WriteOp::Send {
+    to_writer(
+        broker,
+        WriteOp::Send {
             msg,
             id,
             reply: Replier::Conn(handle.clone()),
-        })
-        .await
-        .map_err(|_| {
-            Refusal(
-                code::SERVER_ERROR,
-                "the server is shutting down; nothing was stored".into(),
-            )
-        })
+        },
+    )
+    .await
 }
 
 async fn sync(
@@ -486,11 +481,7 @@ async fn recv(broker: &Broker, s: &Session, value: Value) -> Result<(), Refusal>
         platform: s.platform,
         up_to: req.up_to,
     };
-    broker
-        .writer
-        .send(WriteOp::Delivered(d))
-        .await
-        .map_err(|_| Refusal(code::SERVER_ERROR, "the server is shutting down".into()))
+    to_writer(broker, WriteOp::Delivered(d)).await
 }
 
 async fn history(
@@ -623,17 +614,17 @@ async fn group_change(
             )
         }
     };
-    broker
-        .writer
-        .send(WriteOp::Group {
+    to_writer(
+        broker,
+        WriteOp::Group {
             actor: s.user_id.clone(),
             change,
             op,
             id,
             reply: Replier::Conn(handle.clone()),
-        })
-        .await
-        .map_err(|_| Refusal(code::SERVER_ERROR, "the server is shutting down".into()))
+        },
+    )
+    .await
 }
 
 async fn group_info(
@@ -1104,4 +1095,14 @@ async fn mute(
         serde_json::json!({"conv": req.conv, "muted": req.muted}),
     );
     Ok(())
+}
+
+/// Hands an operation to the writer; fails only while shutting down.
+async fn to_writer(broker: &Broker, op: WriteOp) -> Result<(), Refusal> {
+    broker.writer.send(op).await.map_err(|_| {
+        Refusal(
+            code::SERVER_ERROR,
+            "the server is shutting down; nothing was stored".into(),
+        )
+    })
 }

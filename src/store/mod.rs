@@ -208,20 +208,7 @@ impl Store {
         };
         // A concurrent first login of the same mobile may win the race; the
         // unique index keeps one row and we return that one.
-        let inserted = sqlx::query(
-            "INSERT INTO users (id, mobile, display_name, portrait, created_at) VALUES (?, ?, ?, ?, ?)
-             ON CONFLICT(mobile) DO NOTHING",
-        )
-        .bind(&user.id)
-        .bind(&user.mobile)
-        .bind(&user.display_name)
-        .bind(&user.portrait)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?
-        .rows_affected()
-            == 1;
-        if inserted {
+        if self.create_user(&user).await? {
             Ok((user, true))
         } else {
             let existing = self
