@@ -68,7 +68,7 @@ impl FromRequestParts<AppState> for Admin {
         match given {
             Some(g)
                 if Sha256::digest(g.trim().as_bytes())
-                    == Sha256::digest(state.admin_secret.as_bytes()) =>
+                    == Sha256::digest(state.admin_secret.trim().as_bytes()) =>
             {
                 Ok(Admin)
             }
@@ -187,6 +187,12 @@ async fn set_mute(
             .map_err(|e| fail(StatusCode::BAD_REQUEST, format!("bad body: {e}")))?,
         None => MuteBody::default(),
     };
+    if req.user_id.as_deref() == Some("") {
+        return Err(fail(
+            StatusCode::BAD_REQUEST,
+            "userId must not be empty; leave it out to mute the whole group",
+        ));
+    }
     if !state
         .store
         .set_muted_in_group(group, req.user_id.as_deref(), muted)

@@ -76,32 +76,45 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 /// The uploader: an `authToken` header, or `Authorization: Bearer <IM token>`.
 async fn uploader(state: &AppState, headers: &HeaderMap) -> Result<String, Response> {
-    if let Some(token) = headers.get(AUTH_TOKEN_HEADER).and_then(|v| v.to_str().ok()) {
-        return match state.store.auth_session(token).await {
-            Ok(Some(s)) => Ok(s.user_id),
-            Ok(None) => Err(error(
-                StatusCode::UNAUTHORIZED,
-                "the authToken is not valid; log in again",
-            )),
-            Err(e) => {
-                tracing::error!(error = %e, "database error");
-                Err(error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "database error; see the imctl log",
-                ))
-            }
-        };
-    }
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match bearer.map(|t| state.im_tokens.verify(t.trim())) {
-        Some(Ok(claims)) => Ok(claims.sub),
-        Some(Err(e)) => Err(error(StatusCode::UNAUTHORIZED, e.to_string())),
+    let db_failed = |e: sqlx::Error| {
+        tracing::error!(error = %e, "database error");
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "database error; see the imctl log",
+        )
+    };
+    let status = if let Some(token) = headers.get(AUTH_TOKEN_HEADER).and_then(|v| v.to_str().ok()) {
+        state.store.auth_user(token).await.map_err(db_failed)?
+    } else {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                error(
+                    StatusCode::UNAUTHORIZED,
+                    "log in first: send the authToken header, or Authorization: Bearer <IM token>",
+                )
+            })?;
+        let claims = state
+            .im_tokens
+            .verify(bearer.trim())
+            .map_err(|e| error(StatusCode::UNAUTHORIZED, e.to_string()))?;
+        state
+            .store
+            .user_status(&claims.sub)
+            .await
+            .map_err(db_failed)?
+    };
+    match status {
+        Some((user, false)) => Ok(user.id),
+        Some((user, true)) => Err(error(
+            StatusCode::FORBIDDEN,
+            format!("user {:?} is banned by an administrator", user.id),
+        )),
         None => Err(error(
             StatusCode::UNAUTHORIZED,
-            "log in first: send the authToken header, or Authorization: Bearer <IM token>",
+            "the login is not valid (expired, or the user is gone); log in again",
         )),
     }
 }

@@ -304,29 +304,6 @@ async fn connect(
         TokenError::Expired => Refusal(code::TOKEN_EXPIRED, e.to_string()),
         TokenError::Invalid(_) => Refusal(code::TOKEN_INVALID, e.to_string()),
     })?;
-    if broker
-        .store
-        .user(&claims.sub)
-        .await
-        .map_err(db_error)?
-        .is_none()
-    {
-        return refuse(
-            code::TOKEN_INVALID,
-            format!("user {:?} no longer exists", claims.sub),
-        );
-    }
-    if broker
-        .store
-        .is_banned(&claims.sub)
-        .await
-        .map_err(db_error)?
-    {
-        return refuse(
-            code::FORBIDDEN,
-            format!("user {:?} is banned by an administrator", claims.sub),
-        );
-    }
     let session = Session {
         client_id: req
             .client_id
@@ -336,21 +313,47 @@ async fn connect(
         user_id: claims.sub,
         typing: Default::default(),
     };
-    // Register before reading the head: anything committed later is pushed,
+    // Register before checking the ban and reading the head: a ban from now
+    // on finds this connection, a message committed from now on is pushed,
     // anything earlier is covered by the head.
-    if let Some(platforms) = broker.hub.register(
+    let changed = broker.hub.register(
         &session.user_id,
         handle.clone(),
         &session.client_id,
         session.platform,
-    ) {
+    );
+    let checked = async {
+        match broker
+            .store
+            .user_status(&session.user_id)
+            .await
+            .map_err(db_error)?
+        {
+            None => refuse(
+                code::TOKEN_INVALID,
+                format!("user {:?} no longer exists", session.user_id),
+            ),
+            Some((_, true)) => refuse(
+                code::FORBIDDEN,
+                format!("user {:?} is banned by an administrator", session.user_id),
+            ),
+            Some((_, false)) => broker
+                .store
+                .inbox_head(&session.user_id)
+                .await
+                .map_err(db_error),
+        }
+    };
+    let head = match checked.await {
+        Ok(head) => head,
+        Err(refusal) => {
+            broker.hub.unregister(&session.user_id, handle.id);
+            return Err(refusal);
+        }
+    };
+    if let Some(platforms) = changed {
         announce_presence(broker, &session.user_id, platforms, handle.id).await;
     }
-    let head = broker
-        .store
-        .inbox_head(&session.user_id)
-        .await
-        .map_err(db_error)?;
     info!(user = %session.user_id, client = %session.client_id, platform = session.platform, head, "connected");
     handle.send(frame(&Connected {
         id,
@@ -458,6 +461,15 @@ async fn recv(broker: &Broker, s: &Session, value: Value) -> Result<(), Refusal>
     if req.up_to < 0 {
         return refuse(code::BAD_REQUEST, "upTo must be ≥ 0");
     }
+    // Nobody has acknowledged more than their inbox holds.
+    let head = broker
+        .store
+        .inbox_head(&s.user_id)
+        .await
+        .map_err(db_error)?;
+    let req = RecvReq {
+        up_to: req.up_to.min(head),
+    };
     // Tell the senders of what this acknowledgement newly covers.
     let before = broker
         .store
@@ -998,6 +1010,7 @@ async fn read(
 
 async fn typing(broker: &Broker, s: &Session, value: Value) -> Result<(), Refusal> {
     let req: ConvReq = parse("typing", value)?;
+    let others = participants(broker, &s.user_id, &req.conv).await?;
     {
         let mut last = s.typing.lock().unwrap();
         let key = (req.conv.kind, req.conv.target.clone());
@@ -1007,12 +1020,16 @@ async fn typing(broker: &Broker, s: &Session, value: Value) -> Result<(), Refusa
         {
             return Ok(()); // rate-limited: dropped, never stored
         }
+        // Bounded: a connection typing in very many conversations starts over.
+        if last.len() >= 256 {
+            last.clear();
+        }
         last.insert(key, Instant::now());
     }
     let push = frame(
         &serde_json::json!({"op": "typing", "conv": conv_for(&req.conv, &s.user_id), "from": s.user_id}),
     );
-    for other in participants(broker, &s.user_id, &req.conv).await? {
+    for other in others {
         broker.hub.deliver(&other, &push, None);
     }
     Ok(())
@@ -1040,14 +1057,28 @@ async fn presence(
             .map(|u| u.id)
             .collect(),
     };
-    let list: Vec<Value> = users
+    // Only people you share something with: yourself, friends, group co-members.
+    let contacts = broker
+        .store
+        .contacts_of(&s.user_id)
+        .await
+        .map_err(db_error)?;
+    let (visible, hidden): (Vec<String>, Vec<String>) = users
+        .into_iter()
+        .partition(|u| *u == s.user_id || contacts.contains(u));
+    let list: Vec<Value> = visible
         .iter()
         .map(|u| {
             let platforms = broker.hub.platforms_of(u);
             serde_json::json!({"userId": u, "online": !platforms.is_empty(), "platforms": platforms})
         })
         .collect();
-    reply(handle, id, "presence", serde_json::json!({"users": list}));
+    reply(
+        handle,
+        id,
+        "presence",
+        serde_json::json!({"users": list, "hidden": hidden}),
+    );
     Ok(())
 }
 

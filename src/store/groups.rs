@@ -186,7 +186,7 @@ impl Store {
         heads: &mut Heads,
     ) -> Result<Result<GroupOutcome, Refusal>> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let planned = match plan(&mut tx, actor, change, now).await? {
             Ok(p) => p,
             Err(refusal) => return Ok(Err(refusal)),

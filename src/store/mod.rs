@@ -145,7 +145,7 @@ impl Store {
     /// Seeds the fixtures once, the first time this database is opened.
     /// Returns whether it seeded.
     pub async fn seed_once(&self, fixtures: &Fixtures) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let fresh = sqlx::query(
             "INSERT INTO settings (key, value) VALUES ('seeded', '1') ON CONFLICT(key) DO NOTHING",
         )

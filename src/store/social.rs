@@ -60,7 +60,7 @@ impl Store {
                 format!("you and {to} are already friends"),
             )));
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let now = now_ms();
         let theirs: Option<String> = sqlx::query_scalar(
             "SELECT status FROM friend_requests WHERE from_user = ? AND to_user = ?",
@@ -117,7 +117,7 @@ impl Store {
         from: &str,
         accept: bool,
     ) -> Result<Result<(), Refusal>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let status: Option<String> = sqlx::query_scalar(
             "SELECT status FROM friend_requests WHERE from_user = ? AND to_user = ?",
         )
@@ -144,6 +144,19 @@ impl Store {
         }
         tx.commit().await?;
         Ok(Ok(()))
+    }
+
+    /// Friends and group co-members of `user`: whose presence `user` may see.
+    pub async fn contacts_of(&self, user: &str) -> Result<std::collections::HashSet<String>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT friend_id FROM friends WHERE user_id = ?1
+             UNION SELECT b.user_id FROM group_members a JOIN group_members b ON b.group_id = a.group_id
+             WHERE a.user_id = ?1",
+        )
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.into_iter().collect())
     }
 
     pub async fn friends_of(&self, user: &str) -> Result<Vec<User>> {

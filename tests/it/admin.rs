@@ -145,6 +145,17 @@ async fn a_ban_closes_connections_and_refuses_login_and_connect() {
         "{e:?}"
     );
 
+    let upload = s
+        .http
+        .post(format!("{}/media", s.url))
+        .header("authToken", &bob_auth)
+        .header("content-type", "text/plain")
+        .body("still here")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.status(), 403, "banned users cannot upload");
+
     let (status, _) = admin(&s, reqwest::Method::POST, "/admin/users/bob/unban", None).await;
     assert_eq!(status, 200);
     s.chat("13800000002", "b").await;

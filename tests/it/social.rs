@@ -403,7 +403,22 @@ async fn presence_is_pushed_to_friends_and_queryable() {
         .unwrap();
     assert_eq!(
         q["users"],
-        json!([{"userId": "alice", "online": true, "platforms": [2]}, {"userId": "carol", "online": false, "platforms": []}])
+        json!([{"userId": "alice", "online": true, "platforms": [2]}])
+    );
+    assert_eq!(
+        q["hidden"],
+        json!(["carol"]),
+        "no friend, no shared group: not bob's business"
+    );
+    // A shared group makes carol's presence visible.
+    s.group("13800000003", "book club", &["bob"]).await;
+    let q = bob
+        .request(json!({"op": "presence", "users": ["carol"]}))
+        .await
+        .unwrap();
+    assert_eq!(
+        q["users"],
+        json!([{"userId": "carol", "online": false, "platforms": []}])
     );
     let friends = bob.request(json!({"op": "presence"})).await.unwrap();
     assert_eq!(friends["users"][0]["userId"], "alice");
