@@ -68,7 +68,9 @@ pub async fn run(mut socket: WebSocket, broker: Broker, url_token: Option<String
     let mut session: Option<Session> = None;
     let idle = broker.idle_timeout;
     let mut last_heard = Instant::now();
-    let mut ping = tokio::time::interval_at(Instant::now() + idle / 3, idle / 3);
+    // A zero period would panic; `--idle-timeout 0s` pings as often as it may.
+    let period = (idle / 3).max(Duration::from_millis(10));
+    let mut ping = tokio::time::interval_at(Instant::now() + period, period);
     let shutdown = broker.shutdown.clone();
 
     let closing = loop {
@@ -381,7 +383,7 @@ async fn send(
         return refuse(code::BAD_REQUEST, "conv.target must not be empty");
     }
     if let Some(c) = &req.client_msg_id
-        && (c.is_empty() || c.len() > MAX_CLIENT_MSG_ID)
+        && (c.is_empty() || c.chars().count() > MAX_CLIENT_MSG_ID)
     {
         return refuse(
             code::BAD_REQUEST,

@@ -654,3 +654,19 @@ async fn the_owner_appoints_admins_who_can_manage_members() {
     );
     assert_eq!(code, 404, "carol is no longer a member");
 }
+
+#[tokio::test]
+async fn a_zero_idle_timeout_closes_cleanly_instead_of_crashing_the_connection() {
+    let s = start(&["--idle-timeout", "0s"]).await;
+    let mut c = ChatConn::open(&s.ws_url()).await.unwrap();
+    // Idle at once: the connection task must close with 4008, not die.
+    loop {
+        match c.next_push().await {
+            Ok(_) => continue,
+            Err(ChatError::Closed {
+                code: Some(4008), ..
+            }) => break,
+            Err(other) => panic!("expected close 4008, got {other:?}"),
+        }
+    }
+}
