@@ -62,25 +62,13 @@ impl Store {
         }
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let now = now_ms();
-        let theirs: Option<String> = sqlx::query_scalar(
-            "SELECT status FROM friend_requests WHERE from_user = ? AND to_user = ?",
-        )
-        .bind(to)
-        .bind(from)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let theirs = request_status(&mut tx, to, from).await?;
         if theirs.as_deref() == Some("pending") {
             accept_in(&mut tx, to, from, now).await?;
             tx.commit().await?;
             return Ok(Ok(Requested::Befriended));
         }
-        let mine: Option<String> = sqlx::query_scalar(
-            "SELECT status FROM friend_requests WHERE from_user = ? AND to_user = ?",
-        )
-        .bind(from)
-        .bind(to)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let mine = request_status(&mut tx, from, to).await?;
         if mine.as_deref() == Some("pending") {
             return Ok(Err((
                 code::CONFLICT,
@@ -118,13 +106,7 @@ impl Store {
         accept: bool,
     ) -> Result<Result<(), Refusal>> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let status: Option<String> = sqlx::query_scalar(
-            "SELECT status FROM friend_requests WHERE from_user = ? AND to_user = ?",
-        )
-        .bind(from)
-        .bind(me)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let status = request_status(&mut tx, from, me).await?;
         if status.as_deref() != Some("pending") {
             return Ok(Err((
                 code::NOT_FOUND,
@@ -221,6 +203,19 @@ impl Store {
         .await?;
         self.user(user).await
     }
+}
+
+/// The status of the request `from` sent `to`, if there is one.
+async fn request_status(
+    conn: &mut sqlx::SqliteConnection,
+    from: &str,
+    to: &str,
+) -> Result<Option<String>> {
+    sqlx::query_scalar("SELECT status FROM friend_requests WHERE from_user = ? AND to_user = ?")
+        .bind(from)
+        .bind(to)
+        .fetch_optional(&mut *conn)
+        .await
 }
 
 async fn accept_in(
