@@ -44,6 +44,18 @@ impl Deref for AppState {
     }
 }
 
+/// A path on the app-server (`/avatar/alice.svg`) made absolute with `base`;
+/// full URLs pass through.
+pub fn absolute_url(base: &str, url: Option<&str>) -> Option<String> {
+    url.map(|u| {
+        if u.starts_with('/') {
+            format!("{base}{u}")
+        } else {
+            u.to_owned()
+        }
+    })
+}
+
 /// What a successful login hands the client.
 pub struct Credentials {
     pub auth_token: String,
@@ -58,13 +70,7 @@ impl AppState {
     /// Makes a relative portrait path (`/avatar/alice.svg`) absolute, so
     /// clients on other origins can load it.
     pub fn portrait_url(&self, portrait: Option<&str>) -> Option<String> {
-        portrait.map(|p| {
-            if p.starts_with('/') {
-                format!("{}{p}", self.base_url)
-            } else {
-                p.to_owned()
-            }
-        })
+        absolute_url(&self.base_url, portrait)
     }
 
     /// A user as clients see it: portrait absolute, mobile kept.

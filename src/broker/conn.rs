@@ -66,7 +66,7 @@ fn now_ms() -> i64 {
 pub async fn run(mut socket: WebSocket, broker: Broker, url_token: Option<String>) {
     let (handle, mut queue) = broker.hub.handle();
     let mut session: Option<Session> = None;
-    let idle = broker.idle_timeout;
+    let idle = broker.options.idle_timeout;
     let mut last_heard = Instant::now();
     // A zero period would panic; `--idle-timeout 0s` pings as often as it may.
     let period = (idle / 3).max(Duration::from_millis(10));
@@ -98,7 +98,7 @@ pub async fn run(mut socket: WebSocket, broker: Broker, url_token: Option<String
                     Some(Ok(Message::Close(_))) | None => break None,
                     Some(Err(e)) => {
                         if is_too_big(&e) {
-                            warn!(user = session.as_ref().map(|s| s.user_id.as_str()), max = broker.max_frame, "frame over --max-frame; closing with 1009");
+                            warn!(user = session.as_ref().map(|s| s.user_id.as_str()), max = broker.options.max_frame, "frame over --max-frame; closing with 1009");
                             break Some((close::TOO_BIG, "frame too big"));
                         }
                         debug!(error = %e, "WebSocket read failed");
@@ -363,7 +363,7 @@ async fn connect(
         user_id: session.user_id.clone(),
         head,
         server_time: now_ms(),
-        node: broker.node.clone(),
+        node: broker.options.node.clone(),
     }));
     Ok(session)
 }
@@ -390,7 +390,7 @@ async fn send(
             format!("clientMsgId must be 1 to {MAX_CLIENT_MSG_ID} characters"),
         );
     }
-    if broker.friends_only
+    if broker.options.friends_only
         && req.conv.kind == ConvType::Single
         && req.conv.target != s.user_id
         && req.conv.target != super::robot::ROBOT

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 pub use robot::spawn as spawn_robot;
 
 use crate::app_server::origin_allowed;
+use crate::app_server::state::absolute_url;
 use crate::store::Store;
 use crate::token::ImTokens;
 use hub::Hub;
@@ -45,14 +46,7 @@ pub struct Inner {
     pub im_tokens: ImTokens,
     pub hub: Arc<Hub>,
     pub writer: mpsc::Sender<WriteOp>,
-    pub routes: Box<dyn RouteStrategy>,
-    pub node: String,
-    pub max_frame: usize,
-    pub idle_timeout: Duration,
-    pub cors_origins: Vec<String>,
-    pub friends_only: bool,
-    /// The app-server's base URL, to make relative portrait paths absolute.
-    pub app_base_url: String,
+    pub options: BrokerOptions,
     pub shutdown: CancellationToken,
 }
 
@@ -70,6 +64,7 @@ pub struct BrokerOptions {
     pub idle_timeout: Duration,
     pub cors_origins: Vec<String>,
     pub friends_only: bool,
+    /// The app-server's base URL, to make relative portrait paths absolute.
     pub app_base_url: String,
 }
 
@@ -77,13 +72,7 @@ impl Broker {
     /// A user as others see it (`mobile` only for `viewer` themself),
     /// with an absolute portrait URL.
     pub fn profile(&self, user: &crate::store::User, viewer: &str) -> serde_json::Value {
-        let portrait = user.portrait.as_deref().map(|p| {
-            if p.starts_with('/') {
-                format!("{}{p}", self.app_base_url)
-            } else {
-                p.to_owned()
-            }
-        });
+        let portrait = absolute_url(&self.options.app_base_url, user.portrait.as_deref());
         let mut v = serde_json::json!({"userId": user.id, "displayName": user.display_name, "portrait": portrait});
         if user.id == viewer {
             v["mobile"] = serde_json::json!(user.mobile);
@@ -106,13 +95,7 @@ impl Broker {
             im_tokens,
             hub,
             writer: tx,
-            routes: options.routes,
-            node: options.node,
-            max_frame: options.max_frame,
-            idle_timeout: options.idle_timeout,
-            cors_origins: options.cors_origins,
-            friends_only: options.friends_only,
-            app_base_url: options.app_base_url,
+            options,
             shutdown,
         }));
         (broker, writer)
@@ -121,7 +104,7 @@ impl Broker {
 
 /// Every route of the broker.
 pub fn app(broker: Broker) -> Router {
-    let cors = crate::app_server::cors(&broker.cors_origins);
+    let cors = crate::app_server::cors(&broker.options.cors_origins);
     Router::new()
         .route("/route", post(route::route))
         .route("/ws", get(ws))
@@ -155,7 +138,7 @@ async fn ws(
     };
     // Browsers send Origin; other clients need not. Same rule as the app-server's CORS.
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok())
-        && !origin_allowed(origin, &broker.cors_origins)
+        && !origin_allowed(origin, &broker.options.cors_origins)
     {
         return (
             StatusCode::FORBIDDEN,
@@ -164,7 +147,7 @@ async fn ws(
             .into_response();
     }
     let token = query.ok().and_then(|Query(q)| q.token);
-    let max = broker.max_frame;
+    let max = broker.options.max_frame;
     upgrade
         // Small buffers keep idle connections cheap; they grow for large frames.
         .read_buffer_size(4 * 1024)

@@ -54,7 +54,7 @@ pub async fn route(
             claims.sub
         )));
     }
-    let node = broker.routes.route(&claims.sub);
+    let node = broker.options.routes.route(&claims.sub);
     Ok(Reply::ok(RouteResult {
         host: node.host.clone(),
         port: node.port,

@@ -156,21 +156,14 @@ impl Store {
         &self,
         user: &str,
     ) -> Result<(Vec<FriendRequest>, Vec<FriendRequest>)> {
-        let incoming = sqlx::query_as(
+        let all: Vec<FriendRequest> = sqlx::query_as(
             "SELECT from_user, to_user, remark, status, created_at FROM friend_requests
-             WHERE to_user = ? AND status = 'pending' ORDER BY created_at DESC",
+             WHERE (to_user = ?1 OR from_user = ?1) AND status = 'pending' ORDER BY created_at DESC",
         )
         .bind(user)
         .fetch_all(&self.pool)
         .await?;
-        let outgoing = sqlx::query_as(
-            "SELECT from_user, to_user, remark, status, created_at FROM friend_requests
-             WHERE from_user = ? AND status = 'pending' ORDER BY created_at DESC",
-        )
-        .bind(user)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok((incoming, outgoing))
+        Ok(all.into_iter().partition(|r| r.to_user == user))
     }
 
     /// The users among `ids` that exist, in the order asked.
