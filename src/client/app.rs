@@ -7,9 +7,10 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::wire::http::{
-    AUTH_TOKEN_HEADER, CancelPcRequest, ConfirmPcRequest, LoginRequest, LoginResult, PcSessionInfo,
-    PcSessionRequest, PcSessionResult, SendCodeRequest, SmsEntry, UserSummary, code,
+    AUTH_TOKEN_HEADER, CancelPcRequest, ClientConfig, ConfirmPcRequest, LoginRequest, LoginResult,
+    PcSessionInfo, PcSessionRequest, PcSessionResult, SendCodeRequest, SmsEntry, UserSummary, code,
 };
+use crate::wire::ws::{RouteRequest, RouteResult};
 
 /// Exit codes of the CLI, by kind of failure (documented in `--help`).
 pub mod exit {
@@ -17,11 +18,30 @@ pub mod exit {
     pub const UNREACHABLE: u8 = 3;
     pub const SESSION_GONE: u8 = 4;
     pub const REFUSED: u8 = 5;
+    /// An awaited answer (an ack, enough messages) did not come in time.
+    pub const TIMED_OUT: u8 = 6;
+}
+
+/// A CLI failure with a chosen exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    pub exit: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(exit: u8, message: impl Into<String>) -> Self {
+        Self {
+            exit,
+            message: message.into(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the app-server at {url} — is `imctl serve` running? ({source})")]
+    #[error("cannot reach {url} — is `imctl serve` running? ({source})")]
     Unreachable { url: String, source: reqwest::Error },
     #[error("the app-server answered code {code}: {message}")]
     Api { code: i32, message: String },
@@ -137,17 +157,49 @@ impl AppClient {
         body: &B,
         auth_token: Option<&str>,
     ) -> Result<Answer> {
-        let mut req = self.http.post(format!("{}{path}", self.base)).json(body);
+        self.post_url(&format!("{}{path}", self.base), path, body, auth_token)
+            .await
+    }
+
+    /// Asks the broker's `/route` (an absolute URL, from the login result)
+    /// where to connect.
+    pub async fn route(&self, route_url: &str, req: &RouteRequest) -> Result<RouteResult> {
+        self.post_url(route_url, "/route", req, None).await?.ok()
+    }
+
+    async fn post_url<B: Serialize>(
+        &self,
+        url: &str,
+        path: &str,
+        body: &B,
+        auth_token: Option<&str>,
+    ) -> Result<Answer> {
+        let mut req = self.http.post(url).json(body);
         if let Some(t) = auth_token {
             req = req.header(AUTH_TOKEN_HEADER, t);
         }
-        let resp = req.send().await.map_err(|e| self.send_error(path, e))?;
+        let failed = |e: reqwest::Error| {
+            if url.starts_with(&self.base) {
+                self.send_error(path, e)
+            } else if e.is_connect() {
+                ClientError::Unreachable {
+                    url: url.to_owned(),
+                    source: e,
+                }
+            } else {
+                ClientError::Http {
+                    context: format!("request to {url} failed"),
+                    source: e,
+                }
+            }
+        };
+        let resp = req.send().await.map_err(failed)?;
         let auth_token = resp
             .headers()
             .get(AUTH_TOKEN_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body: Value = resp.json().await.map_err(|e| self.send_error(path, e))?;
+        let body: Value = resp.json().await.map_err(failed)?;
         let code =
             body.get("code")
                 .and_then(Value::as_i64)
@@ -332,6 +384,40 @@ impl AppClient {
             return Err(ClientError::Status {
                 status: status.as_u16(),
                 message,
+            });
+        }
+        Ok(body)
+    }
+
+    /// `GET /config`: where the broker's `/route` is.
+    pub async fn config(&self) -> Result<ClientConfig> {
+        self.get_json("/config", &[]).await
+    }
+
+    /// Uploads a file to `/media` as the holder of an IM token; returns the
+    /// answer (`url`, `size`, `contentType`).
+    pub async fn upload(
+        &self,
+        im_token: &str,
+        content_type: &str,
+        bytes: Vec<u8>,
+    ) -> Result<Value> {
+        let path = "/media";
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(im_token)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(bytes)
+            .send()
+            .await
+            .map_err(|e| self.send_error(path, e))?;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            return Err(ClientError::Status {
+                status: status.as_u16(),
+                message: body["error"].as_str().unwrap_or("no details").to_owned(),
             });
         }
         Ok(body)

@@ -127,6 +127,15 @@ impl ChatConn {
         }
     }
 
+    /// The next push, waiting as long as it takes (the server's pings keep
+    /// an idle connection open).
+    pub async fn wait_push(&mut self) -> Result<Value> {
+        match self.pushes.pop_front() {
+            Some(v) => Ok(v),
+            None => self.read_frame_within(None).await,
+        }
+    }
+
     /// The next push with this `op`, dropping others.
     pub async fn next_op(&mut self, op: &str) -> Result<Value> {
         loop {
@@ -154,10 +163,18 @@ impl ChatConn {
     }
 
     async fn read_frame(&mut self) -> Result<Value> {
+        self.read_frame_within(Some(self.timeout)).await
+    }
+
+    /// Reads the next text frame; cancel-safe (nothing is consumed unless returned).
+    async fn read_frame_within(&mut self, timeout: Option<Duration>) -> Result<Value> {
         loop {
-            let next = tokio::time::timeout(self.timeout, self.ws.next())
-                .await
-                .map_err(|_| ChatError::Timeout(self.timeout))?;
+            let next = match timeout {
+                Some(t) => tokio::time::timeout(t, self.ws.next())
+                    .await
+                    .map_err(|_| ChatError::Timeout(t))?,
+                None => self.ws.next().await,
+            };
             match next {
                 Some(Ok(Message::Text(t))) => {
                     return serde_json::from_str(t.as_str())

@@ -2,6 +2,9 @@
 
 pub mod app;
 pub mod chat;
+pub mod live;
+pub mod login;
 pub mod profiles;
+pub mod session;
 
 pub use app::{AppClient, ClientError};

@@ -1,9 +1,12 @@
-//! Saved phone sessions of `imctl simulate`, keyed by app-server URL and
-//! mobile, in a JSON file only the owner can read (it holds authTokens).
+//! State the CLI keeps between runs, in JSON files only the owner can read
+//! (they hold tokens): phone sessions of `imctl simulate` (`phones.json`),
+//! keyed by app-server URL and mobile, and the chat sessions of
+//! `imctl client` (`clients.json`), keyed by app-server URL and user.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,16 +39,31 @@ pub fn default_state_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".imctl"))
 }
 
+/// Reads a state file; a missing file is the default value.
+fn load_json<T: DeserializeOwned + Default>(path: &Path) -> anyhow::Result<T> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .with_context(|| format!("{} is corrupt; delete it to start over", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Writes a state file atomically (temp file + rename), readable only by its owner.
+fn save_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    let dir = path.parent().expect("state files live in a directory");
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_string_pretty(value)?;
+    write_private(&tmp, text.as_bytes())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
 impl Profiles {
     pub fn load(state_dir: &Path) -> anyhow::Result<Self> {
         let path = state_dir.join("phones.json");
-        let file = match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text).with_context(|| {
-                format!("{} is corrupt; delete it to start over", path.display())
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => File::default(),
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-        };
+        let file = load_json(&path)?;
         Ok(Self { path, file })
     }
 
@@ -71,18 +89,67 @@ impl Profiles {
             .phones
             .retain(|p| !(p.app_server == profile.app_server && p.mobile == profile.mobile));
         self.file.phones.push(profile);
-        self.write()
+        save_json(&self.path, &self.file)
+    }
+}
+
+/// A chat client's saved login: enough to reconnect without logging in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientSession {
+    pub app_server: String,
+    pub user_id: String,
+    #[serde(default)]
+    pub mobile: Option<String>,
+    /// Kept across logins so the server sees one device.
+    pub client_id: String,
+    pub platform: i32,
+    pub im_token: String,
+    #[serde(default)]
+    pub auth_token: Option<String>,
+    pub route_url: String,
+    /// The highest inbox seq this device has shown; the next start syncs from here.
+    #[serde(default)]
+    pub last_seq: i64,
+    /// Milliseconds since the epoch.
+    pub saved_at: i64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ClientsFile {
+    clients: Vec<ClientSession>,
+}
+
+/// The saved sessions of `imctl client`.
+pub struct ClientSessions {
+    path: PathBuf,
+    file: ClientsFile,
+}
+
+impl ClientSessions {
+    pub fn load(state_dir: &Path) -> anyhow::Result<Self> {
+        let path = state_dir.join("clients.json");
+        let file = load_json(&path)?;
+        Ok(Self { path, file })
     }
 
-    fn write(&self) -> anyhow::Result<()> {
-        let dir = self.path.parent().expect("profiles live in a directory");
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let tmp = self.path.with_extension("json.tmp");
-        let text = serde_json::to_string_pretty(&self.file)?;
-        write_private(&tmp, text.as_bytes())
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, &self.path)
-            .with_context(|| format!("cannot write {}", self.path.display()))
+    /// The saved session of `who` (a user id, any case, or a mobile) on this app-server.
+    pub fn find(&self, app_server: &str, who: &str) -> Option<&ClientSession> {
+        self.file.clients.iter().find(|c| {
+            c.app_server == app_server
+                && (c.user_id.eq_ignore_ascii_case(who) || c.mobile.as_deref() == Some(who))
+        })
+    }
+
+    /// Replaces the session for the same server and user, then writes the file.
+    /// Re-reads the file first so several clients of different users can share it.
+    pub fn save(&mut self, session: ClientSession) -> anyhow::Result<()> {
+        self.file = load_json(&self.path)?;
+        self.file
+            .clients
+            .retain(|c| !(c.app_server == session.app_server && c.user_id == session.user_id));
+        self.file.clients.push(session);
+        save_json(&self.path, &self.file)
     }
 }
 
@@ -141,5 +208,33 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn client_sessions_are_found_by_user_or_mobile() {
+        let dir = tempfile::tempdir().unwrap();
+        let session = |user: &str, seq| ClientSession {
+            app_server: "http://a".into(),
+            user_id: user.into(),
+            mobile: Some("13800000001".into()),
+            client_id: "c".into(),
+            platform: 7,
+            im_token: "t".into(),
+            auth_token: None,
+            route_url: "http://a/route".into(),
+            last_seq: seq,
+            saved_at: 1,
+        };
+        let mut a = ClientSessions::load(dir.path()).unwrap();
+        let mut b = ClientSessions::load(dir.path()).unwrap();
+        a.save(session("alice", 1)).unwrap();
+        // A second process saving another user keeps alice.
+        b.save(session("bob", 2)).unwrap();
+        a.save(session("alice", 5)).unwrap();
+        let c = ClientSessions::load(dir.path()).unwrap();
+        assert_eq!(c.find("http://a", "ALICE").unwrap().last_seq, 5);
+        assert_eq!(c.find("http://a", "bob").unwrap().last_seq, 2);
+        assert!(c.find("http://b", "alice").is_none());
+        assert_eq!(c.file.clients.len(), 2);
     }
 }

@@ -1,12 +1,14 @@
 //! The command line: one module per subcommand, each an `Args` and a `run`.
 
 pub mod admin;
+pub mod client;
 pub mod serve;
 pub mod simulate;
 
 use clap::{Parser, Subcommand};
 
 use crate::client::ClientError;
+pub use crate::client::app::Failure;
 use crate::client::app::exit;
 
 const EXIT_CODES: &str = "\
@@ -14,9 +16,10 @@ Exit codes:
   0  success
   1  error (see the message)
   2  bad command line
-  3  the app-server cannot be reached
+  3  the app-server or broker cannot be reached
   4  the QR session is unknown, used up or expired
-  5  the server refused (wrong user, wrong state, cancelled, bad code)";
+  5  the server refused (wrong user, wrong state, cancelled, bad code, not a member)
+  6  timed out waiting (no ack, fewer messages than --count)";
 
 #[derive(Debug, Parser)]
 #[command(name = "imctl", version, about = "A local development stack for instant-messaging apps", after_help = EXIT_CODES)]
@@ -36,6 +39,8 @@ pub enum Command {
     /// Stand in for the phone: log in by SMS, scan, confirm, cancel, approve a web QR login
     #[command(after_help = EXIT_CODES)]
     Simulate(simulate::Args),
+    /// Chat in the terminal as a user (login, route, connect, sync), or script it with --send/--listen
+    Client(client::Args),
     /// Administer a running stack: users, connections, bans, mutes, system messages
     #[command(after_help = EXIT_CODES)]
     Admin(admin::Args),
@@ -59,6 +64,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args).await,
         Command::Simulate(args) => simulate::run(args).await,
         Command::Admin(args) => admin::run(args).await,
+        Command::Client(args) => client::run(args).await,
     }
 }
 
@@ -71,21 +77,4 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
                 .or_else(|| e.downcast_ref::<Failure>().map(|f| f.exit))
         })
         .unwrap_or(exit::ERROR)
-}
-
-/// A CLI failure with a chosen exit code.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct Failure {
-    pub exit: u8,
-    pub message: String,
-}
-
-impl Failure {
-    pub fn new(exit: u8, message: impl Into<String>) -> Self {
-        Self {
-            exit,
-            message: message.into(),
-        }
-    }
 }

@@ -10,12 +10,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use super::Failure;
-use crate::app_server::sms::is_valid_mobile;
 use crate::client::app::exit;
+use crate::client::login;
 use crate::client::profiles::{PhoneProfile, Profiles, default_state_dir};
 use crate::client::{AppClient, ClientError};
 use crate::store::now_ms;
-use crate::wire::http::{LoginResult, PcSessionInfo, PcSessionResult, ScannedResult, code};
+use crate::wire::http::{PcSessionInfo, PcSessionResult, code};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -125,7 +125,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Action::MobileLogin { mobile, user, code } => {
             let mobile = match (mobile, user) {
                 (Some(m), _) => m,
-                (None, Some(u)) => phone.mobile_of(&u).await?,
+                (None, Some(u)) => login::resolve_mobile(&phone.client, &u).await?,
                 (None, None) => unreachable!("clap requires one"),
             };
             let p = phone.mobile_login(&mobile, code.as_deref()).await?;
@@ -188,53 +188,15 @@ impl Phone {
         }
     }
 
-    /// The mobile of a user id, from the server's user list.
-    async fn mobile_of(&self, user: &str) -> anyhow::Result<String> {
-        let users = self.client.dev_users().await?;
-        let found = users
-            .iter()
-            .find(|u| u.user_id.eq_ignore_ascii_case(user))
-            .ok_or_else(|| {
-                let known: Vec<_> = users.iter().map(|u| u.user_id.as_str()).collect();
-                Failure::new(
-                    exit::ERROR,
-                    format!(
-                        "no user {user:?} on {}; known users: {}",
-                        self.client.base(),
-                        known.join(", ")
-                    ),
-                )
-            })?;
-        found.mobile.clone().ok_or_else(|| {
-            Failure::new(
-                exit::ERROR,
-                format!("user {user} has no mobile, so it cannot log in by SMS"),
-            )
-            .into()
-        })
-    }
-
-    /// A user id or a mobile → a mobile.
-    async fn resolve(&self, who: &str) -> anyhow::Result<String> {
-        if is_valid_mobile(who) {
-            Ok(who.to_owned())
-        } else {
-            self.mobile_of(who).await
-        }
-    }
-
     /// SMS login exactly as a phone does it, then saves the session.
     async fn mobile_login(
         &mut self,
         mobile: &str,
         code: Option<&str>,
     ) -> anyhow::Result<PhoneProfile> {
-        let code = match code {
-            Some(c) => c.to_owned(),
-            None => self.fetch_code(mobile).await?,
-        };
         let client_id = format!("imctl-phone-{mobile}");
-        let (result, auth_token) = self.client.login(mobile, &code, &client_id, 2).await?;
+        let (result, auth_token) =
+            login::sms_login(&self.client, mobile, code, &client_id, 2).await?;
         let profile = PhoneProfile {
             app_server: self.client.base().to_owned(),
             mobile: mobile.to_owned(),
@@ -247,37 +209,11 @@ impl Phone {
         Ok(profile)
     }
 
-    /// Requests a code and reads it from the dev outbox. When the resend
-    /// limit says no, a still-valid code sent earlier is used instead.
-    async fn fetch_code(&self, mobile: &str) -> anyhow::Result<String> {
-        let since = match self.client.send_code(mobile).await {
-            Ok(()) => None,
-            Err(e) if e.api_code() == Some(code::SEND_TOO_OFTEN) => {
-                let now = now_ms();
-                let outbox = self.client.dev_sms(mobile, None, None).await?;
-                return outbox.into_iter().find(|s| s.expires_at > now).map(|s| s.code).ok_or_else(|| {
-                    anyhow::Error::new(e).context("a code was requested moments ago and is not in the outbox; wait a minute or pass --code")
-                });
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let outbox = self
-            .client
-            .dev_sms(mobile, Some(Duration::from_secs(10)), since)
-            .await?;
-        outbox.into_iter().next().map(|s| s.code).ok_or_else(|| {
-            anyhow::anyhow!(
-                "the code sent to {mobile} did not appear in {}/_dev/sms",
-                self.client.base()
-            )
-        })
-    }
-
     /// The saved session of `who` (or of the last phone used), logging in if needed.
     async fn phone_for(&mut self, who: Option<&str>) -> anyhow::Result<PhoneProfile> {
         let base = self.client.base().to_owned();
         let mobile = match who {
-            Some(w) => self.resolve(w).await?,
+            Some(w) => login::resolve_mobile(&self.client, w).await?,
             None => match self.profiles.latest(&base) {
                 Some(p) => return Ok(p.clone()),
                 None => {
@@ -432,48 +368,13 @@ async fn web_login(
     spinner.enable_steady_tick(Duration::from_millis(100));
     spinner.set_message("waiting for a phone to scan");
 
-    let outcome = loop {
-        let answer = tokio::select! {
-            a = client.session_login(&token) => a?,
-            _ = tokio::time::sleep_until(deadline) => {
-                break Err(Failure::new(exit::SESSION_GONE, "gave up: nobody approved the QR login in time"));
-            }
-        };
-        match answer.code {
-            code::SUCCESS => {
-                let auth = answer.auth_token.clone().unwrap_or_default();
-                let result: LoginResult = answer.parse()?;
-                break Ok((result, auth));
-            }
-            code::SESSION_SCANNED => {
-                let who: ScannedResult = answer.parse()?;
-                spinner.set_message(format!(
-                    "scanned by {} ({}); waiting for confirmation on the phone",
-                    who.user_name, who.user_id
-                ));
-            }
-            code::SESSION_CANCELLED => {
-                break Err(Failure::new(
-                    exit::REFUSED,
-                    "the login was cancelled on the phone",
-                ));
-            }
-            // Only the long poll timed out (the session is live): poll again.
-            code::SESSION_EXPIRED if answer.result.is_some() => {}
-            code::SESSION_EXPIRED => {
-                break Err(Failure::new(
-                    exit::SESSION_GONE,
-                    format!("the QR session ended: {}", answer.message),
-                ));
-            }
-            other => {
-                break Err(Failure::new(
-                    exit::REFUSED,
-                    format!("unexpected answer code {other}: {}", answer.message),
-                ));
-            }
-        }
-    };
+    let outcome = login::wait_qr_login(&client, &token, deadline, |who| {
+        spinner.set_message(format!(
+            "scanned by {} ({}); waiting for confirmation on the phone",
+            who.user_name, who.user_id
+        ));
+    })
+    .await;
     spinner.finish_and_clear();
     if let Some(task) = approver {
         match task.await {

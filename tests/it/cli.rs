@@ -211,7 +211,7 @@ fn unreachable_server_is_exit_3_with_a_hint() {
     );
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains(&format!("cannot reach the app-server at {url}")),
+        stderr(&out).contains(&format!("cannot reach {url}")),
         "{}",
         stderr(&out)
     );

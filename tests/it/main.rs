@@ -7,6 +7,7 @@ mod common;
 mod admin;
 mod broker;
 mod cli;
+mod client;
 mod durability;
 mod login;
 mod media;

@@ -1,0 +1,470 @@
+//! A chat connection that stays up: logs in (or reuses a saved session),
+//! asks `/route`, connects, syncs from the last seq this device showed,
+//! reconnects with backoff when the connection drops, and keeps messages
+//! sent while disconnected until it is back (same `clientMsgId`, so the
+//! server stores each once). `imctl client` is built on it.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::app::{AppClient, Failure, exit};
+use super::chat::{ChatConn, ChatError};
+use super::login;
+use super::profiles::{ClientSession, ClientSessions};
+use super::session::Outgoing;
+use crate::store::now_ms;
+use crate::wire::http::code as api_code;
+use crate::wire::ws::{Ack, InboxEntry, RouteRequest, Synced, close, code};
+
+/// How to log in again when the saved token stops working.
+#[derive(Debug, Clone)]
+pub enum Relogin {
+    /// By SMS, as a phone does (the code from the dev outbox, or this one).
+    Sms {
+        mobile: String,
+        code: Option<String>,
+    },
+    /// Logged in by QR: only a person with a phone can do it again.
+    Qr,
+}
+
+/// What happened on the connection.
+#[derive(Debug)]
+pub enum Event {
+    /// (Re)connected and synced: the messages missed meanwhile, oldest first.
+    Connected {
+        entries: Vec<InboxEntry>,
+        /// The server's store was reset (its head is behind what we showed):
+        /// we started again from seq 0.
+        reset: bool,
+        reconnect: bool,
+    },
+    /// A server push.
+    Push(Value),
+    /// The connection dropped; reconnecting after `retry_in`.
+    Lost { reason: String, retry_in: Duration },
+    /// A reconnect attempt failed; trying again after `retry_in`.
+    RetryFailed { reason: String, retry_in: Duration },
+}
+
+/// Why connecting failed.
+enum LinkError {
+    /// The token is no longer good: log in again.
+    NeedLogin(String),
+    /// Worth retrying (the server is down, say).
+    Retry(anyhow::Error),
+    /// Not worth retrying (banned).
+    Fatal(anyhow::Error),
+}
+
+/// The highest seq below which every inbox entry has been seen.
+#[derive(Debug, Default)]
+struct Seqs {
+    done: i64,
+    ahead: BTreeSet<i64>,
+}
+
+impl Seqs {
+    fn see(&mut self, seq: i64) {
+        if seq <= self.done {
+            return;
+        }
+        self.ahead.insert(seq);
+        while self.ahead.remove(&(self.done + 1)) {
+            self.done += 1;
+        }
+        // A gap that never fills (shouldn't happen) must not grow without end:
+        // the next sync fills from `done`.
+        if self.ahead.len() > 10_000 {
+            self.ahead.clear();
+        }
+    }
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+const SYNC_PAGE: u32 = 200;
+
+pub struct Live {
+    app: AppClient,
+    saved: ClientSessions,
+    session: ClientSession,
+    relogin: Relogin,
+    /// A WebSocket URL that overrides `/route`'s answer.
+    broker: Option<String>,
+    conn: Option<ChatConn>,
+    seqs: Seqs,
+    outbox: VecDeque<Outgoing>,
+    backoff: Duration,
+    retry_at: Instant,
+    last_saved: Instant,
+    timeout: Duration,
+}
+
+impl Live {
+    /// Logs in (unless a saved session still works) and connects. With
+    /// `sync`, returns the messages since the last seq this device showed.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start(
+        app: AppClient,
+        saved: ClientSessions,
+        session: ClientSession,
+        relogin: Relogin,
+        broker: Option<String>,
+        timeout: Duration,
+        sync: bool,
+    ) -> anyhow::Result<(Self, Event)> {
+        let seqs = Seqs {
+            done: session.last_seq,
+            ahead: BTreeSet::new(),
+        };
+        let mut live = Self {
+            app,
+            saved,
+            session,
+            relogin,
+            broker,
+            conn: None,
+            seqs,
+            outbox: VecDeque::new(),
+            backoff: BACKOFF_MIN,
+            retry_at: Instant::now(),
+            last_saved: Instant::now(),
+            timeout,
+        };
+        let event = match live.establish(sync, false).await {
+            Ok(e) => e,
+            Err(LinkError::NeedLogin(why)) => {
+                tracing::info!(%why, "saved session refused; logging in again");
+                live.login_again(&why).await?;
+                match live.establish(sync, false).await {
+                    Ok(e) => e,
+                    Err(LinkError::NeedLogin(why)) => {
+                        anyhow::bail!("the broker refused a fresh login: {why}")
+                    }
+                    Err(LinkError::Retry(e) | LinkError::Fatal(e)) => return Err(e),
+                }
+            }
+            Err(LinkError::Retry(e) | LinkError::Fatal(e)) => return Err(e),
+        };
+        Ok((live, event))
+    }
+
+    pub fn user_id(&self) -> &str {
+        &self.session.user_id
+    }
+
+    pub fn app(&self) -> &AppClient {
+        &self.app
+    }
+
+    /// The IM token, for `Bearer` uploads to `/media`.
+    pub fn im_token(&self) -> &str {
+        &self.session.im_token
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    /// The next thing that happens: a push, a drop, a reconnect. Cancel-safe:
+    /// state changes only once an event is returned.
+    pub async fn next(&mut self) -> anyhow::Result<Event> {
+        if let Some(conn) = self.conn.as_mut() {
+            return match conn.wait_push().await {
+                Ok(frame) => Ok(Event::Push(frame)),
+                Err(e) => Ok(self.lost(e)),
+            };
+        }
+        tokio::time::sleep_until(self.retry_at).await;
+        match self.establish(true, true).await {
+            Ok(event) => Ok(event),
+            Err(LinkError::NeedLogin(why)) => {
+                self.login_again(&why).await?;
+                self.retry_at = Instant::now();
+                Ok(Event::RetryFailed {
+                    reason: format!("{why}; logged in again"),
+                    retry_in: Duration::ZERO,
+                })
+            }
+            Err(LinkError::Retry(e)) => Ok(self.retry_later(e)),
+            Err(LinkError::Fatal(e)) => Err(e),
+        }
+    }
+
+    fn lost(&mut self, e: ChatError) -> Event {
+        self.conn = None;
+        self.backoff = BACKOFF_MIN;
+        self.retry_at = Instant::now() + self.backoff;
+        Event::Lost {
+            reason: e.to_string(),
+            retry_in: self.backoff,
+        }
+    }
+
+    fn retry_later(&mut self, e: anyhow::Error) -> Event {
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        self.retry_at = Instant::now() + self.backoff;
+        Event::RetryFailed {
+            reason: format!("{e:#}"),
+            retry_in: self.backoff,
+        }
+    }
+
+    /// Route, connect, and (with `sync`) catch up. Commits nothing until it
+    /// has succeeded, so it can be cancelled.
+    async fn establish(&mut self, sync: bool, reconnect: bool) -> Result<Event, LinkError> {
+        let ws_url = match &self.broker {
+            Some(url) => url.clone(),
+            None => {
+                let req = RouteRequest {
+                    user_id: Some(self.session.user_id.clone()),
+                    client_id: Some(self.session.client_id.clone()),
+                    token: self.session.im_token.clone(),
+                };
+                match self.app.route(&self.session.route_url, &req).await {
+                    Ok(r) => r.ws_url,
+                    Err(e) if e.api_code() == Some(api_code::NOT_LOGGED_IN) => {
+                        return Err(LinkError::NeedLogin(e.to_string()));
+                    }
+                    Err(e) => return Err(LinkError::Retry(e.into())),
+                }
+            }
+        };
+        let (mut conn, connected) = match ChatConn::connect(
+            &ws_url,
+            &self.session.im_token,
+            &self.session.client_id,
+            self.session.platform,
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => return Err(classify(e)),
+        };
+        conn.set_timeout(self.timeout);
+        let mut since = self.seqs.done;
+        let reset = connected.head < since;
+        if reset {
+            since = 0;
+        }
+        let mut entries = Vec::new();
+        if sync {
+            loop {
+                let reply = conn
+                    .request(json!({"op": "sync", "since": since, "limit": SYNC_PAGE}))
+                    .await
+                    .map_err(classify)?;
+                let page: Synced = serde_json::from_value(reply)
+                    .map_err(|e| LinkError::Retry(anyhow::anyhow!("bad synced frame: {e}")))?;
+                since = page.entries.last().map_or(since, |e| e.seq);
+                entries.extend(page.entries);
+                if !page.more {
+                    break;
+                }
+            }
+        }
+        // Committed from here on: no await below.
+        // The entries count as seen once the caller has shown them (`seen`).
+        if reset {
+            self.seqs = Seqs::default();
+        }
+        self.conn = Some(conn);
+        self.backoff = BACKOFF_MIN;
+        Ok(Event::Connected {
+            entries,
+            reset,
+            reconnect,
+        })
+    }
+
+    /// Logs in again after the token stopped working, and saves the new session.
+    async fn login_again(&mut self, why: &str) -> anyhow::Result<()> {
+        let Relogin::Sms { mobile, code } = self.relogin.clone() else {
+            return Err(Failure::new(
+                exit::REFUSED,
+                format!(
+                    "the saved login no longer works ({why}); log in again with `imctl client --qr` or `--user`"
+                ),
+            )
+            .into());
+        };
+        let (result, auth) = login::sms_login(
+            &self.app,
+            &mobile,
+            code.as_deref(),
+            &self.session.client_id,
+            self.session.platform,
+        )
+        .await?;
+        self.session.im_token = result.token;
+        self.session.auth_token = Some(auth);
+        if let Some(r) = result.route_url {
+            self.session.route_url = r;
+        }
+        self.save()
+    }
+
+    /// Notes that the user has seen inbox entries up to `seq`: tells the
+    /// server (delivery receipts) and remembers it for the next start.
+    pub async fn seen(&mut self, seqs: impl IntoIterator<Item = i64>) {
+        let before = self.seqs.done;
+        for s in seqs {
+            self.seqs.see(s);
+        }
+        if self.seqs.done > before
+            && let Some(conn) = self.conn.as_mut()
+            && let Err(e) = conn
+                .notify(json!({"op": "recv", "upTo": self.seqs.done}))
+                .await
+        {
+            tracing::debug!(error = %e, "recv not sent; the next sync covers it");
+        }
+        if self.last_saved.elapsed() > Duration::from_secs(1) {
+            let _ = self.save();
+        }
+    }
+
+    /// Saves the session (token, last seq) for the next start.
+    pub fn save(&mut self) -> anyhow::Result<()> {
+        self.session.last_seq = self.seqs.done;
+        self.session.saved_at = now_ms();
+        self.last_saved = Instant::now();
+        self.saved.save(self.session.clone())
+    }
+
+    /// Sends a message. `Ok(Some(ack))` once stored; `Ok(None)` when the
+    /// connection is down: it is queued and sent after the reconnect.
+    /// `Err` when the server refused it.
+    pub async fn send(&mut self, out: Outgoing) -> Result<Option<Ack>, ChatError> {
+        let Some(conn) = self.conn.as_mut() else {
+            self.outbox.push_back(out);
+            return Ok(None);
+        };
+        let frame = json!({"op": "send", "conv": out.conv, "content": out.content, "clientMsgId": out.client_msg_id});
+        match conn.request(frame).await {
+            Ok(reply) => {
+                let ack: Ack = serde_json::from_value(reply)
+                    .map_err(|e| ChatError::Protocol(e.to_string()))?;
+                self.seqs.see(ack.seq);
+                Ok(Some(ack))
+            }
+            Err(e @ ChatError::Refused { .. }) => Err(e),
+            Err(e) => {
+                tracing::debug!(error = %e, "send failed; queued for the reconnect");
+                self.conn = None;
+                self.retry_at = Instant::now() + self.backoff;
+                self.outbox.push_back(out);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Sends what was queued while disconnected; each with its outcome.
+    pub async fn flush(&mut self) -> Vec<(Outgoing, Result<Option<Ack>, ChatError>)> {
+        let mut done = Vec::new();
+        while self.conn.is_some()
+            && let Some(out) = self.outbox.pop_front()
+        {
+            let result = self.send(out.clone()).await;
+            if matches!(result, Ok(None)) {
+                // Lost again: it is back in the queue.
+                break;
+            }
+            done.push((out, result));
+        }
+        done
+    }
+
+    pub fn queued(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// A request/reply on the connection; an error when disconnected.
+    pub async fn request(&mut self, frame: Value) -> Result<Value, ChatError> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(ChatError::Closed {
+                code: None,
+                reason: Some("not connected; reconnecting".into()),
+            });
+        };
+        match conn.request(frame).await {
+            Err(e @ (ChatError::Closed { .. } | ChatError::Socket(_) | ChatError::Timeout(_))) => {
+                self.conn = None;
+                self.retry_at = Instant::now() + self.backoff;
+                Err(e)
+            }
+            other => other,
+        }
+    }
+
+    /// A frame without a reply (`typing`); dropped when disconnected.
+    pub async fn notify(&mut self, frame: Value) {
+        if let Some(conn) = self.conn.as_mut() {
+            let _ = conn.notify(frame).await;
+        }
+    }
+
+    /// Saves, then closes politely.
+    pub async fn close(mut self) {
+        let _ = self.save();
+        if let Some(conn) = self.conn.take() {
+            conn.close().await;
+        }
+    }
+}
+
+/// Sorts a connection failure into log-in-again, retry, or give up.
+fn classify(e: ChatError) -> LinkError {
+    match &e {
+        ChatError::Refused { code: c, .. }
+            if *c == i64::from(code::TOKEN_EXPIRED) || *c == i64::from(code::TOKEN_INVALID) =>
+        {
+            LinkError::NeedLogin(e.to_string())
+        }
+        ChatError::Closed {
+            code: Some(close::AUTH_FAILED),
+            ..
+        } => LinkError::NeedLogin(e.to_string()),
+        ChatError::Closed {
+            code: Some(close::BANNED),
+            ..
+        } => LinkError::Fatal(Failure::new(exit::REFUSED, format!("banned: {e}")).into()),
+        ChatError::Refused { code: c, .. } if *c == i64::from(code::FORBIDDEN) => {
+            LinkError::Fatal(Failure::new(exit::REFUSED, e.to_string()).into())
+        }
+        ChatError::Refused { .. } => LinkError::Fatal(e.into()),
+        ChatError::Connect { .. } => LinkError::Retry(
+            Failure::new(
+                exit::UNREACHABLE,
+                format!("{e} — is `imctl serve` running?"),
+            )
+            .into(),
+        ),
+        _ => LinkError::Retry(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Seqs;
+
+    #[test]
+    fn seqs_advance_only_over_contiguous_entries() {
+        let mut s = Seqs {
+            done: 3,
+            ..Default::default()
+        };
+        s.see(2);
+        assert_eq!(s.done, 3);
+        s.see(5);
+        assert_eq!(s.done, 3);
+        s.see(4);
+        assert_eq!(s.done, 5);
+        s.see(6);
+        assert_eq!(s.done, 6);
+    }
+}
