@@ -14,3 +14,4 @@ mod media;
 mod persistence;
 mod qr_login;
 mod social;
+mod terminal;
