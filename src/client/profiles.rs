@@ -153,6 +153,14 @@ impl ClientSessions {
     }
 }
 
+/// Creates an empty file (and its directory) only its owner can read.
+pub fn create_private(path: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    write_private(path, b"").with_context(|| format!("cannot create {}", path.display()))
+}
+
 #[cfg(unix)]
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;

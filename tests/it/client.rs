@@ -404,3 +404,128 @@ async fn an_expired_saved_login_logs_in_again_and_fresh_ignores_it() {
         "--fresh logs in again"
     );
 }
+
+/// Runs a stdin script as `user`; returns the output.
+async fn script(state: &Path, url: &str, user: &str, lines: &str) -> Output {
+    let mut child = client(state, url, &["--user", user])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(lines.as_bytes()).await.unwrap();
+    drop(stdin);
+    child.wait_with_output().await.unwrap()
+}
+
+#[tokio::test]
+async fn groups_friends_profile_and_unread_from_a_script() {
+    let s = start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = script(
+        dir.path(),
+        &s.url,
+        "alice",
+        "/group create crew bob carol\nhello crew\n/group remove carol\n/group info\n/friend add bob it's alice\n/me\n/me Alice L.\n",
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("created #crew"), "{text}");
+    assert!(text.contains("[#crew] alice: hello crew"), "{text}");
+    assert!(text.contains("removed carol from #crew"), "{text}");
+    assert!(text.contains("#crew (g"), "{text}");
+    assert!(
+        text.lines().any(|l| l.trim() == "bob          member"),
+        "{text}"
+    );
+    assert!(
+        !text.lines().any(|l| l.trim().starts_with("carol ")),
+        "{text}"
+    );
+    assert!(text.contains("asked bob to be your friend"), "{text}");
+    assert!(
+        text.contains("alice (Alice Liu), mobile 13800000001"),
+        "{text}"
+    );
+    assert!(text.contains("your display name is now Alice L."), "{text}");
+
+    // Bob: accepts, sees alice online in /who, finds the group by name and
+    // its messages under an unread marker.
+    let out = script(
+        dir.path(),
+        &s.url,
+        "bob",
+        "/friend accept alice\n/who\n/to #crew\n/group leave\n",
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("you and alice are friends now"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("alice") && l.ends_with("offline")),
+        "{text}"
+    );
+    let marker = text.find("unread ────────").expect(&text);
+    let hello = text.rfind("[#crew] alice: hello crew").expect(&text);
+    assert!(marker < hello, "{text}");
+    assert!(text.contains("you left #crew"), "{text}");
+
+    // Refusals stop the script: not in the group any more.
+    let out = script(dir.path(), &s.url, "bob", "/msg #crew still here?\n").await;
+    assert_ne!(out.status.code(), Some(0), "{}", stdout(&out));
+}
+
+#[tokio::test]
+async fn send_image_uploads_and_sends() {
+    let s = start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("cat picture.png");
+    image::RgbImage::from_pixel(64, 48, image::Rgb([200, 100, 50]))
+        .save(&png)
+        .unwrap();
+    let out = script(
+        dir.path(),
+        &s.url,
+        "alice",
+        &format!("/to bob\n/send-image {}\n", png.display()),
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("[image 64x48 http"),
+        "{}",
+        stdout(&out)
+    );
+
+    let got = run(
+        dir.path(),
+        &s.url,
+        &["--user", "bob", "--listen", "--count", "1", "--json"],
+    )
+    .await;
+    let line = &json_lines(&got)[0];
+    assert_eq!(line["content"]["type"], "image");
+    assert_eq!(line["content"]["w"], 64);
+    assert_eq!(line["content"]["h"], 48);
+    let url = line["content"]["url"].as_str().unwrap();
+    let served = s.client.get_bytes(url).await.unwrap();
+    assert_eq!(served, std::fs::read(&png).unwrap());
+
+    // Not a picture: a clear error, nothing sent.
+    let notes = dir.path().join("notes.txt");
+    std::fs::write(&notes, "hello").unwrap();
+    let out = script(
+        dir.path(),
+        &s.url,
+        "alice",
+        &format!("/to bob\n/send-image {}\n", notes.display()),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("is not a PNG or JPEG picture"),
+        "{}",
+        stderr(&out)
+    );
+}

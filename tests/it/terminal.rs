@@ -192,6 +192,8 @@ async fn two_terminals_chat() {
     let message_at = screen.find("[alice] alice: hello from alice").unwrap();
     let prompt_at = screen.rfind("alice> half typed").unwrap();
     assert!(message_at < prompt_at, "{screen}");
+    // Bob's typing showed on alice's screen.
+    alice.wait_for("[bob] bob is typing…").await;
     // Bob's client acknowledged it: delivered. Bob reads it: read.
     alice
         .wait_for("✓✓ delivered to bob: “hello from alice”")
@@ -249,6 +251,25 @@ async fn two_terminals_chat() {
     alice.wait_for("[exited 0]").await;
     bob.line("/quit");
     bob.wait_for("[exited 0]").await;
+
+    // Input history persists: the next start recalls the last line with Up,
+    // and the saved login reconnects without a new SMS.
+    let again = tmux.run_client("alice-again", &s.url, "--user alice");
+    again.wait_for("logged in as alice").await;
+    again.press("Up");
+    again
+        .wait("the recalled line", |s| {
+            Pane::last_line(s) == "> /frobnicate"
+        })
+        .await;
+    assert_eq!(
+        s.client
+            .dev_sms("13800000001", None, None)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 fn on_disk(dir: &std::path::Path, app_port: u16, broker_port: u16) -> ServeConfig {

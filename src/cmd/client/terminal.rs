@@ -139,6 +139,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
     if history.exists() {
         let _ = rl.load_history(&history);
+    } else {
+        // Typed messages are private: create the file readable by its owner only.
+        let _ = crate::client::profiles::create_private(&history);
     }
     let printer = rl.create_external_printer()?;
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
@@ -234,9 +237,6 @@ fn read_lines(
                 let line = line.replace("\\\n", "\n");
                 if !line.trim().is_empty() {
                     let _ = rl.add_history_entry(line.as_str());
-                    if let Some(dir) = history.parent() {
-                        let _ = std::fs::create_dir_all(dir);
-                    }
                     let _ = rl.append_history(&history);
                 }
                 if ui.blocking_send(Ui::Line(line)).is_err() || done.recv().is_err() {
