@@ -16,6 +16,7 @@ pub mod broker;
 pub mod client;
 pub mod cmd;
 pub mod config;
+pub mod metrics;
 pub mod qr_image;
 pub mod server;
 pub mod store;

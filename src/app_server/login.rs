@@ -19,6 +19,7 @@ pub async fn send_code(
         return Err(ApiError::InvalidMobile(req.mobile));
     }
     let sms = state.sms.send(mobile)?;
+    state.broker.hub.metrics.sms_sent.inc();
     let expires = chrono::DateTime::from_timestamp_millis(sms.expires_at)
         .map(|t| {
             t.with_timezone(&chrono::Local)
@@ -69,6 +70,7 @@ pub async fn login(
         .issue_credentials(&user.id, &req.client_id, req.platform)
         .await?;
     info!(user = %user.id, platform = req.platform, register, "SMS login");
+    state.broker.hub.metrics.login("sms");
     Ok(Reply::with_auth_token(
         LoginResult {
             user_id: user.id,

@@ -67,6 +67,7 @@ pub fn app(state: AppState, extra_origins: &[String]) -> Router {
         .route("/avatar/{file}", get(web::avatar))
         .route("/healthz", get(web::healthz))
         .route("/readyz", get(web::readyz))
+        .route("/metrics", get(web::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(wrong_method)
         .layer(cors(extra_origins))

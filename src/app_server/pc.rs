@@ -79,6 +79,7 @@ pub async fn session_login(
             let creds = state
                 .issue_credentials(&user.id, &client_id, platform)
                 .await?;
+            state.broker.hub.metrics.login("qr");
             Reply::with_auth_token(
                 LoginResult {
                     user_id: user.id,

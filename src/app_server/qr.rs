@@ -355,6 +355,17 @@ impl QrBook {
             .collect()
     }
 
+    /// The state name of every live session.
+    pub fn states(&self) -> Vec<&'static str> {
+        let now = Instant::now();
+        let sessions = self.sessions.lock().unwrap();
+        sessions
+            .values()
+            .filter(|s| s.expires > now)
+            .map(|s| s.state.borrow().status.name())
+            .collect()
+    }
+
     /// Drops expired sessions.
     pub fn sweep(&self) {
         let now = Instant::now();

@@ -38,6 +38,20 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// Prometheus metrics (OpenMetrics text).
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let hub = &state.broker.hub;
+    let text = hub.metrics.render(hub.platforms(), state.qr.states());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
 /// `/avatar/{id}.svg`: a coloured disc with the id's initial, so fixture users
 /// have pictures without any network.
 pub async fn avatar(Path(file): Path<String>) -> Response {

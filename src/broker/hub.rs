@@ -1,12 +1,14 @@
 //! Who is connected: each user's live connections and their outgoing queues.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
 
 /// Frames queued per connection before it counts as too slow.
 pub const QUEUE: usize = 1024;
@@ -66,6 +68,8 @@ pub struct ConnInfo {
 pub struct Hub {
     users: Mutex<HashMap<String, Vec<(ConnHandle, ConnInfo)>>>,
     next_id: AtomicU64,
+    /// The process's metrics; the hub is what every part of the broker shares.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Hub {
@@ -134,11 +138,20 @@ impl Hub {
     /// Queues `frame` on every connection of `user` except `except`.
     pub fn deliver(&self, user: &str, frame: &Utf8Bytes, except: Option<u64>) {
         let users = self.users.lock().unwrap();
+        let mut sent = 0;
         for (conn, _) in users.get(user).into_iter().flatten() {
             if Some(conn.id) != except {
                 conn.send(frame.clone());
+                sent += 1;
             }
         }
+        self.metrics.deliveries.inc_by(sent);
+    }
+
+    /// The platform of every live connection.
+    pub fn platforms(&self) -> Vec<i32> {
+        let users = self.users.lock().unwrap();
+        users.values().flatten().map(|(_, i)| i.platform).collect()
     }
 
     pub fn is_online(&self, user: &str) -> bool {

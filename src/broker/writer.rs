@@ -191,8 +191,19 @@ async fn commit_batch(store: &Store, hub: &Hub, heads: &mut Heads, ops: Vec<Writ
             WriteOp::Group { .. } => unreachable!("group changes are committed on their own"),
         }
     }
+    let started = std::time::Instant::now();
     let results = match store.append(&sends, &delivered, heads).await {
-        Ok(r) => r,
+        Ok(r) => {
+            let m = &hub.metrics;
+            m.commit_seconds.observe(started.elapsed().as_secs_f64());
+            m.commit_batch.observe(sends.len() as f64);
+            let stored = r
+                .iter()
+                .filter(|a| matches!(a, Appended::Stored { .. }))
+                .count();
+            m.messages_stored.inc_by(stored as u64);
+            r
+        }
         Err(e) => {
             tracing::error!(error = %e, batch = sends.len(), "commit failed; nothing in the batch was stored");
             heads.clear();

@@ -11,6 +11,7 @@ mod client;
 mod durability;
 mod login;
 mod media;
+mod metrics;
 mod persistence;
 mod qr_login;
 mod social;
