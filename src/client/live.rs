@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::app::{AppClient, Failure, exit};
+use super::app::{AppClient, ClientError, Failure, exit};
 use super::chat::{ChatConn, ChatError};
 use super::login;
 use super::profiles::{ClientSession, ClientSessions};
@@ -85,6 +85,10 @@ impl Seqs {
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
+/// A connection that held this long starts the next backoff from the minimum.
+const STABLE: Duration = Duration::from_secs(10);
+/// Silence after which the client pings, and then gives the link up.
+const KEEPALIVE: Duration = Duration::from_secs(30);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 const SYNC_PAGE: u32 = 200;
 
@@ -100,8 +104,23 @@ pub struct Live {
     outbox: VecDeque<Outgoing>,
     backoff: Duration,
     retry_at: Instant,
+    /// When the current connection came up: backoff resets only after it held.
+    connected_at: Instant,
+    /// The highest seq a sync handed out: pushes up to it are duplicates
+    /// (the broker pushes from `connect` on, the sync comes after).
+    synced_max: i64,
+    /// A keepalive `ping` is out and unanswered.
+    pinged: bool,
     last_saved: Instant,
     timeout: Duration,
+}
+
+/// What `Live::wait` saw.
+pub enum Wait {
+    Event(Event),
+    /// Disconnected and the backoff is over: call `reconnect` (not inside a
+    /// `select!`, so a reconnect is never cut in half).
+    ReconnectDue,
 }
 
 impl Live {
@@ -132,6 +151,9 @@ impl Live {
             outbox: VecDeque::new(),
             backoff: BACKOFF_MIN,
             retry_at: Instant::now(),
+            connected_at: Instant::now(),
+            synced_max: 0,
+            pinged: false,
             last_saved: Instant::now(),
             timeout,
         };
@@ -170,37 +192,92 @@ impl Live {
         self.conn.is_some()
     }
 
-    /// The next thing that happens: a push, a drop, a reconnect. Cancel-safe:
-    /// state changes only once an event is returned.
+    /// The next thing that happens: a push, a drop, a reconnect.
     pub async fn next(&mut self) -> anyhow::Result<Event> {
-        if let Some(conn) = self.conn.as_mut() {
-            return match conn.wait_push().await {
-                Ok(frame) => Ok(Event::Push(frame)),
-                Err(e) => Ok(self.lost(e)),
-            };
+        match self.wait().await {
+            Wait::Event(e) => Ok(e),
+            Wait::ReconnectDue => self.reconnect().await,
         }
-        tokio::time::sleep_until(self.retry_at).await;
+    }
+
+    /// Waits for a push, a drop, or the end of the backoff. Cancel-safe:
+    /// nothing is consumed unless returned.
+    pub async fn wait(&mut self) -> Wait {
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                tokio::time::sleep_until(self.retry_at).await;
+                return Wait::ReconnectDue;
+            };
+            match tokio::time::timeout(KEEPALIVE, conn.wait_push()).await {
+                Ok(Ok(frame)) => {
+                    self.pinged = false;
+                    if frame["op"] == "msg"
+                        && frame["seq"].as_i64().is_some_and(|s| s <= self.synced_max)
+                    {
+                        continue;
+                    }
+                    if frame["op"] == "pong" && frame.get("id").is_none() {
+                        continue;
+                    }
+                    return Wait::Event(Event::Push(frame));
+                }
+                Ok(Err(e)) => return Wait::Event(self.lost(e.to_string())),
+                // Quiet for a while: ask; quiet again: the link is dead
+                // (a laptop slept, a network changed) even without a FIN.
+                Err(_) if !self.pinged => {
+                    self.pinged = true;
+                    if let Err(e) = conn.notify(json!({"op": "ping"})).await {
+                        return Wait::Event(self.lost(e.to_string()));
+                    }
+                }
+                Err(_) => {
+                    return Wait::Event(self.lost("the broker stopped answering".into()));
+                }
+            }
+        }
+    }
+
+    /// Reconnects (logging in again if the token stopped working). Not
+    /// cancel-safe: await it to the end.
+    pub async fn reconnect(&mut self) -> anyhow::Result<Event> {
         match self.establish(true, true).await {
             Ok(event) => Ok(event),
             Err(LinkError::NeedLogin(why)) => {
-                self.login_again(&why).await?;
-                self.retry_at = Instant::now();
-                Ok(Event::RetryFailed {
-                    reason: format!("{why}; logged in again"),
-                    retry_in: Duration::ZERO,
-                })
+                if let Err(e) = self.login_again(&why).await {
+                    // The app-server may be down for a moment: try again later.
+                    if e.chain()
+                        .any(|c| matches!(c.downcast_ref(), Some(ClientError::Unreachable { .. })))
+                    {
+                        return Ok(self.retry_later(e));
+                    }
+                    return Err(e);
+                }
+                match self.establish(true, true).await {
+                    Ok(event) => Ok(event),
+                    Err(LinkError::NeedLogin(why)) => {
+                        anyhow::bail!("the broker refused a fresh login: {why}")
+                    }
+                    Err(LinkError::Retry(e)) => Ok(self.retry_later(e)),
+                    Err(LinkError::Fatal(e)) => Err(e),
+                }
             }
             Err(LinkError::Retry(e)) => Ok(self.retry_later(e)),
             Err(LinkError::Fatal(e)) => Err(e),
         }
     }
 
-    fn lost(&mut self, e: ChatError) -> Event {
+    /// The connection is gone: back off, growing unless it had held a while.
+    fn lost(&mut self, reason: String) -> Event {
         self.conn = None;
-        self.backoff = BACKOFF_MIN;
+        self.pinged = false;
+        self.backoff = if self.connected_at.elapsed() >= STABLE {
+            BACKOFF_MIN
+        } else {
+            (self.backoff * 2).min(BACKOFF_MAX)
+        };
         self.retry_at = Instant::now() + self.backoff;
         Event::Lost {
-            reason: e.to_string(),
+            reason,
             retry_in: self.backoff,
         }
     }
@@ -260,7 +337,10 @@ impl Live {
                     .map_err(classify)?;
                 let page: Synced = serde_json::from_value(reply)
                     .map_err(|e| LinkError::Retry(anyhow::anyhow!("bad synced frame: {e}")))?;
-                since = page.entries.last().map_or(since, |e| e.seq);
+                let Some(last) = page.entries.last() else {
+                    break;
+                };
+                since = last.seq;
                 entries.extend(page.entries);
                 if !page.more {
                     break;
@@ -272,8 +352,10 @@ impl Live {
         if reset {
             self.seqs = Seqs::default();
         }
+        self.synced_max = entries.last().map_or(0, |e| e.seq);
         self.conn = Some(conn);
-        self.backoff = BACKOFF_MIN;
+        self.connected_at = Instant::now();
+        self.pinged = false;
         Ok(Event::Connected {
             entries,
             reset,
@@ -292,6 +374,11 @@ impl Live {
             )
             .into());
         };
+        // A given --code is single use: later logins read the dev outbox.
+        self.relogin = Relogin::Sms {
+            mobile: mobile.clone(),
+            code: None,
+        };
         let (result, auth) = login::sms_login(
             &self.app,
             &mobile,
@@ -302,9 +389,7 @@ impl Live {
         .await?;
         self.session.im_token = result.token;
         self.session.auth_token = Some(auth);
-        if let Some(r) = result.route_url {
-            self.session.route_url = r;
-        }
+        self.session.route_url = login::route_url(&self.app, result.route_url).await?;
         self.save()
     }
 
@@ -352,8 +437,12 @@ impl Live {
                 self.seqs.see(ack.seq);
                 Ok(Some(ack))
             }
-            Err(e @ ChatError::Refused { .. }) => Err(e),
+            Err(e @ ChatError::Refused { code: c, .. }) if c != i64::from(code::SERVER_ERROR) => {
+                Err(e)
+            }
             Err(e) => {
+                // Nothing was stored (a 500) or the link broke: keep it for
+                // the reconnect, which resends with the same clientMsgId.
                 tracing::debug!(error = %e, "send failed; queued for the reconnect");
                 self.conn = None;
                 self.retry_at = Instant::now() + self.backoff;
@@ -371,7 +460,10 @@ impl Live {
         {
             let result = self.send(out.clone()).await;
             if matches!(result, Ok(None)) {
-                // Lost again: it is back in the queue.
+                // Lost again: `send` queued it last; it goes back first, in order.
+                if let Some(back) = self.outbox.pop_back() {
+                    self.outbox.push_front(back);
+                }
                 break;
             }
             done.push((out, result));

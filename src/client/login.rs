@@ -97,6 +97,14 @@ pub async fn sms_login(
     Ok(client.login(mobile, &code, client_id, platform).await?)
 }
 
+/// The broker's `/route` URL: from the login result, else from `/config`.
+pub async fn route_url(client: &AppClient, from_login: Option<String>) -> anyhow::Result<String> {
+    match from_login {
+        Some(url) => Ok(url),
+        None => Ok(client.config().await?.route_url),
+    }
+}
+
 /// Long-polls `/session_login` until the QR session is confirmed, calling
 /// `on_scanned` when a phone scans it. Gives up at `deadline`.
 pub async fn wait_qr_login(

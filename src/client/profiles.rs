@@ -53,7 +53,8 @@ fn load_json<T: DeserializeOwned + Default>(path: &Path) -> anyhow::Result<T> {
 fn save_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
     let dir = path.parent().expect("state files live in a directory");
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let tmp = path.with_extension("json.tmp");
+    // A temp name of our own: two processes saving at once must not share it.
+    let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
     let text = serde_json::to_string_pretty(value)?;
     write_private(&tmp, text.as_bytes())
         .with_context(|| format!("cannot write {}", tmp.display()))?;
@@ -144,6 +145,21 @@ impl ClientSessions {
     /// Replaces the session for the same server and user, then writes the file.
     /// Re-reads the file first so several clients of different users can share it.
     pub fn save(&mut self, session: ClientSession) -> anyhow::Result<()> {
+        // Two clients (alice and bob in two terminals) save into one file:
+        // read-modify-write under an advisory lock so neither loses the other's update.
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let lock_path = self.path.with_extension("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("cannot open {}", lock_path.display()))?;
+        lock.lock()
+            .with_context(|| format!("cannot lock {}", lock_path.display()))?;
         self.file = load_json(&self.path)?;
         self.file
             .clients

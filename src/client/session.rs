@@ -32,11 +32,24 @@ pub struct Line {
 }
 
 impl Line {
+    /// A line to show; control characters other than newlines (what other
+    /// users typed may hold terminal escapes) are shown escaped, not obeyed.
     pub fn new(style: Style, text: impl Into<String>) -> Self {
-        Self {
-            style,
-            text: text.into(),
-        }
+        let text: String = text.into();
+        let text = if text.chars().any(|c| c.is_control() && c != '\n') {
+            text.chars()
+                .flat_map(|c| {
+                    if c.is_control() && c != '\n' {
+                        c.escape_default().collect::<Vec<_>>()
+                    } else {
+                        vec![c]
+                    }
+                })
+                .collect()
+        } else {
+            text
+        };
+        Self { style, text }
     }
     pub fn notice(text: impl Into<String>) -> Self {
         Self::new(Style::Notice, text)
@@ -172,8 +185,11 @@ pub fn parse_input(line: &str) -> Result<Input, String> {
     let words: Vec<String> = args.split_whitespace().map(str::to_owned).collect();
     let need = |what: &str| Err(format!("usage: {what}"));
     let cmd = match word {
-        "to" | "query" | "q" => match words.as_slice() {
+        // Group names may have spaces: `/to #the team`.
+        "to" | "query" => match words.as_slice() {
+            [] => return need("/to USER|#GROUP"),
             [one] => Command::To(Target::parse(one)?),
+            _ if args.starts_with('#') => Command::To(Target::parse(args)?),
             _ => return need("/to USER|#GROUP"),
         },
         "msg" | "m" => match args.split_once(char::is_whitespace) {
@@ -359,10 +375,20 @@ impl Session {
                 let id = if self.groups.contains_key(g) {
                     Some(g.clone())
                 } else {
-                    self.groups
+                    let named: Vec<&String> = self
+                        .groups
                         .iter()
-                        .find(|(_, name)| name.eq_ignore_ascii_case(g))
-                        .map(|(id, _)| id.clone())
+                        .filter(|(_, name)| name.eq_ignore_ascii_case(g))
+                        .map(|(id, _)| id)
+                        .collect();
+                    if named.len() > 1 {
+                        let ids: Vec<String> = named.iter().map(|id| format!("#{id}")).collect();
+                        return Err(format!(
+                            "several of your groups are called {g}; use the id: {}",
+                            ids.join(", ")
+                        ));
+                    }
+                    named.first().map(|id| (*id).clone())
                 };
                 id.map(|target| Conversation {
                     kind: ConvType::Group,
@@ -411,6 +437,18 @@ impl Session {
         }
     }
 
+    /// Forgets a group we left; if it was current, there is no current conversation.
+    pub fn left_group(&mut self, id: &str) {
+        self.groups.remove(id);
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|c| c.kind == ConvType::Group && c.target == id)
+        {
+            self.current = None;
+        }
+    }
+
     pub fn clear_unread(&mut self, conv: &Conversation) {
         self.unread.remove(conv);
     }
@@ -445,7 +483,7 @@ impl Session {
 
     /// The server stored a message of ours.
     pub fn on_ack(&mut self, client_msg_id: &str, ack: &Ack) -> Line {
-        let id = msg_number(&ack.msg_id);
+        let id = crate::store::parse_msg_id(&ack.msg_id);
         let label = match self
             .outgoing
             .iter_mut()
@@ -488,8 +526,12 @@ impl Session {
 
     /// The server refused a message; it is forgotten.
     pub fn on_refused(&mut self, client_msg_id: &str, why: &str) -> Line {
-        self.outgoing.retain(|o| o.client_msg_id != client_msg_id);
+        self.forget(client_msg_id);
         Line::error(format!("not sent: {why}"))
+    }
+
+    pub fn forget(&mut self, client_msg_id: &str) {
+        self.outgoing.retain(|o| o.client_msg_id != client_msg_id);
     }
 
     /// Renders a server push into lines (none for pushes not worth showing).
@@ -626,7 +668,7 @@ impl Session {
         let conv: Conversation = serde_json::from_value(frame["conv"].clone()).ok()?;
         let by = frame["by"].as_str()?.to_owned();
         let up_to_id = frame["upTo"].as_str()?;
-        let up_to = msg_number(up_to_id)?;
+        let up_to = crate::store::parse_msg_id(up_to_id)?;
         let read = frame["kind"] == "read";
         if by == self.me {
             // Our other device read this conversation.
@@ -870,11 +912,6 @@ impl Session {
 /// the server stores the message once.
 pub fn new_client_msg_id() -> String {
     format!("imctl-{}", crate::token::random_token(12))
-}
-
-/// `m1042` → 1042.
-fn msg_number(msg_id: &str) -> Option<i64> {
-    msg_id.strip_prefix('m')?.parse().ok()
 }
 
 /// Local wall-clock time of a server timestamp, `HH:MM`.
@@ -1187,6 +1224,29 @@ mod tests {
             "{lines:?}"
         );
         assert_eq!(s.state_of(&out.client_msg_id), Some(SendState::Read));
+    }
+
+    #[test]
+    fn terminal_escapes_from_peers_are_not_obeyed() {
+        let line = Line::new(Style::Incoming, "bob: \x1b[2Jgotcha\x07\nsecond");
+        assert_eq!(line.text, "bob: \\u{1b}[2Jgotcha\\u{7}\nsecond");
+    }
+
+    #[test]
+    fn group_names_with_spaces_and_twins() {
+        let mut s = Session::new("alice");
+        s.set_groups(&json!({"groups": [{"id": "g1", "name": "the team"}, {"id": "g2", "name": "dup"}, {"id": "g3", "name": "dup"}]}));
+        let Input::Command(Command::To(t)) = parse_input("/to #the team").unwrap() else {
+            panic!("not /to");
+        };
+        assert_eq!(s.resolve(&t).unwrap().target, "g1");
+        let err = s.resolve(&Target::Group("dup".into())).unwrap_err();
+        assert!(err.contains("#g2, #g3"), "{err}");
+        let g1 = s.resolve(&t).unwrap();
+        s.switch(g1);
+        s.left_group("g1");
+        assert!(s.current().is_none());
+        assert!(s.resolve(&t).is_err());
     }
 
     #[test]

@@ -29,8 +29,8 @@ mod terminal;
 #[derive(Debug, clap::Args)]
 #[command(after_help = AFTER_HELP)]
 pub struct Args {
-    /// Log in as this user: a user id (alice) or a mobile
-    #[arg(long, env = "IMCTL_USER", required_unless_present_any = ["qr", "mobile"], conflicts_with = "mobile")]
+    /// Log in as this user: a user id (alice) or a mobile (--mobile and --qr take precedence)
+    #[arg(long, env = "IMCTL_USER", required_unless_present_any = ["qr", "mobile"])]
     pub user: Option<String>,
 
     /// Log in by this mobile number
@@ -39,7 +39,7 @@ pub struct Args {
 
     /// Log in like a web or desktop client: show a QR code and wait for a phone
     /// (`imctl simulate approve --latest --as alice`) to approve it
-    #[arg(long, conflicts_with_all = ["user", "mobile", "code"])]
+    #[arg(long, conflicts_with_all = ["mobile", "code"])]
     pub qr: bool,
 
     /// The SMS code to log in with [default: read from the dev outbox]
@@ -136,20 +136,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// Logs in (or reuses the saved login) and connects.
-async fn open(args: &Args, sync: bool, quiet: bool) -> anyhow::Result<(Live, Event)> {
+async fn open(args: &Args, sync: bool) -> anyhow::Result<(Live, Event)> {
     let app = AppClient::new(&args.app_server);
     let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
     let mut saved = ClientSessions::load(&state_dir)?;
     let timeout = args.timeout.unwrap_or(SEND_TIMEOUT);
     let (session, relogin) = if args.qr {
-        let session = qr_login(&app, args, quiet).await?;
+        let mut session = qr_login(&app, args).await?;
+        // Same user on this machine: keep the place in the inbox.
+        if let Some(before) = saved.find(app.base(), &session.user_id) {
+            session.last_seq = before.last_seq;
+        }
         saved.save(session.clone())?;
         (session, Relogin::Qr)
     } else {
         let who = args
-            .user
+            .mobile
             .as_deref()
-            .or(args.mobile.as_deref())
+            .or(args.user.as_deref())
             .expect("clap requires --user, --mobile or --qr");
         let cached = saved.find(app.base(), who).cloned();
         match cached {
@@ -165,7 +169,9 @@ async fn open(args: &Args, sync: bool, quiet: bool) -> anyhow::Result<(Live, Eve
             }
             cached => {
                 let mobile = login::resolve_mobile(&app, who).await?;
-                let client_id = cached.map(|c| c.client_id).unwrap_or_else(new_client_id);
+                let (client_id, last_seq) = cached
+                    .map(|c| (c.client_id, c.last_seq))
+                    .unwrap_or_else(|| (new_client_id(), 0));
                 let (result, auth) = login::sms_login(
                     &app,
                     &mobile,
@@ -174,10 +180,7 @@ async fn open(args: &Args, sync: bool, quiet: bool) -> anyhow::Result<(Live, Eve
                     args.platform,
                 )
                 .await?;
-                let route_url = match result.route_url {
-                    Some(r) => r,
-                    None => app.config().await?.route_url,
-                };
+                let route_url = login::route_url(&app, result.route_url).await?;
                 let session = ClientSession {
                     app_server: app.base().to_owned(),
                     user_id: result.user_id,
@@ -187,7 +190,7 @@ async fn open(args: &Args, sync: bool, quiet: bool) -> anyhow::Result<(Live, Eve
                     im_token: result.token,
                     auth_token: Some(auth),
                     route_url,
-                    last_seq: 0,
+                    last_seq,
                     saved_at: now_ms(),
                 };
                 saved.save(session.clone())?;
@@ -218,38 +221,18 @@ fn new_client_id() -> String {
 }
 
 /// Shows a login QR on stderr and waits for a phone to approve it.
-async fn qr_login(app: &AppClient, args: &Args, quiet: bool) -> anyhow::Result<ClientSession> {
+async fn qr_login(app: &AppClient, args: &Args) -> anyhow::Result<ClientSession> {
     let client_id = new_client_id();
     let pc = app
         .pc_session(&client_id, args.platform, "imctl client")
         .await?;
     let qr_text = pc.qr_text.clone().unwrap_or_else(|| pc.token.clone());
-    if !quiet {
-        eprintln!("{}", crate::qr_image::terminal(&qr_text));
-        eprintln!("Scan with the app, or from another terminal:");
-        eprintln!("  imctl simulate approve --latest --as alice");
-    }
-    let spinner = indicatif::ProgressBar::new_spinner();
-    spinner.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
-            .expect("valid template"),
-    );
-    spinner.enable_steady_tick(Duration::from_millis(100));
-    spinner.set_message("waiting for a phone to scan");
+    eprintln!("{}", crate::qr_image::terminal(&qr_text));
+    eprintln!("Scan with the app, or from another terminal:");
+    eprintln!("  imctl simulate approve --latest --as alice");
     let deadline = Instant::now() + Duration::from_millis(pc.expired.max(0) as u64);
-    let outcome = login::wait_qr_login(app, &pc.token, deadline, |who| {
-        spinner.set_message(format!(
-            "scanned by {} ({}); waiting for confirmation on the phone",
-            who.user_name, who.user_id
-        ));
-    })
-    .await;
-    spinner.finish_and_clear();
-    let (result, auth) = outcome?;
-    let route_url = match result.route_url {
-        Some(r) => r,
-        None => app.config().await?.route_url,
-    };
+    let (result, auth) = super::wait_for_qr_login(app, &pc.token, deadline).await?;
+    let route_url = login::route_url(app, result.route_url).await?;
     Ok(ClientSession {
         app_server: app.base().to_owned(),
         user_id: result.user_id,
@@ -269,29 +252,28 @@ async fn send_one(args: Args) -> anyhow::Result<()> {
     let [to, text] = args.send.as_deref().expect("checked") else {
         unreachable!("clap takes two values");
     };
-    let timeout = args.timeout.unwrap_or(SEND_TIMEOUT);
-    let (live, _) = open(&args, false, true).await?;
-    let mut chat = Chat::new(live, Screen::Plain { json: args.json });
-    let deadline = Instant::now() + timeout;
     let target = Target::parse(to).map_err(|e| Failure::new(exit::ERROR, e))?;
+    let timeout = args.timeout.unwrap_or(SEND_TIMEOUT);
+    let deadline = Instant::now() + timeout;
+    let timed_out = |what: &str| {
+        anyhow::Error::from(Failure::new(
+            exit::TIMED_OUT,
+            format!("{what} within {}", humantime::format_duration(timeout)),
+        ))
+    };
+    let (live, _) = tokio::time::timeout_at(deadline, open(&args, false))
+        .await
+        .map_err(|_| timed_out("could not log in and connect"))??;
+    let mut chat = Chat::new(live, Screen::Plain { json: args.json }, true);
     let sent = tokio::time::timeout_at(deadline, async {
-        chat.prime().await;
         let conv = chat.resolve(&target).await?;
         let content = json!({"type": "text", "text": text});
-        chat.send_waiting(conv, content).await
+        let (out, _) = chat.session.compose(conv, content);
+        let ack = chat.deliver(&out).await?;
+        Ok::<_, anyhow::Error>((out, ack))
     })
     .await;
-    let result = match sent {
-        Ok(r) => r,
-        Err(_) => Err(Failure::new(
-            exit::TIMED_OUT,
-            format!(
-                "no ack from the broker within {}",
-                humantime::format_duration(timeout)
-            ),
-        )
-        .into()),
-    };
+    let result = sent.unwrap_or_else(|_| Err(timed_out("no ack from the broker")));
     chat.live.close().await;
     let (out, ack) = result?;
     if args.json {
@@ -307,7 +289,7 @@ async fn send_one(args: Args) -> anyhow::Result<()> {
 
 /// `--listen`: incoming messages, those missed first, one per line.
 async fn listen(args: Args) -> anyhow::Result<()> {
-    let (mut live, first) = open(&args, true, true).await?;
+    let (mut live, first) = open(&args, true).await?;
     let me = live.user_id().to_owned();
     let session = Session::new(&me);
     let deadline = args.timeout.map(|t| Instant::now() + t);
@@ -323,10 +305,12 @@ async fn listen(args: Args) -> anyhow::Result<()> {
                 entries
             }
             Event::Push(frame) if frame["op"] == "msg" => {
-                match serde_json::from_value::<InboxEntry>(frame) {
+                match serde_json::from_value::<InboxEntry>(frame.clone()) {
                     Ok(e) => vec![e],
                     Err(e) => {
                         eprintln!("unreadable message from the server: {e}");
+                        // Still counts as seen, or it would hold the saved seq back for good.
+                        live.seen(frame["seq"].as_i64()).await;
                         Vec::new()
                     }
                 }
@@ -356,23 +340,20 @@ async fn listen(args: Args) -> anyhow::Result<()> {
         if want.is_some_and(|n| got >= n) {
             break Ok(());
         }
-        event = match deadline {
-            Some(d) => tokio::select! {
-                e = live.next() => match e {
-                    Ok(e) => e,
-                    Err(e) => break Err(e),
-                },
-                _ = tokio::time::sleep_until(d) => {
-                    break 'outer match want {
-                        Some(n) => Err(Failure::new(exit::TIMED_OUT, format!("timed out: {got} of {n} messages arrived")).into()),
-                        None => Ok(()),
-                    };
-                }
-            },
-            None => match live.next().await {
+        let forever = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+        event = tokio::select! {
+            e = live.next() => match e {
                 Ok(e) => e,
                 Err(e) => break Err(e),
             },
+            _ = tokio::time::sleep_until(deadline.unwrap_or(forever)) => {
+                break 'outer match want {
+                    Some(n) => Err(Failure::new(exit::TIMED_OUT, format!("timed out: {got} of {n} messages arrived")).into()),
+                    None => Ok(()),
+                };
+            }
+            // Ctrl-C: stop, saving how far we got.
+            _ = tokio::signal::ctrl_c() => break Ok(()),
         };
     };
     live.close().await;
@@ -395,16 +376,32 @@ fn print_listened(session: &Session, entry: &InboxEntry, json: bool) {
 /// Commands from a non-terminal stdin, one per line; stops at the first failure.
 async fn script(args: Args) -> anyhow::Result<()> {
     use tokio::io::AsyncBufReadExt;
-    let (live, _) = open(&args, false, true).await?;
-    let mut chat = Chat::new(live, Screen::Plain { json: args.json });
+    let (live, _) = open(&args, false).await?;
+    let mut chat = Chat::new(live, Screen::Plain { json: args.json }, true);
     chat.prime().await;
-    if let Some(to) = &args.to {
-        chat.handle_line(&format!("/to {to}")).await?;
-    }
+    let timeout = args.timeout.unwrap_or(SEND_TIMEOUT);
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let first = args.to.as_ref().map(|to| format!("/to {to}"));
     let mut result = Ok(());
-    while let Some(line) = lines.next_line().await.context("cannot read stdin")? {
-        match chat.handle_line(&line).await {
+    let mut next = first;
+    loop {
+        let line = match next.take() {
+            Some(l) => l,
+            None => match lines.next_line().await.context("cannot read stdin")? {
+                Some(l) => l,
+                None => break,
+            },
+        };
+        let handled = tokio::time::timeout(timeout, chat.handle_line(&line))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Failure::new(
+                    exit::TIMED_OUT,
+                    format!("no answer within {}", humantime::format_duration(timeout)),
+                )
+                .into())
+            });
+        match handled {
             Ok(Flow::Quit) => break,
             Ok(Flow::Continue) => {}
             Err(e) => {
@@ -478,6 +475,9 @@ pub struct Chat {
     pub live: Live,
     pub session: Session,
     pub screen: Screen,
+    /// Scripted: a send waits for its ack (reconnecting if need be) instead
+    /// of staying queued, so a script's exit status means something.
+    strict: bool,
 }
 
 fn refused(e: ChatError) -> anyhow::Error {
@@ -497,12 +497,13 @@ fn user_error(message: String) -> anyhow::Error {
 }
 
 impl Chat {
-    pub fn new(live: Live, screen: Screen) -> Self {
+    pub fn new(live: Live, screen: Screen, strict: bool) -> Self {
         let session = Session::new(live.user_id());
         Self {
             live,
             session,
             screen,
+            strict,
         }
     }
 
@@ -538,41 +539,45 @@ impl Chat {
         self.session.resolve(target).map_err(user_error)
     }
 
-    /// Sends and waits for the ack, reconnecting if needed (scripted sends).
-    async fn send_waiting(
-        &mut self,
-        conv: Conversation,
-        content: Value,
-    ) -> anyhow::Result<(Outgoing, crate::wire::ws::Ack)> {
-        let (out, _) = self.session.compose(conv, content);
+    /// Sends a composed message and waits for its ack, reconnecting and
+    /// resending (same clientMsgId) if the link drops. A refusal is an error.
+    async fn deliver(&mut self, out: &Outgoing) -> anyhow::Result<crate::wire::ws::Ack> {
         if let Some(ack) = self.live.send(out.clone()).await.map_err(refused)? {
-            return Ok((out, ack));
+            return Ok(ack);
         }
-        // Queued: the connection dropped. Reconnect and flush.
         loop {
             if let Event::Connected { .. } = self.live.next().await? {
                 for (o, result) in self.live.flush().await {
-                    if o.client_msg_id == out.client_msg_id {
-                        match result.map_err(refused)? {
-                            Some(ack) => return Ok((out, ack)),
-                            None => break,
-                        }
+                    if o.client_msg_id == out.client_msg_id
+                        && let Some(ack) = result.map_err(refused)?
+                    {
+                        return Ok(ack);
                     }
                 }
             }
         }
     }
 
-    /// Sends a message, showing it and its ack (or that it is queued).
-    async fn send(&mut self, conv: Conversation, content: Value) {
+    /// Sends a message, showing it and its ack, or that it is queued until
+    /// the connection is back. A refusal comes back as an error.
+    async fn send(&mut self, conv: Conversation, content: Value) -> anyhow::Result<()> {
         let (out, line) = self.session.compose(conv, content);
         self.screen.show([line]);
-        let shown = match self.live.send(out.clone()).await {
+        let sent = if self.strict {
+            self.deliver(&out).await.map(Some)
+        } else {
+            self.live.send(out.clone()).await.map_err(refused)
+        };
+        let shown = match sent {
             Ok(Some(ack)) => self.session.on_ack(&out.client_msg_id, &ack),
             Ok(None) => self.session.on_queued(&out),
-            Err(e) => self.session.on_refused(&out.client_msg_id, &e.to_string()),
+            Err(e) => {
+                self.session.forget(&out.client_msg_id);
+                return Err(e.context("not sent"));
+            }
         };
         self.screen.show([shown]);
+        Ok(())
     }
 
     /// Shows what happened on the connection.
@@ -622,10 +627,17 @@ impl Chat {
                 }
             }
             Event::Push(frame) => {
-                if frame["op"] == "msg"
-                    && let Ok(entry) = serde_json::from_value::<InboxEntry>(frame.clone())
-                {
-                    self.show_entries(std::slice::from_ref(&entry), 0).await;
+                if frame["op"] == "msg" {
+                    match serde_json::from_value::<InboxEntry>(frame.clone()) {
+                        Ok(entry) => self.show_entries(std::slice::from_ref(&entry), 0).await,
+                        Err(e) => {
+                            self.screen.show([Line::error(format!(
+                                "unreadable message from the server: {e}"
+                            ))]);
+                            // Seen anyway, or it would hold the saved seq back for good.
+                            self.live.seen(frame["seq"].as_i64()).await;
+                        }
+                    }
                     return;
                 }
                 let lines = self.session.on_push(&frame);
@@ -680,7 +692,8 @@ impl Chat {
             Input::Empty => {}
             Input::Text(text) => {
                 let conv = self.session.require_current().map_err(user_error)?;
-                self.send(conv, json!({"type": "text", "text": text})).await;
+                self.send(conv, json!({"type": "text", "text": text}))
+                    .await?;
             }
             Input::Command(cmd) => return self.command(cmd).await,
         }
@@ -699,7 +712,8 @@ impl Chat {
             }
             Command::Msg(target, text) => {
                 let conv = self.resolve(&target).await?;
-                self.send(conv, json!({"type": "text", "text": text})).await;
+                self.send(conv, json!({"type": "text", "text": text}))
+                    .await?;
             }
             Command::History(n) => {
                 let conv = self.session.require_current().map_err(user_error)?;
@@ -795,8 +809,10 @@ impl Chat {
                 self.request(json!({"op": "group.leave", "group": conv.target}))
                     .await?;
                 let label = self.session.label(&conv);
-                self.screen
-                    .show([Line::notice(format!("you left {label}"))]);
+                self.session.left_group(&conv.target);
+                self.screen.show([Line::notice(format!(
+                    "you left {label}; /to picks the next conversation"
+                ))]);
             }
             Command::GroupInfo => {
                 let conv = self.session.require_group().map_err(user_error)?;
@@ -832,7 +848,7 @@ impl Chat {
             Command::SendImage(path) => {
                 let conv = self.session.require_current().map_err(user_error)?;
                 let content = self.upload_image(&path).await?;
-                self.send(conv, content).await;
+                self.send(conv, content).await?;
             }
             Command::Me(None) => {
                 let reply = self.request(json!({"op": "profile.get"})).await?;

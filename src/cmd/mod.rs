@@ -78,3 +78,27 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         })
         .unwrap_or(exit::ERROR)
 }
+
+/// Long-polls a QR login with a spinner on stderr that follows each state.
+pub async fn wait_for_qr_login(
+    app: &crate::client::AppClient,
+    token: &str,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<(crate::wire::http::LoginResult, String)> {
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+            .expect("valid template"),
+    );
+    spinner.enable_steady_tick(std::time::Duration::from_millis(100));
+    spinner.set_message("waiting for a phone to scan");
+    let outcome = crate::client::login::wait_qr_login(app, token, deadline, |who| {
+        spinner.set_message(format!(
+            "scanned by {} ({}); waiting for confirmation on the phone",
+            who.user_name, who.user_id
+        ));
+    })
+    .await;
+    spinner.finish_and_clear();
+    outcome
+}

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use super::Failure;
@@ -361,21 +360,7 @@ async fn web_login(
         })
     });
 
-    let spinner = ProgressBar::new_spinner();
-    spinner.set_style(
-        ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"),
-    );
-    spinner.enable_steady_tick(Duration::from_millis(100));
-    spinner.set_message("waiting for a phone to scan");
-
-    let outcome = login::wait_qr_login(&client, &token, deadline, |who| {
-        spinner.set_message(format!(
-            "scanned by {} ({}); waiting for confirmation on the phone",
-            who.user_name, who.user_id
-        ));
-    })
-    .await;
-    spinner.finish_and_clear();
+    let outcome = super::wait_for_qr_login(&client, &token, deadline).await;
     if let Some(task) = approver {
         match task.await {
             Ok(Ok(())) => {}

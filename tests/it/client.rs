@@ -370,6 +370,19 @@ async fn stdin_lines_are_messages_and_commands() {
         stderr(&out)
     );
     assert!(!stdout(&out).contains("never"));
+
+    // A message the server refuses fails the script too (exit 5), and the
+    // lines after it do not run.
+    let out = script(
+        dir.path(),
+        &s.url,
+        "alice",
+        "/msg ghost hi\n/msg bob after\n",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not sent"), "{}", stderr(&out));
+    assert!(!stdout(&out).contains("after"), "{}", stdout(&out));
 }
 
 #[tokio::test]

@@ -21,6 +21,7 @@ use rustyline::{
 use tokio::sync::mpsc;
 
 use super::{Args, Chat, Flow, Screen, Shared, SharedState, open};
+use crate::client::live::Wait;
 use crate::client::profiles::default_state_dir;
 use crate::client::session::{Line, command_words};
 
@@ -111,7 +112,7 @@ impl Validator for ChatHelper {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let (live, first) = open(&args, true, false).await?;
+    let (live, first) = open(&args, true).await?;
     let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
     let history = state_dir.join(format!(
         "history-{}.txt",
@@ -151,6 +152,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             printer: Box::new(printer),
             color,
         },
+        false,
     );
     chat.prime().await;
     let me = chat.live.user_id().to_owned();
@@ -190,23 +192,38 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 Some(Ui::Eof) | None => break Ok(()),
                 Some(Ui::Failed(e)) => break Err(anyhow::anyhow!("the terminal failed: {e}")),
             },
-            event = chat.live.next() => match event {
-                Ok(event) => {
-                    chat.on_event(event).await;
-                    publish(&chat, &shared);
+            wait = chat.live.wait() => {
+                // A reconnect runs to its end here, outside the select.
+                let event = match wait {
+                    Wait::Event(e) => Ok(e),
+                    Wait::ReconnectDue => chat.live.reconnect().await,
+                };
+                match event {
+                    Ok(event) => {
+                        chat.on_event(event).await;
+                        publish(&chat, &shared);
+                    }
+                    Err(e) => break Err(e),
                 }
-                Err(e) => break Err(e),
             },
         }
     };
     drop(done_tx);
+    let queued = chat.live.queued();
+    if queued > 0 {
+        chat.screen.show([Line::error(format!(
+            "{queued} queued message{} not sent: the connection never came back",
+            if queued == 1 { " was" } else { "s were" }
+        ))]);
+    }
     chat.live.close().await;
     if reader.is_finished() {
         let _ = reader.join();
     } else {
-        // Still inside readline (we are leaving because of the server):
-        // put the terminal back the way we found it.
+        // Still inside readline (we are leaving because of the server): put
+        // the terminal back the way we found it, bracketed paste off too.
         termios::restore(saved_termios);
+        print!("\x1b[?2004l");
         println!();
     }
     outcome
