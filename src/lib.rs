@@ -12,6 +12,7 @@
 //! - [`cmd`] is the command line: one module per subcommand.
 
 pub mod app_server;
+pub mod bench;
 pub mod broker;
 pub mod client;
 pub mod cmd;

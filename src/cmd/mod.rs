@@ -1,6 +1,7 @@
 //! The command line: one module per subcommand, each an `Args` and a `run`.
 
 pub mod admin;
+pub mod bench;
 pub mod client;
 pub mod serve;
 pub mod simulate;
@@ -41,6 +42,8 @@ pub enum Command {
     Simulate(simulate::Args),
     /// Chat in the terminal as a user (login, route, connect, sync), or script it with --send/--listen
     Client(client::Args),
+    /// Measure a stack: 1:1 chat, group fan-out, idle connections, QR logins
+    Bench(bench::Args),
     /// Administer a running stack: users, connections, bans, mutes, system messages
     #[command(after_help = EXIT_CODES)]
     Admin(admin::Args),
@@ -65,6 +68,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Simulate(args) => simulate::run(args).await,
         Command::Admin(args) => admin::run(args).await,
         Command::Client(args) => client::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
     }
 }
 

@@ -5,6 +5,7 @@
 mod common;
 
 mod admin;
+mod bench;
 mod broker;
 mod cli;
 mod client;

@@ -1,0 +1,315 @@
+//! `imctl bench`: load scenarios against a running stack or one it spawns.
+//! Each scenario logs its users in through the login API (with the super
+//! code), drives the broker with lean WebSocket clients, and returns a
+//! `Report`: counts, rates and HDR latency histograms.
+
+mod chat;
+mod connect;
+mod login;
+
+pub use chat::{ChatOpts, GroupOpts, chat, group};
+pub use connect::{ConnectOpts, connect};
+pub use login::{LoginOpts, login};
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+use crate::client::AppClient;
+use crate::wire::http::LoginResult;
+use crate::wire::ws::RouteRequest;
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The stack under load: its URLs, and the child process when spawned.
+pub struct Target {
+    pub app: AppClient,
+    pub super_code: String,
+    child: Option<Child>,
+    _data: Option<tempfile::TempDir>,
+}
+
+/// How to get a stack to measure.
+#[derive(Debug, Clone)]
+pub enum Stack {
+    /// A running `imctl serve`.
+    Running { app_server: String },
+    /// Start `imctl serve` as a child: in memory, or on disk (a temp dir
+    /// when no directory is given).
+    Spawn {
+        ephemeral: bool,
+        data_dir: Option<std::path::PathBuf>,
+    },
+}
+
+impl Target {
+    pub async fn open(stack: &Stack, super_code: &str) -> anyhow::Result<Self> {
+        let (app_url, child, data) = match stack {
+            Stack::Running { app_server } => (app_server.clone(), None, None),
+            Stack::Spawn {
+                ephemeral,
+                data_dir,
+            } => {
+                let (temp, dir) = match (ephemeral, data_dir) {
+                    (true, _) => (None, None),
+                    (false, Some(d)) => (None, Some(d.clone())),
+                    (false, None) => {
+                        let t = tempfile::tempdir().context("cannot create a temp data dir")?;
+                        let d = t.path().to_path_buf();
+                        (Some(t), Some(d))
+                    }
+                };
+                let (child, url) = spawn_serve(dir.as_deref(), super_code)?;
+                (url, Some(child), temp)
+            }
+        };
+        let target = Self {
+            app: AppClient::new(&app_url),
+            super_code: super_code.to_owned(),
+            child,
+            _data: data,
+        };
+        target
+            .app
+            .config()
+            .await
+            .context("the app-server does not answer /config")?;
+        Ok(target)
+    }
+
+    /// The server's resident memory in bytes, from `/metrics`.
+    pub async fn rss(&self) -> anyhow::Result<u64> {
+        let text = self
+            .app
+            .get_bytes(&format!("{}/metrics", self.app.base()))
+            .await?;
+        let text = String::from_utf8_lossy(&text);
+        text.lines()
+            .find_map(|l| l.strip_prefix("imctl_process_resident_memory_bytes "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|v| v as u64)
+            .context("no imctl_process_resident_memory_bytes in /metrics (not Linux?)")
+    }
+
+    /// Logs in `n` bench users (mobiles from `base`), `concurrency` at a time.
+    pub async fn users(
+        &self,
+        base: u64,
+        n: usize,
+        concurrency: usize,
+    ) -> anyhow::Result<Vec<LoginResult>> {
+        let mut out = Vec::with_capacity(n);
+        let mobiles: Vec<String> = (0..n as u64).map(|i| bench_mobile(base + i)).collect();
+        for chunk in mobiles.chunks(concurrency.max(1)) {
+            let logins = chunk.iter().map(|m| {
+                let app = self.app.clone();
+                let code = self.super_code.clone();
+                let m = m.clone();
+                async move {
+                    app.login(&m, &code, &format!("bench-{m}"), 2)
+                        .await
+                        .map(|(r, _)| r)
+                        .with_context(|| format!("bench login of {m} (is the super code {code}?)"))
+                }
+            });
+            for r in futures_util::future::join_all(logins).await {
+                out.push(r?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The broker's WebSocket URL, asked from `/route` as a client would.
+    pub async fn ws_url(&self, user: &LoginResult) -> anyhow::Result<String> {
+        let route_url = crate::client::login::route_url(&self.app, user.route_url.clone()).await?;
+        let route = self
+            .app
+            .route(
+                &route_url,
+                &RouteRequest {
+                    user_id: Some(user.user_id.clone()),
+                    client_id: None,
+                    token: user.token.clone(),
+                },
+            )
+            .await?;
+        Ok(route.ws_url)
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A valid mobile number for bench user `i` (`177` + 8 digits).
+pub fn bench_mobile(i: u64) -> String {
+    format!("177{:08}", i % 100_000_000)
+}
+
+/// Starts `imctl serve` on free ports; returns it and the app-server URL
+/// read from its banner.
+fn spawn_serve(
+    data_dir: Option<&std::path::Path>,
+    super_code: &str,
+) -> anyhow::Result<(Child, String)> {
+    use std::io::{BufRead, BufReader};
+    let exe = std::env::current_exe().context("cannot find the imctl binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "serve",
+        "--app-port",
+        "0",
+        "--broker-port",
+        "0",
+        "--log",
+        "warn",
+    ])
+    .args(["--super-code", super_code])
+    .env_remove("IMCTL_APP_PORT")
+    .env_remove("IMCTL_BROKER_PORT")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
+    match data_dir {
+        Some(d) => cmd.arg("--data-dir").arg(d),
+        None => cmd.arg("--ephemeral"),
+    };
+    let mut child = cmd.spawn().context("cannot start imctl serve")?;
+    let stdout = child.stdout.take().expect("piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut app = None;
+    for line in lines.by_ref().map_while(Result::ok) {
+        if let Some(u) = line.trim().strip_prefix("web page") {
+            app = Some(u.trim().trim_end_matches('/').to_owned());
+            break;
+        }
+    }
+    // Keep draining so the child never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    match app {
+        Some(url) => Ok((child, url)),
+        None => {
+            let _ = child.kill();
+            anyhow::bail!("imctl serve exited before printing its banner")
+        }
+    }
+}
+
+/// Opens a WebSocket and sends `connect`; returns once `connected` arrives.
+pub async fn connect_ws(ws_url: &str, token: &str, client_id: &str) -> anyhow::Result<Ws> {
+    let (mut ws, _) = connect_async(ws_url)
+        .await
+        .with_context(|| format!("cannot connect to {ws_url}"))?;
+    let hello =
+        json!({"id": 1, "op": "connect", "token": token, "clientId": client_id, "platform": 2});
+    ws.send(Message::text(hello.to_string())).await?;
+    while let Some(frame) = ws.next().await {
+        if let Message::Text(t) = frame? {
+            let v: Value = serde_json::from_str(t.as_str())?;
+            match v["op"].as_str() {
+                Some("connected") => return Ok(ws),
+                Some("error") => anyhow::bail!("connect refused: {}", v["message"]),
+                _ => {}
+            }
+        }
+    }
+    anyhow::bail!("the broker closed the connection during connect")
+}
+
+/// A latency histogram in microseconds, 1 µs to 1 min, 3 significant digits.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+/// Microseconds since `t0`, as recorded in bench messages.
+pub fn micros_since(t0: Instant) -> u64 {
+    t0.elapsed().as_micros() as u64
+}
+
+/// Percentiles of a histogram, in milliseconds.
+pub fn latency_json(h: &Histogram<u64>) -> Value {
+    let ms = |us: u64| (us as f64 / 1000.0 * 1000.0).round() / 1000.0;
+    json!({
+        "count": h.len(),
+        "p50_ms": ms(h.value_at_quantile(0.50)),
+        "p90_ms": ms(h.value_at_quantile(0.90)),
+        "p99_ms": ms(h.value_at_quantile(0.99)),
+        "p999_ms": ms(h.value_at_quantile(0.999)),
+        "max_ms": ms(h.max()),
+    })
+}
+
+/// One line of a latency summary.
+pub fn latency_line(h: &Histogram<u64>) -> String {
+    if h.is_empty() {
+        return "no samples".into();
+    }
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    format!(
+        "p50 {:.2} ms · p90 {:.2} · p99 {:.2} · p99.9 {:.2} · max {:.2}  ({} samples)",
+        ms(0.5),
+        ms(0.9),
+        ms(0.99),
+        ms(0.999),
+        h.max() as f64 / 1000.0,
+        h.len()
+    )
+}
+
+/// What a scenario measured: rows for people, JSON for machines.
+pub struct Report {
+    pub scenario: &'static str,
+    pub rows: Vec<(String, String)>,
+    pub json: Value,
+}
+
+impl Report {
+    pub fn table(&self) -> String {
+        let width = self.rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        let mut out = format!("imctl bench {}\n", self.scenario);
+        for (k, v) in &self.rows {
+            out.push_str(&format!("  {k:<width$}  {v}\n"));
+        }
+        out
+    }
+}
+
+/// A spinner on stderr that shows a live figure while a scenario runs.
+pub fn progress(what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {prefix} {msg} ({elapsed})")
+            .expect("valid template"),
+    );
+    bar.set_prefix(what.to_owned());
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}
+
+/// Raises the open-file limit to its hard maximum (connections are files).
+pub fn raise_nofile() -> u64 {
+    #[cfg(unix)]
+    // SAFETY: getrlimit/setrlimit on a struct we own.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            if lim.rlim_cur < lim.rlim_max {
+                lim.rlim_cur = lim.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+            return lim.rlim_cur as u64;
+        }
+    }
+    0
+}
