@@ -203,6 +203,9 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
         shutdown: shutdown.clone(),
     });
     tokio::spawn(app_server::sweep(state.clone()));
+    if database.is_some() {
+        tokio::spawn(checkpoints(state.store.clone(), shutdown.clone()));
+    }
     let router = app_server::app(state.clone(), &config.cors_origin);
     let stop = shutdown.clone();
     let server = tokio::spawn(app_server::serve(listener, router, async move {
@@ -226,4 +229,20 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
         broker_server,
         writer,
     })
+}
+
+/// Checkpoints the WAL every 250 ms, off the writer's path.
+async fn checkpoints(store: crate::store::Store, stop: CancellationToken) {
+    let mut every = tokio::time::interval(std::time::Duration::from_millis(250));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {
+                if let Err(e) = store.checkpoint().await {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                }
+            }
+        }
+    }
 }

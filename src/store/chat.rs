@@ -374,7 +374,8 @@ impl Store {
         heads: &mut Heads,
     ) -> Result<Vec<Appended>> {
         let now = now_ms();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut dedicated = self.writer_conn().await;
+        let mut tx = self.begin_write(&mut dedicated).await?;
         let (out, advanced) = append_in(&mut tx, batch, heads, now).await?;
         Self::upsert_devices(&mut tx, delivered, now).await?;
         tx.commit().await?;

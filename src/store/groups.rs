@@ -186,7 +186,8 @@ impl Store {
         heads: &mut Heads,
     ) -> Result<Result<GroupOutcome, Refusal>> {
         let now = now_ms();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut dedicated = self.writer_conn().await;
+        let mut tx = self.begin_write(&mut dedicated).await?;
         let planned = match plan(&mut tx, actor, change, now).await? {
             Ok(p) => p,
             Err(refusal) => return Ok(Err(refusal)),

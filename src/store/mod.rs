@@ -17,11 +17,14 @@ pub use social::{FriendRequest, Media, Requested};
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::{Connection, Sqlite};
 
 use crate::token::token_hash;
 use crate::wire::http::UserSummary;
@@ -78,6 +81,11 @@ pub struct AuthSession {
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// The broker writer's own connection (on-disk stores only). In WAL mode
+    /// a connection drops its page cache whenever another one has written,
+    /// so commits that hop between pool connections start cold; one
+    /// connection for the writer keeps the hot pages cached.
+    writer: Arc<tokio::sync::Mutex<Option<PoolConnection<Sqlite>>>>,
 }
 
 impl Store {
@@ -101,7 +109,10 @@ impl Store {
                     .journal_mode(SqliteJournalMode::Wal)
                     // In WAL mode NORMAL loses nothing on a process crash
                     // (only on power loss) and saves an fsync per commit.
-                    .synchronous(SqliteSynchronous::Normal),
+                    .synchronous(SqliteSynchronous::Normal)
+                    // Checkpoints (and their fsyncs) run from `checkpoint`
+                    // on another connection, not inside the writer's commits.
+                    .pragma("wal_autocheckpoint", "0"),
                 SqlitePoolOptions::new().max_connections(8),
             ),
         };
@@ -110,11 +121,47 @@ impl Store {
             .busy_timeout(Duration::from_secs(5));
         let pool = pool.connect_with(options).await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        let writer = match location {
+            Location::Memory => None,
+            Location::File(_) => Some(pool.acquire().await?),
+        };
+        Ok(Self {
+            pool,
+            writer: Arc::new(tokio::sync::Mutex::new(writer)),
+        })
+    }
+
+    /// The writer's dedicated connection, if the store has one.
+    pub(crate) async fn writer_conn(
+        &self,
+    ) -> tokio::sync::MutexGuard<'_, Option<PoolConnection<Sqlite>>> {
+        self.writer.lock().await
+    }
+
+    /// A write transaction on the dedicated connection, else from the pool.
+    pub(crate) async fn begin_write<'a>(
+        &'a self,
+        dedicated: &'a mut Option<PoolConnection<Sqlite>>,
+    ) -> Result<sqlx::Transaction<'a, Sqlite>> {
+        match dedicated.as_deref_mut() {
+            Some(conn) => conn.begin_with("BEGIN IMMEDIATE").await,
+            None => self.pool.begin_with("BEGIN IMMEDIATE").await,
+        }
+    }
+
+    /// Copies the WAL into the database without blocking writers; the
+    /// server calls it periodically, since commits do not (see `open`).
+    pub async fn checkpoint(&self) -> Result<()> {
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&self.pool)
+            .await
+            .map(drop)
     }
 
     /// Closes every connection, checkpointing the WAL.
     pub async fn close(&self) {
+        // Back to the pool first: closing waits for every connection.
+        drop(self.writer.lock().await.take());
         self.pool.close().await;
     }
 
