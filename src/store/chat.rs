@@ -114,6 +114,37 @@ pub(super) fn message_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ChatMess
     })
 }
 
+/// Rows per multi-row INSERT: a small fixed set of sizes, so the statements
+/// stay few and stay in sqlx's prepared-statement cache.
+const CHUNKS: [usize; 8] = [128, 64, 32, 16, 8, 4, 2, 1];
+
+/// Splits `n` rows into chunks of the sizes in `CHUNKS`, biggest first.
+fn chunk_sizes(mut n: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    for size in CHUNKS {
+        while n >= size {
+            out.push(size);
+            n -= size;
+        }
+    }
+    out
+}
+
+/// `prefix` + `rows` copies of `row` joined by commas + `suffix`. Built from
+/// constants only; every value is a bound parameter.
+fn values_sql(prefix: &str, row: &str, rows: usize, suffix: &str) -> String {
+    let mut sql = String::with_capacity(prefix.len() + rows * (row.len() + 1) + suffix.len());
+    sql.push_str(prefix);
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str(row);
+    }
+    sql.push_str(suffix);
+    sql
+}
+
 /// The work of [`Store::append`] inside a transaction the caller commits.
 /// Returns each message's outcome and the heads to advance after the commit.
 pub(super) async fn append_in(
@@ -261,30 +292,31 @@ pub(super) async fn append_in(
 
     if !accepted.is_empty() {
         // 3. The messages, inserted in batch order, so ids ascend in that order.
-        let rows: Vec<Value> = accepted
-            .iter()
-            .map(|(i, _)| {
+        let mut ids: Vec<i64> = Vec::with_capacity(accepted.len());
+        let mut rest = &accepted[..];
+        for n in chunk_sizes(accepted.len()) {
+            let (chunk, tail) = rest.split_at(n);
+            rest = tail;
+            let sql = values_sql(
+                "INSERT INTO messages (sender, client_msg_id, conv_type, conv_key, target, content, server_time) VALUES ",
+                "(?, ?, ?, ?, ?, ?, ?)",
+                n,
+                " RETURNING id",
+            );
+            let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
+            for (i, _) in chunk {
                 let m = &batch[*i];
-                json!([
-                    m.sender,
-                    m.client_msg_id,
-                    m.conv.kind.as_str(),
-                    conv_key(&m.sender, &m.conv),
-                    m.conv.target,
-                    m.content.to_string()
-                ])
-            })
-            .collect();
-        let mut ids: Vec<i64> = sqlx::query_scalar(
-            "INSERT INTO messages (sender, client_msg_id, conv_type, conv_key, target, content, server_time)
-             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, ?
-             FROM json_each(?) ORDER BY key
-             RETURNING id",
-        )
-        .bind(now)
-        .bind(Value::Array(rows).to_string())
-        .fetch_all(&mut *conn)
-        .await?;
+                q = q
+                    .bind(m.sender.as_str())
+                    .bind(m.client_msg_id.as_deref())
+                    .bind(m.conv.kind.as_str())
+                    .bind(conv_key(&m.sender, &m.conv))
+                    .bind(m.conv.target.as_str())
+                    .bind(m.content.to_string())
+                    .bind(now);
+            }
+            ids.extend(q.fetch_all(&mut *conn).await?);
+        }
         ids.sort_unstable();
 
         // 4. Inbox heads not cached yet, in one query.
@@ -308,14 +340,14 @@ pub(super) async fn append_in(
 
         // 5. One inbox entry per recipient, seqs continuing each head.
         let mut next = HashMap::<&str, i64>::new();
-        let mut inbox = Vec::new();
+        let mut inbox: Vec<(&str, i64, i64)> = Vec::new();
         for ((i, users), &id) in accepted.iter().zip(&ids) {
             let m = &batch[*i];
             let mut seqs = Vec::with_capacity(users.len());
             for &u in users {
                 let seq = next.get(u).copied().unwrap_or_else(|| heads.0[u]) + 1;
                 next.insert(u, seq);
-                inbox.push(json!([u, seq, id]));
+                inbox.push((u, seq, id));
                 seqs.push((u.to_owned(), seq));
             }
             let message = ChatMessage {
@@ -328,12 +360,22 @@ pub(super) async fn append_in(
             };
             out[*i] = Some(Appended::Stored { message, seqs });
         }
-        sqlx::query(
-            "INSERT INTO inbox (user_id, seq, message_id) SELECT value->>0, value->>1, value->>2 FROM json_each(?)",
-        )
-        .bind(Value::Array(inbox).to_string())
-        .execute(&mut *conn)
-        .await?;
+        let mut rest = &inbox[..];
+        for n in chunk_sizes(inbox.len()) {
+            let (chunk, tail) = rest.split_at(n);
+            rest = tail;
+            let sql = values_sql(
+                "INSERT INTO inbox (user_id, seq, message_id) VALUES ",
+                "(?, ?, ?)",
+                n,
+                "",
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for &(u, seq, id) in chunk {
+                q = q.bind(u).bind(seq).bind(id);
+            }
+            q.execute(&mut *conn).await?;
+        }
         advanced = next.into_iter().map(|(u, s)| (u.to_owned(), s)).collect();
     }
 
@@ -363,10 +405,10 @@ impl Store {
     /// here, so they are gapless: they only advance in `heads` once the
     /// transaction commits.
     ///
-    /// Each step is one statement for the whole batch, with the rows passed
-    /// as one JSON parameter (`json_each`): a statement costs a round trip to
-    /// SQLite's thread, so statements per batch, not per message, is what
-    /// makes group commit fast.
+    /// Statements per batch, not per message: lookups pass their keys as one
+    /// JSON parameter (`json_each`), inserts are multi-row `VALUES` of a few
+    /// fixed sizes with bound parameters. A statement costs a round trip to
+    /// SQLite's thread, so their number must not grow with the batch.
     pub async fn append(
         &self,
         batch: &[NewMessage],
@@ -520,6 +562,18 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_cover_every_row_with_few_sizes() {
+        for n in [0, 1, 3, 127, 128, 129, 714, 1024] {
+            let sizes = chunk_sizes(n);
+            assert_eq!(sizes.iter().sum::<usize>(), n);
+            assert!(sizes.iter().all(|s| CHUNKS.contains(s)));
+            assert!(sizes.windows(2).all(|w| w[0] >= w[1]));
+        }
+        assert_eq!(chunk_sizes(714), [128, 128, 128, 128, 128, 64, 8, 2]);
+        assert_eq!(values_sql("I ", "(?)", 3, " R"), "I (?),(?),(?) R");
+    }
     use crate::store::{Fixtures, Location};
     use serde_json::json;
 
