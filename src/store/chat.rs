@@ -162,12 +162,13 @@ pub(super) async fn append_in(
         .filter_map(|(i, m)| m.client_msg_id.as_ref().map(|c| json!([i, m.sender, c])))
         .collect();
     if !keyed.is_empty() {
+        // Messages stored before `sender_seq` existed find it in the inbox
+        // (a scan of the sender's inbox; only for those old rows).
         let sql = concat!(
-            "SELECT j.value->>0 AS idx, i.seq, ",
+            "SELECT j.value->>0 AS idx, COALESCE(m.sender_seq, (SELECT i.seq FROM inbox i WHERE i.user_id = m.sender AND i.message_id = m.id)) AS seq, ",
             message_columns!(),
             " FROM json_each(?) j
-             JOIN messages m ON m.sender = j.value->>1 AND m.client_msg_id = j.value->>2
-             LEFT JOIN inbox i ON i.message_id = m.id AND i.user_id = m.sender"
+             JOIN messages m ON m.sender = j.value->>1 AND m.client_msg_id = j.value->>2"
         );
         for row in sqlx::query(sql)
             .bind(Value::Array(keyed).to_string())
@@ -291,35 +292,7 @@ pub(super) async fn append_in(
     }
 
     if !accepted.is_empty() {
-        // 3. The messages, inserted in batch order, so ids ascend in that order.
-        let mut ids: Vec<i64> = Vec::with_capacity(accepted.len());
-        let mut rest = &accepted[..];
-        for n in chunk_sizes(accepted.len()) {
-            let (chunk, tail) = rest.split_at(n);
-            rest = tail;
-            let sql = values_sql(
-                "INSERT INTO messages (sender, client_msg_id, conv_type, conv_key, target, content, server_time) VALUES ",
-                "(?, ?, ?, ?, ?, ?, ?)",
-                n,
-                " RETURNING id",
-            );
-            let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
-            for (i, _) in chunk {
-                let m = &batch[*i];
-                q = q
-                    .bind(m.sender.as_str())
-                    .bind(m.client_msg_id.as_deref())
-                    .bind(m.conv.kind.as_str())
-                    .bind(conv_key(&m.sender, &m.conv))
-                    .bind(m.conv.target.as_str())
-                    .bind(m.content.to_string())
-                    .bind(now);
-            }
-            ids.extend(q.fetch_all(&mut *conn).await?);
-        }
-        ids.sort_unstable();
-
-        // 4. Inbox heads not cached yet, in one query.
+        // 3. Inbox heads not cached yet, in one query.
         let missing: HashSet<&str> = accepted
             .iter()
             .flat_map(|(_, users)| users.iter().copied())
@@ -338,18 +311,61 @@ pub(super) async fn append_in(
             heads.0.extend(found);
         }
 
-        // 5. One inbox entry per recipient, seqs continuing each head.
+        // 4. Seqs: each recipient's continue from its head, in batch order.
         let mut next = HashMap::<&str, i64>::new();
-        let mut inbox: Vec<(&str, i64, i64)> = Vec::new();
-        for ((i, users), &id) in accepted.iter().zip(&ids) {
-            let m = &batch[*i];
-            let mut seqs = Vec::with_capacity(users.len());
-            for &u in users {
-                let seq = next.get(u).copied().unwrap_or_else(|| heads.0[u]) + 1;
-                next.insert(u, seq);
-                inbox.push((u, seq, id));
-                seqs.push((u.to_owned(), seq));
+        let seqs: Vec<Vec<(&str, i64)>> = accepted
+            .iter()
+            .map(|(_, users)| {
+                users
+                    .iter()
+                    .map(|&u| {
+                        let seq = next.get(u).copied().unwrap_or_else(|| heads.0[u]) + 1;
+                        next.insert(u, seq);
+                        (u, seq)
+                    })
+                    .collect()
+            })
+            .collect();
+
+        // 5. The messages, inserted in batch order, so ids ascend in that
+        // order; each keeps its sender's seq, which a retry answers with.
+        let mut ids: Vec<i64> = Vec::with_capacity(accepted.len());
+        let mut rest = &accepted[..];
+        let mut rest_seqs = &seqs[..];
+        for n in chunk_sizes(accepted.len()) {
+            let (chunk, tail) = rest.split_at(n);
+            let (chunk_seqs, tail_seqs) = rest_seqs.split_at(n);
+            rest = tail;
+            rest_seqs = tail_seqs;
+            let sql = values_sql(
+                "INSERT INTO messages (sender, client_msg_id, conv_type, conv_key, target, content, server_time, sender_seq) VALUES ",
+                "(?, ?, ?, ?, ?, ?, ?, ?)",
+                n,
+                " RETURNING id",
+            );
+            let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
+            for ((i, _), seqs) in chunk.iter().zip(chunk_seqs) {
+                let m = &batch[*i];
+                let sender_seq = seqs.iter().find(|(u, _)| *u == m.sender).map(|(_, s)| *s);
+                q = q
+                    .bind(m.sender.as_str())
+                    .bind(m.client_msg_id.as_deref())
+                    .bind(m.conv.kind.as_str())
+                    .bind(conv_key(&m.sender, &m.conv))
+                    .bind(m.conv.target.as_str())
+                    .bind(m.content.to_string())
+                    .bind(now)
+                    .bind(sender_seq);
             }
+            ids.extend(q.fetch_all(&mut *conn).await?);
+        }
+        ids.sort_unstable();
+
+        // 6. One inbox entry per recipient.
+        let mut inbox: Vec<(&str, i64, i64)> = Vec::new();
+        for (((i, _), seqs), &id) in accepted.iter().zip(&seqs).zip(&ids) {
+            let m = &batch[*i];
+            inbox.extend(seqs.iter().map(|&(u, seq)| (u, seq, id)));
             let message = ChatMessage {
                 msg_id: msg_id(id),
                 client_msg_id: m.client_msg_id.clone(),
@@ -358,6 +374,7 @@ pub(super) async fn append_in(
                 content: m.content.clone(),
                 server_time: now,
             };
+            let seqs = seqs.iter().map(|&(u, s)| (u.to_owned(), s)).collect();
             out[*i] = Some(Appended::Stored { message, seqs });
         }
         let mut rest = &inbox[..];
@@ -649,6 +666,17 @@ mod tests {
             panic!()
         };
         assert_eq!(seqs[1], ("bob".to_string(), 3));
+
+        // Rows stored before `sender_seq` existed: found through the inbox.
+        sqlx::query("UPDATE messages SET sender_seq = NULL")
+            .execute(&s.pool)
+            .await
+            .unwrap();
+        let out = s
+            .append(&[text("alice", "bob", Some("c1"))], &[], &mut fresh)
+            .await
+            .unwrap();
+        assert!(matches!(&out[0], Appended::Duplicate { sender_seq: 1, .. }));
 
         let (entries, more) = s.inbox_since("bob", 1, 10).await.unwrap();
         assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3]);
