@@ -377,22 +377,14 @@ pub(super) async fn append_in(
             let seqs = seqs.iter().map(|&(u, s)| (u.to_owned(), s)).collect();
             out[*i] = Some(Appended::Stored { message, seqs });
         }
-        let mut rest = &inbox[..];
-        for n in chunk_sizes(inbox.len()) {
-            let (chunk, tail) = rest.split_at(n);
-            rest = tail;
-            let sql = values_sql(
-                "INSERT INTO inbox (user_id, seq, message_id) VALUES ",
-                "(?, ?, ?)",
-                n,
-                "",
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for &(u, seq, id) in chunk {
-                q = q.bind(u).bind(seq).bind(id);
-            }
-            q.execute(&mut *conn).await?;
-        }
+        // One statement however many rows (a 1,000-member group gives 1,000
+        // per message): multi-row VALUES would take many statements here.
+        sqlx::query(
+            "INSERT INTO inbox (user_id, seq, message_id) SELECT value->>0, value->>1, value->>2 FROM json_each(?)",
+        )
+        .bind(serde_json::to_string(&inbox).expect("tuples serialize"))
+        .execute(&mut *conn)
+        .await?;
         advanced = next.into_iter().map(|(u, s)| (u.to_owned(), s)).collect();
     }
 
@@ -422,9 +414,9 @@ impl Store {
     /// here, so they are gapless: they only advance in `heads` once the
     /// transaction commits.
     ///
-    /// Statements per batch, not per message: lookups pass their keys as one
-    /// JSON parameter (`json_each`), inserts are multi-row `VALUES` of a few
-    /// fixed sizes with bound parameters. A statement costs a round trip to
+    /// Statements per batch, not per message: lookups and inbox rows pass as
+    /// one JSON parameter (`json_each`), message rows as multi-row `VALUES`
+    /// of a few fixed sizes with bound parameters. A statement costs a round trip to
     /// SQLite's thread, so their number must not grow with the batch.
     pub async fn append(
         &self,
