@@ -225,11 +225,19 @@ fn help_and_version() {
     assert!(stdout(&out).contains(env!("CARGO_PKG_VERSION")));
     let out = imctl(state.path(), &["simulate", "--help"]);
     assert!(stdout(&out).contains("Exit codes"));
+    let out = imctl(state.path(), &["client", "--help"]);
+    assert!(stdout(&out).contains("6  timed out"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("--listen"));
     for sub in [
         "serve",
         "simulate approve",
         "simulate web-login",
         "simulate mobile-login",
+        "client",
+        "bench chat",
+        "bench group",
+        "bench connect",
+        "bench login",
     ] {
         let mut args: Vec<&str> = sub.split(' ').collect();
         args.push("--help");
