@@ -126,6 +126,12 @@ pub async fn run(mut socket: WebSocket, broker: Broker, url_token: Option<String
         info!(user = %s.user_id, client = %s.client_id, "disconnected");
     }
     if let Some((code, reason)) = closing {
+        if code == close::GOING_AWAY {
+            // Shutting down: the writer commits what it has queued and acks
+            // it; wait for those acks (briefly) so they are not lost.
+            let _ =
+                tokio::time::timeout(Duration::from_secs(3), broker.writer_done.cancelled()).await;
+        }
         // Flush what is queued (acks, an auth error) before the close frame.
         while let Ok(out) = queue.try_recv() {
             if socket.send(Message::Text(out)).await.is_err() {
@@ -140,6 +146,17 @@ pub async fn run(mut socket: WebSocket, broker: Broker, url_token: Option<String
             Duration::from_secs(1),
             socket.send(Message::Close(Some(close))),
         )
+        .await;
+        // Finish the closing handshake: read (and drop) what the client had
+        // already sent, so the socket is not closed with unread data, which
+        // makes TCP reset it and lose the acks and the close frame in flight.
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Some(Ok(m)) = socket.recv().await {
+                if matches!(m, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
         .await;
     }
 }

@@ -48,6 +48,9 @@ pub struct Inner {
     pub writer: mpsc::Sender<WriteOp>,
     pub options: BrokerOptions,
     pub shutdown: CancellationToken,
+    /// Cancelled once the writer has committed its last batch at shutdown,
+    /// so connections close only after their last acks are queued.
+    pub writer_done: CancellationToken,
 }
 
 impl Deref for Broker {
@@ -89,7 +92,14 @@ impl Broker {
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let hub = Arc::new(Hub::default());
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-        let writer = writer::spawn(store.clone(), hub.clone(), rx, shutdown.clone());
+        let writer_done = CancellationToken::new();
+        let writer = writer::spawn(
+            store.clone(),
+            hub.clone(),
+            rx,
+            shutdown.clone(),
+            writer_done.clone(),
+        );
         let broker = Broker(Arc::new(Inner {
             store,
             im_tokens,
@@ -97,6 +107,7 @@ impl Broker {
             writer: tx,
             options,
             shutdown,
+            writer_done,
         }));
         (broker, writer)
     }

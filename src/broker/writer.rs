@@ -79,8 +79,11 @@ pub fn spawn(
     hub: Arc<Hub>,
     mut rx: mpsc::Receiver<WriteOp>,
     stop: CancellationToken,
+    done: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
+        // Tells the connections when the last acks are out, however this ends.
+        let _done = done.drop_guard();
         let mut heads = Heads::default();
         let mut ops = Vec::with_capacity(MAX_BATCH);
         loop {

@@ -68,3 +68,48 @@ async fn no_fixtures_and_custom_fixtures() {
     let (_, r) = s.login("13700000001").await;
     assert_eq!(r["userId"], "dora");
 }
+
+/// Sends in flight when the server stops are committed and acknowledged
+/// before the connection closes: an ack for everything stored, nothing lost.
+#[tokio::test]
+async fn shutdown_acks_every_send_it_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_with(on_disk(dir.path(), &[])).await;
+    let (mut alice, _) = s.chat("13800000001", "alice-stop").await;
+    const N: usize = 300;
+    for i in 0..N {
+        let frame = json!({"id": i + 1, "op": "send", "conv": {"type": "single", "target": "bob"}, "content": {"type": "text", "text": format!("m{i}")}, "clientMsgId": format!("stop-{i}")});
+        alice.send_raw(&frame.to_string()).await.unwrap();
+    }
+    let stopping = tokio::spawn(s.running.stop());
+    let mut acked = std::collections::HashSet::new();
+    let close_code = loop {
+        match alice.next_push().await {
+            Ok(frame) if frame["op"] == "ack" => {
+                acked.insert(frame["msgId"].as_str().unwrap().to_owned());
+            }
+            Ok(_) => {}
+            Err(imctl::client::chat::ChatError::Closed { code, .. }) => break code,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    stopping.await.unwrap().unwrap();
+    assert_eq!(close_code, Some(1001));
+
+    let s = start_with(on_disk(dir.path(), &[])).await;
+    let (mut bob, _) = s.chat("13800000002", "bob-after").await;
+    let synced = bob
+        .request(json!({"op": "sync", "since": 0, "limit": 1000}))
+        .await
+        .unwrap();
+    let stored: std::collections::HashSet<String> = synced["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"]["msgId"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        stored, acked,
+        "every stored message was acked, and only those"
+    );
+}
