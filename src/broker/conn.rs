@@ -489,12 +489,21 @@ async fn recv(broker: &Broker, s: &Session, value: Value) -> Result<(), Refusal>
     let req = RecvReq {
         up_to: req.up_to.min(head),
     };
-    // Tell the senders of what this acknowledgement newly covers.
-    let before = broker
+    // Tell the senders of what this acknowledgement newly covers. The range
+    // is claimed under a lock, so two devices acknowledging at once do not
+    // both report it (the stored position lags: the writer stores it later).
+    let stored = broker
         .store
         .user_delivered(&s.user_id)
         .await
         .map_err(db_error)?;
+    let before = {
+        let mut receipted = broker.receipted.lock().expect("receipts lock");
+        let mark = receipted.entry(s.user_id.clone()).or_insert(stored);
+        let before = (*mark).max(stored);
+        *mark = before.max(req.up_to);
+        before
+    };
     if req.up_to > before {
         for d in broker
             .store

@@ -51,6 +51,8 @@ pub struct Inner {
     /// Cancelled once the writer has committed its last batch at shutdown,
     /// so connections close only after their last acks are queued.
     pub writer_done: CancellationToken,
+    /// Per user, how far delivery receipts have been sent (see `conn::recv`).
+    pub receipted: std::sync::Mutex<std::collections::HashMap<String, i64>>,
 }
 
 impl Deref for Broker {
@@ -108,6 +110,7 @@ impl Broker {
             options,
             shutdown,
             writer_done,
+            receipted: Default::default(),
         }));
         (broker, writer)
     }

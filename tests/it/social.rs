@@ -427,3 +427,34 @@ async fn presence_is_pushed_to_friends_and_queryable() {
     let dropped = bob.next_op("presence").await.unwrap();
     assert_eq!(dropped["online"], false);
 }
+
+#[tokio::test]
+async fn two_devices_acknowledging_at_once_give_one_delivery_receipt() {
+    let s = start(&[]).await;
+    let (mut alice, _) = s.chat("13800000001", "a").await;
+    let (mut bob, _) = s.chat("13800000002", "b").await;
+    let (mut bob_web, _) = s.chat("13800000002", "b-web").await;
+    alice.send_text("single", "bob", "one", None).await.unwrap();
+    let pushed = bob.next_op("msg").await.unwrap();
+    bob_web.next_op("msg").await.unwrap();
+    let up_to = pushed["seq"].clone();
+    // Both devices acknowledge the same seq at the same moment.
+    let (a, b) = tokio::join!(
+        bob.notify(json!({"op": "recv", "upTo": up_to})),
+        bob_web.notify(json!({"op": "recv", "upTo": up_to}))
+    );
+    a.unwrap();
+    b.unwrap();
+    // Both recvs are handled once each device answers a ping after them.
+    bob.request(json!({"op": "ping"})).await.unwrap();
+    bob_web.request(json!({"op": "ping"})).await.unwrap();
+    alice.request(json!({"op": "ping"})).await.unwrap();
+    alice.set_timeout(std::time::Duration::from_millis(300));
+    let mut receipts = 0;
+    while let Ok(frame) = alice.next_push().await {
+        if frame["op"] == "receipt" && frame["kind"] == "delivered" {
+            receipts += 1;
+        }
+    }
+    assert_eq!(receipts, 1);
+}
