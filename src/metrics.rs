@@ -42,6 +42,8 @@ pub struct Metrics {
     connections: Family<PlatformLabel, Gauge>,
     qr_sessions: Family<StateLabel, Gauge>,
     resident_bytes: Gauge,
+    /// One scrape at a time: `render` clears and refills the gauges.
+    scrape: std::sync::Mutex<()>,
 }
 
 impl Default for Metrics {
@@ -104,6 +106,7 @@ impl Default for Metrics {
             connections,
             qr_sessions,
             resident_bytes,
+            scrape: std::sync::Mutex::new(()),
         }
     }
 }
@@ -122,6 +125,7 @@ impl Metrics {
         platforms: impl IntoIterator<Item = i32>,
         qr_states: impl IntoIterator<Item = &'static str>,
     ) -> String {
+        let _one = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
         self.connections.clear();
         for p in platforms {
             self.connections

@@ -37,6 +37,7 @@ pub struct GroupOpts {
 struct Counts {
     sent: AtomicU64,
     acked: AtomicU64,
+    duplicate_acks: AtomicU64,
     errors: AtomicU64,
     delivered: AtomicU64,
     duplicates: AtomicU64,
@@ -50,6 +51,13 @@ const GROUP_BASE: u64 = 20_000_000;
 
 pub async fn chat(target: &Target, opts: &ChatOpts) -> anyhow::Result<Report> {
     anyhow::ensure!(opts.pairs > 0, "--pairs must be at least 1");
+    anyhow::ensure!(opts.window > 0, "--window must be at least 1");
+    if let Some(r) = opts.rate {
+        anyhow::ensure!(
+            r.is_finite() && r > 0.0,
+            "--rate must be a positive number of messages per second"
+        );
+    }
     let users = target.users(CHAT_BASE, opts.pairs * 2, 50).await?;
     let ws_url = target.ws_url(&users[0]).await?;
     let counts = Arc::new(Counts::default());
@@ -87,6 +95,7 @@ pub async fn chat(target: &Target, opts: &ChatOpts) -> anyhow::Result<Report> {
 
 pub async fn group(target: &Target, opts: &GroupOpts) -> anyhow::Result<Report> {
     anyhow::ensure!(opts.members >= 2, "--members must be at least 2");
+    anyhow::ensure!(opts.window > 0, "--window must be at least 1");
     anyhow::ensure!(
         (1..=opts.members).contains(&opts.senders),
         "--senders must be between 1 and --members"
@@ -101,7 +110,10 @@ pub async fn group(target: &Target, opts: &GroupOpts) -> anyhow::Result<Report> 
         .request(json!({"op": "group.create", "name": "bench", "members": members}))
         .await?;
     owner.close().await;
-    let group = reply["group"]["id"].as_str().unwrap_or_default().to_owned();
+    let group = reply["group"]["id"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("group.create answered without a group id: {reply}"))?
+        .to_owned();
     let counts = Arc::new(Counts::default());
     let t0 = Instant::now();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -155,20 +167,24 @@ async fn run_senders(
     let n = senders.len();
     let started = Instant::now();
     let stop_at = started + duration;
-    let interval = rate.map(|r| Duration::from_secs_f64(n as f64 / r.max(0.001)));
+    let interval = rate.map(|r| Duration::from_secs_f64(n as f64 / r));
+    // Bench users are the same on every run: clientMsgIds unique to this run
+    // keep a rerun's sends from being taken for retries of the last run's.
+    let run: Arc<str> = crate::token::random_token(4).into();
     let tasks: Vec<_> = senders
         .into_iter()
         .map(|(ws, conv, p)| {
-            tokio::spawn(send_loop(
-                ws,
-                conv,
+            // Open loop: senders start spread over one interval, not in phase.
+            let first = interval.map_or(Duration::ZERO, |iv| iv.mul_f64(p as f64 / n as f64));
+            let sender = Sender {
                 p,
-                counts.clone(),
-                t0,
-                stop_at,
+                run: run.clone(),
+                first,
                 window,
                 interval,
-            ))
+                stop_at,
+            };
+            tokio::spawn(send_loop(ws, conv, sender, counts.clone(), t0))
         })
         .collect();
     let bar = super::progress(scenario);
@@ -213,6 +229,7 @@ async fn run_senders(
         "durationSecs": elapsed.as_secs_f64(),
         "sent": sent,
         "acked": acked,
+        "duplicateAcks": c(&counts.duplicate_acks),
         "errors": c(&counts.errors),
         "delivered": delivered,
         "lost": lost,
@@ -226,7 +243,11 @@ async fn run_senders(
         ("duration".into(), format!("{:.1} s", elapsed.as_secs_f64())),
         (
             "sent / acked".into(),
-            format!("{sent} / {acked} ({} errors)", c(&counts.errors)),
+            format!(
+                "{sent} / {acked} ({} errors, {} duplicate acks)",
+                c(&counts.errors),
+                c(&counts.duplicate_acks)
+            ),
         ),
         (
             "delivered".into(),
@@ -252,8 +273,18 @@ struct Frame<'a> {
     op: &'a str,
     #[serde(default)]
     id: Option<u64>,
+    #[serde(default)]
+    duplicate: bool,
+    /// A stored message in `msg` pushes; a string in `error` replies.
     #[serde(default, borrow)]
-    message: Option<MsgBody<'a>>,
+    message: Option<Body<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Body<'a> {
+    Msg(#[serde(borrow)] MsgBody<'a>),
+    Other(serde::de::IgnoredAny),
 }
 
 #[derive(Deserialize)]
@@ -268,25 +299,40 @@ struct Content<'a> {
     text: Option<&'a str>,
 }
 
+/// What one sender does.
+struct Sender {
+    p: usize,
+    run: Arc<str>,
+    /// Open loop: the delay before the first send.
+    first: Duration,
+    window: u32,
+    interval: Option<Duration>,
+    stop_at: Instant,
+}
+
 /// One sender: keeps `window` sends in flight, or sends every `interval`;
 /// returns the send→ack histogram.
-#[allow(clippy::too_many_arguments)]
 async fn send_loop(
     ws: Ws,
     conv: Value,
-    p: usize,
+    sender: Sender,
     counts: Arc<Counts>,
     t0: Instant,
-    stop_at: Instant,
-    window: u32,
-    interval: Option<Duration>,
 ) -> anyhow::Result<Histogram<u64>> {
+    let Sender {
+        p,
+        run,
+        first,
+        window,
+        interval,
+        stop_at,
+    } = sender;
     let (mut sink, mut stream) = ws.split();
     let mut hist = histogram();
     // Send time (µs since t0) by request id.
     let mut sent_at: Vec<u64> = Vec::new();
     let mut in_flight = 0u32;
-    let mut next_due = tokio::time::Instant::now();
+    let mut next_due = tokio::time::Instant::now() + first;
     let conv = conv.to_string();
     let drain_until = stop_at + DRAIN;
     loop {
@@ -307,7 +353,7 @@ async fn send_loop(
             let n = sent_at.len() as u64;
             sent_at.push(at);
             let frame = format!(
-                r#"{{"id":{},"op":"send","conv":{conv},"content":{{"type":"text","text":"b {p} {n} {at}"}},"clientMsgId":"b{p}-{n}"}}"#,
+                r#"{{"id":{},"op":"send","conv":{conv},"content":{{"type":"text","text":"b {p} {n} {at}"}},"clientMsgId":"b{run}-{p}-{n}"}}"#,
                 n + 1
             );
             sink.send(Message::text(frame)).await?;
@@ -334,10 +380,16 @@ async fn send_loop(
                 if let Some(id) = f.id {
                     in_flight = in_flight.saturating_sub(1);
                     match f.op {
+                        // A duplicate means this run's ids collided with stored
+                        // ones: not a new message, so not expected at receivers.
+                        "ack" if f.duplicate => {
+                            counts.duplicate_acks.fetch_add(1, Ordering::Relaxed);
+                        }
                         "ack" => {
                             counts.acked.fetch_add(1, Ordering::Relaxed);
-                            if let Some(at) = sent_at.get(id as usize - 1) {
-                                let _ = hist.record(micros_since(t0).saturating_sub(*at).max(1));
+                            let sent = id.checked_sub(1).and_then(|i| sent_at.get(i as usize));
+                            if let Some(at) = sent {
+                                hist.saturating_record(micros_since(t0).saturating_sub(*at).max(1));
                             }
                         }
                         _ => {
@@ -377,7 +429,8 @@ async fn receive(
                 if f.op != "msg" {
                     continue;
                 }
-                let Some(text) = f.message.and_then(|m| m.content.text) else { continue };
+                let Some(Body::Msg(body)) = f.message else { continue };
+                let Some(text) = body.content.text else { continue };
                 let mut parts = text.split(' ').skip(1).map(|x| x.parse::<u64>().ok());
                 let (Some(Some(p)), Some(Some(n)), Some(Some(at))) = (parts.next(), parts.next(), parts.next()) else {
                     continue;
@@ -387,7 +440,7 @@ async fn receive(
                     continue;
                 }
                 counts.delivered.fetch_add(1, Ordering::Relaxed);
-                let _ = hist.record(micros_since(t0).saturating_sub(at).max(1));
+                hist.saturating_record(micros_since(t0).saturating_sub(at).max(1));
             }
             _ = stop.changed() => break,
         }

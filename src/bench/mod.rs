@@ -95,6 +95,7 @@ impl Target {
             .find_map(|l| l.strip_prefix("imctl_process_resident_memory_bytes "))
             .and_then(|v| v.trim().parse::<f64>().ok())
             .map(|v| v as u64)
+            .filter(|&v| v > 0)
             .context("no imctl_process_resident_memory_bytes in /metrics (not Linux?)")
     }
 
@@ -145,11 +146,26 @@ impl Target {
 }
 
 impl Drop for Target {
+    /// Stops the spawned server cleanly (SIGTERM: it commits and closes its
+    /// database), killing it if it takes more than a few seconds.
     fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        #[cfg(unix)]
+        // SAFETY: sending a signal to our own child's pid.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
         }
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
@@ -185,6 +201,19 @@ fn spawn_serve(
         Some(d) => cmd.arg("--data-dir").arg(d),
         None => cmd.arg("--ephemeral"),
     };
+    // If the bench dies (killed, not dropped), the server goes too.
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe; it only sets this process's
+        // parent-death signal between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+    }
     let mut child = cmd.spawn().context("cannot start imctl serve")?;
     let stdout = child.stdout.take().expect("piped");
     let mut lines = BufReader::new(stdout).lines();
@@ -208,6 +237,18 @@ fn spawn_serve(
 
 /// Opens a WebSocket and sends `connect`; returns once `connected` arrives.
 pub async fn connect_ws(ws_url: &str, token: &str, client_id: &str) -> anyhow::Result<Ws> {
+    tokio::time::timeout(CONNECT_TIMEOUT, connect_ws_now(ws_url, token, client_id))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "no `connected` from {ws_url} within {CONNECT_TIMEOUT:?} (is the server out of file descriptors? see `ulimit -n`)"
+            )
+        })?
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+async fn connect_ws_now(ws_url: &str, token: &str, client_id: &str) -> anyhow::Result<Ws> {
     let (mut ws, _) = connect_async(ws_url)
         .await
         .with_context(|| format!("cannot connect to {ws_url}"))?;

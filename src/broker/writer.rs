@@ -155,6 +155,7 @@ async fn change_group(
                 &serde_json::json!({"id": id, "op": op, "group": outcome.group}),
             ));
             if let Appended::Stored { message, seqs } = outcome.notification {
+                hub.metrics.messages_stored.inc();
                 tracing::info!(group = %message.conv.target, actor, kind = %message.content["kind"], "group changed");
                 fan_out(hub, &message, seqs, None);
             }
@@ -199,7 +200,9 @@ async fn commit_batch(store: &Store, hub: &Hub, heads: &mut Heads, ops: Vec<Writ
         Ok(r) => {
             let m = &hub.metrics;
             m.commit_seconds.observe(started.elapsed().as_secs_f64());
-            m.commit_batch.observe(sends.len() as f64);
+            if !sends.is_empty() {
+                m.commit_batch.observe(sends.len() as f64);
+            }
             let stored = r
                 .iter()
                 .filter(|a| matches!(a, Appended::Stored { .. }))

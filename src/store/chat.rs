@@ -426,13 +426,26 @@ impl Store {
     ) -> Result<Vec<Appended>> {
         let now = now_ms();
         let mut dedicated = self.writer_conn().await;
-        let mut tx = self.begin_write(&mut dedicated).await?;
-        let (out, advanced) = append_in(&mut tx, batch, heads, now).await?;
-        Self::upsert_devices(&mut tx, delivered, now).await?;
-        tx.commit().await?;
-        // Only a committed transaction moves the heads.
-        heads.0.extend(advanced);
-        Ok(out)
+        let done = async {
+            let mut tx = self.begin_write(&mut dedicated).await?;
+            let (out, advanced) = append_in(&mut tx, batch, heads, now).await?;
+            Self::upsert_devices(&mut tx, delivered, now).await?;
+            tx.commit().await?;
+            Ok((out, advanced))
+        }
+        .await;
+        match done {
+            Ok((out, advanced)) => {
+                // Only a committed transaction moves the heads.
+                heads.0.extend(advanced);
+                Ok(out)
+            }
+            Err(e) => {
+                // The connection may be broken: the next commit takes a fresh one.
+                *dedicated = None;
+                Err(e)
+            }
+        }
     }
 
     async fn upsert_devices(

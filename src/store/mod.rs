@@ -86,6 +86,8 @@ pub struct Store {
     /// so commits that hop between pool connections start cold; one
     /// connection for the writer keeps the hot pages cached.
     writer: Arc<tokio::sync::Mutex<Option<PoolConnection<Sqlite>>>>,
+    /// Whether the writer should have a connection of its own (on disk).
+    dedicated_writer: bool,
 }
 
 impl Store {
@@ -121,13 +123,11 @@ impl Store {
             .busy_timeout(Duration::from_secs(5));
         let pool = pool.connect_with(options).await?;
         MIGRATOR.run(&pool).await?;
-        let writer = match location {
-            Location::Memory => None,
-            Location::File(_) => Some(pool.acquire().await?),
-        };
+        let dedicated_writer = matches!(location, Location::File(_));
         Ok(Self {
             pool,
-            writer: Arc::new(tokio::sync::Mutex::new(writer)),
+            writer: Arc::new(tokio::sync::Mutex::new(None)),
+            dedicated_writer,
         })
     }
 
@@ -143,6 +143,9 @@ impl Store {
         &'a self,
         dedicated: &'a mut Option<PoolConnection<Sqlite>>,
     ) -> Result<sqlx::Transaction<'a, Sqlite>> {
+        if dedicated.is_none() && self.dedicated_writer {
+            *dedicated = Some(self.pool.acquire().await?);
+        }
         match dedicated.as_deref_mut() {
             Some(conn) => conn.begin_with("BEGIN IMMEDIATE").await,
             None => self.pool.begin_with("BEGIN IMMEDIATE").await,

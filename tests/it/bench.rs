@@ -58,6 +58,31 @@ async fn chat_delivers_everything_it_acks() {
 }
 
 #[tokio::test]
+async fn a_rerun_on_the_same_data_is_not_taken_for_retries() {
+    // Bench users are the same every run; their sends must still be new messages.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    for _ in 0..2 {
+        let r = bench(&[
+            "--data-dir",
+            data,
+            "chat",
+            "--pairs",
+            "2",
+            "--duration",
+            "300ms",
+            "--window",
+            "4",
+        ])
+        .await;
+        assert!(r["acked"].as_u64().unwrap() > 0, "{r}");
+        assert_eq!(r["duplicateAcks"], 0, "{r}");
+        assert_eq!(r["lost"], 0, "{r}");
+        assert_eq!(r["delivered"], r["acked"], "{r}");
+    }
+}
+
+#[tokio::test]
 async fn group_reaches_every_member() {
     let r = bench(&[
         "--ephemeral",
