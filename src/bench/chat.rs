@@ -356,7 +356,14 @@ async fn send_loop(
                 r#"{{"id":{},"op":"send","conv":{conv},"content":{{"type":"text","text":"b {p} {n} {at}"}},"clientMsgId":"b{run}-{p}-{n}"}}"#,
                 n + 1
             );
-            sink.send(Message::text(frame)).await?;
+            // A server that stops reading must not hold the bench past its deadline.
+            match tokio::time::timeout_at(drain_until.into(), sink.send(Message::text(frame))).await
+            {
+                Ok(sent) => sent?,
+                Err(_) => anyhow::bail!(
+                    "the broker stopped reading: a send did not go out by the drain deadline"
+                ),
+            }
             counts.sent.fetch_add(1, Ordering::Relaxed);
             in_flight += 1;
             if let Some(iv) = interval {
