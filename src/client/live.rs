@@ -188,10 +188,6 @@ impl Live {
         &self.session.im_token
     }
 
-    pub fn is_connected(&self) -> bool {
-        self.conn.is_some()
-    }
-
     /// The next thing that happens: a push, a drop, a reconnect.
     pub async fn next(&mut self) -> anyhow::Result<Event> {
         match self.wait().await {

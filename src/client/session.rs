@@ -311,10 +311,6 @@ impl Session {
         }
     }
 
-    pub fn me(&self) -> &str {
-        &self.me
-    }
-
     pub fn current(&self) -> Option<&Conversation> {
         self.current.as_ref()
     }
