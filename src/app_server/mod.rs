@@ -43,6 +43,7 @@ pub fn app(state: AppState, extra_origins: &[String]) -> Router {
         .route("/cancel_pc", post(pc::cancel_pc))
         .route("/pc_session/{token}/qr.svg", get(pc::qr_svg))
         .route("/pc_session/{token}/qr.png", get(pc::qr_png))
+        .route("/pc_session/{token}/events", get(pc::session_events))
         // imctl's own.
         .route(
             "/media",
@@ -64,6 +65,7 @@ pub fn app(state: AppState, extra_origins: &[String]) -> Router {
         .route("/_dev/pc_sessions", get(dev::pc_sessions))
         .route("/_dev/users", get(dev::users))
         .route("/", get(web::index))
+        .route("/assets/{file}", get(web::asset))
         .route("/avatar/{file}", get(web::avatar))
         .route("/healthz", get(web::healthz))
         .route("/readyz", get(web::readyz))

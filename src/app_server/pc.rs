@@ -1,20 +1,29 @@
 //! Web/PC QR login: `/pc_session`, `/session_login/{token}`, `/scan_pc/{token}`,
-//! `/confirm_pc`, `/cancel_pc`, and the QR pictures.
+//! `/confirm_pc`, `/cancel_pc`, the QR pictures, and the QR state as
+//! server-sent events.
 
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use futures_util::{StreamExt, stream};
+use serde::Serialize;
+use tokio::time::Instant;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, AuthUser};
 use super::login::check_client;
-use super::qr::{PollOutcome, QrError, QrSession};
+use super::qr::{PollOutcome, QrError, QrSession, Status};
 use super::reply::{Reply, coded, status};
 use super::state::AppState;
 use crate::qr_image;
 use crate::wire::http::{
-    CancelPcRequest, ConfirmPcRequest, LoginResult, PcSessionRequest, PcSessionResult, PollTimeout,
-    ScannedResult, code,
+    ApiResponse, CancelPcRequest, ConfirmPcRequest, LoginResult, PcSessionRequest, PcSessionResult,
+    PollTimeout, QrStatusEvent, ScannedResult, code,
 };
 
 fn session_result(state: &AppState, s: &QrSession) -> PcSessionResult {
@@ -44,24 +53,29 @@ pub async fn pc_session(
     Ok(Reply::ok(session_result(&state, &session)))
 }
 
-pub async fn session_login(
-    State(state): State<AppState>,
-    Path(token): Path<String>,
-) -> ApiResult<Response> {
-    let outcome = state
-        .qr
-        .poll(&token, state.poll_timeout, &state.shutdown)
-        .await?;
+/// How a PC's wait ended, as the long poll and the event stream both tell it.
+enum Answer {
+    Scanned(ScannedResult),
+    LoggedIn(LoginResult, String),
+    Cancelled,
+    TimedOut(Status),
+    Expired,
+    ShuttingDown,
+}
+
+const SCANNED: &str = "scanned; waiting for the user to confirm on the phone";
+const CANCELLED: &str = "the login was cancelled on the phone; create a new QR session";
+const TIMED_OUT: &str =
+    "no change before the long poll timed out; the session is still live, poll again";
+const SHUTTING_DOWN: &str = "the server is shutting down; poll again when it is back";
+
+async fn answer(state: &AppState, outcome: PollOutcome) -> ApiResult<Answer> {
     Ok(match outcome {
-        PollOutcome::Scanned(user) => coded(
-            code::SESSION_SCANNED,
-            "scanned; waiting for the user to confirm on the phone",
-            ScannedResult {
-                user_id: user.user_id,
-                user_name: user.display_name,
-                portrait: state.portrait_url(user.portrait.as_deref()),
-            },
-        ),
+        PollOutcome::Scanned(user) => Answer::Scanned(ScannedResult {
+            user_id: user.user_id,
+            user_name: user.display_name,
+            portrait: state.portrait_url(user.portrait.as_deref()),
+        }),
         PollOutcome::Confirmed {
             user_id,
             client_id,
@@ -80,7 +94,7 @@ pub async fn session_login(
                 .issue_credentials(&user.id, &client_id, platform)
                 .await?;
             state.broker.hub.metrics.login("qr");
-            Reply::with_auth_token(
+            Answer::LoggedIn(
                 LoginResult {
                     user_id: user.id,
                     token: creds.im_token,
@@ -91,25 +105,146 @@ pub async fn session_login(
                 },
                 creds.auth_token,
             )
-            .into_response()
         }
-        PollOutcome::Cancelled => status(
-            code::SESSION_CANCELLED,
-            "the login was cancelled on the phone; create a new QR session",
-        ),
-        PollOutcome::TimedOut(live) => coded(
-            code::SESSION_EXPIRED,
-            "no change before the long poll timed out; the session is still live, poll again",
-            PollTimeout {
-                status: live as i32,
-            },
-        ),
-        PollOutcome::Expired => status(code::SESSION_EXPIRED, &QrError::Missing.to_string()),
-        PollOutcome::ShuttingDown => status(
-            code::SESSION_EXPIRED,
-            "the server is shutting down; poll again when it is back",
-        ),
+        PollOutcome::Cancelled => Answer::Cancelled,
+        PollOutcome::TimedOut(live) => Answer::TimedOut(live),
+        PollOutcome::Expired => Answer::Expired,
+        PollOutcome::ShuttingDown => Answer::ShuttingDown,
     })
+}
+
+impl Answer {
+    /// The `/session_login` answer.
+    fn into_response(self) -> Response {
+        match self {
+            Answer::Scanned(who) => coded(code::SESSION_SCANNED, SCANNED, who),
+            Answer::LoggedIn(result, auth) => Reply::with_auth_token(result, auth).into_response(),
+            Answer::Cancelled => status(code::SESSION_CANCELLED, CANCELLED),
+            Answer::TimedOut(live) => coded(
+                code::SESSION_EXPIRED,
+                TIMED_OUT,
+                PollTimeout {
+                    status: live as i32,
+                },
+            ),
+            Answer::Expired => status(code::SESSION_EXPIRED, &QrError::Missing.to_string()),
+            Answer::ShuttingDown => status(code::SESSION_EXPIRED, SHUTTING_DOWN),
+        }
+    }
+
+    /// The same answer as a server-sent event named after what happened:
+    /// the long poll's body, with `authToken` beside `result` on success.
+    /// `None` for a poll timeout, which a stream never reports.
+    fn into_event(self) -> Option<Event> {
+        let (name, body) = match self {
+            Answer::Scanned(who) => ("scanned", body(code::SESSION_SCANNED, SCANNED, Some(who))),
+            Answer::LoggedIn(result, auth) => {
+                let mut body = body(code::SUCCESS, "success", Some(result));
+                body["authToken"] = auth.into();
+                ("confirmed", body)
+            }
+            Answer::Cancelled => (
+                "cancelled",
+                body::<()>(code::SESSION_CANCELLED, CANCELLED, None),
+            ),
+            Answer::TimedOut(_) => return None,
+            Answer::Expired => (
+                "expired",
+                body::<()>(code::SESSION_EXPIRED, &QrError::Missing.to_string(), None),
+            ),
+            Answer::ShuttingDown => (
+                "shutdown",
+                body::<()>(code::SESSION_EXPIRED, SHUTTING_DOWN, None),
+            ),
+        };
+        Some(Event::default().event(name).data(body.to_string()))
+    }
+}
+
+fn body<T: Serialize>(code: i32, message: &str, result: Option<T>) -> serde_json::Value {
+    serde_json::to_value(ApiResponse {
+        code,
+        message: message.to_owned(),
+        result,
+    })
+    .expect("wire types serialize")
+}
+
+pub async fn session_login(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> ApiResult<Response> {
+    let outcome = state
+        .qr
+        .poll(&token, state.poll_timeout, &state.shutdown)
+        .await?;
+    Ok(answer(&state, outcome).await?.into_response())
+}
+
+/// `GET /pc_session/{token}/events`: the long poll as a server-sent event
+/// stream. A `status` event first (the state now), then one event per change
+/// until the login ends. Takes the session's waiter slot like a long poll.
+pub async fn session_events(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+    let waiter = match state.qr.wait_on(&token) {
+        Ok(w) => w,
+        Err(e) => {
+            let http = match e {
+                QrError::AlreadyPolling => StatusCode::CONFLICT,
+                _ => StatusCode::NOT_FOUND,
+            };
+            let e = ApiError::from(e);
+            return (http, Json(body::<()>(e.code(), &e.to_string(), None))).into_response();
+        }
+    };
+    let first = status_event(&state, waiter.session());
+    let rest = stream::unfold(Some((state, waiter)), |slot| async move {
+        let (state, mut waiter) = slot?;
+        loop {
+            // The session's expiry ends the wait first; this only bounds it.
+            let deadline = Instant::now() + waiter.session().expires_in() + Duration::from_secs(1);
+            let outcome = state.qr.next(&mut waiter, deadline, &state.shutdown).await;
+            let more = matches!(outcome, PollOutcome::Scanned(_));
+            let event = match answer(&state, outcome).await {
+                Ok(a) => match a.into_event() {
+                    Some(e) => e,
+                    None => continue,
+                },
+                Err(e) => {
+                    if let ApiError::Database(db) = &e {
+                        tracing::error!(error = %db, "database error");
+                    }
+                    Event::default()
+                        .event("error")
+                        .data(body::<()>(e.code(), &e.to_string(), None).to_string())
+                }
+            };
+            return Some((event, more.then_some((state, waiter))));
+        }
+    });
+    Sse::new(
+        stream::once(async { first })
+            .chain(rest)
+            .map(Ok::<_, Infallible>),
+    )
+    .keep_alive(KeepAlive::default())
+    .into_response()
+}
+
+fn status_event(state: &AppState, s: &QrSession) -> Event {
+    let status = s.status();
+    let data = QrStatusEvent {
+        status: status as i32,
+        status_name: status.name().into(),
+        expires_in_ms: s.expires_in().as_millis() as i64,
+        scanner: s.scanner().map(|u| ScannedResult {
+            portrait: state.portrait_url(u.portrait.as_deref()),
+            user_id: u.user_id,
+            user_name: u.display_name,
+        }),
+    };
+    Event::default()
+        .event("status")
+        .data(serde_json::to_string(&data).expect("wire types serialize"))
 }
 
 pub async fn scan_pc(

@@ -260,6 +260,18 @@ impl QrBook {
         Ok(session)
     }
 
+    /// Takes the session's one waiter slot (a `/session_login` long poll or
+    /// an event stream); freed when the `Waiter` is dropped, however its
+    /// request ends.
+    pub fn wait_on(&self, token: &str) -> Result<Waiter, QrError> {
+        let session = self.get(token)?;
+        if session.polling.swap(true, Ordering::AcqRel) {
+            return Err(QrError::AlreadyPolling);
+        }
+        let rx = session.state.subscribe();
+        Ok(Waiter { session, rx })
+    }
+
     /// The `/session_login` long poll: waits up to `timeout` for something the
     /// PC has not been told yet.
     pub async fn poll(
@@ -268,16 +280,25 @@ impl QrBook {
         timeout: Duration,
         shutdown: &CancellationToken,
     ) -> Result<PollOutcome, QrError> {
-        let session = self.get(token)?;
-        if session.polling.swap(true, Ordering::AcqRel) {
-            return Err(QrError::AlreadyPolling);
-        }
-        // Cleared however this future ends, including a client hanging up.
-        let _polling = PollGuard(&session.polling);
-        let deadline = Instant::now() + timeout;
-        let mut rx = session.state.subscribe();
+        let mut waiter = self.wait_on(token)?;
+        Ok(self
+            .next(&mut waiter, Instant::now() + timeout, shutdown)
+            .await)
+    }
+
+    /// Waits until `deadline` for the next thing the PC has not been told:
+    /// a scan (marked seen), the confirmation or the cancel (both end the
+    /// session), or the session's expiry.
+    pub async fn next(
+        &self,
+        waiter: &mut Waiter,
+        deadline: Instant,
+        shutdown: &CancellationToken,
+    ) -> PollOutcome {
+        let session = &waiter.session;
+        let token = session.token.as_str();
         loop {
-            let state = rx.borrow_and_update().clone();
+            let state = waiter.rx.borrow_and_update().clone();
             match state.status {
                 Status::Scanned => {
                     session.state.send_if_modified(|s| {
@@ -287,38 +308,38 @@ impl QrBook {
                         }
                         first
                     });
-                    rx.borrow_and_update();
+                    waiter.rx.borrow_and_update();
                     info!(session = session.short(), "QR session scan seen by the PC");
-                    return Ok(PollOutcome::Scanned(
+                    return PollOutcome::Scanned(
                         state.scanner.expect("scanned sessions have a scanner"),
-                    ));
+                    );
                 }
                 Status::Confirmed => {
                     self.remove(token);
                     let user = state.scanner.expect("confirmed sessions have a scanner");
                     info!(session = session.short(), user = %user.user_id, "QR session logged in; token used up");
-                    return Ok(PollOutcome::Confirmed {
+                    return PollOutcome::Confirmed {
                         user_id: user.user_id,
                         client_id: session.client_id.clone(),
                         platform: session.platform,
-                    });
+                    };
                 }
                 Status::Cancelled => {
                     self.remove(token);
-                    return Ok(PollOutcome::Cancelled);
+                    return PollOutcome::Cancelled;
                 }
                 Status::Created | Status::ScanSeen => {}
             }
             tokio::select! {
                 // The sender lives in `session`, which we hold, so this cannot fail.
-                _ = rx.changed() => {}
-                _ = tokio::time::sleep_until(deadline) => return Ok(PollOutcome::TimedOut(session.status())),
+                _ = waiter.rx.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => return PollOutcome::TimedOut(session.status()),
                 _ = tokio::time::sleep_until(session.expires) => {
                     self.remove(token);
                     info!(session = session.short(), "QR session expired");
-                    return Ok(PollOutcome::Expired);
+                    return PollOutcome::Expired;
                 }
-                _ = shutdown.cancelled() => return Ok(PollOutcome::ShuttingDown),
+                _ = shutdown.cancelled() => return PollOutcome::ShuttingDown,
             }
         }
     }
@@ -379,11 +400,21 @@ impl QrBook {
     }
 }
 
-struct PollGuard<'a>(&'a AtomicBool);
+/// Holds a session's waiter slot (see [`QrBook::wait_on`]).
+pub struct Waiter {
+    session: Arc<QrSession>,
+    rx: watch::Receiver<State>,
+}
 
-impl Drop for PollGuard<'_> {
+impl Waiter {
+    pub fn session(&self) -> &QrSession {
+        &self.session
+    }
+}
+
+impl Drop for Waiter {
     fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
+        self.session.polling.store(false, Ordering::Release);
     }
 }
 

@@ -1,4 +1,5 @@
-//! The page at `/`, generated avatars and the health probes.
+//! The web client at `/` (HTML, CSS and JavaScript built into the binary),
+//! generated avatars and the health probes.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -8,8 +9,40 @@ use axum::response::{Html, IntoResponse, Response};
 use super::state::AppState;
 use crate::wire::http::ClientConfig;
 
-pub async fn index() -> Html<&'static str> {
-    Html(include_str!("web/index.html"))
+/// Scripts only from our own files, so text that slipped into the page as
+/// HTML could not run; the broker (another port) and portraits (anywhere)
+/// stay reachable.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+    img-src 'self' data: blob: http: https:; connect-src 'self' http: https: ws: wss:; \
+    object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
+
+pub async fn index() -> Response {
+    (
+        [
+            (header::CONTENT_SECURITY_POLICY, CSP),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Html(include_str!("web/index.html")),
+    )
+        .into_response()
+}
+
+/// `/assets/app.js` and `/assets/app.css`.
+pub async fn asset(Path(file): Path<String>) -> Response {
+    let (content_type, body) = match file.as_str() {
+        "app.js" => ("text/javascript; charset=utf-8", include_str!("web/app.js")),
+        "app.css" => ("text/css; charset=utf-8", include_str!("web/app.css")),
+        _ => return (StatusCode::NOT_FOUND, "no such asset").into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// Where the rest of the stack is, so clients need only the app-server's address.

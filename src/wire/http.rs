@@ -138,6 +138,18 @@ pub struct PollTimeout {
     pub status: i32,
 }
 
+/// The first event of `GET /pc_session/{token}/events`: the session now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QrStatusEvent {
+    pub status: i32,
+    pub status_name: String,
+    pub expires_in_ms: i64,
+    /// Who scanned, once scanned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scanner: Option<ScannedResult>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConfirmPcRequest {
     pub token: String,

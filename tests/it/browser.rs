@@ -1,0 +1,534 @@
+//! The built-in web client in a real headless Chromium, driven over
+//! WebDriver (Debian's `chromium` and `chromium-driver`, through fantoccini),
+//! against a real server, with the real `imctl simulate` and `imctl client`.
+//!
+//! Without Chromium these tests say so on stderr and pass, unless
+//! `IMCTL_REQUIRE_BROWSER=1` (CI sets it), where they fail.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+use crate::common::{TestServer, simulate, start, stderr, stdout};
+
+fn find_program(env: &str, names: &[&str]) -> Option<PathBuf> {
+    if let Ok(p) = std::env::var(env) {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    names.iter().find_map(|name| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// A headless Chromium behind its own chromedriver; both killed on drop.
+struct Browser {
+    client: Client,
+    driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// `None` (after saying why) when Chromium or chromedriver is missing
+    /// and the test may skip.
+    async fn start(test: &str) -> Option<Browser> {
+        let chromium = find_program(
+            "IMCTL_CHROMIUM",
+            &["chromium", "chromium-browser", "google-chrome"],
+        );
+        let driver = find_program("IMCTL_CHROMEDRIVER", &["chromedriver"]);
+        let (Some(chromium), Some(driver)) = (chromium, driver) else {
+            assert!(
+                std::env::var("IMCTL_REQUIRE_BROWSER").as_deref() != Ok("1"),
+                "{test}: a browser is required (IMCTL_REQUIRE_BROWSER=1) but chromium or chromedriver \
+                 is not installed (apt-get install chromium chromium-driver)"
+            );
+            // Straight to stderr, past the test harness's capture, so it is seen.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: chromium and chromedriver are not installed (apt-get install chromium chromium-driver)"
+            );
+            return None;
+        };
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut cmd = Command::new(&driver);
+        cmd.arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // Its own process group, so Chromium's processes die with it.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd.spawn().expect("chromedriver starts");
+        let profile = tempfile::tempdir().unwrap();
+        let browser = Browser {
+            client: connect(port, &chromium, profile.path()).await,
+            driver: child,
+            _profile: profile,
+        };
+        browser
+            .client
+            .set_window_size(1400, 900)
+            .await
+            .expect("window size");
+        Some(browser)
+    }
+
+    async fn js(&self, script: &str) -> Value {
+        self.client
+            .execute(script, vec![])
+            .await
+            .unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
+    }
+
+    /// Runs `expr` until it gives something truthy; returns that.
+    async fn until(&self, what: &str, expr: &str) -> Value {
+        let script = format!("return ({expr});");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let v = self.js(&script).await;
+            let truthy =
+                !matches!(&v, Value::Null | Value::Bool(false)) && v != json!("") && v != json!(0);
+            if truthy {
+                return v;
+            }
+            if Instant::now() > deadline {
+                let state = self
+                    .js("return document.body.innerText.slice(0, 3000)")
+                    .await;
+                panic!(
+                    "timed out waiting for {what}; the page shows:\n{}",
+                    state.as_str().unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn click(&self, css: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .send_keys(text)
+            .await
+            .unwrap_or_else(|e| panic!("typing into {css}: {e}"));
+    }
+
+    /// The QR token on screen once it differs from `old`.
+    async fn qr_token(&self, old: &str) -> String {
+        let expr = format!(
+            "document.querySelector('#login:not([hidden]) #qr')?.dataset.token !== {old:?} && document.querySelector('#qr').dataset.token"
+        );
+        self.until("a QR code", &expr)
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn until_chat_as(&self, user: &str) {
+        self.until(
+            &format!("the chat view as {user}, connected"),
+            &format!(
+                "!document.getElementById('chat').hidden && document.getElementById('chat').dataset.user === {user:?} && document.getElementById('link').textContent === 'connected'"
+            ),
+        )
+        .await;
+    }
+
+    /// Saves a screenshot where cargo keeps test output and says where.
+    async fn screenshot(&self, name: &str) -> PathBuf {
+        let png = self.client.screenshot().await.expect("screenshot");
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, png).unwrap();
+        let _ = writeln!(std::io::stderr(), "screenshot: {}", path.display());
+        path
+    }
+
+    /// Ends the WebDriver session; dropping kills what is left.
+    async fn close(self) {
+        let _ = self.client.clone().close().await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        kill_group(&mut self.driver);
+    }
+}
+
+fn kill_group(child: &mut Child) {
+    // SAFETY: signalling our own child's process group.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+    let _ = child.wait();
+}
+
+async fn connect(port: u16, chromium: &Path, profile: &Path) -> Client {
+    let caps = json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": chromium,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--disable-quic", "--disable-dev-shm-usage",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        },
+    });
+    let Value::Object(caps) = caps else {
+        unreachable!()
+    };
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let attempt = ClientBuilder::rustls()
+            .expect("TLS roots")
+            .capabilities(caps.clone())
+            .connect(&url)
+            .await;
+        match attempt {
+            Ok(c) => return c,
+            Err(e) if Instant::now() > deadline => {
+                panic!("cannot start Chromium through chromedriver: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// `imctl client --app-server URL ARGS` with a private state directory.
+fn client(state: &Path, url: &str, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_imctl"));
+    cmd.arg("client")
+        .args(["--app-server", url])
+        .args(args)
+        .env("IMCTL_STATE_DIR", state)
+        .env_remove("IMCTL_USER")
+        .env_remove("IMCTL_BROKER")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+async fn until_online(s: &TestServer, user: &str) {
+    for _ in 0..500 {
+        if s.running.broker.hub.is_online(user) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{user} never connected");
+}
+
+fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "{}\n{}", stdout(out), stderr(out));
+    stdout(out)
+}
+
+#[tokio::test]
+async fn qr_login_in_the_browser_then_chat_with_terminal_clients() {
+    let Some(b) = Browser::start("qr_login_in_the_browser_then_chat_with_terminal_clients").await
+    else {
+        return;
+    };
+    let s = start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    b.client.goto(&s.url).await.unwrap();
+
+    // The page made a QR session and waits on it by server-sent events.
+    let token = b.qr_token("").await;
+    assert_eq!(s.running.state.qr.get(&token).unwrap().status() as i32, 0);
+    b.until(
+        "the event stream in the inspector",
+        &format!("document.getElementById('insp-list').textContent.includes('/pc_session/{token}/events')"),
+    )
+    .await;
+
+    // The real `imctl simulate` plays the phone.
+    let approved = simulate(dir.path(), &s.url, &["approve", &token, "--as", "alice"]).await;
+    ok(&approved);
+    b.until_chat_as("alice").await;
+    let inspector = b
+        .js("return document.getElementById('insp-list').textContent")
+        .await;
+    let inspector = inspector.as_str().unwrap();
+    for step in [
+        "event: scanned",
+        "event: confirmed",
+        "/route",
+        "connect #",
+        "connected #",
+        "sync #",
+    ] {
+        assert!(
+            inspector.contains(step),
+            "the inspector lacks {step:?}:\n{inspector}"
+        );
+    }
+
+    // Page → terminal.
+    let bob = client(
+        dir.path(),
+        &s.url,
+        &[
+            "--user",
+            "bob",
+            "--listen",
+            "--count",
+            "1",
+            "--json",
+            "--timeout",
+            "30s",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    until_online(&s, "bob").await;
+    b.type_into("#new-chat", "bob\n").await;
+    b.until(
+        "the conversation with bob open",
+        "!document.getElementById('composer').disabled && document.getElementById('conv-title').textContent === 'Bob Chen'",
+    )
+    .await;
+    b.type_into("#composer", "hello from the browser\n").await;
+    let got = bob.wait_with_output().await.unwrap();
+    let line: Value = serde_json::from_str(ok(&got).trim()).unwrap();
+    assert_eq!(line["from"], "alice");
+    assert_eq!(line["content"]["text"], "hello from the browser");
+    // bob's client acknowledged it: the page says delivered.
+    b.until(
+        "the delivered mark",
+        "document.querySelector('#timeline .msg.mine [data-state=delivered], #timeline .msg.mine [data-state=read]')",
+    )
+    .await;
+
+    // Terminal → page, with markup that must stay text.
+    let evil =
+        "<script>window.pwned=1</script><img src=x onerror=\"window.pwned=2\"> <b>not bold</b>";
+    ok(&client(
+        dir.path(),
+        &s.url,
+        &["--user", "bob", "--send", "alice", evil],
+    )
+    .output()
+    .await
+    .unwrap());
+    let shown = b
+        .until(
+            "bob's message in the timeline",
+            "[...document.querySelectorAll('#timeline .msg:not(.mine) .text')].map(e => e.textContent).find(t => t.includes('not bold'))",
+        )
+        .await;
+    assert_eq!(shown, json!(evil));
+    let injected = b
+        .js("return [window.pwned === undefined, document.querySelectorAll('#timeline script, #timeline b, #timeline .text img').length]")
+        .await;
+    assert_eq!(injected, json!([true, 0]), "markup from a peer became HTML");
+    // Shown in the open conversation, so marked read on the server.
+    let (mut other_device, _) = s.chat("13800000001", "alice-phone").await;
+    let convs = other_device
+        .request(json!({"op": "conversations"}))
+        .await
+        .unwrap();
+    let with_bob = convs["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["conv"]["target"] == "bob")
+        .cloned()
+        .unwrap();
+    assert_eq!(with_bob["unread"], 0, "{with_bob}");
+    b.screenshot("chat").await;
+
+    // A reload reconnects with the saved login: no new QR.
+    let sessions_before = s.running.state.qr.list().len();
+    b.client.refresh().await.unwrap();
+    b.until_chat_as("alice").await;
+    assert_eq!(
+        s.running.state.qr.list().len(),
+        sessions_before,
+        "a reload made a QR session"
+    );
+    b.until(
+        "the conversation with bob in the list",
+        "document.querySelector('#convs li[data-conv=\"single:bob\"]')",
+    )
+    .await;
+
+    // Log out: back to a fresh QR.
+    b.click("#logout").await;
+    let next = b.qr_token(&token).await;
+    assert_ne!(next, token);
+    let kept = b.js("return localStorage.getItem('imctl.creds')").await;
+    assert_eq!(kept, Value::Null, "logging out left the login behind");
+
+    // A saved login the server no longer accepts: back to the QR, saying why.
+    b.js(r#"localStorage.setItem('imctl.creds', JSON.stringify({userId: 'alice', imToken: 'not-a-token', authToken: 'x'})); return null"#)
+        .await;
+    b.client.refresh().await.unwrap();
+    b.until(
+        "the QR again, with the reason",
+        "!document.getElementById('login').hidden && document.getElementById('login-state').textContent.includes('saved login ended')",
+    )
+    .await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn simulate_phone_panel_scans_cancels_and_approves() {
+    let Some(b) = Browser::start("simulate_phone_panel_scans_cancels_and_approves").await else {
+        return;
+    };
+    let s = start(&[]).await;
+    // `?longpoll`: the page waits with POST /session_login instead of events.
+    b.client
+        .goto(&format!("{}/?longpoll", s.url))
+        .await
+        .unwrap();
+    let first = b.qr_token("").await;
+    b.until(
+        "the long poll in the inspector",
+        &format!("document.getElementById('insp-list').textContent.includes('POST /session_login/{first}')"),
+    )
+    .await;
+    let cmd = b
+        .js("return document.getElementById('simulate-cmd').textContent")
+        .await;
+    assert_eq!(
+        cmd,
+        json!(format!("imctl simulate approve {first} --as alice"))
+    );
+
+    // Scan only: the page shows who scanned; then cancel from the panel.
+    b.click("#scan-only").await;
+    b.click("#phone-users button[data-user=carol]").await;
+    b.until(
+        "the scanned state with carol",
+        "document.getElementById('login-state').textContent.startsWith('scanned') && document.getElementById('scanner').textContent.includes('Carol')",
+    )
+    .await;
+    b.screenshot("login-scanned").await;
+    let log = b
+        .js("return document.getElementById('phone-log').textContent")
+        .await;
+    let log = log.as_str().unwrap().to_owned();
+    for call in [
+        "POST /send_code",
+        "GET /_dev/sms",
+        "POST /login",
+        &format!("POST /scan_pc/{first}"),
+    ] {
+        assert!(log.contains(call), "the panel does not show {call}:\n{log}");
+    }
+    b.click("#phone-cancel").await;
+    let second = b.qr_token(&first).await;
+    b.until(
+        "the cancel noticed",
+        "document.getElementById('login-state').textContent.startsWith('cancelled on the phone')",
+    )
+    .await;
+
+    // One click approves; the saved phone login needs no second SMS.
+    b.click("#scan-only").await;
+    let sms_before = s
+        .client
+        .dev_sms("13800000003", None, None)
+        .await
+        .unwrap()
+        .len();
+    b.click("#phone-users button[data-user=carol]").await;
+    b.until_chat_as("carol").await;
+    assert_eq!(
+        s.client
+            .dev_sms("13800000003", None, None)
+            .await
+            .unwrap()
+            .len(),
+        sms_before
+    );
+    assert!(
+        s.running.state.qr.get(&second).is_err(),
+        "the QR session was not used up"
+    );
+
+    // An image: uploaded to /media, sent, shown inline.
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("dot.png");
+    image::RgbImage::from_pixel(40, 30, image::Rgb([200, 30, 30]))
+        .save(&png)
+        .unwrap();
+    b.type_into("#new-chat", "robot\n").await;
+    b.until(
+        "the robot conversation",
+        "!document.getElementById('composer').disabled",
+    )
+    .await;
+    b.type_into("#file", png.to_str().unwrap()).await;
+    let size = b
+        .until(
+            "the image shown inline",
+            "(() => { const i = document.querySelector('#timeline .msg.mine img.inline'); return i && i.complete && i.naturalWidth ? [i.naturalWidth, i.naturalHeight] : null })()",
+        )
+        .await;
+    assert_eq!(size, json!([40, 30]));
+    // And the robot answers a text.
+    b.type_into("#composer", "ping\n").await;
+    b.until(
+        "the robot's answer",
+        "document.querySelector('#timeline .msg:not(.mine) .text')",
+    )
+    .await;
+
+    // A group made in the page, and a message to it.
+    b.click("#new-group summary").await;
+    b.type_into("#group-name", "web team").await;
+    b.type_into("#group-members", "alice, bob\n").await;
+    b.until(
+        "the new group open",
+        "document.getElementById('conv-title').textContent === '#web team' && document.querySelector('#timeline .note')?.textContent.includes('created the group')",
+    )
+    .await;
+    b.type_into("#composer", "hi team\n").await;
+    b.until(
+        "the group message sent",
+        "document.querySelector('#timeline .msg.mine [data-state=sent], #timeline .msg.mine [data-state=delivered]')",
+    )
+    .await;
+    let (mut alice, _) = s.chat("13800000001", "alice-check").await;
+    let groups = alice.request(json!({"op": "group.list"})).await.unwrap();
+    let group = groups["groups"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(groups["groups"][0]["name"], "web team");
+    let history = alice
+        .request(json!({"op": "history", "conv": {"type": "group", "target": group}}))
+        .await
+        .unwrap();
+    assert_eq!(
+        history["messages"][0]["content"]["text"], "hi team",
+        "{history}"
+    );
+    assert_eq!(history["messages"][0]["from"], "carol");
+    b.close().await;
+}

@@ -1,0 +1,285 @@
+//! The web client's server side: the page and its assets, and the QR state
+//! as server-sent events (`GET /pc_session/{token}/events`).
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::common::{TestServer, start, until_polling};
+
+/// A server-sent event stream, read event by event.
+struct Events {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+impl Events {
+    async fn open(s: &TestServer, token: &str) -> reqwest::Response {
+        s.get(&format!("/pc_session/{token}/events")).await
+    }
+
+    fn new(resp: reqwest::Response) -> Self {
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            resp.headers()["content-type"].to_str().unwrap(),
+            "text/event-stream"
+        );
+        Self {
+            resp,
+            buf: String::new(),
+        }
+    }
+
+    /// The next event's name and JSON data (comments skipped); `None` when
+    /// the stream ends.
+    async fn next(&mut self) -> Option<(String, Value)> {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let (mut name, mut data) = (String::from("message"), String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        name = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                return Some((name, serde_json::from_str(&data).unwrap()));
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.resp.chunk())
+                .await
+                .expect("an event within 10 s")
+                .unwrap()?;
+            self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+}
+
+#[tokio::test]
+async fn events_follow_scan_and_confirm_and_hand_over_the_login() {
+    let s = start(&[]).await;
+    let token = s.pc_session().await;
+    let mut events = Events::new(Events::open(&s, &token).await);
+
+    let (name, first) = events.next().await.unwrap();
+    assert_eq!(name, "status");
+    assert_eq!(first["status"], 0);
+    assert_eq!(first["statusName"], "created");
+    assert!(first["expiresInMs"].as_i64().unwrap() > 290_000, "{first}");
+
+    let (auth, _) = s.login("13800000001").await;
+    let scan = s
+        .post(&format!("/scan_pc/{token}"), json!({}), Some(&auth))
+        .await;
+    assert_eq!(scan.code(), 0, "{}", scan.body);
+    let (name, scanned) = events.next().await.unwrap();
+    assert_eq!(name, "scanned");
+    assert_eq!(scanned["code"], 9);
+    assert_eq!(scanned["result"]["userId"], "alice");
+    assert_eq!(scanned["result"]["userName"], "Alice Liu");
+    // The stream is the PC's channel, so the scan counts as seen (status 3).
+    let info = s.running.state.qr.get(&token).unwrap();
+    assert_eq!(info.status() as i32, 3);
+
+    let confirm = s
+        .post(
+            "/confirm_pc",
+            json!({"token": token, "user_id": "alice"}),
+            Some(&auth),
+        )
+        .await;
+    assert_eq!(confirm.code(), 0, "{}", confirm.body);
+    let (name, done) = events.next().await.unwrap();
+    assert_eq!(name, "confirmed");
+    assert_eq!(done["code"], 0);
+    assert_eq!(done["result"]["userId"], "alice");
+    assert!(
+        done["result"]["routeUrl"]
+            .as_str()
+            .unwrap()
+            .ends_with("/route")
+    );
+    let web_auth = done["authToken"].as_str().unwrap();
+    assert!(web_auth.len() >= 32, "{web_auth}");
+    // The stream ends with the login; the session is used up.
+    assert!(events.next().await.is_none());
+    let again = Events::open(&s, &token).await;
+    assert_eq!(again.status(), 404);
+    let body: Value = again.json().await.unwrap();
+    assert_eq!(body["code"], 8, "{body}");
+
+    // The authToken and the IM token both work.
+    let other = s.pc_session().await;
+    let scan = s
+        .post(&format!("/scan_pc/{other}"), json!({}), Some(web_auth))
+        .await;
+    assert_eq!(scan.code(), 0, "{}", scan.body);
+    let route: Value = s
+        .http
+        .post(done["result"]["routeUrl"].as_str().unwrap())
+        .json(&json!({"userId": "alice", "clientId": "pc-1", "token": done["result"]["token"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(route["code"], 0, "{route}");
+}
+
+#[tokio::test]
+async fn events_report_a_cancel_and_a_scan_that_happened_before() {
+    let s = start(&[]).await;
+    let token = s.pc_session().await;
+    let (auth, _) = s.login("13800000002").await;
+    s.post(&format!("/scan_pc/{token}"), json!({}), Some(&auth))
+        .await;
+    // Opened after the scan: the scan is reported at once.
+    let mut events = Events::new(Events::open(&s, &token).await);
+    assert_eq!(events.next().await.unwrap().0, "status");
+    let (name, scanned) = events.next().await.unwrap();
+    assert_eq!(name, "scanned");
+    assert_eq!(scanned["result"]["userId"], "bob");
+    drop(events);
+
+    // Reopened (a page reload): the status event names the scanner.
+    let mut events = Events::new(open_when_free(&s, &token).await);
+    let (_, status) = events.next().await.unwrap();
+    assert_eq!(status["status"], 3, "{status}");
+    assert_eq!(status["scanner"]["userId"], "bob");
+    let cancel = s
+        .post("/cancel_pc", json!({"token": token}), Some(&auth))
+        .await;
+    assert_eq!(cancel.code(), 0, "{}", cancel.body);
+    let (name, cancelled) = events.next().await.unwrap();
+    assert_eq!(name, "cancelled");
+    assert_eq!(cancelled["code"], 18);
+    assert!(events.next().await.is_none());
+}
+
+/// The waiter slot is freed when the server notices the last stream closed.
+async fn open_when_free(s: &TestServer, token: &str) -> reqwest::Response {
+    for _ in 0..200 {
+        let r = Events::open(s, token).await;
+        if r.status() != 409 {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the first stream never let go of the session");
+}
+
+#[tokio::test]
+async fn one_waiter_at_a_time_stream_or_long_poll() {
+    let s = start(&[]).await;
+    let token = s.pc_session().await;
+    let events = Events::new(Events::open(&s, &token).await);
+
+    let second = Events::open(&s, &token).await;
+    assert_eq!(second.status(), 409);
+    let body: Value = second.json().await.unwrap();
+    assert_eq!(body["code"], 15);
+    assert!(
+        body["message"].as_str().unwrap().contains("only one"),
+        "{body}"
+    );
+    let poll = s
+        .post(&format!("/session_login/{token}"), json!({}), None)
+        .await;
+    assert_eq!(poll.code(), 15, "{}", poll.body);
+
+    // Closing the stream frees the slot for a long poll.
+    drop(events);
+    let mut answered = None;
+    for _ in 0..200 {
+        let p = s.spawn_poll(&token);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if p.is_finished() {
+            let r = p.await.unwrap();
+            assert_eq!(r.code(), 15, "{}", r.body);
+            continue;
+        }
+        until_polling(&s, &token).await;
+        answered = Some(p);
+        break;
+    }
+    let poll = answered.expect("the long poll got the slot after the stream closed");
+    poll.abort();
+}
+
+#[tokio::test]
+async fn events_for_an_unknown_session_are_a_clear_404() {
+    let s = start(&[]).await;
+    let r = Events::open(&s, "no-such-token").await;
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], 8);
+    assert!(
+        body["message"].as_str().unwrap().contains("/pc_session"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_ends_the_stream_with_an_event() {
+    let s = start(&[]).await;
+    let token = s.pc_session().await;
+    let mut events = Events::new(Events::open(&s, &token).await);
+    assert_eq!(events.next().await.unwrap().0, "status");
+    s.running.state.shutdown.cancel();
+    let (name, body) = events.next().await.unwrap();
+    assert_eq!(name, "shutdown");
+    assert_eq!(body["code"], 8);
+}
+
+#[tokio::test]
+async fn the_page_and_its_assets_are_served_with_a_strict_policy() {
+    let s = start(&[]).await;
+    let page = s.get("/").await;
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    let html = page.text().await.unwrap();
+    assert!(html.contains(r#"<script src="/assets/app.js""#));
+    // No inline script for the policy to allow.
+    assert_eq!(html.matches("<script").count(), 1, "{html}");
+
+    for (file, kind) in [("app.js", "text/javascript"), ("app.css", "text/css")] {
+        let r = s.get(&format!("/assets/{file}")).await;
+        assert_eq!(r.status(), 200, "{file}");
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(kind),
+            "{file}"
+        );
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    }
+    assert_eq!(s.get("/assets/../Cargo.toml").await.status(), 404);
+    assert_eq!(s.get("/assets/nope.js").await.status(), 404);
+}
+
+/// Peer-controlled text must never reach the DOM as HTML: the script has no
+/// HTML sinks at all, so this cannot regress quietly.
+#[test]
+fn the_script_never_writes_html() {
+    let js = include_str!("../../src/app_server/web/app.js");
+    for sink in [
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+        "new Function",
+    ] {
+        assert!(!js.contains(sink), "app.js uses {sink}");
+    }
+}
