@@ -214,7 +214,7 @@ pub async fn session_events(State(state): State<AppState>, Path(token): Path<Str
                         tracing::error!(error = %db, "database error");
                     }
                     Event::default()
-                        .event("error")
+                        .event("failed")
                         .data(body::<()>(e.code(), &e.to_string(), None).to_string())
                 }
             };

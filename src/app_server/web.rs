@@ -51,6 +51,7 @@ pub async fn config(State(state): State<AppState>) -> Json<ClientConfig> {
         app_server: state.base_url.clone(),
         route_url: state.route_url.clone(),
         version: env!("CARGO_PKG_VERSION").into(),
+        max_frame: state.broker.options.max_frame,
     })
 }
 

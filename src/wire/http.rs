@@ -81,6 +81,9 @@ pub struct ClientConfig {
     pub app_server: String,
     pub route_url: String,
     pub version: String,
+    /// The largest WebSocket frame the broker accepts (`--max-frame`).
+    #[serde(default)]
+    pub max_frame: usize,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

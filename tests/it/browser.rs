@@ -361,7 +361,45 @@ async fn qr_login_in_the_browser_then_chat_with_terminal_clients() {
         .cloned()
         .unwrap();
     assert_eq!(with_bob["unread"], 0, "{with_bob}");
+
+    // alice reading on her other device is not bob reading alice's message.
+    let bobs = with_bob["lastMessage"]["msgId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    other_device
+        .request(json!({"op": "read", "conv": {"type": "single", "target": "bob"}, "upTo": bobs}))
+        .await
+        .unwrap();
+    b.until(
+        "the receipt from alice's other device",
+        "document.getElementById('insp-list').textContent.includes('receipt read by alice')",
+    )
+    .await;
+    let state = b
+        .js("return document.querySelector('#timeline .msg.mine .mstate').dataset.state")
+        .await;
+    assert_eq!(state, json!("delivered"), "bob never read it");
     b.screenshot("chat").await;
+
+    // Too long for the broker's frame limit: refused in the page, link kept.
+    b.js("document.getElementById('composer').value = 'x'.repeat(70000); document.getElementById('composer-form').requestSubmit(); return null")
+        .await;
+    let refused = b
+        .until(
+            "the oversized message refused",
+            "document.querySelector('#timeline .msg.mine [data-state=failed]')?.textContent",
+        )
+        .await;
+    assert!(
+        refused.as_str().unwrap().contains("--max-frame"),
+        "{refused}"
+    );
+    assert_eq!(
+        b.js("return document.getElementById('link').textContent")
+            .await,
+        json!("connected")
+    );
 
     // A reload reconnects with the saved login: no new QR.
     let sessions_before = s.running.state.qr.list().len();
@@ -384,6 +422,29 @@ async fn qr_login_in_the_browser_then_chat_with_terminal_clients() {
     assert_ne!(next, token);
     let kept = b.js("return localStorage.getItem('imctl.creds')").await;
     assert_eq!(kept, Value::Null, "logging out left the login behind");
+
+    // Another user in the same page starts clean.
+    ok(&simulate(dir.path(), &s.url, &["approve", &next, "--as", "bob"]).await);
+    b.until_chat_as("bob").await;
+    b.until(
+        "bob's conversation with alice",
+        "document.querySelector('#convs li[data-conv=\"single:alice\"]')",
+    )
+    .await;
+    let leftovers = b
+        .js("return [document.querySelectorAll('#convs li[data-conv=\"single:bob\"]').length, document.querySelectorAll('#timeline .msg').length, document.getElementById('composer').disabled]")
+        .await;
+    assert_eq!(
+        leftovers,
+        json!([0, 0, true]),
+        "alice's chat leaked into bob's"
+    );
+    b.click("#logout").await;
+    b.until(
+        "the QR after bob logs out",
+        "!document.getElementById('login').hidden",
+    )
+    .await;
 
     // A saved login the server no longer accepts: back to the QR, saying why.
     b.js(r#"localStorage.setItem('imctl.creds', JSON.stringify({userId: 'alice', imToken: 'not-a-token', authToken: 'x'})); return null"#)

@@ -120,7 +120,7 @@ const inspector = {
  * One HTTP call, recorded in the inspector (and in `log` if given).
  * Answers { status, body, authToken, ms }; throws only when the network fails.
  */
-async function http(method, path, { body, auth, raw, contentType, log } = {}) {
+async function http(method, path, { body, auth, raw, contentType, log, signal } = {}) {
   const headers = {};
   if (auth) headers.authToken = auth;
   let payload;
@@ -131,9 +131,10 @@ async function http(method, path, { body, auth, raw, contentType, log } = {}) {
   const started = performance.now();
   let r;
   try {
-    r = await fetch(path, { method, headers, body: payload });
+    r = await fetch(path, { method, headers, body: payload, signal });
   } catch (e) {
     const ms = performance.now() - started;
+    if (e.name === "AbortError") { inspector.add("HTTP", "err", `${method} ${path}: abandoned (new QR)`, undefined, ms); throw e; }
     inspector.add("HTTP", "err", `${method} ${path}: ${e.message}`, undefined, ms);
     log?.(`${method} ${path} → network error: ${e.message}`, true);
     throw e;
@@ -174,6 +175,7 @@ const login = {
   tickTimer: null,
   source: null,
   scanned: false,
+  abort: null, // cancels the abandoned QR's long poll, so polls never pile up
 
   say(text) { $("login-state").textContent = text; },
 
@@ -229,6 +231,8 @@ const login = {
     clearTimeout(this.refreshTimer);
     clearInterval(this.tickTimer);
     if (this.source) { this.source.close(); this.source = null; }
+    this.abort?.abort();
+    this.abort = new AbortController();
   },
 
   /** GET /pc_session/{token}/events; falls back to the long poll if it fails. */
@@ -252,6 +256,7 @@ const login = {
     on("cancelled", () => { end(); this.start("cancelled on the phone — new QR"); });
     on("expired", () => { end(); this.start("QR expired — new QR"); });
     on("shutdown", () => { end(); this.retryLater(gen, token, "the server is restarting"); });
+    on("failed", (d) => { end(); this.failed(d.message); });
     src.onerror = () => {
       // A plain error (no event data): the stream broke or never opened.
       if (ended || gen !== this.gen) return;
@@ -274,8 +279,9 @@ const login = {
     while (gen === this.gen) {
       let r;
       try {
-        r = await http("POST", "/session_login/" + encodeURIComponent(token));
-      } catch {
+        r = await http("POST", "/session_login/" + encodeURIComponent(token), { signal: this.abort.signal });
+      } catch (e) {
+        if (e.name === "AbortError" || gen !== this.gen) return;
         this.say("the app-server does not answer; retrying…");
         await sleep(2000);
         continue;
@@ -287,8 +293,16 @@ const login = {
       else if (code === 8 && result) continue; // only the poll timed out
       else if (code === 15) await sleep(1000); // another waiter still holds the slot
       else if (code === 18) return this.start("cancelled on the phone — new QR");
-      else return this.start("QR expired — new QR");
+      else if (code === 8) return this.start("QR expired — new QR");
+      else return this.failed(r.body.message); // e.g. 13: the scanning user is banned
     }
+  },
+
+  /** The login was refused after the confirm: say why, and let a person retry. */
+  failed(message) {
+    this.stopWatching();
+    $("qr").classList.add("stale");
+    this.say("login failed: " + message + " — press New QR to try again");
   },
 
   onScanned(who) {
@@ -424,6 +438,7 @@ class Link {
         await this.once();
         return;
       } catch (e) {
+        if (e.quiet) return;
         if (e.fatal) { this.h.fatal(e); return; }
         this.h.state(`offline — ${e.message}; retrying in ${(this.backoff / 1000).toFixed(1)} s`, false);
         await sleep(this.backoff);
@@ -433,9 +448,12 @@ class Link {
   }
 
   async once() {
+    const stopped = () => Object.assign(new Error("logged out"), { fatal: true, quiet: true });
     this.h.state("routing…", false);
+    const { creds } = this.h;
     const routeUrl = creds.routeUrl || (await http("GET", "/config")).body.routeUrl;
     const r = await http("POST", routeUrl, { body: { userId: creds.userId, clientId, token: creds.imToken } });
+    if (this.closed) throw stopped();
     if (r.body.code === 13) throw Object.assign(new Error(r.body.message), { fatal: true, relogin: true });
     if (r.body.code !== 0) throw new Error("route failed: " + r.body.message);
     const url = r.body.result.wsUrl;
@@ -446,13 +464,16 @@ class Link {
       ws.onopen = resolve;
       ws.onerror = () => reject(new Error("cannot open " + url));
     });
+    if (this.closed) { ws.close(1000); throw stopped(); }
     inspector.add("WS", "in", `open ${url}`);
     ws.onmessage = (ev) => this.receive(ev.data);
     ws.onclose = (ev) => this.onClose(ws, ev);
     let hello;
     try {
-      hello = await this.request("connect", { token: creds.imToken, clientId, platform: PLATFORM_WEB });
+      hello = await this.request("connect", { token: creds.imToken, clientId, platform: PLATFORM_WEB }, true);
     } catch (e) {
+      if (ws.readyState === WebSocket.OPEN) ws.close(1000);
+      if (this.closed) throw stopped();
       // 419 expired, 498 invalid, 404 user gone: only a new login helps.
       if ([404, 419, 498].includes(e.code)) throw Object.assign(new Error(e.message), { fatal: true, relogin: true });
       if (e.code === 403) throw Object.assign(new Error(e.message), { fatal: true });
@@ -465,8 +486,12 @@ class Link {
 
   onClose(ws, ev) {
     inspector.add("WS", "err", `close ${ev.code}${ev.reason ? " " + ev.reason : ""}`);
-    for (const w of this.waiting.values()) w.reject(new Error("connection closed"));
-    this.waiting.clear();
+    for (const [id, w] of this.waiting) {
+      if (w.ws !== ws) continue;
+      this.waiting.delete(id);
+      // 1009: the frame itself was too big; sending it again would only repeat this.
+      w.reject(ev.code === 1009 ? Object.assign(new Error("the message is larger than the broker accepts (--max-frame)"), { code: 1009 }) : new Error("connection closed"));
+    }
     if (ws !== this.ws || this.closed) return;
     this.ws = null;
     if (!this.up) return; // still connecting: once() sees its request fail and decides
@@ -477,8 +502,9 @@ class Link {
     this.open();
   }
 
-  frame(obj) {
-    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
+  /** Sends a frame once connected (or, for `connect` itself, once open). */
+  frame(obj, handshake) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN || !(this.up || handshake)) return false;
     const text = JSON.stringify(obj);
     this.ws.send(text);
     inspector.add("WS", "out", describe(obj), obj);
@@ -486,11 +512,11 @@ class Link {
   }
 
   /** A request; resolves with the reply, rejects with an `error` frame's { code, message }. */
-  request(op, fields = {}) {
+  request(op, fields = {}, handshake = false) {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      if (!this.frame({ id, op, ...fields })) { reject(new Error("not connected")); return; }
-      this.waiting.set(id, { resolve, reject, op, at: performance.now() });
+      if (!this.frame({ id, op, ...fields }, handshake)) { reject(new Error("not connected")); return; }
+      this.waiting.set(id, { resolve, reject, op, at: performance.now(), ws: this.ws });
     });
   }
 
@@ -511,6 +537,7 @@ class Link {
 
   close() {
     this.closed = true;
+    this.up = false;
     if (this.ws) this.ws.close(1000, "logged out");
   }
 }
@@ -520,16 +547,16 @@ function describe(f) {
   const id = f.id !== undefined && f.id !== null ? " #" + f.id : "";
   const conv = (c) => (c ? ` ${c.type === "group" ? "#" : ""}${c.target}` : "");
   switch (f.op) {
-    case "send": return `send${id}${conv(f.conv)} ${f.content?.type}`;
+    case "send": return `send${id} to${conv(f.conv)}: ${f.content?.type}`;
     case "ack": return `ack${id} ${f.msgId} seq ${f.seq}${f.duplicate ? " (duplicate)" : ""}`;
     case "msg": return `msg seq ${f.seq} ${f.message?.msgId} from ${f.message?.from}`;
     case "sync": return `sync${id} since ${f.since}`;
     case "synced": return `synced${id} ${f.entries?.length} entries, head ${f.head}${f.more ? ", more" : ""}`;
     case "recv": return `recv up to ${f.upTo}`;
-    case "receipt": return `receipt ${f.kind} by ${f.by}${conv(f.conv)} up to ${f.upTo}`;
-    case "read": return `read${id}${conv(f.conv)} up to ${f.upTo}`;
+    case "receipt": return `receipt ${f.kind} by ${f.by} in${conv(f.conv)} up to ${f.upTo}`;
+    case "read": return `read${id} in${conv(f.conv)} up to ${f.upTo}`;
     case "presence": return f.userId ? `presence ${f.userId} ${f.online ? "online" : "offline"}` : `presence${id}`;
-    case "typing": return `typing${conv(f.conv)}${f.from ? " from " + f.from : ""}`;
+    case "typing": return `typing in${conv(f.conv)}${f.from ? " from " + f.from : ""}`;
     case "connected": return `connected${id} as ${f.userId}, head ${f.head}`;
     case "error": return `error${id} ${f.code} ${f.message}`;
     default: return f.op + id;
@@ -540,23 +567,41 @@ function describe(f) {
 
 const key = (conv) => conv.type + ":" + conv.target;
 
+/** msgIds are `m` + a number that only grows, so they order messages. */
+const msgNo = (id) => (typeof id === "string" && /^m\d+$/.test(id) ? Number(id.slice(1)) : NaN);
+
 const chat = {
   link: null,
+  creds: null, // the login this chat belongs to
   me: null,
-  seq: 0,
-  convs: new Map(), // key → { conv, lastMessage, unread, messages: [], loaded, more, typingUntil }
+  seq: 0, // the inbox position up to which everything is here (saved)
+  syncing: false,
+  held: [], // pushes that arrived while a sync was paging
+  seen: new Set(), // every msgId taken, so a push and a sync never count twice
+  convs: new Map(), // key → { conv, lastMessage, unread, messages: [], ids, loaded, more, typingUntil }
   users: new Map(), // userId → { displayName, portrait, online }
-  groups: new Map(), // groupId → { name, members? }
+  asking: new Set(), // profiles requested and not answered yet
+  groups: new Map(), // groupId → { name, gone }
   current: null,
   outbox: [], // sends waiting for a connection
   recvTimer: null,
   lastTyping: 0,
-  readSent: new Map(), // conv key → msgId
+  readSent: new Map(), // conv key → msgId the server was told
+  maxFrame: 65536,
 
   start() {
+    this.link?.close();
+    this.creds = creds;
     this.me = creds.userId;
     this.seq = store.get(this.seqKey()) ?? null;
     this.convs.clear();
+    this.users.clear();
+    this.asking.clear();
+    this.groups.clear();
+    this.readSent.clear();
+    this.seen.clear();
+    this.held = [];
+    this.outbox = [];
     this.current = null;
     show("chat");
     $("me-name").textContent = creds.userName || creds.userId;
@@ -564,18 +609,36 @@ const chat = {
     const pic = safeUrl(creds.portrait);
     if (pic) $("me-avatar").src = pic; else $("me-avatar").removeAttribute("src");
     $("chat").dataset.user = creds.userId;
+    $("conv-title").textContent = "Pick a conversation, or start one on the left";
+    $("conv-sub").textContent = "";
+    $("chat-error").textContent = "";
+    this.setComposer(false);
     this.renderConvs();
     this.renderTimeline();
-    this.link = new Link({
-      state: (text, up) => this.linkState(text, up),
-      connected: (hello) => this.onConnected(hello),
-      push: (f) => this.onPush(f),
-      fatal: (e) => this.onFatal(e),
+    http("GET", "/config").then((r) => { if (r.body.maxFrame) this.maxFrame = r.body.maxFrame; }).catch(() => {});
+    const link = new Link({
+      creds: this.creds,
+      state: (text, up) => this.link === link && this.linkState(text, up),
+      connected: (hello) => this.link === link && this.onConnected(hello),
+      push: (f) => this.link === link && this.onPush(f),
+      fatal: (e) => this.link === link && this.onFatal(e),
     });
-    this.link.open();
+    this.link = link;
+    link.open();
   },
 
-  seqKey() { return `seq.${creds.userId}.${clientId}`; },
+  seqKey() { return `seq.${this.me}.${clientId}`; },
+
+  saveSeq(seq) {
+    this.seq = seq;
+    store.set(this.seqKey(), seq);
+  },
+
+  setComposer(on) {
+    $("composer").disabled = !on;
+    $("send").disabled = !on;
+    $("attach").disabled = !on;
+  },
 
   linkState(text, up) {
     $("link").textContent = text;
@@ -592,33 +655,47 @@ const chat = {
     this.link?.close();
     this.link = null;
     store.del("creds");
-    store.del(this.seqKey());
+    if (this.me) store.del(this.seqKey());
     creds = null;
     this.outbox = [];
   },
 
   async onConnected(hello) {
+    const link = this.link;
     this.linkState("connected", true);
     $("chat-error").textContent = "";
     // A new device starts near the head; the conversation list covers the rest.
-    if (this.seq === null || this.seq > hello.head) this.seq = Math.max(0, hello.head - 200);
+    if (this.seq === null || this.seq > hello.head) this.saveSeq(Math.max(0, hello.head - 200));
     try {
       await this.syncAll();
       await Promise.all([this.loadGroups(), this.loadConvs()]);
       await this.loadPresence();
       if (this.current) await this.loadHistory(this.convs.get(this.current), true);
     } catch (e) {
-      $("chat-error").textContent = "loading failed: " + e.message;
+      if (link === this.link) $("chat-error").textContent = "loading failed: " + e.message;
     }
+    if (link !== this.link) return;
+    this.markRead();
     const queued = this.outbox.splice(0);
     for (const m of queued) this.transmit(m);
   },
 
+  /** Pages through the inbox from the saved position; pushes wait meanwhile. */
   async syncAll() {
-    for (;;) {
-      const r = await this.link.request("sync", { since: this.seq, limit: 500 });
-      for (const e of r.entries) this.take(e.seq, e.message, false);
-      if (!r.more || r.entries.length === 0) break;
+    this.syncing = true;
+    try {
+      let since = this.seq;
+      for (;;) {
+        const r = await this.link.request("sync", { since, limit: 500 });
+        for (const e of r.entries) this.take(e.seq, e.message, false);
+        if (r.entries.length) since = r.entries[r.entries.length - 1].seq;
+        this.saveSeq(Math.max(this.seq, since));
+        if (!r.more || r.entries.length === 0) break;
+      }
+    } finally {
+      this.syncing = false;
+      const held = this.held.splice(0);
+      for (const f of held) this.take(f.seq, f.message, true);
     }
     this.ackRecv();
   },
@@ -640,13 +717,18 @@ const chat = {
   },
 
   async loadProfiles(ids) {
-    const missing = [...new Set(ids)].filter((id) => !this.users.get(id)?.displayName);
-    if (!missing.length || !this.link) return;
+    const missing = [...new Set(ids)].filter((id) => !this.users.get(id)?.displayName && !this.asking.has(id));
+    if (!missing.length || !this.link?.up) return;
+    for (const id of missing) this.asking.add(id);
     try {
       const r = await this.link.request("profile.get", { users: missing.slice(0, 500) });
       for (const u of r.users) this.users.set(u.userId, { ...this.users.get(u.userId), ...u });
       $("known-users").replaceChildren(...[...this.users.keys()].map((id) => el("option", { value: id })));
-    } catch { /* names fall back to ids */ }
+      this.renderConvs();
+      this.renderHead();
+    } catch { /* names fall back to ids */ } finally {
+      for (const id of missing) this.asking.delete(id);
+    }
   },
 
   async loadPresence() {
@@ -675,18 +757,20 @@ const chat = {
     return m.conv;
   },
 
-  /** A stored message, from a push or a sync. */
+  /** A stored message, from a push or a sync; each msgId is taken once. */
   take(seq, m, live) {
-    if (seq > this.seq) { this.seq = seq; store.set(this.seqKey(), seq); }
+    if (!this.syncing && seq > this.seq) this.saveSeq(seq);
+    if (this.seen.has(m.msgId)) return;
+    this.seen.add(m.msgId);
     const c = this.conv(this.convOf(m));
-    if (c.ids.has(m.msgId)) return;
-    // Our own send from another device, or an ack that beat us: merge by clientMsgId.
-    const pending = m.clientMsgId && c.messages.find((x) => x.clientMsgId === m.clientMsgId && x.from === this.me && !x.msgId);
-    if (pending) { Object.assign(pending, m, { state: "sent" }); c.ids.add(m.msgId); }
-    else if (c.loaded) { c.messages.push({ ...m, state: m.from === this.me ? "sent" : undefined }); c.ids.add(m.msgId); }
-    if (!c.lastMessage || m.serverTime >= c.lastMessage.serverTime) c.lastMessage = m;
     const mine = m.from === this.me;
-    if (!mine && m.content.type !== "notification") {
+    // Our own send whose ack has not come back yet: merge by clientMsgId.
+    const pending = mine && m.clientMsgId && c.messages.find((x) => x.clientMsgId === m.clientMsgId && !x.msgId);
+    if (pending) { Object.assign(pending, m, { state: "sent" }); c.ids.add(m.msgId); }
+    else if (c.loaded && !c.ids.has(m.msgId)) { c.messages.push({ ...m, state: mine ? "sent" : undefined }); c.ids.add(m.msgId); }
+    if (!c.lastMessage || m.serverTime >= c.lastMessage.serverTime) c.lastMessage = m;
+    if (!mine) {
+      // As the server counts: every message from someone else, notifications too.
       if (key(c.conv) !== this.current || document.hidden) c.unread += 1;
       c.typingUntil = 0;
     }
@@ -699,9 +783,21 @@ const chat = {
   },
 
   groupChanged(m) {
-    const g = this.groups.get(m.conv.target) || {};
-    if (m.content.name) g.name = m.content.name;
-    this.groups.set(m.conv.target, g);
+    const id = m.conv.target;
+    const g = this.groups.get(id) || {};
+    const n = m.content;
+    if (n.name) g.name = n.name;
+    const gone = n.kind === "dissolved" || n.dissolved
+      || (n.kind === "member_removed" && (n.members || []).includes(this.me))
+      || (n.kind === "left" && n.actor === this.me);
+    if (gone) g.gone = true;
+    else if (n.kind === "member_added" && (n.members || []).includes(this.me)) g.gone = false;
+    this.groups.set(id, g);
+    // Added to a group we know nothing of: ask for its name.
+    if (!g.name && this.link?.up) {
+      this.link.request("group.info", { group: id }).then((r) => { g.name = r.group.name; this.renderConvs(); this.renderHead(); }).catch(() => {});
+    }
+    if (key(m.conv) === this.current) { this.setComposer(!g.gone); this.renderHead(); }
   },
 
   ackRecv() {
@@ -712,6 +808,7 @@ const chat = {
   onPush(f) {
     switch (f.op) {
       case "msg":
+        if (this.syncing) { this.held.push(f); break; }
         this.take(f.seq, f.message, true);
         this.ackRecv();
         break;
@@ -745,11 +842,15 @@ const chat = {
   onReceipt(f) {
     const c = this.convs.get(key(f.conv));
     if (!c) return;
-    const upTo = c.messages.findIndex((m) => m.msgId === f.upTo);
-    if (upTo < 0) return;
+    if (f.by === this.me) {
+      // Read on another of my devices: nothing of mine changed, my unread did.
+      if (f.kind === "read") { c.unread = 0; this.readSent.set(key(f.conv), f.upTo); this.renderConvs(); }
+      return;
+    }
+    const upTo = msgNo(f.upTo);
     const rank = { sending: 0, sent: 1, delivered: 2, read: 3 };
-    for (const m of c.messages.slice(0, upTo + 1)) {
-      if (m.from !== this.me || !m.msgId) continue;
+    for (const m of c.messages) {
+      if (m.from !== this.me || !(msgNo(m.msgId) <= upTo)) continue;
       if (f.conv.type === "group") {
         const set = f.kind === "read" ? (m.readBy ??= new Set()) : (m.deliveredBy ??= new Set());
         set.add(f.by);
@@ -758,26 +859,25 @@ const chat = {
         m.state = f.kind;
       }
     }
-    if (key(f.conv) === this.current) this.renderTimeline();
+    if (key(f.conv) === this.current) this.renderTimeline(true);
   },
 
   async open(conv) {
     const c = this.conv(conv);
     this.current = key(conv);
     c.unread = 0;
-    $("composer").disabled = false;
-    $("send").disabled = false;
+    this.setComposer(!(conv.type === "group" && this.groups.get(conv.target)?.gone));
     this.renderConvs();
     this.renderHead();
     this.renderTimeline();
     $("composer").focus();
     if (conv.type === "single") this.loadProfiles([conv.target]);
-    if (!c.loaded && this.link) await this.loadHistory(c, true);
+    if (!c.loaded && this.link?.up) await this.loadHistory(c, true);
     this.markRead();
   },
 
   async loadHistory(c, fresh) {
-    if (!this.link) return;
+    if (!this.link?.up) return;
     const before = fresh ? undefined : c.messages.find((m) => m.msgId)?.msgId;
     let r;
     try {
@@ -787,7 +887,7 @@ const chat = {
       return;
     }
     const older = r.messages.filter((m) => !c.ids.has(m.msgId)).reverse();
-    for (const m of older) c.ids.add(m.msgId);
+    for (const m of older) { c.ids.add(m.msgId); this.seen.add(m.msgId); }
     const mine = (m) => ({ ...m, state: m.from === this.me ? "sent" : undefined });
     c.messages = [...older.map(mine), ...c.messages];
     // Unsent messages (no serverTime yet) stay last.
@@ -800,36 +900,46 @@ const chat = {
   /** Tells the server (and the sender) how far this conversation is read. */
   markRead() {
     const c = this.convs.get(this.current);
-    if (!c || document.hidden || !this.link) return;
+    if (!c || document.hidden || !this.link?.up) return;
     const last = [...c.messages].reverse().find((m) => m.msgId && m.from !== this.me);
     if (!last || this.readSent.get(this.current) === last.msgId) return;
+    if (!this.link.frame({ op: "read", conv: c.conv, upTo: last.msgId })) return;
     this.readSent.set(this.current, last.msgId);
     c.unread = 0;
-    this.link.frame({ op: "read", conv: c.conv, upTo: last.msgId });
     this.renderConvs();
   },
 
-  send(content) {
-    const c = this.convs.get(this.current);
-    if (!c) return;
+  /** A new message to the conversation `convKey` (the open one by default). */
+  send(content, convKey = this.current) {
+    const c = this.convs.get(convKey);
+    if (!c) return false;
     const m = {
       clientMsgId: randomId(), conv: c.conv, from: this.me, content, state: "sending", serverTime: undefined,
     };
     c.messages.push(m);
     c.lastMessage = m;
+    const size = new TextEncoder().encode(JSON.stringify({ id: 1e9, op: "send", conv: m.conv, content, clientMsgId: m.clientMsgId })).length;
+    if (size > this.maxFrame) {
+      m.state = "failed";
+      m.error = `too long: ${size} bytes, the broker takes frames up to ${this.maxFrame} (--max-frame)`;
+    }
     this.renderTimeline();
     this.renderConvs();
-    this.transmit(m);
+    if (m.state !== "failed") this.transmit(m);
+    return true;
   },
 
   async transmit(m) {
-    if (!this.link || !this.link.ws || this.link.ws.readyState !== WebSocket.OPEN) { this.outbox.push(m); return; }
+    const link = this.link;
+    if (!link?.up) { this.outbox.push(m); return; }
     try {
-      const ack = await this.link.request("send", { conv: m.conv, content: m.content, clientMsgId: m.clientMsgId });
+      const ack = await link.request("send", { conv: m.conv, content: m.content, clientMsgId: m.clientMsgId });
+      if (link !== this.link) return;
       Object.assign(m, { msgId: ack.msgId, serverTime: ack.serverTime, state: m.state === "sending" ? "sent" : m.state });
       this.convs.get(key(m.conv))?.ids.add(ack.msgId);
-      if (ack.seq > this.seq) { this.seq = ack.seq; store.set(this.seqKey(), ack.seq); }
+      this.seen.add(ack.msgId);
     } catch (e) {
+      if (link !== this.link) return; // logged out meanwhile: never resend as someone else
       if (e.code) { m.state = "failed"; m.error = `${e.code}: ${e.message}`; }
       else { this.outbox.push(m); return; } // the link dropped: resent after reconnecting
     }
@@ -840,11 +950,13 @@ const chat = {
     const c = this.convs.get(this.current);
     if (!c || Date.now() - this.lastTyping < 3000 || !$("composer").value) return;
     this.lastTyping = Date.now();
-    this.link?.frame({ op: "typing", conv: c.conv });
+    if (this.link?.up) this.link.frame({ op: "typing", conv: c.conv });
   },
 
   async sendImage(file) {
     if (!file) return;
+    const target = this.current; // where it goes, even if another chat is opened meanwhile
+    const auth = this.creds.authToken;
     $("chat-error").textContent = "";
     try {
       const dims = await new Promise((resolve, reject) => {
@@ -854,9 +966,10 @@ const chat = {
         img.onerror = () => { URL.revokeObjectURL(u); reject(new Error(`${file.name} is not a picture this browser can read`)); };
         img.src = u;
       });
-      const r = await http("POST", "/media", { raw: file, contentType: file.type || "application/octet-stream", auth: creds.authToken });
+      const r = await http("POST", "/media", { raw: file, contentType: file.type || "application/octet-stream", auth });
       if (r.status !== 201) throw new Error(r.body.error || `upload failed (HTTP ${r.status})`);
-      this.send({ type: "image", url: r.body.url, w: dims.w, h: dims.h, size: r.body.size });
+      if (auth !== this.creds?.authToken) return;
+      this.send({ type: "image", url: r.body.url, w: dims.w, h: dims.h, size: r.body.size }, target);
     } catch (e) {
       $("chat-error").textContent = e.message;
     }
@@ -999,6 +1112,7 @@ const chat = {
   /** "bob", "#team" or a group id → a conversation. */
   async target(text) {
     const t = text.trim();
+    if (t && !this.link?.up) throw new Error("not connected yet");
     if (!t) return null;
     if (t.startsWith("#")) {
       const name = t.slice(1);
@@ -1043,8 +1157,7 @@ const chat = {
       ev.preventDefault();
       const text = $("composer").value;
       if (!text.trim()) return;
-      $("composer").value = "";
-      this.send({ type: "text", text });
+      if (this.send({ type: "text", text })) $("composer").value = "";
     });
     $("composer").addEventListener("keydown", (ev) => {
       if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) { ev.preventDefault(); $("composer-form").requestSubmit(); }
