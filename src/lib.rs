@@ -4,11 +4,12 @@
 //! - [`server`] starts the whole stack in one process; `imctl serve` and the
 //!   tests both go through it.
 //! - [`app_server`] is the Wildfire-compatible login API (SMS and web QR
-//!   login), the dev API under `/_dev` and the web page.
-//! - [`broker`] will carry the WebSocket chat.
+//!   login), the dev API under `/_dev` and the built-in web client.
+//! - [`broker`] carries the WebSocket chat.
 //! - [`store`] owns the SQLite database; no SQL lives anywhere else.
 //! - [`wire`] holds every type that crosses the network. It does no I/O.
-//! - [`client`] speaks the HTTP API for the CLI (`simulate`) and the tests.
+//! - [`client`] speaks the HTTP and WebSocket APIs for the CLI and the tests.
+//! - [`config`] is `imctl serve`'s options and the `imctl.toml` file.
 //! - [`cmd`] is the command line: one module per subcommand.
 
 pub mod app_server;
@@ -18,6 +19,7 @@ pub mod client;
 pub mod cmd;
 pub mod config;
 pub mod metrics;
+pub mod port_owner;
 pub mod qr_image;
 pub mod server;
 pub mod store;

@@ -1,12 +1,17 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
-use imctl::cmd::{self, Cli};
+use imctl::cmd;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match cmd::parse_from(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     let filter = EnvFilter::try_new(cli.log_filter()).unwrap_or_else(|e| {
         eprintln!("warning: bad log filter ({e}); using info");
         EnvFilter::new("info")
@@ -21,7 +26,10 @@ fn main() -> ExitCode {
     match runtime.block_on(cmd::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // `imctl exec` passes its command's exit code on without comment.
+            if e.downcast_ref::<cmd::exec::ChildExit>().is_none() {
+                eprintln!("error: {e:#}");
+            }
             ExitCode::from(cmd::exit_code(&e))
         }
     }

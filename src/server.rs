@@ -75,9 +75,15 @@ impl Running {
 async fn bind(addr: SocketAddr, flag: &str, env: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::AddrInUse {
+            let by = match crate::port_owner::find(addr.port()) {
+                Some((pid, cmd)) if cmd.contains("imctl") => {
+                    format!("by another imctl (pid {pid}: {cmd}); stop it (kill {pid}) or")
+                }
+                Some((pid, cmd)) => format!("by pid {pid} ({cmd}); stop it or"),
+                None => "(is another `imctl serve` running? `imctl status` tells);".to_owned(),
+            };
             anyhow::anyhow!(
-                "port {} on {} is already in use (is another `imctl serve` running?); \
-                 choose another with {flag} PORT or {env}, or 0 for any free port",
+                "port {} on {} is already in use {by} choose another port with {flag} PORT or {env}, or 0 for any free port",
                 addr.port(),
                 addr.ip()
             )
@@ -177,7 +183,8 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
     broker::spawn_robot(broker.clone()).await?;
     let state = AppState::new(Inner {
         store,
-        sms: SmsBook::new(config.sms_ttl, config.sms_interval, config.sms_max_attempts),
+        sms: SmsBook::new(config.sms_ttl, config.sms_interval, config.sms_max_attempts)
+            .with_test_codes(config.sms_test_code.iter().cloned()),
         qr: QrBook::new(config.qr_ttl, config.qr_prefix.clone()),
         im_tokens,
         route_url: format!("{}/route", base_url(broker_addr)),
@@ -201,6 +208,9 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| random_token(16)),
         shutdown: shutdown.clone(),
+        started_at: crate::store::now_ms(),
+        database: database.clone(),
+        broker_url: base_url(broker_addr),
     });
     tokio::spawn(app_server::sweep(state.clone()));
     if database.is_some() {

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::state::AppState;
-use crate::wire::http::{DevError, PcSessionInfo, SmsEntry, UserSummary};
+use crate::wire::http::{DevError, PcSessionInfo, SmsEntry, StackStatus, UserSummary};
 
 /// The longest `/_dev/sms?wait=` honoured.
 const MAX_WAIT: Duration = Duration::from_secs(120);
@@ -57,16 +57,38 @@ pub async fn pc_sessions(State(state): State<AppState>) -> Json<Vec<PcSessionInf
     Json(state.qr.list())
 }
 
+fn db_failed(e: sqlx::Error) -> Response {
+    tracing::error!(error = %e, "database error");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(DevError {
+            error: "database error; see the imctl log".into(),
+        }),
+    )
+        .into_response()
+}
+
 pub async fn users(State(state): State<AppState>) -> Result<Json<Vec<UserSummary>>, Response> {
-    let users = state.store.users().await.map_err(|e| {
-        tracing::error!(error = %e, "database error");
-        (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(DevError {
-                error: "database error; see the imctl log".into(),
-            }),
-        )
-            .into_response()
-    })?;
+    let users = state.store.users().await.map_err(db_failed)?;
     Ok(Json(users.iter().map(|u| state.summary(u)).collect()))
+}
+
+/// `GET /_dev/status`: versions, addresses and counts, for `imctl status`.
+pub async fn status(State(state): State<AppState>) -> Result<Json<StackStatus>, Response> {
+    let users = state.store.users().await.map_err(db_failed)?.len();
+    let now = crate::store::now_ms();
+    Ok(Json(StackStatus {
+        version: env!("CARGO_PKG_VERSION").into(),
+        pid: std::process::id(),
+        started_at: state.started_at,
+        uptime_ms: now - state.started_at,
+        app_server: state.base_url.clone(),
+        broker: state.broker_url.clone(),
+        ws_url: format!("{}/ws", state.broker_url.replacen("http://", "ws://", 1)),
+        route_url: state.route_url.clone(),
+        database: state.database.as_ref().map(|p| p.display().to_string()),
+        users,
+        connections: state.broker.hub.connections(),
+        qr_sessions: state.qr.states().len(),
+    }))
 }

@@ -64,6 +64,7 @@ pub fn app(state: AppState, extra_origins: &[String]) -> Router {
         .route("/_dev/sms", get(dev::sms))
         .route("/_dev/pc_sessions", get(dev::pc_sessions))
         .route("/_dev/users", get(dev::users))
+        .route("/_dev/status", get(dev::status))
         .route("/", get(web::index))
         .route("/assets/{file}", get(web::asset))
         .route("/avatar/{file}", get(web::avatar))

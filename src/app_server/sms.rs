@@ -62,6 +62,8 @@ pub struct SmsBook {
     ttl: Duration,
     interval: Duration,
     max_attempts: u32,
+    /// Fixed codes per mobile (`--sms-test-code`), for scripts and CI.
+    test_codes: HashMap<String, String>,
 }
 
 impl SmsBook {
@@ -72,7 +74,15 @@ impl SmsBook {
             ttl,
             interval,
             max_attempts,
+            test_codes: HashMap::new(),
         }
+    }
+
+    /// Mobiles whose code is always `code`: `/send_code` sends it and
+    /// `/login` accepts it without one.
+    pub fn with_test_codes(mut self, codes: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.test_codes = codes.into_iter().collect();
+        self
     }
 
     /// Issues a fresh 6-digit code for `mobile` (which must already be valid).
@@ -88,7 +98,10 @@ impl SmsBook {
                 });
             }
         }
-        let code = format!("{:06}", rand::random_range(0..1_000_000u32));
+        let code = match self.test_codes.get(mobile) {
+            Some(fixed) => fixed.clone(),
+            None => format!("{:06}", rand::random_range(0..1_000_000u32)),
+        };
         let sent_at = now_ms();
         let entry = SmsEntry {
             mobile: mobile.to_owned(),
@@ -123,6 +136,11 @@ impl SmsBook {
     pub fn verify(&self, mobile: &str, code: &str) -> Result<(), SmsError> {
         let now = Instant::now();
         let mut inner = self.inner.lock().unwrap();
+        if self.test_codes.get(mobile).is_some_and(|c| c == code) {
+            inner.pending.remove(mobile);
+            inner.last_sent.remove(mobile);
+            return Ok(());
+        }
         let pending = inner.pending.get_mut(mobile).ok_or(SmsError::NoCode)?;
         if now >= pending.expires {
             inner.pending.remove(mobile);

@@ -35,6 +35,12 @@ pub struct Inner {
     pub max_upload: usize,
     /// Cancelled when the server shuts down, so long polls answer at once.
     pub shutdown: CancellationToken,
+    /// When this stack started (ms since the epoch), for `/_dev/status`.
+    pub started_at: i64,
+    /// The database file, or `None` when ephemeral.
+    pub database: Option<std::path::PathBuf>,
+    /// `http://host:port` of the broker.
+    pub broker_url: String,
 }
 
 impl Deref for AppState {

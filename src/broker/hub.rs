@@ -174,9 +174,15 @@ impl Hub {
         conns.len()
     }
 
-    /// Live connections in all.
+    /// Live client connections in all (the built-in robot is not one).
     pub fn connections(&self) -> usize {
-        self.users.lock().unwrap().values().map(Vec::len).sum()
+        self.users
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(user, _)| user.as_str() != super::robot::ROBOT)
+            .map(|(_, conns)| conns.len())
+            .sum()
     }
 }
 

@@ -8,7 +8,8 @@ use serde_json::Value;
 
 use crate::wire::http::{
     AUTH_TOKEN_HEADER, CancelPcRequest, ClientConfig, ConfirmPcRequest, LoginRequest, LoginResult,
-    PcSessionInfo, PcSessionRequest, PcSessionResult, SendCodeRequest, SmsEntry, UserSummary, code,
+    PcSessionInfo, PcSessionRequest, PcSessionResult, SendCodeRequest, SmsEntry, StackStatus,
+    UserSummary, code,
 };
 use crate::wire::ws::{RouteRequest, RouteResult};
 
@@ -387,6 +388,30 @@ impl AppClient {
             });
         }
         Ok(body)
+    }
+
+    /// `GET /_dev/status`: version, addresses and counts.
+    pub async fn dev_status(&self) -> Result<StackStatus> {
+        self.get_json("/_dev/status", &[]).await
+    }
+
+    /// `GET /readyz` with a short timeout: `Ok` once the stack serves.
+    pub async fn readyz(&self) -> Result<()> {
+        let resp = self
+            .http
+            .get(format!("{}/readyz", self.base))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .map_err(|e| self.send_error("/readyz", e))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        Err(ClientError::Status {
+            status: status.as_u16(),
+            message: resp.text().await.unwrap_or_default().trim().to_owned(),
+        })
     }
 
     /// `GET /config`: where the broker's `/route` is.

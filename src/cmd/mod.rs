@@ -3,10 +3,17 @@
 pub mod admin;
 pub mod bench;
 pub mod client;
+pub mod docs;
+pub mod exec;
 pub mod serve;
 pub mod simulate;
+pub mod status;
 
-use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+
+use anyhow::Context;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::client::ClientError;
 pub use crate::client::app::Failure;
@@ -20,7 +27,8 @@ Exit codes:
   3  the app-server or broker cannot be reached
   4  the QR session is unknown, used up or expired
   5  the server refused (wrong user, wrong state, cancelled, bad code, not a member)
-  6  timed out waiting (no ack, fewer messages than --count)";
+  6  timed out waiting (no ack, fewer messages than --count, not ready)
+imctl exec exits with its command's code (128 + N when signal N ended it).";
 
 #[derive(Debug, Parser)]
 #[command(name = "imctl", version, about = "A local development stack for instant-messaging apps", after_help = EXIT_CODES)]
@@ -35,8 +43,17 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the app-server (SMS and QR login), the web page and the dev API
+    /// Run the app-server (SMS and QR login), the broker, the web client and the dev API
     Serve(serve::Args),
+    /// Run a command against a fresh stack: ephemeral, free ports, shut down after
+    #[command(after_help = exec::AFTER_HELP)]
+    Exec(exec::Args),
+    /// Is a stack running there? Its URLs, version, uptime and counts
+    #[command(after_help = EXIT_CODES)]
+    Status(status::StatusArgs),
+    /// Wait until a stack answers /readyz (for scripts that start `serve` in the background)
+    #[command(after_help = EXIT_CODES)]
+    WaitReady(status::WaitReadyArgs),
     /// Stand in for the phone: log in by SMS, scan, confirm, cancel, approve a web QR login
     #[command(after_help = EXIT_CODES)]
     Simulate(simulate::Args),
@@ -47,6 +64,10 @@ pub enum Command {
     /// Administer a running stack: users, connections, bans, mutes, system messages
     #[command(after_help = EXIT_CODES)]
     Admin(admin::Args),
+    /// Print a shell completion script: eval "$(imctl completions bash)"
+    Completions(docs::CompletionsArgs),
+    /// Print the man page, or write one per subcommand with --dir
+    Man(docs::ManArgs),
 }
 
 impl Cli {
@@ -69,7 +90,86 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Admin(args) => admin::run(args).await,
         Command::Client(args) => client::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Exec(args) => exec::run(args).await,
+        Command::Status(args) => status::status(args).await,
+        Command::WaitReady(args) => status::wait_ready(args).await,
+        Command::Completions(args) => docs::completions(args),
+        Command::Man(args) => docs::man(args),
     }
+}
+
+/// Parses the command line. For `serve` and `exec`, settings that neither a
+/// flag nor an `IMCTL_*` variable gave come from the config file (so flag,
+/// then env, then file, then default), and `exec` runs ephemeral on free
+/// ports by default. Clap's own errors (and `--help`) exit here as clap does.
+pub fn parse_from(args: Vec<OsString>) -> anyhow::Result<Cli> {
+    let matches = Cli::command()
+        .try_get_matches_from(&args)
+        .unwrap_or_else(|e| e.exit());
+    let Some((name, sub)) = matches
+        .subcommand()
+        .filter(|(n, _)| *n == "serve" || *n == "exec")
+    else {
+        return Ok(Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()));
+    };
+    let file = crate::config::file::locate(sub)?;
+    let mut extra = match &file {
+        Some(path) => crate::config::file::flags_from(path, sub)?,
+        None => Vec::new(),
+    };
+    let from_file: Vec<String> = extra.iter().map(|(id, _)| id.clone()).collect();
+    if name == "exec" {
+        let defaulted = |id: &str| {
+            !matches!(
+                sub.value_source(id),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            ) && !from_file.iter().any(|f| f == id)
+        };
+        for (id, flag) in [
+            ("app_port", "--app-port=0"),
+            ("broker_port", "--broker-port=0"),
+        ] {
+            if defaulted(id) {
+                extra.push((id.into(), vec![flag.into()]));
+            }
+        }
+        if defaulted("data_dir") && defaulted("ephemeral") {
+            extra.push(("ephemeral".into(), vec!["--ephemeral".into()]));
+        }
+    }
+    let matches = if extra.is_empty() {
+        matches
+    } else {
+        // The added flags go right after the subcommand, before any `--`.
+        let at = args
+            .iter()
+            .skip(1)
+            .position(|a| a == name)
+            .map_or(args.len(), |i| i + 2);
+        let mut with = args[..at].to_vec();
+        with.extend(extra.into_iter().flat_map(|(_, flags)| flags));
+        with.extend_from_slice(&args[at..]);
+        Cli::command().try_get_matches_from(&with).map_err(|e| {
+            let origin = file.as_ref().map_or_else(String::new, |f| {
+                format!(" (with the settings of {})", f.display())
+            });
+            let text = e.render().to_string();
+            let text = text.trim_end();
+            anyhow::anyhow!("{}{origin}", text.strip_prefix("error: ").unwrap_or(text))
+        })?
+    };
+    let mut cli = Cli::from_arg_matches(&matches).context("reading the command line")?;
+    let sub = matches.subcommand().expect("checked above").1;
+    let settings = crate::config::file::settings(sub, &from_file);
+    match &mut cli.command {
+        Command::Serve(a) => {
+            a.config.sources = settings;
+            a.config_file = file;
+        }
+        Command::Exec(a) => a.config.sources = settings,
+        _ => {}
+    }
+    Ok(cli)
 }
 
 /// Picks the process exit code for an error, by its most specific cause.
@@ -79,6 +179,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
             e.downcast_ref::<ClientError>()
                 .map(ClientError::exit_code)
                 .or_else(|| e.downcast_ref::<Failure>().map(|f| f.exit))
+                .or_else(|| e.downcast_ref::<exec::ChildExit>().map(|c| c.0))
         })
         .unwrap_or(exit::ERROR)
 }

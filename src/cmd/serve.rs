@@ -10,9 +10,24 @@ use crate::server::{self, Running};
 pub struct Args {
     #[command(flatten)]
     pub config: ServeConfig,
+
+    /// Print the effective configuration (as imctl.toml) and exit
+    #[arg(long)]
+    pub print_config: bool,
+
+    /// The config file that was read, if any; filled in by `cmd::parse_from`.
+    #[arg(skip)]
+    pub config_file: Option<std::path::PathBuf>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    if args.print_config {
+        print!(
+            "{}",
+            crate::config::file::render(&args.config.sources, args.config_file.as_deref())
+        );
+        return Ok(());
+    }
     let config = args.config;
     let running = server::start(&config).await?;
     print!("{}", banner(&config, &running).await?);

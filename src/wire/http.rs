@@ -209,6 +209,27 @@ pub struct UserSummary {
     pub portrait: Option<String>,
 }
 
+/// `GET /_dev/status`: what `imctl status` shows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StackStatus {
+    pub version: String,
+    pub pid: u32,
+    /// Milliseconds since the epoch.
+    pub started_at: i64,
+    pub uptime_ms: i64,
+    pub app_server: String,
+    pub broker: String,
+    pub ws_url: String,
+    pub route_url: String,
+    /// The database file; absent when ephemeral.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    pub users: usize,
+    pub connections: usize,
+    pub qr_sessions: usize,
+}
+
 /// The JSON error body of imctl's own (non-Wildfire) endpoints.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DevError {

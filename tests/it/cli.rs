@@ -238,6 +238,11 @@ fn help_and_version() {
         "bench group",
         "bench connect",
         "bench login",
+        "exec",
+        "status",
+        "wait-ready",
+        "completions",
+        "man",
     ] {
         let mut args: Vec<&str> = sub.split(' ').collect();
         args.push("--help");
@@ -281,6 +286,11 @@ fn a_taken_port_names_the_port_and_the_flag() {
     let err = stderr(&out);
     assert!(
         err.contains(&format!("port {port}")) && err.contains("--app-port"),
+        "{err}"
+    );
+    // This test process holds the port, and the message names it.
+    assert!(
+        err.contains(&format!("by pid {} (", std::process::id())),
         "{err}"
     );
 }

@@ -15,6 +15,7 @@ mod login;
 mod media;
 mod metrics;
 mod persistence;
+mod pipeline;
 mod qr_login;
 mod social;
 mod terminal;

@@ -1,4 +1,7 @@
-//! `imctl serve` options: every knob is a flag and an `IMCTL_*` variable.
+//! `imctl serve` options: every knob is a flag, an `IMCTL_*` variable and a
+//! key of `imctl.toml` (see `file`), in that order of precedence.
+
+pub mod file;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -9,7 +12,7 @@ use clap::Args;
 /// The longest duration any option takes (longer ones would overflow clocks).
 const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
-fn duration(s: &str) -> Result<Duration, String> {
+pub fn duration(s: &str) -> Result<Duration, String> {
     let d =
         humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 300ms, 50s, 5m, 7d)"))?;
     if d > MAX_DURATION {
@@ -111,6 +114,35 @@ pub struct ServeConfig {
     /// Lifetime of an authToken (the app-server login session)
     #[arg(long, env = "IMCTL_SESSION_TTL", default_value = "30d", value_parser = duration)]
     pub session_ttl: Duration,
+
+    /// A fixed SMS code for a mobile, MOBILE=CODE (repeatable): /send_code sends it and /login always takes it
+    #[arg(long = "sms-test-code", env = "IMCTL_SMS_TEST_CODES", value_delimiter = ',', value_parser = test_code)]
+    pub sms_test_code: Vec<(String, String)>,
+
+    /// Read settings from this TOML file [default: ./imctl.toml when it exists]
+    #[arg(long, env = "IMCTL_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Where each setting came from (flag, env, file, default); filled in by `cmd::parse`.
+    #[arg(skip)]
+    pub sources: Vec<file::Setting>,
+}
+
+/// `MOBILE=CODE`, with a valid mobile and a code of 4 to 8 digits.
+fn test_code(s: &str) -> Result<(String, String), String> {
+    let (mobile, code) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected MOBILE=CODE, e.g. 13800000009=123456"))?;
+    let (mobile, code) = (mobile.trim(), code.trim());
+    if !crate::app_server::sms::is_valid_mobile(mobile) {
+        return Err(format!(
+            "{mobile:?} is not a mobile number (1[3-9] followed by 9 digits)"
+        ));
+    }
+    if !(4..=8).contains(&code.len()) || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{code:?} for {mobile}: a code has 4 to 8 digits"));
+    }
+    Ok((mobile.to_owned(), code.to_owned()))
 }
 
 impl ServeConfig {

@@ -1,0 +1,174 @@
+//! `imctl status` and `imctl wait-ready`: is a stack serving there, and where
+//! is everything — for people and for scripts.
+
+use std::time::Duration;
+
+use clap::ValueEnum;
+use tokio::time::Instant;
+
+use super::Failure;
+use crate::client::AppClient;
+use crate::client::app::exit;
+use crate::wire::http::StackStatus;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// For people
+    Text,
+    /// One JSON object
+    Json,
+    /// `export NAME=value` lines for a shell: eval "$(imctl status -o env)"
+    Env,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The app-server to ask
+    #[arg(
+        long,
+        env = "IMCTL_APP_SERVER",
+        default_value = "http://127.0.0.1:8888"
+    )]
+    pub app_server: String,
+
+    /// Output format
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WaitReadyArgs {
+    /// The app-server to wait for
+    #[arg(
+        long,
+        env = "IMCTL_APP_SERVER",
+        default_value = "http://127.0.0.1:8888"
+    )]
+    pub app_server: String,
+
+    /// Give up after this long (exit 6)
+    #[arg(long, default_value = "30s", value_parser = crate::config::duration)]
+    pub timeout: Duration,
+
+    /// Print nothing when ready
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let app = AppClient::new(&args.app_server);
+    let status = match app.dev_status().await {
+        Ok(s) => s,
+        Err(e) => {
+            if args.output == Output::Json {
+                println!(
+                    "{}",
+                    serde_json::json!({"running": false, "appServer": app.base(), "error": e.to_string()})
+                );
+            }
+            return Err(Failure::new(
+                exit::ERROR,
+                format!("no imctl stack answers at {}: {e}", app.base()),
+            )
+            .into());
+        }
+    };
+    print!("{}", render(&status, args.output));
+    Ok(())
+}
+
+fn render(s: &StackStatus, output: Output) -> String {
+    match output {
+        Output::Json => {
+            let mut v = serde_json::to_value(s).expect("wire types serialize");
+            v["running"] = true.into();
+            format!("{v}\n")
+        }
+        Output::Env => [
+            ("IMCTL_APP_SERVER", s.app_server.as_str()),
+            ("IMCTL_BROKER_URL", s.ws_url.as_str()),
+            ("IMCTL_ROUTE_URL", s.route_url.as_str()),
+        ]
+        .iter()
+        .map(|(k, v)| format!("export {k}={}\n", shell_quote(v)))
+        .collect(),
+        Output::Text => format!(
+            "imctl {} is running (pid {}, up {})\n\
+             \x20 app-server  {}\n\
+             \x20 broker      {}  (route {})\n\
+             \x20 data        {}\n\
+             \x20 users {} · connections {} · live QR sessions {}\n",
+            s.version,
+            s.pid,
+            humantime::format_duration(Duration::from_secs(s.uptime_ms.max(0) as u64 / 1000)),
+            s.app_server,
+            s.ws_url,
+            s.route_url,
+            s.database.as_deref().unwrap_or("in memory (--ephemeral)"),
+            s.users,
+            s.connections,
+            s.qr_sessions,
+        ),
+    }
+}
+
+/// Single quotes for a POSIX shell.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:@%+=,".contains(&b))
+    {
+        return s.to_owned();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+pub async fn wait_ready(args: WaitReadyArgs) -> anyhow::Result<()> {
+    let app = AppClient::new(&args.app_server);
+    let started = Instant::now();
+    let deadline = started + args.timeout;
+    loop {
+        let last = match app.readyz().await {
+            Ok(()) => {
+                if !args.quiet {
+                    println!(
+                        "ready: {} (after {:.1} s)",
+                        app.base(),
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        if Instant::now() + Duration::from_millis(100) > deadline {
+            return Err(Failure::new(
+                exit::TIMED_OUT,
+                format!(
+                    "{} was not ready within {}: {last}",
+                    app.base(),
+                    humantime::format_duration(args.timeout)
+                ),
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+
+    #[test]
+    fn shell_quoting_keeps_urls_plain_and_quotes_the_rest() {
+        assert_eq!(
+            shell_quote("http://127.0.0.1:8888"),
+            "http://127.0.0.1:8888"
+        );
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("$(rm -rf /)"), "'$(rm -rf /)'");
+    }
+}
