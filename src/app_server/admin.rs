@@ -2,6 +2,7 @@
 //! HTTP status codes and JSON bodies.
 
 use axum::Json;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
@@ -42,6 +43,19 @@ fn db(e: sqlx::Error) -> AdminError {
 
 type AdminResult<T = Response> = Result<T, AdminError>;
 
+/// A JSON body, or a 400 in our error shape saying what was wrong with it.
+fn json_body(body: Result<Json<Value>, JsonRejection>) -> Result<Value, AdminError> {
+    body.map(|Json(v)| v).map_err(|e| {
+        fail(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{}; send a JSON object with Content-Type: application/json",
+                e.body_text()
+            ),
+        )
+    })
+}
+
 /// Proof that the request carried the admin secret (`X-Admin-Secret`, or
 /// `Authorization: Bearer <secret>`).
 pub struct Admin;
@@ -81,6 +95,8 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
+#[utoipa::path(get, path = "/admin/users", tag = "admin", security(("adminSecret" = [])),
+    responses((status = 200, description = "all users, with ban state", body = serde_json::Value), (status = 400, description = "bad body", body = DevError), (status = 401, description = "missing or wrong admin secret", body = DevError), (status = 404, description = "no such user or group", body = DevError), (status = 409, description = "conflict (e.g. the user exists)", body = DevError)))]
 pub async fn users(_: Admin, State(state): State<AppState>) -> AdminResult {
     let users = state.store.admin_users().await.map_err(db)?;
     Ok(Json(json!({"users": users})).into_response())
@@ -95,12 +111,14 @@ pub struct NewUser {
     portrait: Option<String>,
 }
 
+#[utoipa::path(post, path = "/admin/users", tag = "admin", security(("adminSecret" = [])), request_body(content = serde_json::Value, description = "see README, The admin API"),
+    responses((status = 200, description = "the created user", body = serde_json::Value), (status = 400, description = "bad body", body = DevError), (status = 401, description = "missing or wrong admin secret", body = DevError), (status = 404, description = "no such user or group", body = DevError), (status = 409, description = "conflict (e.g. the user exists)", body = DevError)))]
 pub async fn create_user(
     _: Admin,
     State(state): State<AppState>,
-    body: Json<Value>,
+    body: Result<Json<Value>, JsonRejection>,
 ) -> AdminResult {
-    let req: NewUser = serde_json::from_value(body.0)
+    let req: NewUser = serde_json::from_value(json_body(body)?)
         .map_err(|e| fail(StatusCode::BAD_REQUEST, format!("bad body: {e}")))?;
     let id = req
         .user_id
@@ -143,10 +161,14 @@ pub async fn create_user(
     Ok((StatusCode::CREATED, Json(state.summary(&user))).into_response())
 }
 
+#[utoipa::path(get, path = "/admin/connections", tag = "admin", security(("adminSecret" = [])),
+    responses((status = 200, description = "live WebSocket connections", body = serde_json::Value), (status = 400, description = "bad body", body = DevError), (status = 401, description = "missing or wrong admin secret", body = DevError), (status = 404, description = "no such user or group", body = DevError), (status = 409, description = "conflict (e.g. the user exists)", body = DevError)))]
 pub async fn connections(_: Admin, State(state): State<AppState>) -> AdminResult {
     Ok(Json(json!({"connections": state.broker.hub.list()})).into_response())
 }
 
+#[utoipa::path(post, path = "/admin/users/{user}/ban", tag = "admin", security(("adminSecret" = [])), params(("user" = String, Path)),
+    responses((status = 200, description = "banned; their connections closed (4003)", body = serde_json::Value), (status = 400, description = "bad body", body = DevError), (status = 401, description = "missing or wrong admin secret", body = DevError), (status = 404, description = "no such user or group", body = DevError), (status = 409, description = "conflict (e.g. the user exists)", body = DevError)))]
 pub async fn ban(_: Admin, State(state): State<AppState>, Path(user): Path<String>) -> AdminResult {
     if !state.store.set_banned(&user, true).await.map_err(db)? {
         return Err(fail(StatusCode::NOT_FOUND, format!("no user {user:?}")));
@@ -159,6 +181,8 @@ pub async fn ban(_: Admin, State(state): State<AppState>, Path(user): Path<Strin
     Ok(Json(json!({"userId": user, "banned": true, "closedConnections": closed})).into_response())
 }
 
+#[utoipa::path(post, path = "/admin/users/{user}/unban", tag = "admin", security(("adminSecret" = [])), params(("user" = String, Path)),
+    responses((status = 200, description = "ban lifted", body = serde_json::Value), (status = 400, description = "bad body", body = DevError), (status = 401, description = "missing or wrong admin secret", body = DevError), (status = 404, description = "no such user or group", body = DevError), (status = 409, description = "conflict (e.g. the user exists)", body = DevError)))]
 pub async fn unban(
     _: Admin,
     State(state): State<AppState>,
@@ -204,6 +228,8 @@ async fn set_mute(
     Ok(Json(json!({"group": group, "userId": req.user_id, "muted": muted})).into_response())
 }
 
+#[utoipa::path(post, path = "/admin/groups/{group}/mute", tag = "admin", security(("adminSecret" = [])), params(("group" = String, Path)), request_body(content = serde_json::Value, description = "see README, The admin API"),
+    responses((status = 200, description = "muted: the whole group, or `members`", body = serde_json::Value), (status = 400, description = "bad body", body = DevError), (status = 401, description = "missing or wrong admin secret", body = DevError), (status = 404, description = "no such user or group", body = DevError), (status = 409, description = "conflict (e.g. the user exists)", body = DevError)))]
 pub async fn mute(
     _: Admin,
     State(state): State<AppState>,
@@ -213,6 +239,8 @@ pub async fn mute(
     set_mute(&state, &group, body, true).await
 }
 
+#[utoipa::path(post, path = "/admin/groups/{group}/unmute", tag = "admin", security(("adminSecret" = [])), params(("group" = String, Path)), request_body(content = serde_json::Value, description = "see README, The admin API"),
+    responses((status = 200, description = "unmuted", body = serde_json::Value), (status = 400, description = "bad body", body = DevError), (status = 401, description = "missing or wrong admin secret", body = DevError), (status = 404, description = "no such user or group", body = DevError), (status = 409, description = "conflict (e.g. the user exists)", body = DevError)))]
 pub async fn unmute(
     _: Admin,
     State(state): State<AppState>,
@@ -253,6 +281,8 @@ async fn through_writer(
     Ok(v)
 }
 
+#[utoipa::path(post, path = "/admin/groups/{group}/dissolve", tag = "admin", security(("adminSecret" = [])), params(("group" = String, Path)),
+    responses((status = 200, description = "dissolved, members notified", body = serde_json::Value), (status = 400, description = "bad body", body = DevError), (status = 401, description = "missing or wrong admin secret", body = DevError), (status = 404, description = "no such user or group", body = DevError), (status = 409, description = "conflict (e.g. the user exists)", body = DevError)))]
 pub async fn dissolve(
     _: Admin,
     State(state): State<AppState>,
@@ -277,9 +307,15 @@ pub struct SystemMessage {
     text: String,
 }
 
+#[utoipa::path(post, path = "/admin/messages", tag = "admin", security(("adminSecret" = [])), request_body(content = serde_json::Value, description = "see README, The admin API"),
+    responses((status = 200, description = "a system message stored and delivered", body = serde_json::Value), (status = 400, description = "bad body", body = DevError), (status = 401, description = "missing or wrong admin secret", body = DevError), (status = 404, description = "no such user or group", body = DevError), (status = 409, description = "conflict (e.g. the user exists)", body = DevError)))]
 /// Sends a text from the `system` sender to a user or to every member of a group.
-pub async fn message(_: Admin, State(state): State<AppState>, body: Json<Value>) -> AdminResult {
-    let req: SystemMessage = serde_json::from_value(body.0)
+pub async fn message(
+    _: Admin,
+    State(state): State<AppState>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> AdminResult {
+    let req: SystemMessage = serde_json::from_value(json_body(body)?)
         .map_err(|e| fail(StatusCode::BAD_REQUEST, format!("bad body: {e}")))?;
     if req.text.trim().is_empty() {
         return Err(fail(StatusCode::BAD_REQUEST, "text must not be empty"));

@@ -19,15 +19,20 @@ fn bad_request(message: String) -> Response {
     (StatusCode::BAD_REQUEST, Json(DevError { error: message })).into_response()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SmsQuery {
+    /// Only SMS to this mobile.
     mobile: Option<String>,
-    /// Seconds to wait for a matching SMS when there is none yet.
+    /// Seconds to wait for a matching SMS when there is none yet (at most 120).
+    #[param(minimum = 0.0)]
     wait: Option<f64>,
     /// Only SMS sent after this time (ms since the epoch).
     since: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/_dev/sms", tag = "dev", params(SmsQuery),
+    responses((status = 200, description = "SMS sent, newest first", body = Vec<SmsEntry>), (status = 400, description = "bad query", body = DevError)))]
 pub async fn sms(
     State(state): State<AppState>,
     query: Result<Query<SmsQuery>, QueryRejection>,
@@ -53,6 +58,7 @@ pub async fn sms(
     Json(entries).into_response()
 }
 
+#[utoipa::path(get, path = "/_dev/pc_sessions", tag = "dev", responses((status = 200, description = "live QR sessions, newest first", body = Vec<PcSessionInfo>)))]
 pub async fn pc_sessions(State(state): State<AppState>) -> Json<Vec<PcSessionInfo>> {
     Json(state.qr.list())
 }
@@ -68,11 +74,13 @@ fn db_failed(e: sqlx::Error) -> Response {
         .into_response()
 }
 
+#[utoipa::path(get, path = "/_dev/users", tag = "dev", responses((status = 200, description = "every user", body = Vec<UserSummary>), (status = 500, description = "database error", body = DevError)))]
 pub async fn users(State(state): State<AppState>) -> Result<Json<Vec<UserSummary>>, Response> {
     let users = state.store.users().await.map_err(db_failed)?;
     Ok(Json(users.iter().map(|u| state.summary(u)).collect()))
 }
 
+#[utoipa::path(get, path = "/_dev/status", tag = "dev", responses((status = 200, description = "version, addresses, counts", body = StackStatus), (status = 500, description = "database error", body = DevError)))]
 /// `GET /_dev/status`: versions, addresses and counts, for `imctl status`.
 pub async fn status(State(state): State<AppState>) -> Result<Json<StackStatus>, Response> {
     let users = state.store.users().await.map_err(db_failed)?.len();

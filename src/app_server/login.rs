@@ -8,12 +8,14 @@ use super::extract::ApiJson;
 use super::reply::Reply;
 use super::sms::is_valid_mobile;
 use super::state::AppState;
-use crate::wire::http::{LoginRequest, LoginResult, SendCodeRequest};
+use crate::wire::http::{ApiResponse, Empty, LoginRequest, LoginResult, SendCodeRequest, code};
 
+#[utoipa::path(post, path = "/send_code", tag = "login", request_body = SendCodeRequest,
+    responses((status = 200, description = "`code` 0 sent (read it from `/_dev/sms`), 1 invalid mobile, 3 sent too recently", body = ApiResponse<Empty>)))]
 pub async fn send_code(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<SendCodeRequest>,
-) -> ApiResult<Reply<()>> {
+) -> ApiResult<axum::response::Response> {
     let mobile = req.mobile.trim();
     if !is_valid_mobile(mobile) {
         return Err(ApiError::InvalidMobile(req.mobile));
@@ -31,7 +33,8 @@ pub async fn send_code(
         "SMS to {}: code {}, expires {expires}",
         sms.mobile, sms.code
     );
-    Ok(Reply::ok(()))
+    // No `result` at all: Wildfire leaves out what is null.
+    Ok(super::reply::status(code::SUCCESS, "success"))
 }
 
 /// Checks that a client named itself and a known platform.
@@ -49,6 +52,9 @@ pub fn check_client(client_id: &str, platform: i32) -> ApiResult<()> {
     Ok(())
 }
 
+#[utoipa::path(post, path = "/login", tag = "login", request_body = LoginRequest,
+    responses((status = 200, description = "`code` 0 logged in (the `authToken` header carries the session), 1 invalid mobile, 5 code expired or burned, 6 wrong code, 13 banned, 15 bad clientId or platform",
+        body = ApiResponse<LoginResult>, headers(("authToken" = String, description = "the login session, on success")))))]
 pub async fn login(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<LoginRequest>,

@@ -10,11 +10,10 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use super::state::AppState;
 use crate::store::Media;
-use crate::wire::http::{AUTH_TOKEN_HEADER, DevError};
+use crate::wire::http::{AUTH_TOKEN_HEADER, DevError, Uploaded};
 
 /// Content types an upload may have.
 pub const ALLOWED: &[&str] = &[
@@ -129,6 +128,15 @@ fn content_type_of(value: Option<&str>) -> String {
         .to_ascii_lowercase()
 }
 
+#[utoipa::path(post, path = "/media", tag = "media", security(("authToken" = []), ("imToken" = [])),
+    request_body(description = "The file's bytes with its Content-Type, or multipart/form-data (the first field)", content(
+        (Vec<u8> = "image/png"), (Vec<u8> = "image/jpeg"), (Vec<u8> = "application/octet-stream"), (String = "multipart/form-data"))),
+    responses(
+        (status = 201, description = "stored", body = Uploaded),
+        (status = 400, description = "empty or unreadable", body = DevError),
+        (status = 401, description = "no valid authToken or IM token", body = DevError),
+        (status = 413, description = "larger than --max-upload", body = DevError),
+        (status = 415, description = "a content type not accepted", body = DevError)))]
 pub async fn upload(State(state): State<AppState>, request: Request) -> Response {
     let user = match uploader(&state, request.headers()).await {
         Ok(u) => u,
@@ -221,10 +229,16 @@ pub async fn upload(State(state): State<AppState>, request: Request) -> Response
         );
     }
     tracing::info!(user = %user, size, content_type = %content_type, "media uploaded");
-    let body = json!({"url": format!("{}/media/{id}", state.base_url), "size": size, "contentType": content_type});
+    let body = Uploaded {
+        url: format!("{}/media/{id}", state.base_url),
+        size,
+        content_type,
+    };
     (StatusCode::CREATED, Json(body)).into_response()
 }
 
+#[utoipa::path(get, path = "/media/{id}", tag = "media", params(("id" = String, Path, description = "the id in the upload's URL")),
+    responses((status = 200, description = "the file, with its content type", content_type = "application/octet-stream", body = Vec<u8>), (status = 404, description = "no such media", body = DevError)))]
 pub async fn download(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     // Ids are hex we made; anything else cannot name a file.
     if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {

@@ -2,17 +2,18 @@
 //! dev API and the web page. `app(state)` is the router; `serve` runs it.
 
 pub mod admin;
-mod dev;
+pub mod dev;
 pub mod error;
 pub mod extract;
-mod login;
+pub mod login;
 pub mod media;
-mod pc;
+pub mod openapi;
+pub mod pc;
 pub mod qr;
 pub mod reply;
 pub mod sms;
 pub mod state;
-mod web;
+pub mod web;
 
 use std::future::Future;
 use std::time::Duration;
@@ -71,6 +72,10 @@ pub fn app(state: AppState, extra_origins: &[String]) -> Router {
         .route("/healthz", get(web::healthz))
         .route("/readyz", get(web::readyz))
         .route("/metrics", get(web::metrics))
+        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url(
+            "/openapi.json",
+            openapi::document(&state.base_url, &state.broker_url),
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(wrong_method)
         .layer(cors(extra_origins))

@@ -22,8 +22,8 @@ use super::reply::{Reply, coded, status};
 use super::state::AppState;
 use crate::qr_image;
 use crate::wire::http::{
-    ApiResponse, CancelPcRequest, ConfirmPcRequest, LoginResult, PcSessionRequest, PcSessionResult,
-    PollTimeout, QrStatusEvent, ScannedResult, code,
+    ApiResponse, CancelPcRequest, ConfirmPcRequest, Empty, LoginResult, PcSessionRequest,
+    PcSessionResult, PollTimeout, QrStatusEvent, ScannedResult, code,
 };
 
 fn session_result(state: &AppState, s: &QrSession) -> PcSessionResult {
@@ -38,6 +38,8 @@ fn session_result(state: &AppState, s: &QrSession) -> PcSessionResult {
     }
 }
 
+#[utoipa::path(post, path = "/pc_session", tag = "qr login", request_body = PcSessionRequest,
+    responses((status = 200, description = "`code` 0 with the new session, 15 bad clientId or platform", body = ApiResponse<PcSessionResult>)))]
 pub async fn pc_session(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<PcSessionRequest>,
@@ -170,6 +172,9 @@ fn body<T: Serialize>(code: i32, message: &str, result: Option<T>) -> serde_json
     .expect("wire types serialize")
 }
 
+#[utoipa::path(post, path = "/session_login/{token}", tag = "qr login", params(("token" = String, Path, description = "the QR session token")),
+    responses((status = 200, description = "Long poll (up to `--poll-timeout`). `code` 9 scanned (`result` = `ScannedResult`), 0 confirmed (`result` = `LoginResult`, `authToken` header), 18 cancelled, 8 poll timed out (`result` = `PollTimeout`, poll again) or session gone (no `result`), 15 another poll is waiting",
+        body = ApiResponse<serde_json::Value>, headers(("authToken" = String, description = "the login session, on code 0")))))]
 pub async fn session_login(
     State(state): State<AppState>,
     Path(token): Path<String>,
@@ -181,6 +186,11 @@ pub async fn session_login(
     Ok(answer(&state, outcome).await?.into_response())
 }
 
+#[utoipa::path(get, path = "/pc_session/{token}/events", tag = "qr login", params(("token" = String, Path, description = "the QR session token")),
+    responses(
+        (status = 200, description = "Server-sent events: `status` (`QrStatusEvent`), then `scanned`, `confirmed` (with `authToken` beside `result`), `cancelled`, `expired`, `shutdown` or `failed`, each carrying the long poll's body", content_type = "text/event-stream", body = String),
+        (status = 404, description = "no such session (code 8)", body = ApiResponse<Empty>),
+        (status = 409, description = "another waiter (stream or long poll) holds the session (code 15)", body = ApiResponse<Empty>)))]
 /// `GET /pc_session/{token}/events`: the long poll as a server-sent event
 /// stream. A `status` event first (the state now), then one event per change
 /// until the login ends. Takes the session's waiter slot like a long poll.
@@ -247,6 +257,8 @@ fn status_event(state: &AppState, s: &QrSession) -> Event {
         .data(serde_json::to_string(&data).expect("wire types serialize"))
 }
 
+#[utoipa::path(post, path = "/scan_pc/{token}", tag = "qr login", params(("token" = String, Path, description = "the QR session token")), security(("authToken" = [])),
+    responses((status = 200, description = "`code` 0 scanned (status 1), 8 session gone, 13 not logged in, 15 scanned by someone else or confirmed, 18 cancelled", body = ApiResponse<PcSessionResult>)))]
 pub async fn scan_pc(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -256,6 +268,8 @@ pub async fn scan_pc(
     Ok(Reply::ok(session_result(&state, &session)))
 }
 
+#[utoipa::path(post, path = "/confirm_pc", tag = "qr login", request_body = ConfirmPcRequest, security(("authToken" = [])),
+    responses((status = 200, description = "`code` 0 confirmed (status 2), 8 session gone, 10 not scanned, 13 not logged in, 15 wrong user or already confirmed, 18 cancelled", body = ApiResponse<PcSessionResult>)))]
 pub async fn confirm_pc(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -275,6 +289,8 @@ pub async fn confirm_pc(
     Ok(Reply::ok(session_result(&state, &session)))
 }
 
+#[utoipa::path(post, path = "/cancel_pc", tag = "qr login", request_body = CancelPcRequest, security(("authToken" = [])),
+    responses((status = 200, description = "`code` 0 cancelled (status 4), 8 session gone, 10 not scanned, 13 not logged in, 15 wrong user", body = ApiResponse<PcSessionResult>)))]
 pub async fn cancel_pc(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -303,12 +319,16 @@ fn qr_picture(
     }
 }
 
+#[utoipa::path(get, path = "/pc_session/{token}/qr.svg", tag = "qr login", params(("token" = String, Path, description = "the QR session token")),
+    responses((status = 200, description = "the QR code", content_type = "image/svg+xml", body = String), (status = 404, description = "no such session", content_type = "text/plain", body = String)))]
 pub async fn qr_svg(State(state): State<AppState>, Path(token): Path<String>) -> Response {
     qr_picture(&state, &token, "image/svg+xml", |t| {
         qr_image::svg(t).into_bytes()
     })
 }
 
+#[utoipa::path(get, path = "/pc_session/{token}/qr.png", tag = "qr login", params(("token" = String, Path, description = "the QR session token")),
+    responses((status = 200, description = "the QR code", content_type = "image/png", body = Vec<u8>), (status = 404, description = "no such session", content_type = "text/plain", body = String)))]
 pub async fn qr_png(State(state): State<AppState>, Path(token): Path<String>) -> Response {
     qr_picture(&state, &token, "image/png", qr_image::png)
 }

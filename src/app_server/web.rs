@@ -16,6 +16,7 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
     img-src 'self' data: blob: http: https:; connect-src 'self' http: https: ws: wss:; \
     object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
 
+#[utoipa::path(get, path = "/", tag = "web", responses((status = 200, description = "the web client", content_type = "text/html", body = String)))]
 pub async fn index() -> Response {
     (
         [
@@ -27,6 +28,8 @@ pub async fn index() -> Response {
         .into_response()
 }
 
+#[utoipa::path(get, path = "/assets/{file}", tag = "web", params(("file" = String, Path, description = "app.js or app.css")),
+    responses((status = 200, description = "the file", content_type = "text/javascript", body = String), (status = 404, description = "no such asset", content_type = "text/plain", body = String)))]
 /// `/assets/app.js` and `/assets/app.css`.
 pub async fn asset(Path(file): Path<String>) -> Response {
     let (content_type, body) = match file.as_str() {
@@ -45,6 +48,7 @@ pub async fn asset(Path(file): Path<String>) -> Response {
         .into_response()
 }
 
+#[utoipa::path(get, path = "/config", tag = "web", responses((status = 200, description = "where the rest of the stack is", body = ClientConfig)))]
 /// Where the rest of the stack is, so clients need only the app-server's address.
 pub async fn config(State(state): State<AppState>) -> Json<ClientConfig> {
     Json(ClientConfig {
@@ -55,10 +59,12 @@ pub async fn config(State(state): State<AppState>) -> Json<ClientConfig> {
     })
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "the process lives", content_type = "text/plain", body = String)))]
 pub async fn healthz() -> &'static str {
     "ok"
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "ready", content_type = "text/plain", body = String), (status = 503, description = "the database does not answer", content_type = "text/plain", body = String)))]
 /// Ready once migrations and fixtures are done (the router only serves after
 /// that) and the database answers.
 pub async fn readyz(State(state): State<AppState>) -> Response {
@@ -72,6 +78,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus/OpenMetrics text", content_type = "application/openmetrics-text", body = String)))]
 /// Prometheus metrics (OpenMetrics text).
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let hub = &state.broker.hub;
@@ -86,6 +93,8 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+#[utoipa::path(get, path = "/avatar/{file}", tag = "web", params(("file" = String, Path, description = "`{userId}.svg`")),
+    responses((status = 200, description = "a generated avatar", content_type = "image/svg+xml", body = String), (status = 404, description = "not an .svg name", content_type = "text/plain", body = String)))]
 /// `/avatar/{id}.svg`: a coloured disc with the id's initial, so fixture users
 /// have pictures without any network.
 pub async fn avatar(Path(file): Path<String>) -> Response {

@@ -129,11 +129,15 @@ pub fn app(broker: Broker) -> Router {
 }
 
 #[derive(Debug, Deserialize)]
-struct WsQuery {
+pub struct WsQuery {
     token: Option<String>,
 }
 
-async fn ws(
+/// The WebSocket upgrade; the chat protocol is in docs/PROTOCOL.md.
+#[utoipa::path(get, path = "/ws", tag = "broker", servers((url = "{broker}", description = "the broker (its own port)", variables(("broker" = (default = "http://127.0.0.1:8083", description = "the broker's address"))))),
+    params(("token" = Option<String>, Query, description = "the IM token, for browsers that cannot set headers")),
+    responses((status = 101, description = "switching to the WebSocket chat protocol (docs/PROTOCOL.md)"), (status = 403, description = "an Origin that is not allowed", content_type = "text/plain", body = String)))]
+pub async fn ws(
     State(broker): State<Broker>,
     headers: HeaderMap,
     query: Result<Query<WsQuery>, QueryRejection>,

@@ -6,6 +6,7 @@ use super::Broker;
 use crate::app_server::error::{ApiError, ApiResult};
 use crate::app_server::extract::ApiJson;
 use crate::app_server::reply::Reply;
+use crate::wire::http::ApiResponse;
 use crate::wire::ws::{RouteRequest, RouteResult};
 
 /// A broker node clients can connect to.
@@ -36,6 +37,8 @@ impl RouteStrategy for SingleNode {
     }
 }
 
+#[utoipa::path(post, path = "/route", tag = "broker", request_body = RouteRequest, servers((url = "{broker}", description = "the broker (its own port)", variables(("broker" = (default = "http://127.0.0.1:8083", description = "the broker's address"))))),
+    responses((status = 200, description = "`code` 0 where to connect, 13 bad or expired IM token", body = ApiResponse<RouteResult>)))]
 pub async fn route(
     State(broker): State<Broker>,
     ApiJson(req): ApiJson<RouteRequest>,

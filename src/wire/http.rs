@@ -4,6 +4,7 @@
 //! `user_id` and `quick_login`, which Wildfire spells with underscores).
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// Result codes of the login API; the HTTP status is always 200.
 pub mod code {
@@ -26,7 +27,7 @@ pub mod code {
 pub const AUTH_TOKEN_HEADER: &str = "authToken";
 
 /// The envelope of every login API answer: `{code, message, result?}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ApiResponse<T> {
     pub code: i32,
     pub message: String,
@@ -44,12 +45,12 @@ impl<T> ApiResponse<T> {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SendCodeRequest {
     pub mobile: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LoginRequest {
     pub mobile: String,
@@ -58,7 +59,7 @@ pub struct LoginRequest {
     pub platform: i32,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LoginResult {
     pub user_id: String,
@@ -75,7 +76,7 @@ pub struct LoginResult {
 }
 
 /// `GET /config`: where the rest of the stack is.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientConfig {
     pub app_server: String,
@@ -86,7 +87,7 @@ pub struct ClientConfig {
     pub max_frame: usize,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PcSessionRequest {
     #[serde(default)]
@@ -105,7 +106,7 @@ pub struct PcSessionRequest {
 }
 
 /// A QR session as `/pc_session` and `/scan_pc` return it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PcSessionResult {
     pub token: String,
@@ -124,7 +125,7 @@ pub struct PcSessionResult {
 }
 
 /// The result of `/session_login` with code 9: who scanned.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScannedResult {
     pub user_id: String,
@@ -136,13 +137,13 @@ pub struct ScannedResult {
 /// The result of `/session_login` with code 8 when only the long poll timed
 /// out: the session is live with this status, so poll again. (Code 8 without
 /// a result means the session is gone.)
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PollTimeout {
     pub status: i32,
 }
 
 /// The first event of `GET /pc_session/{token}/events`: the session now.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QrStatusEvent {
     pub status: i32,
@@ -153,7 +154,7 @@ pub struct QrStatusEvent {
     pub scanner: Option<ScannedResult>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ConfirmPcRequest {
     pub token: String,
     #[serde(default)]
@@ -162,13 +163,13 @@ pub struct ConfirmPcRequest {
     pub quick_login: Option<i32>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CancelPcRequest {
     pub token: String,
 }
 
 /// One SMS in the dev outbox (`GET /_dev/sms`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SmsEntry {
     pub mobile: String,
@@ -180,7 +181,7 @@ pub struct SmsEntry {
 }
 
 /// One live QR session (`GET /_dev/pc_sessions`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PcSessionInfo {
     pub token: String,
@@ -198,7 +199,7 @@ pub struct PcSessionInfo {
 }
 
 /// A user as the dev API lists it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserSummary {
     pub user_id: String,
@@ -210,7 +211,7 @@ pub struct UserSummary {
 }
 
 /// `GET /_dev/status`: what `imctl status` shows.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StackStatus {
     pub version: String,
@@ -230,8 +231,22 @@ pub struct StackStatus {
     pub qr_sessions: usize,
 }
 
+/// No result: `ApiResponse<Empty>` is `{code, message}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Empty {}
+
+/// `POST /media`'s answer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Uploaded {
+    /// Where to fetch it; put it in an image, file or video message.
+    pub url: String,
+    pub size: i64,
+    pub content_type: String,
+}
+
 /// The JSON error body of imctl's own (non-Wildfire) endpoints.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DevError {
     pub error: String,
 }

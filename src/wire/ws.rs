@@ -424,7 +424,7 @@ pub fn msg_push(seq: i64, message_json: &str) -> String {
 }
 
 /// `/route` on the broker port.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RouteRequest {
     #[serde(default)]
@@ -434,7 +434,7 @@ pub struct RouteRequest {
     pub token: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RouteResult {
     pub host: String,

@@ -332,3 +332,28 @@ async fn imctl_admin_wraps_the_api() {
     assert_eq!(out.status.code(), Some(1));
     assert!(crate::common::stderr(&out).contains("--admin-secret"));
 }
+
+#[tokio::test]
+async fn a_body_that_is_not_json_gets_our_400_not_a_bare_415() {
+    let s = start(&["--admin-secret", SECRET]).await;
+    for path in ["/admin/users", "/admin/messages"] {
+        let r = s
+            .http
+            .post(format!("{}{path}", s.url))
+            .header("x-admin-secret", SECRET)
+            .header("content-type", "text/plain")
+            .body("name=carol")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        let body: Value = r.json().await.unwrap();
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("Content-Type: application/json"),
+            "{path}: {body}"
+        );
+    }
+}

@@ -14,6 +14,7 @@ mod durability;
 mod login;
 mod media;
 mod metrics;
+mod openapi;
 mod persistence;
 mod pipeline;
 mod qr_login;
