@@ -12,6 +12,7 @@
 //! - [`config`] is `imctl serve`'s options and the `imctl.toml` file.
 //! - [`cmd`] is the command line: one module per subcommand.
 
+pub mod activity;
 pub mod app_server;
 pub mod bench;
 pub mod broker;

@@ -27,12 +27,16 @@ pub struct Running {
     pub database: Option<PathBuf>,
     /// Whether this start seeded a fresh database.
     pub seeded: bool,
+    /// Whether this start loaded a snapshot (`--import`).
+    pub imported: bool,
     pub state: AppState,
     pub broker: Broker,
     shutdown: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
     broker_server: JoinHandle<std::io::Result<()>>,
     writer: JoinHandle<()>,
+    /// `--export-on-exit`: where `wait` writes a snapshot.
+    export_on_exit: Option<PathBuf>,
 }
 
 impl Running {
@@ -55,9 +59,17 @@ impl Running {
             .context("the broker task panicked")?;
         // The writer commits whatever was queued before the database closes.
         self.writer.await.context("the broker's writer panicked")?;
+        // Everything acknowledged is committed now, and nothing more can come.
+        let exported = match &self.export_on_exit {
+            Some(path) => export_to(&self.state.store, path).await.inspect_err(|e| {
+                tracing::error!("--export-on-exit failed: {e:#}");
+            }),
+            None => Ok(()),
+        };
         self.state.store.close().await;
         served.context("the app-server failed")?;
-        brokered.context("the broker failed")
+        brokered.context("the broker failed")?;
+        exported
     }
 
     pub fn broker_url(&self) -> String {
@@ -108,8 +120,39 @@ fn host_of(addr: SocketAddr) -> String {
     }
 }
 
-/// Opens storage, seeds it, binds the ports and starts serving.
+/// Writes a snapshot of `store` to `path` (atomically).
+async fn export_to(store: &Store, path: &std::path::Path) -> anyhow::Result<()> {
+    let snapshot = store
+        .export()
+        .await
+        .with_context(|| format!("cannot read the data to export to {}", path.display()))?;
+    let file = path.to_owned();
+    let summary = store::snapshot::summary(&snapshot);
+    tokio::task::spawn_blocking(move || store::snapshot::write(&file, &snapshot))
+        .await
+        .context("the snapshot writer panicked")??;
+    tracing::info!(file = %path.display(), "exported {summary}");
+    Ok(())
+}
+
+/// Opens storage, seeds it (or imports a snapshot), binds the ports and
+/// starts serving.
 pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
+    if let Some(path) = &config.export_on_exit {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        if dir.is_some_and(|d| !d.is_dir()) {
+            anyhow::bail!(
+                "--export-on-exit {}: the directory {} does not exist",
+                path.display(),
+                dir.expect("checked").display()
+            );
+        }
+    }
+    // A bad snapshot file fails before anything is created.
+    let snapshot = match &config.import {
+        Some(path) => Some(store::snapshot::load(path)?),
+        None => None,
+    };
     let listener = bind(
         SocketAddr::new(config.host, config.app_port),
         "--app-port",
@@ -143,7 +186,25 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
             Some(p) => format!("cannot open the database {}", p.display()),
             None => "cannot open the in-memory database".into(),
         })?;
-    let fixtures = match (&config.fixtures, config.no_fixtures) {
+    if let (Some(snapshot), Some(path)) = (&snapshot, &config.import) {
+        if !store
+            .import(snapshot)
+            .await
+            .with_context(|| format!("cannot import {}", path.display()))?
+        {
+            anyhow::bail!(
+                "cannot import {}: the database {} already has data; --import loads a snapshot only into a new database: \
+                 use --ephemeral, or a --data-dir that does not exist yet",
+                path.display(),
+                database
+                    .as_deref()
+                    .map_or_else(|| "in memory".into(), |p| p.display().to_string()),
+            );
+        }
+        tracing::info!(file = %path.display(), "imported {}", store::snapshot::summary(snapshot));
+    }
+    // An imported snapshot replaces the fixtures.
+    let fixtures = match (&config.fixtures, config.no_fixtures || snapshot.is_some()) {
         (_, true) => None,
         (Some(path), false) => Some(Fixtures::load(path)?),
         (None, false) => Some(Fixtures::builtin()),
@@ -232,12 +293,14 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
         broker_addr,
         database,
         seeded,
+        imported: snapshot.is_some(),
         state,
         broker,
         shutdown,
         server,
         broker_server,
         writer,
+        export_on_exit: config.export_on_exit.clone(),
     })
 }
 

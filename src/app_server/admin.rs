@@ -102,6 +102,14 @@ pub async fn users(_: Admin, State(state): State<AppState>) -> AdminResult {
     Ok(Json(json!({"users": users})).into_response())
 }
 
+#[utoipa::path(get, path = "/admin/export", tag = "admin", security(("adminSecret" = [])),
+    responses((status = 200, description = "a data snapshot: users, friends, pending friend requests, groups, messages (README, Data snapshots)", body = serde_json::Value), (status = 401, description = "missing or wrong admin secret", body = DevError)))]
+/// A snapshot of the data, for `imctl export` and `imctl serve --import`.
+pub async fn export(_: Admin, State(state): State<AppState>) -> AdminResult {
+    let snapshot = state.store.export().await.map_err(db)?;
+    Ok(Json(snapshot).into_response())
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewUser {

@@ -1,22 +1,28 @@
 //! imctl's developer inspection API under `/_dev` (normal HTTP status codes).
 
+use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use super::qr::{QrError, Status};
 use super::state::AppState;
-use crate::wire::http::{DevError, PcSessionInfo, SmsEntry, StackStatus, UserSummary};
+use crate::wire::http::{
+    DevConnection, DevError, DevPhoneAction, DevSnapshot, PcSessionInfo, SmsEntry, StackStatus,
+    UserSummary,
+};
 
 /// The longest `/_dev/sms?wait=` honoured.
 const MAX_WAIT: Duration = Duration::from_secs(120);
 
 fn bad_request(message: String) -> Response {
-    (StatusCode::BAD_REQUEST, Json(DevError { error: message })).into_response()
+    dev_error(StatusCode::BAD_REQUEST, message)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -84,8 +90,12 @@ pub async fn users(State(state): State<AppState>) -> Result<Json<Vec<UserSummary
 /// `GET /_dev/status`: versions, addresses and counts, for `imctl status`.
 pub async fn status(State(state): State<AppState>) -> Result<Json<StackStatus>, Response> {
     let users = state.store.users().await.map_err(db_failed)?.len();
+    Ok(Json(stack_status(&state, users)))
+}
+
+fn stack_status(state: &AppState, users: usize) -> StackStatus {
     let now = crate::store::now_ms();
-    Ok(Json(StackStatus {
+    StackStatus {
         version: env!("CARGO_PKG_VERSION").into(),
         pid: std::process::id(),
         started_at: state.started_at,
@@ -98,5 +108,176 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<StackStatus>, 
         users,
         connections: state.broker.hub.connections(),
         qr_sessions: state.qr.states().len(),
-    }))
+    }
+}
+
+/// Everything the dashboard shows, now.
+async fn snapshot(state: &AppState) -> sqlx::Result<DevSnapshot> {
+    let users = state.store.users().await?;
+    let messages = state.store.recent_messages(50).await?;
+    let mut sms = state.sms.outbox(None, None);
+    sms.truncate(50);
+    Ok(DevSnapshot {
+        status: stack_status(state, users.len()),
+        sms,
+        pc_sessions: state.qr.list(),
+        connections: state
+            .broker
+            .hub
+            .list()
+            .into_iter()
+            .filter(|c| c.user_id != crate::broker::robot::ROBOT)
+            .map(|c| DevConnection {
+                user_id: c.user_id,
+                client_id: c.client_id,
+                platform: c.platform,
+                since: c.since,
+            })
+            .collect(),
+        messages,
+        users: users.iter().map(|u| state.summary(u)).collect(),
+    })
+}
+
+#[utoipa::path(get, path = "/_dev/feed", tag = "dev",
+    responses((status = 200, description = "Server-sent events named `snapshot`, each a JSON `DevSnapshot` (status, SMS outbox, QR sessions, connections, recent messages, users): one at once, then one after every change (at most 4 a second) and at least every 5 s", content_type = "text/event-stream", body = String)))]
+/// `GET /_dev/feed`: the dashboard's live data.
+pub async fn feed(State(state): State<AppState>) -> Response {
+    let watches = (
+        state.sms.watch(),
+        state.qr.activity.watch(),
+        state.broker.hub.activity.watch(),
+    );
+    let stream = futures_util::stream::unfold(
+        (state, watches, true),
+        |(state, (mut sms, mut qr, mut hub), first)| async move {
+            if !first {
+                tokio::select! {
+                    _ = sms.changed() => {}
+                    _ = qr.changed() => {}
+                    _ = hub.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = state.shutdown.cancelled() => return None,
+                }
+                // Coalesce bursts (a group commit, a login's several steps).
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            sms.borrow_and_update();
+            qr.borrow_and_update();
+            hub.borrow_and_update();
+            let event = match snapshot(&state).await {
+                Ok(snap) => Event::default()
+                    .event("snapshot")
+                    .data(serde_json::to_string(&snap).expect("wire types serialize")),
+                Err(e) => {
+                    tracing::error!(error = %e, "database error");
+                    Event::default()
+                        .event("error")
+                        .data("database error; see the imctl log")
+                }
+            };
+            Some((Ok::<_, Infallible>(event), (state, (sms, qr, hub), false)))
+        },
+    );
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+#[utoipa::path(post, path = "/_dev/pc_sessions/{token}/{action}", tag = "dev",
+    params(("token" = String, Path, description = "the QR session token"), ("action" = String, Path, description = "`scan`, `approve` (scan if needed, then confirm) or `cancel` (scan if needed, then cancel)")),
+    request_body = DevPhoneAction,
+    responses(
+        (status = 200, description = "the session afterwards", body = PcSessionInfo),
+        (status = 400, description = "bad body or action", body = DevError),
+        (status = 404, description = "no such session or user", body = DevError),
+        (status = 409, description = "the session's state does not allow it (scanned by someone else, confirmed, cancelled)", body = DevError)))]
+/// Plays the phone for a QR session without a phone login: the dashboard's
+/// buttons (`imctl simulate` does the real phone's HTTP calls instead).
+pub async fn phone_action(
+    State(state): State<AppState>,
+    Path((token, action)): Path<(String, String)>,
+    body: Result<Json<DevPhoneAction>, JsonRejection>,
+) -> Response {
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return bad_request(format!(
+                "{}; expected {{\"userId\": \"alice\"}}",
+                e.body_text()
+            ));
+        }
+    };
+    if !matches!(action.as_str(), "scan" | "approve" | "cancel") {
+        return bad_request(format!(
+            "unknown action {action:?}: use scan, approve or cancel"
+        ));
+    }
+    let user = match state.store.user(&req.user_id).await {
+        Ok(Some(u)) => u,
+        Ok(None) => return dev_error(StatusCode::NOT_FOUND, format!("no user {:?}", req.user_id)),
+        Err(e) => return db_failed(e),
+    };
+    let qr = &state.qr;
+    let session = match qr.get(&token) {
+        Ok(s) => s,
+        Err(e) => return dev_error(StatusCode::NOT_FOUND, e.to_string()),
+    };
+    let mut result = Ok(());
+    if session.status() == Status::Created || action == "scan" {
+        result = qr.scan(&token, state.summary(&user)).map(drop);
+    }
+    if result.is_ok() {
+        result = match action.as_str() {
+            "approve" => qr.confirm(&token, &user.id).map(drop),
+            "cancel" => qr.cancel(&token, &user.id).map(drop),
+            _ => Ok(()),
+        };
+    }
+    if let Err(e) = result {
+        let status = if e == QrError::Missing {
+            StatusCode::NOT_FOUND
+        } else {
+            StatusCode::CONFLICT
+        };
+        return dev_error(status, e.to_string());
+    }
+    let info = qr.list().into_iter().find(|s| s.token == token);
+    match info {
+        Some(info) => Json(info).into_response(),
+        // Already answered to a waiting PC and removed: report what happened.
+        None => Json(PcSessionInfo {
+            token: token.clone(),
+            qr_text: qr.qr_text(&token),
+            status: if action == "cancel" {
+                Status::Cancelled
+            } else {
+                Status::Confirmed
+            } as i32,
+            status_name: if action == "cancel" {
+                "cancelled"
+            } else {
+                "confirmed"
+            }
+            .into(),
+            created_at: 0,
+            age_ms: 0,
+            expires_in_ms: 0,
+            client_id: session.client_id.clone(),
+            platform: session.platform,
+            device_name: session.device_name.clone(),
+            scanner: Some(state.summary(&user)),
+        })
+        .into_response(),
+    }
+}
+
+fn dev_error(status: StatusCode, message: String) -> Response {
+    (status, Json(DevError { error: message })).into_response()
+}
+
+#[utoipa::path(get, path = "/_dev/", tag = "dev", responses((status = 200, description = "the dev dashboard", content_type = "text/html", body = String)))]
+/// `/_dev/`: the dashboard page.
+pub async fn dashboard() -> Response {
+    super::web::page(include_str!("web/dev.html"))
 }

@@ -61,11 +61,18 @@ pub fn app(state: AppState, extra_origins: &[String]) -> Router {
         .route("/admin/groups/{group}/unmute", post(admin::unmute))
         .route("/admin/groups/{group}/dissolve", post(admin::dissolve))
         .route("/admin/messages", post(admin::message))
+        .route("/admin/export", get(admin::export))
         .route("/config", get(web::config))
         .route("/_dev/sms", get(dev::sms))
         .route("/_dev/pc_sessions", get(dev::pc_sessions))
         .route("/_dev/users", get(dev::users))
         .route("/_dev/status", get(dev::status))
+        .route("/_dev/feed", get(dev::feed))
+        .route(
+            "/_dev/pc_sessions/{token}/{action}",
+            post(dev::phone_action),
+        )
+        .route("/_dev/", get(dev::dashboard))
         .route("/", get(web::index))
         .route("/assets/{file}", get(web::asset))
         .route("/avatar/{file}", get(web::avatar))

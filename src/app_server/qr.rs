@@ -128,6 +128,8 @@ pub struct QrBook {
     sessions: Mutex<HashMap<String, Arc<QrSession>>>,
     ttl: Duration,
     pub prefix: String,
+    /// Bumped on every create, state change and removal.
+    pub activity: crate::activity::Activity,
 }
 
 impl QrBook {
@@ -136,6 +138,7 @@ impl QrBook {
             sessions: Mutex::default(),
             ttl,
             prefix,
+            activity: Default::default(),
         }
     }
 
@@ -169,6 +172,7 @@ impl QrBook {
             .lock()
             .unwrap()
             .insert(session.token.clone(), session.clone());
+        self.activity.bump();
         session
     }
 
@@ -186,6 +190,7 @@ impl QrBook {
 
     fn remove(&self, token: &str) {
         self.sessions.lock().unwrap().remove(token);
+        self.activity.bump();
     }
 
     /// Status 0 → 1. Scanning again as the same user is harmless.
@@ -213,6 +218,7 @@ impl QrBook {
             }
         });
         result?;
+        self.activity.bump();
         info!(session = session.short(), user = %scanner.user_id, "QR session scanned");
         Ok(session)
     }
@@ -251,6 +257,7 @@ impl QrBook {
             changed
         });
         result?;
+        self.activity.bump();
         info!(
             session = session.short(),
             user = user_id,
@@ -309,6 +316,7 @@ impl QrBook {
                         first
                     });
                     waiter.rx.borrow_and_update();
+                    self.activity.bump();
                     info!(session = session.short(), "QR session scan seen by the PC");
                     return PollOutcome::Scanned(
                         state.scanner.expect("scanned sessions have a scanner"),
@@ -390,13 +398,18 @@ impl QrBook {
     /// Drops expired sessions.
     pub fn sweep(&self) {
         let now = Instant::now();
+        let mut gone = 0;
         self.sessions.lock().unwrap().retain(|_, s| {
             let live = s.expires > now;
             if !live {
                 info!(session = s.short(), "QR session expired");
+                gone += 1;
             }
             live
         });
+        if gone > 0 {
+            self.activity.bump();
+        }
     }
 }
 

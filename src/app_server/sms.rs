@@ -78,6 +78,11 @@ impl SmsBook {
         }
     }
 
+    /// Changes whenever an SMS is sent.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.arrivals.subscribe()
+    }
+
     /// Mobiles whose code is always `code`: `/send_code` sends it and
     /// `/login` accepts it without one.
     pub fn with_test_codes(mut self, codes: impl IntoIterator<Item = (String, String)>) -> Self {

@@ -18,23 +18,29 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
 
 #[utoipa::path(get, path = "/", tag = "web", responses((status = 200, description = "the web client", content_type = "text/html", body = String)))]
 pub async fn index() -> Response {
+    page(include_str!("web/index.html"))
+}
+
+/// One of our HTML pages, under the strict policy.
+pub fn page(html: &'static str) -> Response {
     (
         [
             (header::CONTENT_SECURITY_POLICY, CSP),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        Html(include_str!("web/index.html")),
+        Html(html),
     )
         .into_response()
 }
 
-#[utoipa::path(get, path = "/assets/{file}", tag = "web", params(("file" = String, Path, description = "app.js or app.css")),
+#[utoipa::path(get, path = "/assets/{file}", tag = "web", params(("file" = String, Path, description = "app.js, app.css or dev.js")),
     responses((status = 200, description = "the file", content_type = "text/javascript", body = String), (status = 404, description = "no such asset", content_type = "text/plain", body = String)))]
 /// `/assets/app.js` and `/assets/app.css`.
 pub async fn asset(Path(file): Path<String>) -> Response {
     let (content_type, body) = match file.as_str() {
         "app.js" => ("text/javascript; charset=utf-8", include_str!("web/app.js")),
         "app.css" => ("text/css; charset=utf-8", include_str!("web/app.css")),
+        "dev.js" => ("text/javascript; charset=utf-8", include_str!("web/dev.js")),
         _ => return (StatusCode::NOT_FOUND, "no such asset").into_response(),
     };
     (

@@ -70,6 +70,8 @@ pub struct Hub {
     next_id: AtomicU64,
     /// The process's metrics; the hub is what every part of the broker shares.
     pub metrics: Arc<Metrics>,
+    /// Bumped when a connection comes or goes, or messages are stored.
+    pub activity: crate::activity::Activity,
 }
 
 impl Hub {
@@ -108,6 +110,8 @@ impl Hub {
         };
         conns.push((conn, info));
         let after = platforms(conns);
+        drop(users);
+        self.activity.bump();
         (before != after).then_some(after)
     }
 
@@ -122,6 +126,8 @@ impl Hub {
         if conns.is_empty() {
             users.remove(user);
         }
+        drop(users);
+        self.activity.bump();
         (before != after).then_some(after)
     }
 

@@ -208,6 +208,9 @@ async fn commit_batch(store: &Store, hub: &Hub, heads: &mut Heads, ops: Vec<Writ
                 .filter(|a| matches!(a, Appended::Stored { .. }))
                 .count();
             m.messages_stored.inc_by(stored as u64);
+            if stored > 0 {
+                hub.activity.bump();
+            }
             r
         }
         Err(e) => {

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod client;
 pub mod docs;
 pub mod exec;
+pub mod export;
 pub mod serve;
 pub mod simulate;
 pub mod status;
@@ -64,6 +65,9 @@ pub enum Command {
     /// Administer a running stack: users, connections, bans, mutes, system messages
     #[command(after_help = EXIT_CODES)]
     Admin(admin::Args),
+    /// Write a snapshot of a running stack's data (users, friends, groups, messages) to a file, for `serve --import`
+    #[command(after_help = EXIT_CODES)]
+    Export(export::Args),
     /// Print a shell completion script: eval "$(imctl completions bash)"
     Completions(docs::CompletionsArgs),
     /// Print the man page, or write one per subcommand with --dir
@@ -88,6 +92,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args).await,
         Command::Simulate(args) => simulate::run(args).await,
         Command::Admin(args) => admin::run(args).await,
+        Command::Export(args) => export::run(args).await,
         Command::Client(args) => client::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Exec(args) => exec::run(args).await,

@@ -51,6 +51,14 @@ pub struct ServeConfig {
     #[arg(long, env = "IMCTL_NO_FIXTURES")]
     pub no_fixtures: bool,
 
+    /// Load this snapshot (from `imctl export`) into a new database, instead of the fixtures; refused if the database has data
+    #[arg(long, env = "IMCTL_IMPORT", conflicts_with = "fixtures")]
+    pub import: Option<PathBuf>,
+
+    /// On a clean shutdown (Ctrl-C, SIGTERM), write a snapshot of the data to this file
+    #[arg(long, env = "IMCTL_EXPORT_ON_EXIT")]
+    pub export_on_exit: Option<PathBuf>,
+
     /// Login code accepted for any mobile without /send_code; "none" disables it
     #[arg(long, env = "IMCTL_SUPER_CODE", default_value = "66666")]
     pub super_code: String,

@@ -559,6 +559,20 @@ impl Store {
         Ok((messages, more))
     }
 
+    /// The newest messages of the whole store, newest first (the dev dashboard).
+    pub async fn recent_messages(&self, limit: u32) -> Result<Vec<ChatMessage>> {
+        let sql = concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages m ORDER BY m.id DESC LIMIT ?"
+        );
+        let rows = sqlx::query(sql)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(message_from_row).collect()
+    }
+
     pub async fn is_group_member(&self, group: &str, user: &str) -> Result<bool> {
         let found: Option<i64> =
             sqlx::query_scalar("SELECT 1 FROM group_members WHERE group_id = ? AND user_id = ?")

@@ -6,6 +6,7 @@ mod chat;
 mod convs;
 mod fixtures;
 mod groups;
+pub mod snapshot;
 mod social;
 
 pub use admin::AdminUser;

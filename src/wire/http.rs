@@ -231,6 +231,38 @@ pub struct StackStatus {
     pub qr_sessions: usize,
 }
 
+/// One event of `GET /_dev/feed`: everything the dev dashboard shows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DevSnapshot {
+    pub status: StackStatus,
+    /// Newest first, at most 50.
+    pub sms: Vec<SmsEntry>,
+    pub pc_sessions: Vec<PcSessionInfo>,
+    pub connections: Vec<DevConnection>,
+    /// Newest first, at most 50.
+    pub messages: Vec<crate::wire::ws::ChatMessage>,
+    pub users: Vec<UserSummary>,
+}
+
+/// A live WebSocket connection, as the dashboard lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DevConnection {
+    pub user_id: String,
+    pub client_id: String,
+    pub platform: i32,
+    /// Milliseconds since the epoch.
+    pub since: i64,
+}
+
+/// `POST /_dev/pc_sessions/{token}/{action}`: who plays the phone.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DevPhoneAction {
+    pub user_id: String,
+}
+
 /// No result: `ApiResponse<Empty>` is `{code, message}`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Empty {}

@@ -1,4 +1,5 @@
 //! Wire types shared by the servers, the CLI and the tests. No I/O here.
 
 pub mod http;
+pub mod snapshot;
 pub mod ws;

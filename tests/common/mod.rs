@@ -267,3 +267,54 @@ pub fn spawn_serve(args: &[&str]) -> (std::process::Child, String, String) {
         ws.expect("banner shows the broker"),
     )
 }
+
+/// A server-sent event stream, read event by event.
+pub struct Events {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+impl Events {
+    pub async fn open(s: &TestServer, token: &str) -> reqwest::Response {
+        s.get(&format!("/pc_session/{token}/events")).await
+    }
+
+    pub fn new(resp: reqwest::Response) -> Self {
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            resp.headers()["content-type"].to_str().unwrap(),
+            "text/event-stream"
+        );
+        Self {
+            resp,
+            buf: String::new(),
+        }
+    }
+
+    /// The next event's name and JSON data (comments skipped); `None` when
+    /// the stream ends.
+    pub async fn next(&mut self) -> Option<(String, Value)> {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let (mut name, mut data) = (String::from("message"), String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        name = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                return Some((name, serde_json::from_str(&data).unwrap()));
+            }
+            let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), self.resp.chunk())
+                .await
+                .expect("an event within 10 s")
+                .unwrap()?;
+            self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+}

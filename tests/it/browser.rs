@@ -593,3 +593,78 @@ async fn simulate_phone_panel_scans_cancels_and_approves() {
     assert_eq!(history["messages"][0]["from"], "carol");
     b.close().await;
 }
+
+#[tokio::test]
+async fn dev_dashboard_shows_live_data_and_its_buttons_play_the_phone() {
+    let Some(b) =
+        Browser::start("dev_dashboard_shows_live_data_and_its_buttons_play_the_phone").await
+    else {
+        return;
+    };
+    let s = start(&[]).await;
+    b.client.goto(&format!("{}/_dev/", s.url)).await.unwrap();
+    b.until(
+        "the live feed",
+        "document.getElementById('live').textContent === 'live'",
+    )
+    .await;
+
+    // A web page's QR session appears; approving it as bob logs that page in.
+    let token = s.pc_session().await;
+    let poll = s.spawn_poll(&token);
+    crate::common::until_polling(&s, &token).await;
+    let row = format!("#sessions tr[data-token='{token}']");
+    b.until(
+        "the session's row",
+        &format!("document.querySelector(\"{row}\")"),
+    )
+    .await;
+    b.click(&format!("{row} select option[value=bob]")).await;
+    b.click(&format!("{row} button[data-action=approve]")).await;
+    let answer = poll.await.unwrap();
+    assert_eq!(answer.code(), 0, "{}", answer.body);
+    assert_eq!(answer.body["result"]["userId"], "bob");
+
+    // The SMS outbox and messages, live, as text.
+    s.post("/send_code", json!({"mobile": "13800000003"}), None)
+        .await;
+    let code = s.client.dev_sms("13800000003", None, None).await.unwrap()[0]
+        .code
+        .clone();
+    b.until(
+        "the SMS code",
+        &format!("document.querySelector('#sms .code')?.textContent === '{code}'"),
+    )
+    .await;
+    let (mut alice, _) = s.chat("13800000001", "dash-browser").await;
+    let evil = "<img src=x onerror=\"window.pwned=1\">hello";
+    alice
+        .request(json!({"op": "send", "conv": {"type": "single", "target": "bob"}, "content": {"type": "text", "text": evil}}))
+        .await
+        .unwrap();
+    let shown = b
+        .until(
+            "the message",
+            "document.querySelector('#msgs td.text')?.textContent",
+        )
+        .await;
+    assert_eq!(shown, json!(evil));
+    b.until(
+        "alice connected",
+        "document.getElementById('conns').textContent.includes('alice')",
+    )
+    .await;
+    assert_eq!(
+        b.js("return [window.pwned === undefined, document.querySelectorAll('#msgs img').length]")
+            .await,
+        json!([true, 0])
+    );
+    let waiting = s.pc_session().await;
+    b.until(
+        "a second session",
+        &format!("document.querySelector(\"#sessions tr[data-token='{waiting}']\")"),
+    )
+    .await;
+    b.screenshot("dashboard").await;
+    b.close().await;
+}

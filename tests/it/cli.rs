@@ -243,6 +243,7 @@ fn help_and_version() {
         "wait-ready",
         "completions",
         "man",
+        "export",
     ] {
         let mut args: Vec<&str> = sub.split(' ').collect();
         args.push("--help");

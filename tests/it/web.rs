@@ -5,58 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::{TestServer, start, until_polling};
-
-/// A server-sent event stream, read event by event.
-struct Events {
-    resp: reqwest::Response,
-    buf: String,
-}
-
-impl Events {
-    async fn open(s: &TestServer, token: &str) -> reqwest::Response {
-        s.get(&format!("/pc_session/{token}/events")).await
-    }
-
-    fn new(resp: reqwest::Response) -> Self {
-        assert_eq!(resp.status(), 200);
-        assert_eq!(
-            resp.headers()["content-type"].to_str().unwrap(),
-            "text/event-stream"
-        );
-        Self {
-            resp,
-            buf: String::new(),
-        }
-    }
-
-    /// The next event's name and JSON data (comments skipped); `None` when
-    /// the stream ends.
-    async fn next(&mut self) -> Option<(String, Value)> {
-        loop {
-            if let Some(end) = self.buf.find("\n\n") {
-                let block: String = self.buf.drain(..end + 2).collect();
-                let (mut name, mut data) = (String::from("message"), String::new());
-                for line in block.lines() {
-                    if let Some(v) = line.strip_prefix("event:") {
-                        name = v.trim().to_owned();
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        data.push_str(v.trim_start());
-                    }
-                }
-                if data.is_empty() {
-                    continue; // a keep-alive comment
-                }
-                return Some((name, serde_json::from_str(&data).unwrap()));
-            }
-            let chunk = tokio::time::timeout(Duration::from_secs(10), self.resp.chunk())
-                .await
-                .expect("an event within 10 s")
-                .unwrap()?;
-            self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
-        }
-    }
-}
+use crate::common::{Events, TestServer, start, until_polling};
 
 #[tokio::test]
 async fn events_follow_scan_and_confirm_and_hand_over_the_login() {
@@ -271,15 +220,19 @@ async fn the_page_and_its_assets_are_served_with_a_strict_policy() {
 /// HTML sinks at all, so this cannot regress quietly.
 #[test]
 fn the_script_never_writes_html() {
-    let js = include_str!("../../src/app_server/web/app.js");
-    for sink in [
-        "innerHTML",
-        "outerHTML",
-        "insertAdjacentHTML",
-        "document.write",
-        "eval(",
-        "new Function",
+    for js in [
+        include_str!("../../src/app_server/web/app.js"),
+        include_str!("../../src/app_server/web/dev.js"),
     ] {
-        assert!(!js.contains(sink), "app.js uses {sink}");
+        for sink in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+            "new Function",
+        ] {
+            assert!(!js.contains(sink), "a page script uses {sink}");
+        }
     }
 }

@@ -1,0 +1,784 @@
+//! Data snapshots (`wire::snapshot`): reading, checking and writing snapshot
+//! files, and moving a snapshot out of and into the database.
+//!
+//! Import keeps every msgId, so ids, `clientMsgId` dedupe (and the robot's
+//! answers, keyed by msgId) stay as they were; each user's inbox is rebuilt
+//! in message order, gapless from seq 1: a 1:1 message goes to its sender and
+//! target, a group message to the group's current members. The broker
+//! writer's cache of inbox heads fills from the database on first use, so a
+//! writer started after the import continues each user's seqs.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sqlx::{Row, SqliteConnection};
+
+use super::chat::{conv_key, msg_id, parse_msg_id};
+use super::{Result, Store, now_ms};
+pub use crate::wire::snapshot::Snapshot;
+use crate::wire::snapshot::{
+    SnapshotFriendRequest, SnapshotGroup, SnapshotMember, SnapshotMessage, SnapshotUser, VERSION,
+};
+use crate::wire::ws::{ConvType, Conversation};
+
+/// Senders that are not users: admin system messages and the admin's group
+/// changes.
+pub const RESERVED_SENDERS: [&str; 2] = ["system", crate::app_server::admin::ADMIN_ACTOR];
+
+const ROLES: [&str; 3] = ["owner", "admin", "member"];
+
+/// Reads and checks a snapshot file; every error names the file.
+pub fn load(path: &Path) -> anyhow::Result<Snapshot> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the snapshot file {}", path.display()))?;
+    parse(&text).with_context(|| format!("bad snapshot file {}", path.display()))
+}
+
+/// Parses and checks a snapshot.
+pub fn parse(text: &str) -> anyhow::Result<Snapshot> {
+    // The version first, so a snapshot of another version is named as such
+    // rather than failing on a field this version does not know.
+    #[derive(Deserialize)]
+    struct Probe {
+        version: Option<Value>,
+    }
+    let probe: Probe = serde_json::from_str(text).context("not a JSON snapshot object")?;
+    match probe.version {
+        None => bail!("no \"version\" field; a snapshot starts {{\"version\": {VERSION}, ...}}"),
+        Some(v) if v != json!(VERSION) => {
+            bail!("snapshot version {v} is not supported; this imctl reads version {VERSION}")
+        }
+        Some(_) => {}
+    }
+    let snapshot: Snapshot = serde_json::from_str(text)?;
+    validate(&snapshot)?;
+    Ok(snapshot)
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// What `parse` checks beyond the shape: every reference resolves, nothing
+/// appears twice where the database allows it once.
+pub fn validate(s: &Snapshot) -> anyhow::Result<()> {
+    let mut users = HashSet::new();
+    let mut mobiles = HashSet::new();
+    for (i, u) in s.users.iter().enumerate() {
+        let at = || format!("users[{i}] ({:?})", u.user_id);
+        if !valid_id(&u.user_id) {
+            bail!(
+                "{}: a user id has 1 to 64 letters, digits, '-' or '_'",
+                at()
+            );
+        }
+        if !users.insert(u.user_id.as_str()) {
+            bail!("{}: user id {:?} appears twice", at(), u.user_id);
+        }
+        if u.display_name.trim().is_empty() {
+            bail!("{}: displayName must not be empty", at());
+        }
+        if let Some(m) = &u.mobile {
+            if !crate::app_server::sms::is_valid_mobile(m) {
+                bail!("{}: mobile {m:?} is not 1[3-9] followed by 9 digits", at());
+            }
+            if !mobiles.insert(m.as_str()) {
+                bail!("{}: mobile {m:?} appears twice", at());
+            }
+        }
+    }
+    let user = |what: String, id: &str| -> anyhow::Result<()> {
+        if users.contains(id) {
+            Ok(())
+        } else {
+            bail!("{what}: {id:?} is not a user of the snapshot")
+        }
+    };
+    for (i, (a, b)) in s.friends.iter().enumerate() {
+        user(format!("friends[{i}]"), a)?;
+        user(format!("friends[{i}]"), b)?;
+        if a == b {
+            bail!("friends[{i}]: {a:?} cannot be their own friend");
+        }
+    }
+    let mut requests = HashSet::new();
+    for (i, r) in s.friend_requests.iter().enumerate() {
+        user(format!("friendRequests[{i}].from"), &r.from)?;
+        user(format!("friendRequests[{i}].to"), &r.to)?;
+        if r.from == r.to {
+            bail!("friendRequests[{i}]: {:?} cannot ask themself", r.from);
+        }
+        if !requests.insert((&r.from, &r.to)) {
+            bail!(
+                "friendRequests[{i}]: the request from {:?} to {:?} appears twice",
+                r.from,
+                r.to
+            );
+        }
+    }
+    let mut groups = HashSet::new();
+    for (i, g) in s.groups.iter().enumerate() {
+        let at = || format!("groups[{i}] ({:?})", g.group_id);
+        if g.group_id.is_empty() {
+            bail!("{}: groupId must not be empty", at());
+        }
+        if !groups.insert(g.group_id.as_str()) {
+            bail!("{}: group id {:?} appears twice", at(), g.group_id);
+        }
+        if g.name.trim().is_empty() {
+            bail!("{}: name must not be empty", at());
+        }
+        user(format!("{}.owner", at()), &g.owner)?;
+        let mut members = HashSet::new();
+        for (j, m) in g.members.iter().enumerate() {
+            let at = || format!("{}.members[{j}]", at());
+            user(at(), &m.user_id)?;
+            if !members.insert(m.user_id.as_str()) {
+                bail!("{}: {:?} is listed twice", at(), m.user_id);
+            }
+            if !ROLES.contains(&m.role.as_str()) {
+                bail!(
+                    "{}: role {:?} is not one of owner, admin, member",
+                    at(),
+                    m.role
+                );
+            }
+            if m.role == "owner" && m.user_id != g.owner {
+                bail!(
+                    "{}: {:?} has role owner but the group's owner is {:?}",
+                    at(),
+                    m.user_id,
+                    g.owner
+                );
+            }
+        }
+        match (g.dissolved_at, g.members.is_empty()) {
+            (Some(_), false) => bail!("{}: a dissolved group has no members", at()),
+            (None, _) if !g.members.iter().any(|m| m.role == "owner") => bail!(
+                "{}: the owner {:?} must be a member with role owner",
+                at(),
+                g.owner
+            ),
+            _ => {}
+        }
+    }
+    let mut last = 0;
+    let mut client_ids = HashSet::new();
+    for (i, m) in s.messages.iter().enumerate() {
+        let at = || match &m.msg_id {
+            Some(id) => format!("messages[{i}] ({id})"),
+            None => format!("messages[{i}]"),
+        };
+        let id = match &m.msg_id {
+            None => last + 1,
+            Some(text) => parse_msg_id(text)
+                .with_context(|| format!("{}: msgId {text:?} is not like \"m42\"", at()))?,
+        };
+        if id <= last {
+            bail!(
+                "{}: msgIds must ascend in the order messages were stored ({} came before)",
+                at(),
+                msg_id(last)
+            );
+        }
+        last = id;
+        if !users.contains(m.from.as_str()) && !RESERVED_SENDERS.contains(&m.from.as_str()) {
+            bail!(
+                "{}: from {:?} is not a user of the snapshot (nor system or @admin)",
+                at(),
+                m.from
+            );
+        }
+        match m.conv.kind {
+            ConvType::Single if !users.contains(m.conv.target.as_str()) => bail!(
+                "{}: sent to {:?}, which is not a user of the snapshot",
+                at(),
+                m.conv.target
+            ),
+            ConvType::Group if !groups.contains(m.conv.target.as_str()) => bail!(
+                "{}: sent to group {:?}, which is not a group of the snapshot",
+                at(),
+                m.conv.target
+            ),
+            _ => {}
+        }
+        if !m.content.get("type").is_some_and(Value::is_string) {
+            bail!(
+                "{}: content must be an object with a \"type\", like {{\"type\": \"text\", \"text\": \"hi\"}}",
+                at()
+            );
+        }
+        if let Some(c) = &m.client_msg_id
+            && !client_ids.insert((m.from.as_str(), c.as_str()))
+        {
+            bail!("{}: clientMsgId {c:?} of {:?} appears twice", at(), m.from);
+        }
+    }
+    Ok(())
+}
+
+/// Writes `snapshot` as pretty JSON to `path` atomically: a temporary file
+/// in the same directory, renamed over `path` once complete.
+pub fn write(path: &Path, snapshot: &Snapshot) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let failed = || format!("cannot write the snapshot to {}", path.display());
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".imctl-snapshot-")
+        .tempfile_in(dir)
+        .with_context(failed)?;
+    serde_json::to_writer_pretty(&mut tmp, snapshot).with_context(failed)?;
+    tmp.write_all(b"\n").with_context(failed)?;
+    tmp.as_file().sync_all().with_context(failed)?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(failed)?;
+    Ok(())
+}
+
+/// How much a snapshot holds, for messages to people.
+pub fn summary(s: &Snapshot) -> String {
+    format!(
+        "{} users, {} friendships, {} friend requests, {} groups, {} messages",
+        s.users.len(),
+        s.friends.len(),
+        s.friend_requests.len(),
+        s.groups.len(),
+        s.messages.len()
+    )
+}
+
+impl Store {
+    /// Everything a snapshot holds, read in one transaction so it is consistent.
+    pub async fn export(&self) -> Result<Snapshot> {
+        let mut tx = self.pool.begin().await?;
+        let users = sqlx::query(
+            "SELECT id, display_name, mobile, portrait, banned_at IS NOT NULL AS banned, created_at
+             FROM users ORDER BY created_at, id",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(SnapshotUser {
+                user_id: r.try_get("id")?,
+                display_name: r.try_get("display_name")?,
+                mobile: r.try_get("mobile")?,
+                portrait: r.try_get("portrait")?,
+                banned: r.try_get("banned")?,
+                created_at: Some(r.try_get("created_at")?),
+            })
+        })
+        .collect::<Result<_>>()?;
+        let friends: Vec<(String, String)> = sqlx::query_as(
+            "SELECT DISTINCT MIN(user_id, friend_id), MAX(user_id, friend_id) FROM friends ORDER BY 1, 2",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let friend_requests = sqlx::query_as::<_, (String, String, String, i64)>(
+            "SELECT from_user, to_user, remark, created_at FROM friend_requests
+             WHERE status = 'pending' ORDER BY created_at, from_user, to_user",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(from, to, remark, created_at)| SnapshotFriendRequest {
+            from,
+            to,
+            remark,
+            created_at,
+        })
+        .collect();
+        let mut groups: Vec<SnapshotGroup> = sqlx::query_as::<
+            _,
+            (String, String, String, i64, Option<i64>),
+        >(
+            "SELECT id, name, owner, created_at, dissolved_at FROM groups ORDER BY created_at, id",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(
+            |(group_id, name, owner, created_at, dissolved_at)| SnapshotGroup {
+                group_id,
+                name,
+                owner,
+                created_at,
+                members: Vec::new(),
+                muted: false,
+                dissolved_at,
+            },
+        )
+        .collect();
+        let mutes: HashSet<(String, String)> =
+            sqlx::query_as("SELECT group_id, user_id FROM group_mutes")
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+        let members: Vec<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT group_id, user_id, role, joined_at FROM group_members
+             ORDER BY group_id, CASE role WHEN 'owner' THEN 0 WHEN 'admin' THEN 1 ELSE 2 END, joined_at, user_id",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut by_group: HashMap<String, Vec<SnapshotMember>> = HashMap::new();
+        for (group, user_id, role, joined_at) in members {
+            let muted = mutes.contains(&(group.clone(), user_id.clone()));
+            by_group.entry(group).or_default().push(SnapshotMember {
+                user_id,
+                role,
+                muted,
+                joined_at: Some(joined_at),
+            });
+        }
+        for g in &mut groups {
+            g.muted = mutes.contains(&(g.group_id.clone(), String::new()));
+            g.members = by_group.remove(&g.group_id).unwrap_or_default();
+        }
+        let messages = sqlx::query(
+            "SELECT id, sender, client_msg_id, conv_type, target, content, server_time
+             FROM messages ORDER BY id",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| {
+            let content: &str = r.try_get("content")?;
+            Ok(SnapshotMessage {
+                msg_id: Some(msg_id(r.try_get("id")?)),
+                from: r.try_get("sender")?,
+                conv: Conversation {
+                    kind: match r.try_get::<&str, _>("conv_type")? {
+                        "group" => ConvType::Group,
+                        _ => ConvType::Single,
+                    },
+                    target: r.try_get("target")?,
+                },
+                content: serde_json::from_str(content)
+                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                server_time: r.try_get("server_time")?,
+                client_msg_id: r.try_get("client_msg_id")?,
+            })
+        })
+        .collect::<Result<_>>()?;
+        tx.commit().await?;
+        Ok(Snapshot {
+            version: VERSION,
+            exported_at: now_ms(),
+            users,
+            friends,
+            friend_requests,
+            groups,
+            messages,
+        })
+    }
+
+    /// Loads a checked snapshot (see [`parse`]) into a database that holds
+    /// nothing yet, in one transaction, and marks the database seeded so
+    /// fixtures are never added to it. `Ok(false)`, with nothing changed,
+    /// when the database already has data.
+    pub async fn import(&self, snapshot: &Snapshot) -> Result<bool> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if !is_empty(&mut tx).await? {
+            return Ok(false);
+        }
+        insert_all(&mut tx, snapshot, now_ms()).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+/// Whether the database is as migrations left it: no fixtures seeded, no
+/// users, groups, friends or messages.
+async fn is_empty(conn: &mut SqliteConnection) -> Result<bool> {
+    sqlx::query_scalar(
+        "SELECT NOT (EXISTS (SELECT 1 FROM settings WHERE key = 'seeded')
+                  OR EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM groups)
+                  OR EXISTS (SELECT 1 FROM friends) OR EXISTS (SELECT 1 FROM friend_requests)
+                  OR EXISTS (SELECT 1 FROM messages))",
+    )
+    .fetch_one(&mut *conn)
+    .await
+}
+
+/// `items` as one JSON array, for a `json_each` parameter.
+fn json_rows(items: impl IntoIterator<Item = Value>) -> String {
+    Value::Array(items.into_iter().collect()).to_string()
+}
+
+/// Zero (absent) times become the import's time.
+fn or_now(t: i64, now: i64) -> i64 {
+    if t == 0 { now } else { t }
+}
+
+async fn insert_all(conn: &mut SqliteConnection, s: &Snapshot, now: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO settings (key, value) VALUES ('seeded', '1') ON CONFLICT(key) DO NOTHING",
+    )
+    .execute(&mut *conn)
+    .await?;
+    let users = s.users.iter().map(|u| {
+        json!([
+            u.user_id,
+            u.mobile,
+            u.display_name,
+            u.portrait,
+            u.created_at.unwrap_or(now),
+            u.banned.then_some(now)
+        ])
+    });
+    sqlx::query(
+        "INSERT INTO users (id, mobile, display_name, portrait, created_at, banned_at)
+         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5 FROM json_each(?)",
+    )
+    .bind(json_rows(users))
+    .execute(&mut *conn)
+    .await?;
+
+    let friends = s
+        .friends
+        .iter()
+        .flat_map(|(a, b)| [json!([a, b]), json!([b, a])]);
+    sqlx::query(
+        "INSERT OR IGNORE INTO friends (user_id, friend_id, created_at)
+         SELECT value->>0, value->>1, ? FROM json_each(?)",
+    )
+    .bind(now)
+    .bind(json_rows(friends))
+    .execute(&mut *conn)
+    .await?;
+
+    let requests = s.friend_requests.iter().map(|r| {
+        let at = or_now(r.created_at, now);
+        json!([r.from, r.to, r.remark, at])
+    });
+    sqlx::query(
+        "INSERT INTO friend_requests (from_user, to_user, remark, status, created_at, updated_at)
+         SELECT value->>0, value->>1, value->>2, 'pending', value->>3, value->>3 FROM json_each(?)",
+    )
+    .bind(json_rows(requests))
+    .execute(&mut *conn)
+    .await?;
+
+    let groups = s.groups.iter().map(|g| {
+        json!([
+            g.group_id,
+            g.name,
+            g.owner,
+            or_now(g.created_at, now),
+            g.dissolved_at
+        ])
+    });
+    sqlx::query(
+        "INSERT INTO groups (id, name, owner, created_at, dissolved_at)
+         SELECT value->>0, value->>1, value->>2, value->>3, value->>4 FROM json_each(?)",
+    )
+    .bind(json_rows(groups))
+    .execute(&mut *conn)
+    .await?;
+    let members = s.groups.iter().flat_map(|g| {
+        let created = or_now(g.created_at, now);
+        g.members.iter().map(move |m| {
+            json!([
+                g.group_id,
+                m.user_id,
+                m.role,
+                m.joined_at.unwrap_or(created)
+            ])
+        })
+    });
+    sqlx::query(
+        "INSERT INTO group_members (group_id, user_id, role, joined_at)
+         SELECT value->>0, value->>1, value->>2, value->>3 FROM json_each(?)",
+    )
+    .bind(json_rows(members))
+    .execute(&mut *conn)
+    .await?;
+    let mutes = s.groups.iter().flat_map(|g| {
+        let whole = g.muted.then(|| json!([g.group_id, ""]));
+        whole.into_iter().chain(
+            g.members
+                .iter()
+                .filter(|m| m.muted)
+                .map(|m| json!([g.group_id, m.user_id])),
+        )
+    });
+    sqlx::query(
+        "INSERT INTO group_mutes (group_id, user_id) SELECT value->>0, value->>1 FROM json_each(?)",
+    )
+    .bind(json_rows(mutes))
+    .execute(&mut *conn)
+    .await?;
+
+    // Messages keep their ids (AUTOINCREMENT then continues after the
+    // highest); inbox entries are rebuilt in message order.
+    let members_of: HashMap<&str, Vec<&str>> = s
+        .groups
+        .iter()
+        .map(|g| {
+            let ids = g.members.iter().map(|m| m.user_id.as_str()).collect();
+            (g.group_id.as_str(), ids)
+        })
+        .collect();
+    let users: HashSet<&str> = s.users.iter().map(|u| u.user_id.as_str()).collect();
+    let mut heads = HashMap::<&str, i64>::new();
+    let mut messages = Vec::with_capacity(s.messages.len());
+    let mut inbox = Vec::new();
+    let mut last = 0;
+    for m in &s.messages {
+        let id = m
+            .msg_id
+            .as_deref()
+            .and_then(parse_msg_id)
+            .unwrap_or(last + 1);
+        last = id;
+        let recipients: Vec<&str> = match m.conv.kind {
+            ConvType::Single => {
+                let mut r = Vec::with_capacity(2);
+                if users.contains(m.from.as_str()) {
+                    r.push(m.from.as_str());
+                }
+                if m.conv.target != m.from {
+                    r.push(m.conv.target.as_str());
+                }
+                r
+            }
+            ConvType::Group => members_of
+                .get(m.conv.target.as_str())
+                .cloned()
+                .unwrap_or_default(),
+        };
+        let mut sender_seq = None;
+        for u in recipients {
+            let seq = heads.entry(u).or_insert(0);
+            *seq += 1;
+            if u == m.from {
+                sender_seq = Some(*seq);
+            }
+            inbox.push(json!([u, *seq, id]));
+        }
+        messages.push(json!([
+            id,
+            m.from,
+            m.client_msg_id,
+            m.conv.kind.as_str(),
+            conv_key(&m.from, &m.conv),
+            m.conv.target,
+            m.content.to_string(),
+            or_now(m.server_time, now),
+            sender_seq
+        ]));
+    }
+    sqlx::query(
+        "INSERT INTO messages (id, sender, client_msg_id, conv_type, conv_key, target, content, server_time, sender_seq)
+         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, value->>8
+         FROM json_each(?)",
+    )
+    .bind(json_rows(messages))
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO inbox (user_id, seq, message_id) SELECT value->>0, value->>1, value->>2 FROM json_each(?)",
+    )
+    .bind(json_rows(inbox))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Appended, Fixtures, Heads, Location, NewMessage};
+
+    fn text(from: &str, kind: ConvType, to: &str, cmid: Option<&str>) -> NewMessage {
+        NewMessage {
+            sender: from.into(),
+            conv: Conversation {
+                kind,
+                target: to.into(),
+            },
+            content: json!({"type": "text", "text": format!("{from} to {to}")}),
+            client_msg_id: cmid.map(Into::into),
+            recipients: None,
+        }
+    }
+
+    /// alice and bob are friends, carol asked alice; a group of three;
+    /// 1:1, group and system messages.
+    async fn busy_store() -> (Store, String) {
+        let s = Store::open(&Location::Memory).await.unwrap();
+        s.seed_once(&Fixtures::builtin()).await.unwrap();
+        s.friend_request("alice", "bob", "hi")
+            .await
+            .unwrap()
+            .unwrap();
+        s.friend_answer("bob", "alice", true)
+            .await
+            .unwrap()
+            .unwrap();
+        s.friend_request("carol", "alice", "me too")
+            .await
+            .unwrap()
+            .unwrap();
+        let mut heads = Heads::default();
+        let group = s
+            .change_group(
+                "alice",
+                &crate::store::GroupChange::Create {
+                    name: "team".into(),
+                    members: vec!["bob".into(), "carol".into()],
+                },
+                &mut heads,
+            )
+            .await
+            .unwrap()
+            .unwrap()
+            .group
+            .id;
+        let mut system = text("system", ConvType::Single, "bob", None);
+        system.recipients = Some(vec!["bob".into()]);
+        s.append(
+            &[
+                text("alice", ConvType::Single, "bob", Some("c1")),
+                text("bob", ConvType::Group, &group, Some("c1")),
+                system,
+                text("carol", ConvType::Single, "carol", None),
+            ],
+            &[],
+            &mut heads,
+        )
+        .await
+        .unwrap();
+        s.set_banned("carol", true).await.unwrap();
+        s.set_muted_in_group(&group, Some("bob"), true)
+            .await
+            .unwrap();
+        (s, group)
+    }
+
+    #[tokio::test]
+    async fn export_import_round_trip_keeps_ids_seqs_and_dedupe() {
+        let (s, group) = busy_store().await;
+        let snap = s.export().await.unwrap();
+        assert_eq!(snap.friends, [("alice".to_string(), "bob".to_string())]);
+        assert_eq!(snap.friend_requests.len(), 1);
+        assert_eq!(snap.messages.len(), 5, "{:#?}", snap.messages);
+        let json = serde_json::to_string_pretty(&snap).unwrap();
+        let back = parse(&json).unwrap();
+        assert_eq!(back, snap);
+
+        let t = Store::open(&Location::Memory).await.unwrap();
+        assert!(t.import(&back).await.unwrap());
+        let again = t.export().await.unwrap();
+        assert_eq!(
+            Snapshot {
+                exported_at: 0,
+                ..again
+            },
+            Snapshot {
+                exported_at: 0,
+                ..snap.clone()
+            }
+        );
+        // Inboxes: gapless from 1, in message order.
+        let (bob, _) = t.inbox_since("bob", 0, 100).await.unwrap();
+        assert_eq!(
+            bob.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            (1..=bob.len() as i64).collect::<Vec<_>>()
+        );
+        let bob_msgs: Vec<_> = bob.iter().map(|e| e.message.msg_id.as_str()).collect();
+        // The group's "created" notice, alice's message, bob's group message, the system message.
+        assert_eq!(bob_msgs, ["m1", "m2", "m3", "m4"]);
+        let (carol, _) = t.inbox_since("carol", 0, 100).await.unwrap();
+        assert_eq!(
+            carol
+                .iter()
+                .map(|e| (e.seq, e.message.msg_id.as_str()))
+                .collect::<Vec<_>>(),
+            [(1, "m1"), (2, "m3"), (3, "m5")]
+        );
+        assert!(t.is_banned("carol").await.unwrap());
+        assert!(t.are_friends("bob", "alice").await.unwrap());
+
+        // A fresh writer continues seqs and ids, and dedupes old clientMsgIds.
+        let mut heads = Heads::default();
+        let out = t
+            .append(
+                &[
+                    text("alice", ConvType::Single, "bob", Some("c1")),
+                    text("alice", ConvType::Group, &group, None),
+                    text("bob", ConvType::Group, &group, None),
+                ],
+                &[],
+                &mut heads,
+            )
+            .await
+            .unwrap();
+        let Appended::Duplicate {
+            message,
+            sender_seq,
+        } = &out[0]
+        else {
+            panic!("{out:?}")
+        };
+        assert_eq!((message.msg_id.as_str(), *sender_seq), ("m2", 2));
+        let Appended::Stored { message, seqs } = &out[1] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(message.msg_id, "m6");
+        assert!(seqs.contains(&("bob".to_string(), 5)), "{seqs:?}");
+        assert!(seqs.contains(&("carol".to_string(), 4)), "{seqs:?}");
+        // bob is muted in the group, as he was.
+        assert!(matches!(&out[2], Appended::Rejected { code: 403, .. }));
+
+        // Nothing is imported twice, and fixtures are never seeded on top.
+        assert!(!t.import(&back).await.unwrap());
+        assert!(!t.seed_once(&Fixtures::builtin()).await.unwrap());
+        let seeded = Store::open(&Location::Memory).await.unwrap();
+        seeded.seed_once(&Fixtures::builtin()).await.unwrap();
+        assert!(!seeded.import(&back).await.unwrap());
+    }
+
+    fn err(text: &str) -> String {
+        format!("{:#}", parse(text).unwrap_err())
+    }
+
+    #[test]
+    fn bad_snapshots_say_what_is_wrong() {
+        let u = |id: &str| format!(r#"{{"userId":"{id}","displayName":"{id}"}}"#);
+        let snap = |users: &[&str], rest: &str| {
+            let users: Vec<_> = users.iter().map(|id| u(id)).collect();
+            format!(r#"{{"version":1,"users":[{}]{rest}}}"#, users.join(","))
+        };
+        assert!(err("{\"version\": 1,\n \"users\": [}").contains("line 2 column"));
+        assert!(err(r#"{"users":[]}"#).contains("no \"version\""));
+        assert!(err(r#"{"version":2,"future":true}"#).contains("version 2 is not supported"));
+        assert!(err(&snap(&["a", "a"], "")).contains("\"a\" appears twice"));
+        assert!(err(&snap(&["a"], r#","friends":[["a","b"]]"#)).contains("\"b\" is not a user"));
+        let msg = |from: &str, kind: &str, to: &str| {
+            format!(
+                r#","messages":[{{"msgId":"m1","from":"{from}","conv":{{"type":"{kind}","target":"{to}"}},"content":{{"type":"text","text":"x"}},"serverTime":1}}]"#
+            )
+        };
+        assert!(err(&snap(&["a"], &msg("zed", "single", "a"))).contains("from \"zed\""));
+        assert!(err(&snap(&["a"], &msg("a", "single", "zed"))).contains("sent to \"zed\""));
+        assert!(err(&snap(&["a"], &msg("a", "group", "g9"))).contains("group \"g9\""));
+        assert!(parse(&snap(&["a"], &msg("system", "single", "a"))).is_ok());
+        let group = r#","groups":[{"groupId":"g1","name":"G","owner":"a","members":[{"userId":"a","role":"owner"},{"userId":"ghost"}]}]"#;
+        assert!(err(&snap(&["a"], group)).contains("\"ghost\" is not a user"));
+        let two = r#","messages":[{"msgId":"m2","from":"a","conv":{"type":"single","target":"a"},"content":{"type":"text","text":"x"}},{"msgId":"m1","from":"a","conv":{"type":"single","target":"a"},"content":{"type":"text","text":"y"}}]"#;
+        assert!(err(&snap(&["a"], two)).contains("must ascend"));
+    }
+}
