@@ -7,6 +7,7 @@
 #
 # Needs Python 3 (schemathesis is installed into target/api-fuzz-venv).
 # Left out: /_dev/sms (its `wait` parameter holds a request up to 120 s),
+# /_dev/feed (an endless event stream),
 # the long poll and the event stream (they hold a request by design), and
 # /ws (a WebSocket upgrade; the protocol has its own tests).
 set -euo pipefail
@@ -27,7 +28,7 @@ exec target/debug/imctl exec --poll-timeout 1s -- sh -c '
         --max-examples ${IMCTL_FUZZ_EXAMPLES:-50} --request-timeout 10"
     "$st" run "$IMCTL_APP_SERVER/openapi.json" --url "$IMCTL_APP_SERVER" \
         -H "X-Admin-Secret: $IMCTL_ADMIN_SECRET" $common \
-        --exclude-path /_dev/sms --exclude-path /ws --exclude-path /route \
+        --exclude-path /_dev/sms --exclude-path /_dev/feed --exclude-path /ws --exclude-path /route \
         --exclude-path "/session_login/{token}" --exclude-path "/pc_session/{token}/events" \
         "$@" &&
     "$st" run "$IMCTL_APP_SERVER/openapi.json" --url "${IMCTL_ROUTE_URL%/route}" \
