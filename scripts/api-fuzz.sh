@@ -22,7 +22,7 @@ cargo build --locked --quiet
 # shellcheck disable=SC2016 # expanded by the inner shell, inside the stack
 # Two runs: the app-server's operations, then the broker's /route on its own
 # port (schemathesis uses one base URL per run).
-exec target/debug/imctl exec --poll-timeout 1s -- sh -c '
+exec target/debug/imctl exec --config none --poll-timeout 1s -- sh -c '
     st=$0
     common="--checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance
         --max-examples ${IMCTL_FUZZ_EXAMPLES:-50} --request-timeout 10"

@@ -272,6 +272,7 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
         started_at: crate::store::now_ms(),
         database: database.clone(),
         broker_url: base_url(broker_addr),
+        exposed: !config.host.is_loopback(),
     });
     tokio::spawn(app_server::sweep(state.clone()));
     if database.is_some() {

@@ -19,8 +19,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, Uri};
+use axum::middleware::Next;
+use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
@@ -85,6 +87,10 @@ pub fn app(state: AppState, extra_origins: &[String]) -> Router {
         ))
         .fallback(not_found)
         .method_not_allowed_fallback(wrong_method)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            local_host_only,
+        ))
         .layer(cors(extra_origins))
         // Spans name the route pattern, not the URI: QR tokens sit in paths.
         .layer(
@@ -97,6 +103,45 @@ pub fn app(state: AppState, extra_origins: &[String]) -> Router {
             }),
         )
         .with_state(state)
+}
+
+/// `/_dev` and `/admin` answer only requests addressed to this machine by a
+/// loopback name, unless the stack listens beyond loopback: a web page whose
+/// name an attacker points at 127.0.0.1 (DNS rebinding) cannot reach them.
+async fn local_host_only(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if state.exposed || !(path.starts_with("/_dev") || path.starts_with("/admin")) {
+        return next.run(req).await;
+    }
+    let host = req
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok());
+    match host {
+        Some(h) if !is_loopback_host(h) => (
+            axum::http::StatusCode::FORBIDDEN,
+            axum::Json(crate::wire::http::DevError {
+                error: format!(
+                    "/_dev and /admin answer only requests addressed to localhost, 127.0.0.1 or [::1], not {h:?} \
+                     (a guard against DNS rebinding); serve with --host to open them to other names"
+                ),
+            }),
+        )
+            .into_response(),
+        _ => next.run(req).await,
+    }
+}
+
+/// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 async fn not_found(method: Method, uri: Uri) -> Response {
@@ -188,7 +233,32 @@ pub async fn sweep(state: AppState) {
 
 #[cfg(test)]
 mod tests {
-    use super::origin_allowed;
+    use super::{is_loopback_host, origin_allowed};
+
+    #[test]
+    fn loopback_host_names() {
+        for ok in [
+            "localhost",
+            "localhost:8888",
+            "127.0.0.1:8888",
+            "127.1.2.3",
+            "[::1]:8888",
+            "[::1]",
+            "LOCALHOST",
+        ] {
+            assert!(is_loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "evil.com",
+            "evil.com:8888",
+            "10.0.2.2:8888",
+            "localhost.evil.com",
+            "[::2]:1",
+            "127.0.0.1.nip.io",
+        ] {
+            assert!(!is_loopback_host(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn localhost_origins_are_allowed_others_are_not() {

@@ -41,6 +41,8 @@ pub struct Inner {
     pub database: Option<std::path::PathBuf>,
     /// `http://host:port` of the broker.
     pub broker_url: String,
+    /// Listening beyond loopback (`--host`): the dev API's Host guard is off.
+    pub exposed: bool,
 }
 
 impl Deref for AppState {

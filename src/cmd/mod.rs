@@ -145,12 +145,12 @@ pub fn parse_from(args: Vec<OsString>) -> anyhow::Result<Cli> {
     let matches = if extra.is_empty() {
         matches
     } else {
-        // The added flags go right after the subcommand, before any `--`.
-        let at = args
-            .iter()
-            .skip(1)
-            .position(|a| a == name)
-            .map_or(args.len(), |i| i + 2);
+        // The added flags go at the end, or for `exec` before the `--` that
+        // starts its command.
+        let at = match name {
+            "exec" => args.iter().position(|a| a == "--").unwrap_or(args.len()),
+            _ => args.len(),
+        };
         let mut with = args[..at].to_vec();
         with.extend(extra.into_iter().flat_map(|(_, flags)| flags));
         with.extend_from_slice(&args[at..]);

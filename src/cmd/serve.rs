@@ -31,11 +31,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = args.config;
     let running = server::start(&config).await?;
     print!("{}", banner(&config, &running).await?);
-    if !config.host.is_loopback() && config.super_code().is_some() {
+    if !config.host.is_loopback() {
         warn!(
-            "listening on {} with the super code on: anyone who can reach this port can log in as any user; \
-             pass --super-code none unless that is what you want",
-            config.host
+            "listening on {}: anyone who can reach these ports can read SMS codes and messages and approve QR logins \
+             as any user through /_dev{}{}; keep imctl on loopback unless that is what you want",
+            config.host,
+            if config.super_code().is_some() {
+                ", and log in as anyone with the super code (--super-code none turns it off)"
+            } else {
+                ""
+            },
+            if config.sms_test_code.is_empty() {
+                ""
+            } else {
+                ", and with the fixed --sms-test-code codes"
+            },
         );
     }
     let stop = running.shutdown_token();

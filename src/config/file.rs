@@ -51,19 +51,33 @@ impl Source {
     }
 }
 
+fn serve_command() -> clap::Command {
+    ServeConfig::augment_args(clap::Command::new("serve"))
+}
+
 /// The serve options clap knows, for looking up file keys.
 fn serve_args() -> Vec<clap::Arg> {
-    ServeConfig::augment_args(clap::Command::new("serve"))
+    serve_command()
         .get_arguments()
         .filter(|a| a.get_long().is_some())
         .cloned()
         .collect()
 }
 
-/// The file to read: `--config`/`IMCTL_CONFIG` (must exist), else
-/// `./imctl.toml` if it exists.
+fn explicit(matches: &ArgMatches, id: &str) -> bool {
+    matches!(
+        matches.value_source(id),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    )
+}
+
+/// The file to read: `--config`/`IMCTL_CONFIG` (must exist; `none` reads
+/// no file), else `./imctl.toml` if it exists.
 pub fn locate(matches: &ArgMatches) -> anyhow::Result<Option<PathBuf>> {
     if let Some(p) = matches.get_one::<PathBuf>("config") {
+        if p.as_os_str() == "none" {
+            return Ok(None);
+        }
         if !p.is_file() {
             bail!("the config file {} does not exist", p.display());
         }
@@ -84,6 +98,7 @@ pub fn flags_from(
     let table: toml::Table =
         toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))?;
     let args = serve_args();
+    let command = serve_command();
     let mut out = Vec::new();
     for (key, value) in &table {
         let (id, values) = if key == "sms" {
@@ -107,11 +122,19 @@ pub fn flags_from(
             };
             (id, flag_values(arg, key, value, path)?)
         };
-        let given = matches!(
-            matches.value_source(&id),
-            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-        );
-        if !given && !values.is_empty() {
+        // Given by flag or env, or overruled by a conflicting setting that
+        // was (`--ephemeral` beats a file's `data-dir`).
+        let overruled = explicit(matches, &id)
+            || args
+                .iter()
+                .find(|a| a.get_id() == id.as_str())
+                .is_some_and(|arg| {
+                    command
+                        .get_arg_conflicts_with(arg)
+                        .iter()
+                        .any(|other| explicit(matches, other.get_id().as_str()))
+                });
+        if !overruled && !values.is_empty() {
             let long = id.replace('_', "-");
             let flags = values
                 .into_iter()
@@ -233,7 +256,8 @@ pub fn render(settings: &[Setting], file: Option<&Path>) -> String {
             continue;
         }
         let value = if s.hidden && !s.values.is_empty() {
-            "\"(set)\"".to_owned()
+            out.push_str(&format!("# {} is set (not shown) {origin}\n", s.name));
+            continue;
         } else if s.values.is_empty() {
             out.push_str(&format!("# {} is not set\n", s.name));
             continue;

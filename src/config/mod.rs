@@ -127,7 +127,7 @@ pub struct ServeConfig {
     #[arg(long = "sms-test-code", env = "IMCTL_SMS_TEST_CODES", value_delimiter = ',', value_parser = test_code)]
     pub sms_test_code: Vec<(String, String)>,
 
-    /// Read settings from this TOML file [default: ./imctl.toml when it exists]
+    /// Read settings from this TOML file; "none" reads none [default: ./imctl.toml when it exists]
     #[arg(long, env = "IMCTL_CONFIG")]
     pub config: Option<PathBuf>,
 

@@ -3,10 +3,19 @@
 //!
 //! Import keeps every msgId, so ids, `clientMsgId` dedupe (and the robot's
 //! answers, keyed by msgId) stay as they were; each user's inbox is rebuilt
-//! in message order, gapless from seq 1: a 1:1 message goes to its sender and
-//! target, a group message to the group's current members. The broker
+//! in message order, gapless from seq 1, from each message's `recipients`
+//! (export writes the users who had an inbox row for it, so members who
+//! joined later, left, were removed or belonged to a dissolved group see
+//! what they saw before). A hand-written message without `recipients` goes
+//! to its sender and target (1:1) or the group's current members. The broker
 //! writer's cache of inbox heads fills from the database on first use, so a
 //! writer started after the import continues each user's seqs.
+//!
+//! `validate` checks what the database relies on (references resolve,
+//! nothing unique appears twice, ids that build conversation keys) and no
+//! more: whatever the store holds must import again, so rules that only some
+//! ways in enforce (the admin API's 64-character ids and non-empty display
+//! names, which fixtures do not) are not refused here.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -59,9 +68,12 @@ pub fn parse(text: &str) -> anyhow::Result<Snapshot> {
     Ok(snapshot)
 }
 
+/// What every way a user comes in (fixtures, the admin API, SMS login)
+/// enforces: ids take part in 1:1 conversation keys (`"alice|bob"`). No
+/// length limit and no rule on display names: fixtures have neither, and an
+/// export of their data must import.
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
-        && id.len() <= 64
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
@@ -76,15 +88,12 @@ pub fn validate(s: &Snapshot) -> anyhow::Result<()> {
         let at = || format!("users[{i}] ({:?})", u.user_id);
         if !valid_id(&u.user_id) {
             bail!(
-                "{}: a user id has 1 to 64 letters, digits, '-' or '_'",
+                "{}: a user id is letters, digits, '-' or '_' (at least one)",
                 at()
             );
         }
         if !users.insert(u.user_id.as_str()) {
             bail!("{}: user id {:?} appears twice", at(), u.user_id);
-        }
-        if u.display_name.trim().is_empty() {
-            bail!("{}: displayName must not be empty", at());
         }
         if let Some(m) = &u.mobile {
             if !crate::app_server::sms::is_valid_mobile(m) {
@@ -221,6 +230,13 @@ pub fn validate(s: &Snapshot) -> anyhow::Result<()> {
         {
             bail!("{}: clientMsgId {c:?} of {:?} appears twice", at(), m.from);
         }
+        let mut recipients = HashSet::new();
+        for (j, r) in m.recipients.iter().flatten().enumerate() {
+            user(format!("{}.recipients[{j}]", at()), r)?;
+            if !recipients.insert(r.as_str()) {
+                bail!("{}.recipients[{j}]: {r:?} is listed twice", at());
+            }
+        }
     }
     Ok(())
 }
@@ -346,6 +362,16 @@ impl Store {
             g.muted = mutes.contains(&(g.group_id.clone(), String::new()));
             g.members = by_group.remove(&g.group_id).unwrap_or_default();
         }
+        // Who has each message in their inbox, by user id.
+        let mut recipients: HashMap<i64, Vec<String>> = HashMap::new();
+        for (id, user) in sqlx::query_as::<_, (i64, String)>(
+            "SELECT message_id, user_id FROM inbox ORDER BY message_id, user_id",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            recipients.entry(id).or_default().push(user);
+        }
         let messages = sqlx::query(
             "SELECT id, sender, client_msg_id, conv_type, target, content, server_time
              FROM messages ORDER BY id",
@@ -354,9 +380,10 @@ impl Store {
         .await?
         .iter()
         .map(|r| {
+            let id: i64 = r.try_get("id")?;
             let content: &str = r.try_get("content")?;
             Ok(SnapshotMessage {
-                msg_id: Some(msg_id(r.try_get("id")?)),
+                msg_id: Some(msg_id(id)),
                 from: r.try_get("sender")?,
                 conv: Conversation {
                     kind: match r.try_get::<&str, _>("conv_type")? {
@@ -369,6 +396,7 @@ impl Store {
                     .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
                 server_time: r.try_get("server_time")?,
                 client_msg_id: r.try_get("client_msg_id")?,
+                recipients: Some(recipients.remove(&id).unwrap_or_default()),
             })
         })
         .collect::<Result<_>>()?;
@@ -522,7 +550,8 @@ async fn insert_all(conn: &mut SqliteConnection, s: &Snapshot, now: i64) -> Resu
     .await?;
 
     // Messages keep their ids (AUTOINCREMENT then continues after the
-    // highest); inbox entries are rebuilt in message order.
+    // highest); inbox entries are rebuilt in message order, for the
+    // message's recipients or, without them, its conversation's.
     let members_of: HashMap<&str, Vec<&str>> = s
         .groups
         .iter()
@@ -543,8 +572,9 @@ async fn insert_all(conn: &mut SqliteConnection, s: &Snapshot, now: i64) -> Resu
             .and_then(parse_msg_id)
             .unwrap_or(last + 1);
         last = id;
-        let recipients: Vec<&str> = match m.conv.kind {
-            ConvType::Single => {
+        let recipients: Vec<&str> = match (&m.recipients, m.conv.kind) {
+            (Some(r), _) => r.iter().map(String::as_str).collect(),
+            (None, ConvType::Single) => {
                 let mut r = Vec::with_capacity(2);
                 if users.contains(m.from.as_str()) {
                     r.push(m.from.as_str());
@@ -554,7 +584,7 @@ async fn insert_all(conn: &mut SqliteConnection, s: &Snapshot, now: i64) -> Resu
                 }
                 r
             }
-            ConvType::Group => members_of
+            (None, ConvType::Group) => members_of
                 .get(m.conv.target.as_str())
                 .cloned()
                 .unwrap_or_default(),
@@ -600,7 +630,7 @@ async fn insert_all(conn: &mut SqliteConnection, s: &Snapshot, now: i64) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Appended, Fixtures, Heads, Location, NewMessage};
+    use crate::store::{Appended, Before, Fixtures, GroupChange, Heads, Location, NewMessage};
 
     fn text(from: &str, kind: ConvType, to: &str, cmid: Option<&str>) -> NewMessage {
         NewMessage {
@@ -751,6 +781,220 @@ mod tests {
         assert!(!seeded.import(&back).await.unwrap());
     }
 
+    /// `user`'s whole inbox as (seq, msgId).
+    async fn inbox_of(s: &Store, user: &str) -> Vec<(i64, String)> {
+        let (entries, more) = s.inbox_since(user, 0, 1000).await.unwrap();
+        assert!(!more);
+        entries
+            .into_iter()
+            .map(|e| (e.seq, e.message.msg_id))
+            .collect()
+    }
+
+    fn ids(inbox: &[(i64, String)]) -> Vec<&str> {
+        inbox.iter().map(|(_, id)| id.as_str()).collect()
+    }
+
+    async fn change(s: &Store, heads: &mut Heads, actor: &str, c: GroupChange) -> String {
+        s.change_group(actor, &c, heads)
+            .await
+            .unwrap()
+            .unwrap()
+            .group
+            .id
+    }
+
+    /// A group that carol joins late and bob is removed from, with a system
+    /// message to it; a dissolved group; a 1:1 message.
+    async fn changing_groups_store() -> (Store, String, String) {
+        let s = Store::open(&Location::Memory).await.unwrap();
+        s.seed_once(&Fixtures::builtin()).await.unwrap();
+        let mut heads = Heads::default();
+        let names = |v: &[&str]| v.iter().map(|u| u.to_string()).collect::<Vec<_>>();
+        let create = |name: &str, members: &[&str]| GroupChange::Create {
+            name: name.into(),
+            members: names(members),
+        };
+        let team = change(&s, &mut heads, "alice", create("team", &["bob"])).await; // m1
+        let say = |from: &str, kind: ConvType, to: &str| text(from, kind, to, None);
+        s.append(&[say("alice", ConvType::Group, &team)], &[], &mut heads) // m2
+            .await
+            .unwrap();
+        let add = GroupChange::Add {
+            group: team.clone(),
+            members: names(&["carol"]),
+        };
+        change(&s, &mut heads, "alice", add).await; // m3
+        s.append(&[say("bob", ConvType::Group, &team)], &[], &mut heads) // m4
+            .await
+            .unwrap();
+        let remove = GroupChange::Remove {
+            group: team.clone(),
+            members: names(&["bob"]),
+        };
+        change(&s, &mut heads, "alice", remove).await; // m5, bob hears of it
+        let mut system = say("system", ConvType::Group, &team);
+        system.recipients = Some(s.group_members(&team).await.unwrap());
+        s.append(
+            &[say("carol", ConvType::Group, &team), system], // m6, m7
+            &[],
+            &mut heads,
+        )
+        .await
+        .unwrap();
+        let gone = change(&s, &mut heads, "bob", create("gone", &["carol"])).await; // m8
+        s.append(&[say("carol", ConvType::Group, &gone)], &[], &mut heads) // m9
+            .await
+            .unwrap();
+        let dissolve = GroupChange::Dissolve {
+            group: gone.clone(),
+        };
+        change(&s, &mut heads, "bob", dissolve).await; // m10
+        s.append(&[say("alice", ConvType::Single, "bob")], &[], &mut heads) // m11
+            .await
+            .unwrap();
+        (s, team, gone)
+    }
+
+    #[tokio::test]
+    async fn import_gives_each_message_to_whoever_had_it() {
+        let (s, team, gone) = changing_groups_store().await;
+        let users = ["alice", "bob", "carol", "robot"];
+        let mut before = Vec::new();
+        for u in users {
+            before.push(inbox_of(&s, u).await);
+        }
+        assert_eq!(
+            ids(&before[0]),
+            ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "m11"]
+        );
+        assert_eq!(
+            ids(&before[1]),
+            ["m1", "m2", "m3", "m4", "m5", "m8", "m9", "m10", "m11"]
+        );
+        assert_eq!(
+            ids(&before[2]),
+            ["m3", "m4", "m5", "m6", "m7", "m8", "m9", "m10"]
+        );
+
+        let snap = s.export().await.unwrap();
+        let recipients = |id: &str| {
+            let m = snap
+                .messages
+                .iter()
+                .find(|m| m.msg_id.as_deref() == Some(id));
+            m.unwrap().recipients.clone().unwrap()
+        };
+        assert_eq!(recipients("m5"), ["alice", "bob", "carol"]);
+        assert_eq!(
+            recipients("m7"),
+            ["alice", "carol"],
+            "not the system sender"
+        );
+        assert_eq!(recipients("m10"), ["bob", "carol"]);
+        assert_eq!(recipients("m11"), ["alice", "bob"]);
+        let back = parse(&serde_json::to_string_pretty(&snap).unwrap()).unwrap();
+        assert_eq!(back, snap);
+
+        let t = Store::open(&Location::Memory).await.unwrap();
+        assert!(t.import(&back).await.unwrap());
+        for (u, before) in users.iter().zip(&before) {
+            let after = inbox_of(&t, u).await;
+            assert_eq!(&after, before, "{u}");
+            let seqs: Vec<i64> = after.iter().map(|(seq, _)| *seq).collect();
+            assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "{u}");
+        }
+        for (user, group) in [("carol", &team), ("bob", &team), ("carol", &gone)] {
+            let conv = Conversation {
+                kind: ConvType::Group,
+                target: group.clone(),
+            };
+            assert_eq!(
+                t.history(user, &conv, Before::Latest, 100).await.unwrap(),
+                s.history(user, &conv, Before::Latest, 100).await.unwrap(),
+            );
+        }
+        let again = t.export().await.unwrap();
+        assert_eq!(
+            Snapshot {
+                exported_at: 0,
+                ..again
+            },
+            Snapshot {
+                exported_at: 0,
+                ..snap
+            }
+        );
+
+        // A fresh writer continues bob's seqs and the sender's own seq.
+        let mut heads = Heads::default();
+        let out = t
+            .append(
+                &[text("bob", ConvType::Single, "alice", Some("later"))],
+                &[],
+                &mut heads,
+            )
+            .await
+            .unwrap();
+        let Appended::Stored { seqs, .. } = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(seqs, &[("bob".to_string(), 10), ("alice".to_string(), 9)]);
+    }
+
+    #[tokio::test]
+    async fn messages_without_recipients_go_to_the_conversation() {
+        let (s, team, _) = changing_groups_store().await;
+        let mut snap = s.export().await.unwrap();
+        // Hand-written: only the 1:1 message and the system message say who got them.
+        for m in &mut snap.messages {
+            if !matches!(m.msg_id.as_deref(), Some("m7" | "m11")) {
+                m.recipients = None;
+            }
+        }
+        let t = Store::open(&Location::Memory).await.unwrap();
+        assert!(t.import(&snap).await.unwrap());
+        // team's messages go to its current members, alice and carol; the
+        // dissolved group's to nobody; m7 and m11 as listed.
+        assert_eq!(
+            ids(&inbox_of(&t, "alice").await),
+            ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "m11"]
+        );
+        assert_eq!(ids(&inbox_of(&t, "bob").await), ["m11"]);
+        let carol = inbox_of(&t, "carol").await;
+        assert_eq!(ids(&carol), ["m1", "m2", "m3", "m4", "m5", "m6", "m7"]);
+        assert_eq!(carol[6].0, 7);
+        assert!(t.is_group_member(&team, "carol").await.unwrap());
+        // Exported again, each message names who has it now.
+        let again = t.export().await.unwrap();
+        assert_eq!(
+            again.messages[0].recipients,
+            Some(vec!["alice".into(), "carol".into()])
+        );
+        assert_eq!(again.messages[8].recipients, Some(vec![]));
+    }
+
+    #[tokio::test]
+    async fn whatever_fixtures_hold_exports_and_imports() {
+        let long = "u".repeat(80);
+        let fixtures = Fixtures::parse(&format!(
+            r#"{{"users":[{{"userId":"{long}","displayName":""}},{{"userId":"b","displayName":"  "}}]}}"#
+        ))
+        .unwrap();
+        let s = Store::open(&Location::Memory).await.unwrap();
+        s.seed_once(&fixtures).await.unwrap();
+        let mut heads = Heads::default();
+        s.append(&[text(&long, ConvType::Single, "b", None)], &[], &mut heads)
+            .await
+            .unwrap();
+        let snap = s.export().await.unwrap();
+        let back = parse(&serde_json::to_string(&snap).unwrap()).unwrap();
+        let t = Store::open(&Location::Memory).await.unwrap();
+        assert!(t.import(&back).await.unwrap());
+        assert_eq!(ids(&inbox_of(&t, "b").await), ["m1"]);
+        assert_eq!(ids(&inbox_of(&t, &long).await), ["m1"]);
+    }
+
     fn err(text: &str) -> String {
         format!("{:#}", parse(text).unwrap_err())
     }
@@ -780,5 +1024,17 @@ mod tests {
         assert!(err(&snap(&["a"], group)).contains("\"ghost\" is not a user"));
         let two = r#","messages":[{"msgId":"m2","from":"a","conv":{"type":"single","target":"a"},"content":{"type":"text","text":"x"}},{"msgId":"m1","from":"a","conv":{"type":"single","target":"a"},"content":{"type":"text","text":"y"}}]"#;
         assert!(err(&snap(&["a"], two)).contains("must ascend"));
+        let to = |recipients: &str| {
+            format!(
+                r#","messages":[{{"msgId":"m1","from":"a","conv":{{"type":"single","target":"b"}},"content":{{"type":"text","text":"x"}},"recipients":{recipients}}}]"#
+            )
+        };
+        assert!(
+            err(&snap(&["a", "b"], &to(r#"["a","zed"]"#)))
+                .contains("messages[0] (m1).recipients[1]: \"zed\" is not a user")
+        );
+        assert!(err(&snap(&["a", "b"], &to(r#"["b","b"]"#))).contains("\"b\" is listed twice"));
+        assert!(parse(&snap(&["a", "b"], &to("[]"))).is_ok());
+        assert!(err(&snap(&["a b"], "")).contains("a user id is letters"));
     }
 }

@@ -110,6 +110,13 @@ pub struct SnapshotMessage {
     pub server_time: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_msg_id: Option<String>,
+    /// The users who got it in their inbox (what `sync` returns), by user
+    /// id; the sender only when they got their own copy (a user's 1:1 and
+    /// group messages, not `system` or `@admin` ones). Export always writes
+    /// it; when missing, import falls back to the conversation: a 1:1
+    /// message's sender and target, a group message's current members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipients: Option<Vec<String>>,
 }
 
 fn is_false(b: &bool) -> bool {

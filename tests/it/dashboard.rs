@@ -142,3 +142,36 @@ async fn the_dashboard_page_is_served() {
     assert!(html.contains(r#"<script src="/assets/dev.js""#));
     assert_eq!(s.get("/assets/dev.js").await.status(), 200);
 }
+
+#[tokio::test]
+async fn dev_and_admin_refuse_foreign_host_names() {
+    let s = start(&[]).await;
+    let get = |path: &str, host: &str| {
+        s.http
+            .get(format!("{}{path}", s.url))
+            .header("host", host)
+            .send()
+    };
+    // A page on another name pointed at 127.0.0.1 (DNS rebinding).
+    let r = get("/_dev/sms", "evil.example:8888").await.unwrap();
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("DNS rebinding"),
+        "{body}"
+    );
+    assert_eq!(
+        get("/admin/users", "evil.example").await.unwrap().status(),
+        403
+    );
+    // Loopback names pass; the login API is not affected (an emulator's 10.0.2.2).
+    assert_eq!(
+        get("/_dev/users", "localhost:8888").await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        get("/_dev/users", "[::1]:8888").await.unwrap().status(),
+        200
+    );
+    assert_eq!(get("/config", "10.0.2.2:8888").await.unwrap().status(), 200);
+}

@@ -22,16 +22,26 @@ fn answers(url: &str) -> bool {
     std::net::TcpStream::connect(addr).is_ok()
 }
 
+/// `imctl exec ARGS` in an empty directory (no stray imctl.toml), kept
+/// under cargo's target dir.
 fn exec(args: &[&str]) -> Command {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("exec-cwd");
+    std::fs::create_dir_all(&dir).unwrap();
     let mut cmd = Command::new(BIN);
     cmd.arg("exec")
         .args(args)
         .env("IMCTL_BIN", BIN)
-        .env_remove("IMCTL_APP_PORT")
-        .env_remove("IMCTL_BROKER_PORT")
-        .env_remove("IMCTL_DATA_DIR")
-        .env_remove("IMCTL_APP_SERVER")
-        .current_dir(std::env::temp_dir());
+        .current_dir(dir);
+    for var in [
+        "IMCTL_APP_PORT",
+        "IMCTL_BROKER_PORT",
+        "IMCTL_DATA_DIR",
+        "IMCTL_EPHEMERAL",
+        "IMCTL_CONFIG",
+        "IMCTL_APP_SERVER",
+    ] {
+        cmd.env_remove(var);
+    }
     cmd
 }
 
@@ -130,6 +140,38 @@ fn exec_passes_sigterm_on_at_once() {
     assert_eq!(status.code(), Some(143), "128 + SIGTERM");
     assert!(gone(cmd_pid));
     assert!(!answers(&url));
+}
+
+#[test]
+fn exec_stops_what_the_command_left_running() {
+    // The command exits at once, leaving a background process.
+    let out = exec(&["--", "sh", "-c", "sleep 60 >/dev/null 2>&1 & echo $!"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let orphan: u32 = stdout(&out).trim().parse().unwrap();
+    assert!(gone(orphan), "the background process outlived imctl exec");
+}
+
+#[test]
+fn exec_escalates_when_the_command_ignores_ctrl_c() {
+    let mut imctl = exec(&[
+        "--",
+        "sh",
+        "-c",
+        "trap '' INT; echo $$; echo $IMCTL_APP_SERVER; exec sleep 60",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let mut lines = BufReader::new(imctl.stdout.take().unwrap()).lines();
+    let pid: u32 = lines.next().unwrap().unwrap().trim().parse().unwrap();
+    let _url = lines.next().unwrap().unwrap();
+    signal(imctl.id(), libc::SIGINT);
+    // SIGINT is ignored, so SIGTERM ends it.
+    assert_eq!(imctl.wait().unwrap().code(), Some(143));
+    assert!(gone(pid));
 }
 
 #[tokio::test]
@@ -360,6 +402,44 @@ cors-origin = ["http://a.test", "http://b.test"]
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stdout(&out).contains("app-port = 9301  # file"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn a_flag_or_variable_overrules_a_conflicting_file_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("imctl.toml"),
+        "data-dir = \"./data\"\nadmin-secret = \"s3cret\"\n",
+    )
+    .unwrap();
+    let out = print_config(dir.path(), &[], &["--ephemeral"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("ephemeral = true  # flag"), "{text}");
+    assert!(text.contains("# data-dir is not set"), "{text}");
+    assert!(!text.contains("s3cret"), "the secret is printed: {text}");
+    let out = print_config(dir.path(), &[("IMCTL_EPHEMERAL", "true")], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // `--config none` reads no file at all.
+    let out = print_config(dir.path(), &[], &["--config", "none"]);
+    assert!(
+        stdout(&out).contains("# data-dir is not set"),
+        "{}",
+        stdout(&out)
+    );
+    // A global flag before the subcommand does not confuse the file's flags.
+    let out = Command::new(BIN)
+        .args(["--log", "serve", "serve", "--print-config"])
+        .current_dir(dir.path())
+        .env_remove("IMCTL_CONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("data-dir = \"./data\"  # file"),
         "{}",
         stdout(&out)
     );

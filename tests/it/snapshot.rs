@@ -444,6 +444,13 @@ fn bad_snapshot_files_are_refused_with_the_file_and_the_problem() {
             "\"ghost\" is not a user",
         ),
         (
+            "recipient-unknown",
+            format!(
+                r#"{{"version": 1, {users}, "messages": [{{"from": "a", "conv": {{"type": "single", "target": "b"}}, "content": {{"type": "text", "text": "x"}}, "recipients": ["a", "ghost"]}}]}}"#
+            ),
+            "recipients[1]: \"ghost\" is not a user",
+        ),
+        (
             "wrong-field",
             r#"{"version": 1, "users": [{"userId": "a", "name": "A"}]}"#.to_owned(),
             "unknown field `name`",
@@ -651,4 +658,171 @@ fn export_on_exit_into_a_missing_directory_fails_at_start() {
         file.to_str().unwrap(),
     ]);
     assert!(err.contains("does not exist"), "{err}");
+}
+
+/// Every user's whole inbox as (seq, msgId), their inbox head, and each
+/// conversation's history as they get it (a refusal included, with its code).
+async fn timeline(c: &mut ChatConn, convs: &[(&str, &str)]) -> Value {
+    let synced = c
+        .request(json!({"op": "sync", "since": 0, "limit": 500}))
+        .await
+        .unwrap();
+    assert_eq!(synced["more"], json!(false), "{synced}");
+    let inbox: Vec<Value> = synced["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| json!([e["seq"], e["message"]["msgId"]]))
+        .collect();
+    let mut history = Vec::new();
+    for (kind, target) in convs {
+        let mut frame =
+            json!({"op": "history", "conv": {"type": kind, "target": target}, "limit": 100});
+        let mut reply = c.request_raw(&mut frame).await.unwrap();
+        reply.as_object_mut().unwrap().remove("id");
+        history.push(reply);
+    }
+    json!({"inbox": inbox, "head": synced["head"], "history": history})
+}
+
+fn inbox_ids(seen: &Value) -> Vec<String> {
+    seen["inbox"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e[1].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn import_gives_group_messages_to_who_had_them_not_to_todays_members() {
+    let s = start(&["--admin-secret", SECRET]).await;
+    let mobiles = [
+        ("alice", "13800000001"),
+        ("bob", "13800000002"),
+        ("carol", "13800000003"),
+    ];
+    let mut conns = Vec::new();
+    for (user, mobile) in mobiles {
+        conns.push(s.chat(mobile, &format!("{user}-1")).await.0);
+    }
+    let [alice, bob, carol] = &mut conns[..] else {
+        unreachable!()
+    };
+    // team: bob is there at first, carol joins late, bob is removed.
+    let team = alice
+        .request(json!({"op": "group.create", "name": "team", "members": ["bob"]}))
+        .await
+        .unwrap()["group"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    alice
+        .send_text("group", &team, "before carol", None)
+        .await
+        .unwrap();
+    alice
+        .request(json!({"op": "group.add", "group": team, "members": ["carol"]}))
+        .await
+        .unwrap();
+    bob.send_text("group", &team, "welcome carol", None)
+        .await
+        .unwrap();
+    alice
+        .request(json!({"op": "group.remove", "group": team, "members": ["bob"]}))
+        .await
+        .unwrap();
+    carol
+        .send_text("group", &team, "after bob", None)
+        .await
+        .unwrap();
+    let r = s
+        .http
+        .post(format!("{}/admin/messages", s.url))
+        .header("x-admin-secret", SECRET)
+        .json(&json!({"to": {"type": "group", "target": team}, "text": "to the team"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // gone: messages, then dissolved (its members rows are deleted).
+    let gone = bob
+        .request(json!({"op": "group.create", "name": "gone", "members": ["carol"]}))
+        .await
+        .unwrap()["group"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    carol
+        .send_text("group", &gone, "soon gone", None)
+        .await
+        .unwrap();
+    bob.request(json!({"op": "group.dissolve", "group": gone}))
+        .await
+        .unwrap();
+    alice
+        .send_text("single", "bob", "still friends?", None)
+        .await
+        .unwrap();
+
+    let convs = [
+        ("group", team.as_str()),
+        ("group", gone.as_str()),
+        ("single", "alice"),
+        ("single", "bob"),
+        ("single", "system"),
+    ];
+    let mut before = Vec::new();
+    for c in conns.iter_mut() {
+        before.push(timeline(c, &convs).await);
+    }
+    // m1 created, m2, m3 carol added, m4, m5 bob removed, m6, m7 system,
+    // m8 gone created, m9, m10 dissolved, m11 alice to bob.
+    let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        inbox_ids(&before[0]),
+        ids(&["m1", "m2", "m3", "m4", "m5", "m6", "m7", "m11"])
+    );
+    assert_eq!(
+        inbox_ids(&before[1]),
+        ids(&["m1", "m2", "m3", "m4", "m5", "m8", "m9", "m10", "m11"])
+    );
+    assert_eq!(
+        inbox_ids(&before[2]),
+        ids(&["m3", "m4", "m5", "m6", "m7", "m8", "m9", "m10"])
+    );
+    // carol reads the team's whole history, bob is refused it now.
+    assert_eq!(before[2]["history"][0]["messages"][0]["msgId"], "m7");
+    assert_eq!(before[1]["history"][0]["op"], "error");
+
+    let snap = admin_get(&s, "/admin/export").await;
+    let messages = snap["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 11, "{snap:#}");
+    assert_eq!(messages[4]["recipients"], json!(["alice", "bob", "carol"]));
+    assert_eq!(messages[6]["recipients"], json!(["alice", "carol"]));
+    assert_eq!(messages[9]["recipients"], json!(["bob", "carol"]));
+    for c in conns {
+        c.close().await;
+    }
+    s.running.stop().await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("groups.json");
+    std::fs::write(&file, serde_json::to_string_pretty(&snap).unwrap()).unwrap();
+    let t = start(&["--admin-secret", SECRET, "--import", file.to_str().unwrap()]).await;
+    assert!(t.running.imported);
+    for ((user, mobile), before) in mobiles.iter().zip(&before) {
+        let (mut c, _) = t.chat(mobile, &format!("{user}-2")).await;
+        let after = timeline(&mut c, &convs).await;
+        assert_eq!(&after, before, "{user}");
+        let seqs = seqs(&after);
+        assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "{user}");
+        assert_eq!(after["head"], json!(seqs.len()), "{user}");
+        c.close().await;
+    }
+    // And it exports the same again.
+    let mut again = admin_get(&t, "/admin/export").await;
+    again["exportedAt"] = snap["exportedAt"].clone();
+    assert_eq!(again, snap);
+    t.running.stop().await.unwrap();
 }

@@ -60,7 +60,7 @@ function render() {
   const ago = Date.now() - received;
   $("status").textContent = `imctl ${s.version} · pid ${s.pid} · up ${secs(s.uptimeMs + ago)} · app-server ${s.appServer} · broker ${s.wsUrl} · ${s.database || "in memory"} · ${s.users} users`;
   const users = snap.users.filter((u) => u.userId !== "robot");
-  $("qr-count").textContent = snap.pcSessions.length;
+  $("qr-count").textContent = s.qrSessions;
   rows("sessions", snap.pcSessions, (q) => {
     const pick = el("select", { "data-token": q.token, onchange: (e) => chosen.set(q.token, e.target.value) },
       ...users.map((u) => el("option", { value: u.userId, text: u.userId, selected: (chosen.get(q.token) || q.scanner?.userId) === u.userId })));
@@ -80,7 +80,7 @@ function render() {
     el("td", { text: time(m.sentAt) }), el("td", { text: m.mobile }),
     el("td", {}, el("strong", { class: "code", text: m.code })),
     el("td", { text: m.expiresAt > Date.now() ? secs(m.expiresAt - Date.now()) : "expired" })), "no SMS sent yet");
-  $("conn-count").textContent = snap.connections.length;
+  $("conn-count").textContent = s.connections;
   rows("conns", snap.connections, (c) => el("tr", {},
     el("td", { text: c.userId }), el("td", { text: c.clientId }),
     el("td", { text: PLATFORMS[c.platform] || String(c.platform) }), el("td", { text: time(c.since) })), "nobody is connected");
