@@ -116,12 +116,15 @@ async fn banner(config: &ServeConfig, running: &Running) -> anyhow::Result<Strin
          \x20 broker       {ws}/ws  (route: {broker}/route, protocol: docs/PROTOCOL.md)\n\
          \x20 config       {url}/config\n\
          \x20 admin API    {url}/admin/users  secret: {admin}\n\
-         \x20 dev API      {url}/_dev/sms  {url}/_dev/pc_sessions  {url}/_dev/users\n\
+         \x20 dashboard    {url}/_dev/  (SMS codes, QR sessions with approve buttons, connections, messages)\n\
+         \x20 API docs     {url}/docs/  ({url}/openapi.json)\n\
+         \x20 dev API      {url}/_dev/sms  {url}/_dev/pc_sessions  {url}/_dev/users  {url}/_dev/status\n\
          \x20 health       {url}/healthz  {url}/readyz  {url}/metrics\n\
          \x20 data         {data}\n\
          \x20 super code   {super_code}\n\
          \x20 users        {users}\n\
-         \x20 try          imctl client --user alice{simulate}   and   imctl client --user bob{simulate}   (chat in two terminals)\n\
+         \x20 try          open {url}/ and click Simulate phone → alice, then chat with   imctl client --user bob{simulate}\n\
+         \x20              imctl client --user alice{simulate}   and   imctl client --user bob{simulate}   (chat in two terminals)\n\
          \x20              imctl simulate web-login{simulate}   then   imctl simulate approve --latest --as alice{simulate}\n",
         version = env!("CARGO_PKG_VERSION"),
     ))
