@@ -33,14 +33,15 @@ pub fn page(html: &'static str) -> Response {
         .into_response()
 }
 
-#[utoipa::path(get, path = "/assets/{file}", tag = "web", params(("file" = String, Path, description = "app.js, app.css or dev.js")),
+#[utoipa::path(get, path = "/assets/{file}", tag = "web", params(("file" = String, Path, description = "app.js, dev.js, dom.js or app.css")),
     responses((status = 200, description = "the file", content_type = "text/javascript", body = String), (status = 404, description = "no such asset", content_type = "text/plain", body = String)))]
-/// `/assets/app.js` and `/assets/app.css`.
+/// The pages' scripts and stylesheet under `/assets/`.
 pub async fn asset(Path(file): Path<String>) -> Response {
     let (content_type, body) = match file.as_str() {
         "app.js" => ("text/javascript; charset=utf-8", include_str!("web/app.js")),
         "app.css" => ("text/css; charset=utf-8", include_str!("web/app.css")),
         "dev.js" => ("text/javascript; charset=utf-8", include_str!("web/dev.js")),
+        "dom.js" => ("text/javascript; charset=utf-8", include_str!("web/dom.js")),
         _ => return (StatusCode::NOT_FOUND, "no such asset").into_response(),
     };
     (

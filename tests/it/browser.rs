@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
-use crate::common::{TestServer, simulate, start, stderr, stdout};
+use crate::client::{client, until_online};
+use crate::common::{simulate, start, stderr, stdout};
 
 fn find_program(env: &str, names: &[&str]) -> Option<PathBuf> {
     if let Ok(p) = std::env::var(env) {
@@ -215,32 +216,6 @@ async fn connect(port: u16, chromium: &Path, profile: &Path) -> Client {
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
-}
-
-/// `imctl client --app-server URL ARGS` with a private state directory.
-fn client(state: &Path, url: &str, args: &[&str]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_imctl"));
-    cmd.arg("client")
-        .args(["--app-server", url])
-        .args(args)
-        .env("IMCTL_STATE_DIR", state)
-        .env_remove("IMCTL_USER")
-        .env_remove("IMCTL_BROKER")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd
-}
-
-async fn until_online(s: &TestServer, user: &str) {
-    for _ in 0..500 {
-        if s.running.broker.hub.is_online(user) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{user} never connected");
 }
 
 fn ok(out: &Output) -> String {

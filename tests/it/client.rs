@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::common::{TestServer, start, stderr, stdout};
 
 /// `imctl client --app-server URL ARGS` with a private state directory.
-fn client(state: &Path, url: &str, args: &[&str]) -> Command {
+pub(crate) fn client(state: &Path, url: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_imctl"));
     cmd.arg("client")
         .args(["--app-server", url])
@@ -53,7 +53,7 @@ fn listener(state: &Path, url: &str, user: &str, count: u32) -> Child {
     .unwrap()
 }
 
-async fn until_online(s: &TestServer, user: &str) {
+pub(crate) async fn until_online(s: &TestServer, user: &str) {
     for _ in 0..500 {
         if s.running.broker.hub.is_online(user) {
             return;

@@ -197,10 +197,15 @@ async fn the_page_and_its_assets_are_served_with_a_strict_policy() {
     assert!(!csp.contains("unsafe-inline"), "{csp}");
     let html = page.text().await.unwrap();
     assert!(html.contains(r#"<script src="/assets/app.js""#));
-    // No inline script for the policy to allow.
-    assert_eq!(html.matches("<script").count(), 1, "{html}");
+    // No inline script for the policy to allow: only our two files.
+    assert_eq!(html.matches("<script").count(), 2, "{html}");
+    assert_eq!(html.matches("<script src=\"/assets/").count(), 2, "{html}");
 
-    for (file, kind) in [("app.js", "text/javascript"), ("app.css", "text/css")] {
+    for (file, kind) in [
+        ("app.js", "text/javascript"),
+        ("dom.js", "text/javascript"),
+        ("app.css", "text/css"),
+    ] {
         let r = s.get(&format!("/assets/{file}")).await;
         assert_eq!(r.status(), 200, "{file}");
         assert!(
@@ -223,6 +228,7 @@ fn the_script_never_writes_html() {
     for js in [
         include_str!("../../src/app_server/web/app.js"),
         include_str!("../../src/app_server/web/dev.js"),
+        include_str!("../../src/app_server/web/dom.js"),
     ] {
         for sink in [
             "innerHTML",

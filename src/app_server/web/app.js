@@ -4,25 +4,10 @@
 // names, URLs) is inserted with textContent or checked attributes, never HTML.
 "use strict";
 
-const $ = (id) => document.getElementById(id);
 const PLATFORM_WEB = 5;
 const PHONE_PLATFORM = 2; // the simulated phone is an Android
 
 // ---------------------------------------------------------------- helpers
-
-/** An element with text and attributes; children appended in order. */
-function el(tag, props = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k === "text") e.textContent = v;
-    else if (k === "class") e.className = v;
-    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
-    else e.setAttribute(k, v === true ? "" : v);
-  }
-  for (const c of children) if (c !== null && c !== undefined) e.append(c);
-  return e;
-}
 
 /** Only http(s) and same-origin paths may become src/href. */
 function safeUrl(url) {

@@ -3,21 +3,7 @@
 // Everything is inserted as text.
 "use strict";
 
-const $ = (id) => document.getElementById(id);
 const PLATFORMS = { 0: "robot", 1: "iOS", 2: "Android", 3: "Windows", 4: "macOS", 5: "Web", 6: "mini-program", 7: "Linux", 8: "iPad", 9: "Android pad" };
-
-function el(tag, props = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k === "text") e.textContent = v;
-    else if (k === "class") e.className = v;
-    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
-    else e.setAttribute(k, v);
-  }
-  for (const c of children) if (c !== null && c !== undefined) e.append(c);
-  return e;
-}
 
 const time = (ms) => new Date(ms).toLocaleTimeString();
 const secs = (ms) => `${Math.max(0, Math.round(ms / 1000))} s`;
