@@ -15,7 +15,7 @@ use super::sms::is_valid_mobile;
 use super::state::AppState;
 use crate::broker::writer::{Replier, WriteOp};
 use crate::store::{GroupChange, NewMessage, User};
-use crate::wire::http::DevError;
+use crate::wire::http::{DevError, UserSummary};
 use crate::wire::ws::{ConvType, Conversation, close};
 
 /// The actor named in notifications of changes made through the admin API.
@@ -96,7 +96,7 @@ impl FromRequestParts<AppState> for Admin {
 }
 
 #[utoipa::path(get, path = "/admin/users", tag = "admin", security(("adminSecret" = [])),
-    responses((status = 200, description = "all users, with ban state", body = serde_json::Value), (status = 400, description = "bad body", body = DevError), (status = 401, description = "missing or wrong admin secret", body = DevError), (status = 404, description = "no such user or group", body = DevError), (status = 409, description = "conflict (e.g. the user exists)", body = DevError)))]
+    responses((status = 200, description = "all users, with ban state", body = serde_json::Value), (status = 401, description = "missing or wrong admin secret", body = DevError)))]
 pub async fn users(_: Admin, State(state): State<AppState>) -> AdminResult {
     let users = state.store.admin_users().await.map_err(db)?;
     Ok(Json(json!({"users": users})).into_response())
@@ -120,7 +120,7 @@ pub struct NewUser {
 }
 
 #[utoipa::path(post, path = "/admin/users", tag = "admin", security(("adminSecret" = [])), request_body(content = serde_json::Value, description = "see README, The admin API"),
-    responses((status = 200, description = "the created user", body = serde_json::Value), (status = 400, description = "bad body", body = DevError), (status = 401, description = "missing or wrong admin secret", body = DevError), (status = 404, description = "no such user or group", body = DevError), (status = 409, description = "conflict (e.g. the user exists)", body = DevError)))]
+    responses((status = 201, description = "the created user", body = UserSummary), (status = 400, description = "bad body", body = DevError), (status = 401, description = "missing or wrong admin secret", body = DevError), (status = 409, description = "a user with that id or mobile exists", body = DevError)))]
 pub async fn create_user(
     _: Admin,
     State(state): State<AppState>,
@@ -170,13 +170,13 @@ pub async fn create_user(
 }
 
 #[utoipa::path(get, path = "/admin/connections", tag = "admin", security(("adminSecret" = [])),
-    responses((status = 200, description = "live WebSocket connections", body = serde_json::Value), (status = 400, description = "bad body", body = DevError), (status = 401, description = "missing or wrong admin secret", body = DevError), (status = 404, description = "no such user or group", body = DevError), (status = 409, description = "conflict (e.g. the user exists)", body = DevError)))]
+    responses((status = 200, description = "live WebSocket connections", body = serde_json::Value), (status = 401, description = "missing or wrong admin secret", body = DevError)))]
 pub async fn connections(_: Admin, State(state): State<AppState>) -> AdminResult {
     Ok(Json(json!({"connections": state.broker.hub.list()})).into_response())
 }
 
 #[utoipa::path(post, path = "/admin/users/{user}/ban", tag = "admin", security(("adminSecret" = [])), params(("user" = String, Path)),
-    responses((status = 200, description = "banned; their connections closed (4003)", body = serde_json::Value), (status = 400, description = "bad body", body = DevError), (status = 401, description = "missing or wrong admin secret", body = DevError), (status = 404, description = "no such user or group", body = DevError), (status = 409, description = "conflict (e.g. the user exists)", body = DevError)))]
+    responses((status = 200, description = "banned; their connections closed (4003)", body = serde_json::Value), (status = 401, description = "missing or wrong admin secret", body = DevError), (status = 404, description = "no such user", body = DevError)))]
 pub async fn ban(_: Admin, State(state): State<AppState>, Path(user): Path<String>) -> AdminResult {
     if !state.store.set_banned(&user, true).await.map_err(db)? {
         return Err(fail(StatusCode::NOT_FOUND, format!("no user {user:?}")));
@@ -190,7 +190,7 @@ pub async fn ban(_: Admin, State(state): State<AppState>, Path(user): Path<Strin
 }
 
 #[utoipa::path(post, path = "/admin/users/{user}/unban", tag = "admin", security(("adminSecret" = [])), params(("user" = String, Path)),
-    responses((status = 200, description = "ban lifted", body = serde_json::Value), (status = 400, description = "bad body", body = DevError), (status = 401, description = "missing or wrong admin secret", body = DevError), (status = 404, description = "no such user or group", body = DevError), (status = 409, description = "conflict (e.g. the user exists)", body = DevError)))]
+    responses((status = 200, description = "ban lifted", body = serde_json::Value), (status = 401, description = "missing or wrong admin secret", body = DevError), (status = 404, description = "no such user", body = DevError)))]
 pub async fn unban(
     _: Admin,
     State(state): State<AppState>,
@@ -237,7 +237,7 @@ async fn set_mute(
 }
 
 #[utoipa::path(post, path = "/admin/groups/{group}/mute", tag = "admin", security(("adminSecret" = [])), params(("group" = String, Path)), request_body(content = serde_json::Value, description = "see README, The admin API"),
-    responses((status = 200, description = "muted: the whole group, or `members`", body = serde_json::Value), (status = 400, description = "bad body", body = DevError), (status = 401, description = "missing or wrong admin secret", body = DevError), (status = 404, description = "no such user or group", body = DevError), (status = 409, description = "conflict (e.g. the user exists)", body = DevError)))]
+    responses((status = 200, description = "muted: the whole group, or `members`", body = serde_json::Value), (status = 400, description = "bad body", body = DevError), (status = 401, description = "missing or wrong admin secret", body = DevError), (status = 404, description = "no such group", body = DevError)))]
 pub async fn mute(
     _: Admin,
     State(state): State<AppState>,
@@ -248,7 +248,7 @@ pub async fn mute(
 }
 
 #[utoipa::path(post, path = "/admin/groups/{group}/unmute", tag = "admin", security(("adminSecret" = [])), params(("group" = String, Path)), request_body(content = serde_json::Value, description = "see README, The admin API"),
-    responses((status = 200, description = "unmuted", body = serde_json::Value), (status = 400, description = "bad body", body = DevError), (status = 401, description = "missing or wrong admin secret", body = DevError), (status = 404, description = "no such user or group", body = DevError), (status = 409, description = "conflict (e.g. the user exists)", body = DevError)))]
+    responses((status = 200, description = "unmuted", body = serde_json::Value), (status = 400, description = "bad body", body = DevError), (status = 401, description = "missing or wrong admin secret", body = DevError), (status = 404, description = "no such group", body = DevError)))]
 pub async fn unmute(
     _: Admin,
     State(state): State<AppState>,
@@ -290,7 +290,7 @@ async fn through_writer(
 }
 
 #[utoipa::path(post, path = "/admin/groups/{group}/dissolve", tag = "admin", security(("adminSecret" = [])), params(("group" = String, Path)),
-    responses((status = 200, description = "dissolved, members notified", body = serde_json::Value), (status = 400, description = "bad body", body = DevError), (status = 401, description = "missing or wrong admin secret", body = DevError), (status = 404, description = "no such user or group", body = DevError), (status = 409, description = "conflict (e.g. the user exists)", body = DevError)))]
+    responses((status = 200, description = "dissolved, members notified", body = serde_json::Value), (status = 401, description = "missing or wrong admin secret", body = DevError), (status = 404, description = "no such group", body = DevError)))]
 pub async fn dissolve(
     _: Admin,
     State(state): State<AppState>,
@@ -316,7 +316,7 @@ pub struct SystemMessage {
 }
 
 #[utoipa::path(post, path = "/admin/messages", tag = "admin", security(("adminSecret" = [])), request_body(content = serde_json::Value, description = "see README, The admin API"),
-    responses((status = 200, description = "a system message stored and delivered", body = serde_json::Value), (status = 400, description = "bad body", body = DevError), (status = 401, description = "missing or wrong admin secret", body = DevError), (status = 404, description = "no such user or group", body = DevError), (status = 409, description = "conflict (e.g. the user exists)", body = DevError)))]
+    responses((status = 200, description = "a system message stored and delivered", body = serde_json::Value), (status = 400, description = "bad body", body = DevError), (status = 401, description = "missing or wrong admin secret", body = DevError), (status = 404, description = "an unknown user or group among the recipients", body = DevError)))]
 /// Sends a text from the `system` sender to a user or to every member of a group.
 pub async fn message(
     _: Admin,

@@ -14,8 +14,7 @@ use serde::Deserialize;
 use super::qr::{QrError, Status};
 use super::state::AppState;
 use crate::wire::http::{
-    DevConnection, DevError, DevPhoneAction, DevSnapshot, PcSessionInfo, SmsEntry, StackStatus,
-    UserSummary,
+    DevError, DevPhoneAction, DevSnapshot, PcSessionInfo, SmsEntry, StackStatus, UserSummary,
 };
 
 /// The longest `/_dev/sms?wait=` honoured.
@@ -89,7 +88,7 @@ pub async fn users(State(state): State<AppState>) -> Result<Json<Vec<UserSummary
 #[utoipa::path(get, path = "/_dev/status", tag = "dev", responses((status = 200, description = "version, addresses, counts", body = StackStatus), (status = 500, description = "database error", body = DevError)))]
 /// `GET /_dev/status`: versions, addresses and counts, for `imctl status`.
 pub async fn status(State(state): State<AppState>) -> Result<Json<StackStatus>, Response> {
-    let users = state.store.users().await.map_err(db_failed)?.len();
+    let users = state.store.user_count().await.map_err(db_failed)?;
     Ok(Json(stack_status(&state, users)))
 }
 
@@ -102,7 +101,7 @@ fn stack_status(state: &AppState, users: usize) -> StackStatus {
         uptime_ms: now - state.started_at,
         app_server: state.base_url.clone(),
         broker: state.broker_url.clone(),
-        ws_url: format!("{}/ws", state.broker_url.replacen("http://", "ws://", 1)),
+        ws_url: state.ws_url(),
         route_url: state.route_url.clone(),
         database: state.database.as_ref().map(|p| p.display().to_string()),
         users,
@@ -117,9 +116,8 @@ const FEED_LIMIT: usize = 100;
 
 /// Everything the dashboard shows, now.
 async fn snapshot(state: &AppState) -> sqlx::Result<DevSnapshot> {
-    let mut users = state.store.users().await?;
-    let status = stack_status(state, users.len());
-    users.truncate(FEED_LIMIT);
+    let users = state.store.first_users(FEED_LIMIT as i64).await?;
+    let status = stack_status(state, state.store.user_count().await?);
     let messages = state.store.recent_messages(50).await?;
     let mut sms = state.sms.outbox(None, None);
     sms.truncate(50);
@@ -136,12 +134,6 @@ async fn snapshot(state: &AppState) -> sqlx::Result<DevSnapshot> {
             .into_iter()
             .filter(|c| c.user_id != crate::broker::robot::ROBOT)
             .take(FEED_LIMIT)
-            .map(|c| DevConnection {
-                user_id: c.user_id,
-                client_id: c.client_id,
-                platform: c.platform,
-                since: c.since,
-            })
             .collect(),
         messages,
         users: users.iter().map(|u| state.summary(u)).collect(),
@@ -251,34 +243,8 @@ pub async fn phone_action(
         };
         return dev_error(status, e.to_string());
     }
-    let info = qr.list().into_iter().find(|s| s.token == token);
-    match info {
-        Some(info) => Json(info).into_response(),
-        // Already answered to a waiting PC and removed: report what happened.
-        None => Json(PcSessionInfo {
-            token: token.clone(),
-            qr_text: qr.qr_text(&token),
-            status: if action == "cancel" {
-                Status::Cancelled
-            } else {
-                Status::Confirmed
-            } as i32,
-            status_name: if action == "cancel" {
-                "cancelled"
-            } else {
-                "confirmed"
-            }
-            .into(),
-            created_at: 0,
-            age_ms: 0,
-            expires_in_ms: 0,
-            client_id: session.client_id.clone(),
-            platform: session.platform,
-            device_name: session.device_name.clone(),
-            scanner: Some(state.summary(&user)),
-        })
-        .into_response(),
-    }
+    // Also right when the session is gone already (answered to a waiting PC).
+    Json(qr.info(&session, tokio::time::Instant::now())).into_response()
 }
 
 fn dev_error(status: StatusCode, message: String) -> Response {

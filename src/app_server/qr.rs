@@ -364,24 +364,25 @@ impl QrBook {
             .cloned()
             .collect();
         list.sort_by_key(|s| std::cmp::Reverse(s.created));
-        list.iter()
-            .map(|s| {
-                let state = s.state.borrow().clone();
-                PcSessionInfo {
-                    token: s.token.clone(),
-                    qr_text: self.qr_text(&s.token),
-                    status: state.status as i32,
-                    status_name: state.status.name().into(),
-                    created_at: s.created_ms,
-                    age_ms: (now - s.created).as_millis() as i64,
-                    expires_in_ms: (s.expires - now).as_millis() as i64,
-                    client_id: s.client_id.clone(),
-                    platform: s.platform,
-                    device_name: s.device_name.clone(),
-                    scanner: state.scanner,
-                }
-            })
-            .collect()
+        list.iter().map(|s| self.info(s, now)).collect()
+    }
+
+    /// A session as the dev API shows it.
+    pub fn info(&self, s: &QrSession, now: Instant) -> PcSessionInfo {
+        let state = s.state.borrow().clone();
+        PcSessionInfo {
+            token: s.token.clone(),
+            qr_text: self.qr_text(&s.token),
+            status: state.status as i32,
+            status_name: state.status.name().into(),
+            created_at: s.created_ms,
+            age_ms: now.saturating_duration_since(s.created).as_millis() as i64,
+            expires_in_ms: s.expires.saturating_duration_since(now).as_millis() as i64,
+            client_id: s.client_id.clone(),
+            platform: s.platform,
+            device_name: s.device_name.clone(),
+            scanner: state.scanner,
+        }
     }
 
     /// The state name of every live session.

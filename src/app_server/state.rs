@@ -75,6 +75,11 @@ impl AppState {
         Self(Arc::new(inner))
     }
 
+    /// The broker's WebSocket URL.
+    pub fn ws_url(&self) -> String {
+        format!("{}/ws", self.broker_url.replacen("http://", "ws://", 1))
+    }
+
     /// Makes a relative portrait path (`/avatar/alice.svg`) absolute, so
     /// clients on other origins can load it.
     pub fn portrait_url(&self, portrait: Option<&str>) -> Option<String> {

@@ -53,16 +53,7 @@ impl ConnHandle {
     }
 }
 
-/// A live connection as the admin API lists it.
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ConnInfo {
-    pub user_id: String,
-    pub client_id: String,
-    pub platform: i32,
-    /// Milliseconds since the epoch.
-    pub since: i64,
-}
+pub use crate::wire::http::ConnInfo;
 
 #[derive(Default)]
 pub struct Hub {

@@ -63,8 +63,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
     let running = server::start(&args.config).await?;
     let app = running.app_url();
-    let broker = running.broker_url();
-    let ws = format!("{}/ws", broker.replacen("http://", "ws://", 1));
+    let ws = running.state.ws_url();
     let (program, rest) = args.command.split_first().expect("clap requires CMD");
     eprintln!(
         "imctl exec: stack ready (app-server {app}, broker {ws}); running {}",

@@ -13,7 +13,6 @@ pub mod status;
 use std::ffi::OsString;
 
 use anyhow::Context;
-use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::client::ClientError;
@@ -125,10 +124,7 @@ pub fn parse_from(args: Vec<OsString>) -> anyhow::Result<Cli> {
     let from_file: Vec<String> = extra.iter().map(|(id, _)| id.clone()).collect();
     if name == "exec" {
         let defaulted = |id: &str| {
-            !matches!(
-                sub.value_source(id),
-                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-            ) && !from_file.iter().any(|f| f == id)
+            !crate::config::file::explicit(sub, id) && !from_file.iter().any(|f| f == id)
         };
         for (id, flag) in [
             ("app_port", "--app-port=0"),
@@ -164,15 +160,12 @@ pub fn parse_from(args: Vec<OsString>) -> anyhow::Result<Cli> {
         })?
     };
     let mut cli = Cli::from_arg_matches(&matches).context("reading the command line")?;
-    let sub = matches.subcommand().expect("checked above").1;
-    let settings = crate::config::file::settings(sub, &from_file);
-    match &mut cli.command {
-        Command::Serve(a) => {
-            a.config.sources = settings;
-            a.config_file = file;
-        }
-        Command::Exec(a) => a.config.sources = settings,
-        _ => {}
+    if let Command::Serve(a) = &mut cli.command
+        && a.print_config
+    {
+        let sub = matches.subcommand().expect("checked above").1;
+        a.sources = crate::config::file::settings(sub, &from_file);
+        a.config_file = file;
     }
     Ok(cli)
 }

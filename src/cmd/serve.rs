@@ -15,16 +15,19 @@ pub struct Args {
     #[arg(long)]
     pub print_config: bool,
 
-    /// The config file that was read, if any; filled in by `cmd::parse_from`.
+    /// With --print-config: the config file read, and where each setting
+    /// came from; filled in by `cmd::parse_from`.
     #[arg(skip)]
     pub config_file: Option<std::path::PathBuf>,
+    #[arg(skip)]
+    pub sources: Vec<crate::config::file::Setting>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.print_config {
         print!(
             "{}",
-            crate::config::file::render(&args.config.sources, args.config_file.as_deref())
+            crate::config::file::render(&args.sources, args.config_file.as_deref())
         );
         return Ok(());
     }
@@ -103,7 +106,7 @@ async fn banner(config: &ServeConfig, running: &Running) -> anyhow::Result<Strin
         ),
     };
     let broker = running.broker_url();
-    let ws = broker.replacen("http://", "ws://", 1);
+    let ws = running.state.ws_url();
     let simulate = if url == "http://127.0.0.1:8888" {
         String::new()
     } else {
@@ -113,7 +116,7 @@ async fn banner(config: &ServeConfig, running: &Running) -> anyhow::Result<Strin
         "imctl {version} is ready\n\
          \x20 web page     {url}/\n\
          \x20 login API    {url}  (Wildfire-compatible: /send_code /login /pc_session /session_login …)\n\
-         \x20 broker       {ws}/ws  (route: {broker}/route, protocol: docs/PROTOCOL.md)\n\
+         \x20 broker       {ws}  (route: {broker}/route, protocol: docs/PROTOCOL.md)\n\
          \x20 config       {url}/config\n\
          \x20 admin API    {url}/admin/users  secret: {admin}\n\
          \x20 dashboard    {url}/_dev/  (SMS codes, QR sessions with approve buttons, connections, messages)\n\

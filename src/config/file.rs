@@ -64,7 +64,8 @@ fn serve_args() -> Vec<clap::Arg> {
         .collect()
 }
 
-fn explicit(matches: &ArgMatches, id: &str) -> bool {
+/// Whether a flag or an `IMCTL_*` variable gave `id`.
+pub fn explicit(matches: &ArgMatches, id: &str) -> bool {
     matches!(
         matches.value_source(id),
         Some(ValueSource::CommandLine | ValueSource::EnvVariable)

@@ -130,10 +130,6 @@ pub struct ServeConfig {
     /// Read settings from this TOML file; "none" reads none [default: ./imctl.toml when it exists]
     #[arg(long, env = "IMCTL_CONFIG")]
     pub config: Option<PathBuf>,
-
-    /// Where each setting came from (flag, env, file, default); filled in by `cmd::parse`.
-    #[arg(skip)]
-    pub sources: Vec<file::Setting>,
 }
 
 /// `MOBILE=CODE`, with a valid mobile and a code of 4 to 8 digits.

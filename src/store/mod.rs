@@ -238,11 +238,24 @@ impl Store {
     }
 
     pub async fn users(&self) -> Result<Vec<User>> {
+        self.first_users(i64::MAX).await
+    }
+
+    /// The first `limit` users, oldest first.
+    pub async fn first_users(&self, limit: i64) -> Result<Vec<User>> {
         sqlx::query_as(
-            "SELECT id, mobile, display_name, portrait FROM users ORDER BY created_at, id",
+            "SELECT id, mobile, display_name, portrait FROM users ORDER BY created_at, id LIMIT ?",
         )
+        .bind(limit)
         .fetch_all(&self.pool)
         .await
+    }
+
+    pub async fn user_count(&self) -> Result<usize> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as usize)
     }
 
     /// Finds the user with this mobile or registers a new one.

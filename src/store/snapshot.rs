@@ -26,13 +26,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::{Row, SqliteConnection};
 
-use super::chat::{conv_key, msg_id, parse_msg_id};
+use super::chat::{conv_key, message_columns, message_from_row, msg_id, parse_msg_id};
 use super::{Result, Store, now_ms};
 pub use crate::wire::snapshot::Snapshot;
 use crate::wire::snapshot::{
     SnapshotFriendRequest, SnapshotGroup, SnapshotMember, SnapshotMessage, SnapshotUser, VERSION,
 };
-use crate::wire::ws::{ConvType, Conversation};
+use crate::wire::ws::ConvType;
 
 /// Senders that are not users: admin system messages and the admin's group
 /// changes.
@@ -372,30 +372,24 @@ impl Store {
         {
             recipients.entry(id).or_default().push(user);
         }
-        let messages = sqlx::query(
-            "SELECT id, sender, client_msg_id, conv_type, target, content, server_time
-             FROM messages ORDER BY id",
-        )
+        let messages = sqlx::query(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages m ORDER BY m.id"
+        ))
         .fetch_all(&mut *tx)
         .await?
         .iter()
         .map(|r| {
             let id: i64 = r.try_get("id")?;
-            let content: &str = r.try_get("content")?;
+            let m = message_from_row(r)?;
             Ok(SnapshotMessage {
-                msg_id: Some(msg_id(id)),
-                from: r.try_get("sender")?,
-                conv: Conversation {
-                    kind: match r.try_get::<&str, _>("conv_type")? {
-                        "group" => ConvType::Group,
-                        _ => ConvType::Single,
-                    },
-                    target: r.try_get("target")?,
-                },
-                content: serde_json::from_str(content)
-                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-                server_time: r.try_get("server_time")?,
-                client_msg_id: r.try_get("client_msg_id")?,
+                msg_id: Some(m.msg_id),
+                from: m.from,
+                conv: m.conv,
+                content: m.content,
+                server_time: m.server_time,
+                client_msg_id: m.client_msg_id,
                 recipients: Some(recipients.remove(&id).unwrap_or_default()),
             })
         })
@@ -631,6 +625,7 @@ async fn insert_all(conn: &mut SqliteConnection, s: &Snapshot, now: i64) -> Resu
 mod tests {
     use super::*;
     use crate::store::{Appended, Before, Fixtures, GroupChange, Heads, Location, NewMessage};
+    use crate::wire::ws::Conversation;
 
     fn text(from: &str, kind: ConvType, to: &str, cmid: Option<&str>) -> NewMessage {
         NewMessage {

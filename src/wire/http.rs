@@ -239,16 +239,16 @@ pub struct DevSnapshot {
     /// Newest first, at most 50.
     pub sms: Vec<SmsEntry>,
     pub pc_sessions: Vec<PcSessionInfo>,
-    pub connections: Vec<DevConnection>,
+    pub connections: Vec<ConnInfo>,
     /// Newest first, at most 50.
     pub messages: Vec<crate::wire::ws::ChatMessage>,
     pub users: Vec<UserSummary>,
 }
 
-/// A live WebSocket connection, as the dashboard lists it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A live WebSocket connection, as the admin API and the dashboard list it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct DevConnection {
+pub struct ConnInfo {
     pub user_id: String,
     pub client_id: String,
     pub platform: i32,
