@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
@@ -275,16 +276,10 @@ struct Frame<'a> {
     id: Option<u64>,
     #[serde(default)]
     duplicate: bool,
-    /// A stored message in `msg` pushes; a string in `error` replies.
+    /// A stored message in `msg` pushes, a string in `error` replies: kept
+    /// raw and parsed only for `msg` (an untagged enum would buffer it).
     #[serde(default, borrow)]
-    message: Option<Body<'a>>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Body<'a> {
-    Msg(#[serde(borrow)] MsgBody<'a>),
-    Other(serde::de::IgnoredAny),
+    message: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -332,6 +327,7 @@ async fn send_loop(
     // Send time (µs since t0) by request id.
     let mut sent_at: Vec<u64> = Vec::new();
     let mut in_flight = 0u32;
+    let mut unflushed = false;
     let mut next_due = tokio::time::Instant::now() + first;
     let conv = conv.to_string();
     let drain_until = stop_at + DRAIN;
@@ -356,20 +352,19 @@ async fn send_loop(
                 r#"{{"id":{},"op":"send","conv":{conv},"content":{{"type":"text","text":"b {p} {n} {at}"}},"clientMsgId":"b{run}-{p}-{n}"}}"#,
                 n + 1
             );
-            // A server that stops reading must not hold the bench past its deadline.
-            match tokio::time::timeout_at(drain_until.into(), sink.send(Message::text(frame))).await
-            {
-                Ok(sent) => sent?,
-                Err(_) => anyhow::bail!(
-                    "the broker stopped reading: a send did not go out by the drain deadline"
-                ),
-            }
+            // Queued; flushed with whatever else is ready before waiting.
+            in_time(drain_until, sink.feed(Message::text(frame))).await?;
+            unflushed = true;
             counts.sent.fetch_add(1, Ordering::Relaxed);
             in_flight += 1;
             if let Some(iv) = interval {
                 next_due += iv;
             }
             continue;
+        }
+        if unflushed {
+            in_time(drain_until, sink.flush()).await?;
+            unflushed = false;
         }
         if !sending && in_flight == 0 {
             break;
@@ -416,6 +411,19 @@ async fn send_loop(
     Ok(hist)
 }
 
+/// A server that stops reading must not hold the bench past its deadline.
+async fn in_time<T>(
+    deadline: Instant,
+    io: impl Future<Output = Result<T, tokio_tungstenite::tungstenite::Error>>,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout_at(deadline.into(), io).await {
+        Ok(done) => Ok(done?),
+        Err(_) => {
+            anyhow::bail!("the broker stopped reading: a send did not go out by the drain deadline")
+        }
+    }
+}
+
 /// One receiving connection: times and counts bench messages until stopped.
 async fn receive(
     ws: Ws,
@@ -436,7 +444,7 @@ async fn receive(
                 if f.op != "msg" {
                     continue;
                 }
-                let Some(Body::Msg(body)) = f.message else { continue };
+                let Some(Ok(body)) = f.message.map(|m| serde_json::from_str::<MsgBody>(m.get())) else { continue };
                 let Some(text) = body.content.text else { continue };
                 let mut parts = text.split(' ').skip(1).map(|x| x.parse::<u64>().ok());
                 let (Some(Some(p)), Some(Some(n)), Some(Some(at))) = (parts.next(), parts.next(), parts.next()) else {

@@ -18,15 +18,13 @@ use anyhow::Context;
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
 use crate::client::AppClient;
 use crate::wire::http::LoginResult;
 use crate::wire::ws::RouteRequest;
 
-pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub use crate::client::chat::Socket as Ws;
 
 /// The stack under load: its URLs, and the child process when spawned.
 pub struct Target {
@@ -249,7 +247,7 @@ pub async fn connect_ws(ws_url: &str, token: &str, client_id: &str) -> anyhow::R
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 async fn connect_ws_now(ws_url: &str, token: &str, client_id: &str) -> anyhow::Result<Ws> {
-    let (mut ws, _) = connect_async(ws_url)
+    let mut ws = crate::client::chat::open_socket(ws_url)
         .await
         .with_context(|| format!("cannot connect to {ws_url}"))?;
     let hello =

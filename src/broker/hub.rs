@@ -145,6 +145,31 @@ impl Hub {
         self.metrics.deliveries.inc_by(sent);
     }
 
+    /// Queues a committed batch's pushes, each user's frames back to back,
+    /// so a connection wakes and flushes once for all of them rather than
+    /// once per message; under one lock.
+    pub fn deliver_batch(&self, pushes: Pushes) {
+        let users = self.users.lock().unwrap();
+        let mut sent = 0;
+        for (user, frames) in pushes.frames {
+            let conns = users.get(&user).map(Vec::as_slice).unwrap_or_default();
+            for (frame, to) in frames {
+                match to {
+                    To::AllBut(except) => {
+                        for (conn, _) in conns.iter().filter(|(c, _)| Some(c.id) != except) {
+                            conn.send(frame.clone());
+                            sent += 1;
+                        }
+                    }
+                    // Straight to the handle: a connection that is closing
+                    // has left the hub but still writes its last acks.
+                    To::Only(conn) => conn.send(frame),
+                }
+            }
+        }
+        self.metrics.deliveries.inc_by(sent);
+    }
+
     /// The platform of every live connection.
     pub fn platforms(&self) -> Vec<i32> {
         let users = self.users.lock().unwrap();
@@ -183,6 +208,32 @@ impl Hub {
     }
 }
 
+/// Frames to send, by user, each user's in the order added (so an ack never
+/// overtakes a push with a lower seq to the same user).
+#[derive(Default)]
+pub struct Pushes {
+    frames: Vec<(String, Vec<(Utf8Bytes, To)>)>,
+    index: HashMap<String, usize>,
+}
+
+/// Which of the user's connections get a frame.
+pub enum To {
+    /// A push: every connection but the one given (the sending one).
+    AllBut(Option<u64>),
+    /// A reply to one connection.
+    Only(ConnHandle),
+}
+
+impl Pushes {
+    pub fn add(&mut self, user: String, frame: Utf8Bytes, to: To) {
+        let i = *self.index.entry(user).or_insert_with_key(|user| {
+            self.frames.push((user.clone(), Vec::new()));
+            self.frames.len() - 1
+        });
+        self.frames[i].1.push((frame, to));
+    }
+}
+
 fn platforms(conns: &[(ConnHandle, ConnInfo)]) -> Vec<i32> {
     let mut p: Vec<i32> = conns.iter().map(|(_, i)| i.platform).collect();
     p.sort_unstable();
@@ -209,6 +260,34 @@ mod tests {
         assert_eq!(hub.unregister("alice", b.id), None);
         assert!(!hub.is_online("alice"));
         assert_eq!(hub.connections(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_batch_reaches_each_user_in_order_and_skips_the_sender() {
+        let hub = Hub::default();
+        let (a, mut ra) = hub.handle();
+        let (a2, mut ra2) = hub.handle();
+        let (b, mut rb) = hub.handle();
+        hub.register("alice", a.clone(), "p", 2);
+        hub.register("alice", a2.clone(), "w", 5);
+        hub.register("bob", b.clone(), "p", 2);
+        let mut pushes = Pushes::default();
+        pushes.add("bob".into(), "1".into(), To::AllBut(Some(a.id)));
+        pushes.add("alice".into(), "1".into(), To::AllBut(Some(a.id)));
+        pushes.add("alice".into(), "ack".into(), To::Only(a.clone()));
+        pushes.add("bob".into(), "2".into(), To::AllBut(None));
+        pushes.add("carol".into(), "offline".into(), To::AllBut(None));
+        pushes.add("alice".into(), "2".into(), To::AllBut(None));
+        hub.deliver_batch(pushes);
+        let drain = |rx: &mut mpsc::Receiver<Utf8Bytes>| {
+            std::iter::from_fn(|| rx.try_recv().ok())
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(drain(&mut rb), ["1", "2"]);
+        assert_eq!(drain(&mut ra), ["ack", "2"]);
+        assert_eq!(drain(&mut ra2), ["1", "2"]);
+        assert_eq!(hub.metrics.deliveries.get(), 5);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::hub::{ConnHandle, Hub};
+use super::hub::{ConnHandle, Hub, Pushes, To};
 use crate::store::{Appended, Delivered, GroupChange, Heads, NewMessage, Store};
 use crate::wire::ws::{Ack, ChatMessage, ErrorFrame, code, msg_push};
 
@@ -62,6 +62,14 @@ impl Replier {
         match self {
             Replier::Conn(conn) => Some(conn.id),
             Replier::Once(_) => None,
+        }
+    }
+
+    /// Answers in line with a batch's pushes to `user`, the connection's user.
+    fn send_among(&self, pushes: &mut Pushes, user: &str, frame: Utf8Bytes) {
+        match self {
+            Replier::Conn(conn) => pushes.add(user.to_owned(), frame, To::Only(conn.clone())),
+            Replier::Once(_) => self.send(frame),
         }
     }
 }
@@ -157,16 +165,18 @@ async fn change_group(
             if let Appended::Stored { message, seqs } = outcome.notification {
                 hub.metrics.messages_stored.inc();
                 tracing::info!(group = %message.conv.target, actor, kind = %message.content["kind"], "group changed");
-                fan_out(hub, &message, seqs, None);
+                let mut pushes = Pushes::default();
+                fan_out(&mut pushes, &message, seqs, None);
+                hub.deliver_batch(pushes);
             }
         }
     }
 }
 
-/// Pushes a stored message to every connection of every recipient, except
-/// the sending connection (it has the ack).
+/// Adds a stored message's pushes for every recipient, leaving out the
+/// sending connection (it has the ack).
 fn fan_out(
-    hub: &Hub,
+    pushes: &mut Pushes,
     message: &ChatMessage,
     seqs: Vec<(String, i64)>,
     except: Option<(&str, u64)>,
@@ -174,7 +184,7 @@ fn fan_out(
     let json = serde_json::to_string(message).expect("messages serialize");
     for (user, seq) in seqs {
         let skip = except.filter(|(u, _)| *u == user).map(|(_, conn)| conn);
-        hub.deliver(&user, &msg_push(seq, &json).into(), skip);
+        pushes.add(user, msg_push(seq, &json).into(), To::AllBut(skip));
     }
 }
 
@@ -226,14 +236,15 @@ async fn commit_batch(store: &Store, hub: &Hub, heads: &mut Heads, ops: Vec<Writ
             return;
         }
     };
+    let mut pushes = Pushes::default();
     for (((id, reply), result), sent) in replies.into_iter().zip(results).zip(&sends) {
-        match result {
+        let answer = match result {
             Appended::Stored { message, seqs } => {
                 let sender_seq = seqs
                     .iter()
                     .find(|(u, _)| *u == sent.sender)
                     .map_or(0, |(_, s)| *s);
-                reply.send(frame(&Ack {
+                let ack = frame(&Ack {
                     id,
                     op: "ack".into(),
                     code: 0,
@@ -241,18 +252,20 @@ async fn commit_batch(store: &Store, hub: &Hub, heads: &mut Heads, ops: Vec<Writ
                     server_time: message.server_time,
                     seq: sender_seq,
                     duplicate: false,
-                }));
+                });
+                reply.send_among(&mut pushes, &sent.sender, ack);
                 fan_out(
-                    hub,
+                    &mut pushes,
                     &message,
                     seqs,
                     reply.conn_id().map(|c| (sent.sender.as_str(), c)),
                 );
+                continue;
             }
             Appended::Duplicate {
                 message,
                 sender_seq,
-            } => reply.send(frame(&Ack {
+            } => frame(&Ack {
                 id,
                 op: "ack".into(),
                 code: 0,
@@ -260,10 +273,10 @@ async fn commit_batch(store: &Store, hub: &Hub, heads: &mut Heads, ops: Vec<Writ
                 server_time: message.server_time,
                 seq: sender_seq,
                 duplicate: true,
-            })),
-            Appended::Rejected { code, reason } => {
-                reply.send(frame(&ErrorFrame::new(id, code, reason)))
-            }
-        }
+            }),
+            Appended::Rejected { code, reason } => frame(&ErrorFrame::new(id, code, reason)),
+        };
+        reply.send_among(&mut pushes, &sent.sender, answer);
     }
+    hub.deliver_batch(pushes);
 }

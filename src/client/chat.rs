@@ -8,7 +8,8 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 
 use crate::wire::ws::{Ack, Connected};
 
@@ -36,8 +37,20 @@ pub enum ChatError {
 
 pub type Result<T, E = ChatError> = std::result::Result<T, E>;
 
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Opens a client WebSocket. tungstenite zero-fills its whole read buffer
+/// (128 KiB by default) before every read; at bench rates that memset was a
+/// tenth of the load generator's CPU, so the buffer is small (it still grows
+/// for large frames).
+pub async fn open_socket(ws_url: &str) -> Result<Socket, tokio_tungstenite::tungstenite::Error> {
+    let config = WebSocketConfig::default().read_buffer_size(8 * 1024);
+    let (ws, _) = connect_async_with_config(ws_url, Some(config), true).await?;
+    Ok(ws)
+}
+
 pub struct ChatConn {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    ws: Socket,
     next_id: u64,
     pushes: VecDeque<Value>,
     timeout: Duration,
@@ -46,7 +59,7 @@ pub struct ChatConn {
 impl ChatConn {
     /// Opens the WebSocket without sending anything.
     pub async fn open(ws_url: &str) -> Result<Self> {
-        let (ws, _) = connect_async(ws_url)
+        let ws = open_socket(ws_url)
             .await
             .map_err(|source| ChatError::Connect {
                 url: ws_url.into(),

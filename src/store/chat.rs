@@ -46,19 +46,35 @@ pub struct Delivered {
     pub up_to: i64,
 }
 
-/// Inbox heads known to the single writer; a cache of `MAX(seq)` per user.
+/// What the single writer knows of the store: `MAX(seq)` per user, and the
+/// next message id (the writer is the only one adding messages, so it can
+/// choose ids instead of asking SQLite for them row by row).
 #[derive(Debug, Default)]
-pub struct Heads(HashMap<String, i64>);
+pub struct Heads {
+    seqs: HashMap<String, i64>,
+    next_id: Option<i64>,
+}
+
+/// How a transaction moves the heads, once committed.
+#[derive(Debug, Default)]
+pub struct Advanced {
+    seqs: Vec<(String, i64)>,
+    next_id: Option<i64>,
+}
 
 impl Heads {
     /// Forgets everything (after a failed transaction the cache may be ahead).
     pub fn clear(&mut self) {
-        self.0.clear();
+        self.seqs.clear();
+        self.next_id = None;
     }
 
     /// Advances heads after a commit.
-    pub fn extend(&mut self, advanced: Vec<(String, i64)>) {
-        self.0.extend(advanced);
+    pub fn advance(&mut self, advanced: Advanced) {
+        self.seqs.extend(advanced.seqs);
+        if advanced.next_id.is_some() {
+            self.next_id = advanced.next_id;
+        }
     }
 }
 
@@ -152,9 +168,9 @@ pub(super) async fn append_in(
     batch: &[NewMessage],
     heads: &mut Heads,
     now: i64,
-) -> Result<(Vec<Appended>, Vec<(String, i64)>)> {
+) -> Result<(Vec<Appended>, Advanced)> {
     let mut out: Vec<Option<Appended>> = vec![None; batch.len()];
-    let mut advanced = Vec::new();
+    let mut advanced = Advanced::default();
     // 1. Retries of messages stored earlier.
     let keyed: Vec<Value> = batch
         .iter()
@@ -296,7 +312,7 @@ pub(super) async fn append_in(
         let missing: HashSet<&str> = accepted
             .iter()
             .flat_map(|(_, users)| users.iter().copied())
-            .filter(|u| !heads.0.contains_key(*u))
+            .filter(|u| !heads.seqs.contains_key(*u))
             .collect();
         if !missing.is_empty() {
             let found: Vec<(String, i64)> = sqlx::query_as(
@@ -306,9 +322,9 @@ pub(super) async fn append_in(
             .fetch_all(&mut *conn)
             .await?;
             for u in &missing {
-                heads.0.insert((*u).to_owned(), 0);
+                heads.seqs.insert((*u).to_owned(), 0);
             }
-            heads.0.extend(found);
+            heads.seqs.extend(found);
         }
 
         // 4. Seqs: each recipient's continue from its head, in batch order.
@@ -319,7 +335,7 @@ pub(super) async fn append_in(
                 users
                     .iter()
                     .map(|&u| {
-                        let seq = next.get(u).copied().unwrap_or_else(|| heads.0[u]) + 1;
+                        let seq = next.get(u).copied().unwrap_or_else(|| heads.seqs[u]) + 1;
                         next.insert(u, seq);
                         (u, seq)
                     })
@@ -327,27 +343,40 @@ pub(super) async fn append_in(
             })
             .collect();
 
-        // 5. The messages, inserted in batch order, so ids ascend in that
-        // order; each keeps its sender's seq, which a retry answers with.
-        let mut ids: Vec<i64> = Vec::with_capacity(accepted.len());
+        // 5. The messages, with ids ascending in batch order; each keeps its
+        // sender's seq, which a retry answers with. Explicit ids (instead of
+        // `RETURNING id`) spare SQLite's thread handing back a row per message.
+        let first_id = match heads.next_id {
+            Some(id) => id,
+            None => sqlx::query_scalar(
+                "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0) + 1",
+            )
+            .fetch_one(&mut *conn)
+            .await?,
+        };
+        let ids: Vec<i64> = (first_id..).take(accepted.len()).collect();
         let mut rest = &accepted[..];
         let mut rest_seqs = &seqs[..];
+        let mut rest_ids = &ids[..];
         for n in chunk_sizes(accepted.len()) {
             let (chunk, tail) = rest.split_at(n);
             let (chunk_seqs, tail_seqs) = rest_seqs.split_at(n);
+            let (chunk_ids, tail_ids) = rest_ids.split_at(n);
             rest = tail;
             rest_seqs = tail_seqs;
+            rest_ids = tail_ids;
             let sql = values_sql(
-                "INSERT INTO messages (sender, client_msg_id, conv_type, conv_key, target, content, server_time, sender_seq) VALUES ",
-                "(?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO messages (id, sender, client_msg_id, conv_type, conv_key, target, content, server_time, sender_seq) VALUES ",
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 n,
-                " RETURNING id",
+                "",
             );
-            let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
-            for ((i, _), seqs) in chunk.iter().zip(chunk_seqs) {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (((i, _), seqs), id) in chunk.iter().zip(chunk_seqs).zip(chunk_ids) {
                 let m = &batch[*i];
                 let sender_seq = seqs.iter().find(|(u, _)| *u == m.sender).map(|(_, s)| *s);
                 q = q
+                    .bind(id)
                     .bind(m.sender.as_str())
                     .bind(m.client_msg_id.as_deref())
                     .bind(m.conv.kind.as_str())
@@ -357,9 +386,9 @@ pub(super) async fn append_in(
                     .bind(now)
                     .bind(sender_seq);
             }
-            ids.extend(q.fetch_all(&mut *conn).await?);
+            q.execute(&mut *conn).await?;
         }
-        ids.sort_unstable();
+        advanced.next_id = Some(first_id + ids.len() as i64);
 
         // 6. One inbox entry per recipient.
         let mut inbox: Vec<(&str, i64, i64)> = Vec::new();
@@ -385,7 +414,7 @@ pub(super) async fn append_in(
         .bind(serde_json::to_string(&inbox).expect("tuples serialize"))
         .execute(&mut *conn)
         .await?;
-        advanced = next.into_iter().map(|(u, s)| (u.to_owned(), s)).collect();
+        advanced.seqs = next.into_iter().map(|(u, s)| (u.to_owned(), s)).collect();
     }
 
     for (copy, first) in copy_of {
@@ -437,7 +466,7 @@ impl Store {
         match done {
             Ok((out, advanced)) => {
                 // Only a committed transaction moves the heads.
-                heads.0.extend(advanced);
+                heads.advance(advanced);
                 Ok(out)
             }
             Err(e) => {
@@ -630,6 +659,47 @@ mod tests {
             client_msg_id: cmid.map(Into::into),
             recipients: None,
         }
+    }
+
+    /// A checkpoint beside a busy writer must still let the WAL start over,
+    /// or the file grows by everything ever written.
+    #[tokio::test]
+    async fn a_checkpoint_lets_the_wal_start_over_despite_a_busy_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&Location::File(dir.path().join("t.db")))
+            .await
+            .unwrap();
+        s.seed_once(&Fixtures::builtin()).await.unwrap();
+        let mut heads = Heads::default();
+        let batch: Vec<_> = (0..300).map(|_| text("alice", "bob", None)).collect();
+        s.append(&batch, &[], &mut heads).await.unwrap();
+        // A transaction open while the checkpoint starts and committed before
+        // it ends, as the writer's always are under load: SQLite rewinds the
+        // WAL only for a transaction that began with every frame copied.
+        let mut tx = s.pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        let (_, advanced) = append_in(&mut tx, &batch, &mut heads, now_ms())
+            .await
+            .unwrap();
+        let before = s
+            .checkpoint_then(0, async { tx.commit().await.unwrap() })
+            .await
+            .unwrap();
+        heads.advance(advanced);
+        assert!(
+            before > 20,
+            "the first batch filled the WAL: {before} frames"
+        );
+        s.append(&[text("bob", "alice", None)], &[], &mut heads)
+            .await
+            .unwrap();
+        let (_, frames, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&s.pool)
+            .await
+            .unwrap();
+        assert!(
+            frames < 20,
+            "the WAL did not start over: {frames} frames after one small commit (it had {before})"
+        );
     }
 
     #[tokio::test]

@@ -207,7 +207,7 @@ impl Store {
             .await?
             .expect("the group exists");
         tx.commit().await?;
-        heads.extend(advanced);
+        heads.advance(advanced);
         Ok(Ok(GroupOutcome {
             group,
             notification: out.remove(0),
