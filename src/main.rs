@@ -4,6 +4,11 @@ use std::process::ExitCode;
 use imctl::cmd;
 use tracing_subscriber::EnvFilter;
 
+// Framing, JSON and fan-out allocate per message; mimalloc is cheaper than
+// glibc's malloc at that rate (see docs/PERFORMANCE.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = match cmd::parse_from(std::env::args_os().collect()) {
         Ok(cli) => cli,

@@ -120,7 +120,11 @@ pub async fn run(mut socket: WebSocket, broker: Broker, url_token: Option<String
         }
     };
     if let Some(s) = &session {
-        if let Some(platforms) = broker.hub.unregister(&s.user_id, handle.id) {
+        // While shutting down everybody goes offline and the database is
+        // closing: nobody is left to tell.
+        if let Some(platforms) = broker.hub.unregister(&s.user_id, handle.id)
+            && !broker.shutdown.is_cancelled()
+        {
             announce_presence(&broker, &s.user_id, platforms, handle.id).await;
         }
         info!(user = %s.user_id, client = %s.client_id, "disconnected");
