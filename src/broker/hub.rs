@@ -145,17 +145,25 @@ impl Hub {
         self.metrics.deliveries.inc_by(sent);
     }
 
-    /// Queues a committed batch's pushes, each user's frames back to back,
-    /// so a connection wakes and flushes once for all of them rather than
-    /// once per message; under one lock.
+    /// Queues a committed batch's frames, each user's back to back (so a
+    /// connection wakes and flushes once for all of them rather than once
+    /// per message). A push frame is made only for a connected user.
     pub fn deliver_batch(&self, pushes: Pushes) {
-        let users = self.users.lock().unwrap();
         let mut sent = 0;
-        for (user, frames) in pushes.frames {
+        for (user, outs) in pushes.outs {
+            let users = self.users.lock().unwrap();
             let conns = users.get(&user).map(Vec::as_slice).unwrap_or_default();
-            for (frame, to) in frames {
-                match to {
-                    To::AllBut(except) => {
+            for out in outs {
+                match out {
+                    Out::Msg {
+                        seq,
+                        message,
+                        except,
+                    } => {
+                        if conns.is_empty() {
+                            continue;
+                        }
+                        let frame: Utf8Bytes = crate::wire::ws::msg_push(seq, &message).into();
                         for (conn, _) in conns.iter().filter(|(c, _)| Some(c.id) != except) {
                             conn.send(frame.clone());
                             sent += 1;
@@ -163,7 +171,7 @@ impl Hub {
                     }
                     // Straight to the handle: a connection that is closing
                     // has left the hub but still writes its last acks.
-                    To::Only(conn) => conn.send(frame),
+                    Out::Reply { frame, conn } => conn.send(frame),
                 }
             }
         }
@@ -208,29 +216,33 @@ impl Hub {
     }
 }
 
-/// Frames to send, by user, each user's in the order added (so an ack never
-/// overtakes a push with a lower seq to the same user).
+/// What a committed batch sends, by user, each user's in the order added
+/// (so an ack never overtakes a push with a lower seq to the same user).
 #[derive(Default)]
 pub struct Pushes {
-    frames: Vec<(String, Vec<(Utf8Bytes, To)>)>,
+    outs: Vec<(String, Vec<Out>)>,
     index: HashMap<String, usize>,
 }
 
-/// Which of the user's connections get a frame.
-pub enum To {
-    /// A push: every connection but the one given (the sending one).
-    AllBut(Option<u64>),
-    /// A reply to one connection.
-    Only(ConnHandle),
+pub enum Out {
+    /// A stored message, for every connection of the user but `except` (the
+    /// sending one); `message` is its JSON, shared by all recipients.
+    Msg {
+        seq: i64,
+        message: Arc<str>,
+        except: Option<u64>,
+    },
+    /// An answer (ack or error) to one connection.
+    Reply { frame: Utf8Bytes, conn: ConnHandle },
 }
 
 impl Pushes {
-    pub fn add(&mut self, user: String, frame: Utf8Bytes, to: To) {
+    pub fn add(&mut self, user: String, out: Out) {
         let i = *self.index.entry(user).or_insert_with_key(|user| {
-            self.frames.push((user.clone(), Vec::new()));
-            self.frames.len() - 1
+            self.outs.push((user.clone(), Vec::new()));
+            self.outs.len() - 1
         });
-        self.frames[i].1.push((frame, to));
+        self.outs[i].1.push(out);
     }
 }
 
@@ -272,21 +284,34 @@ mod tests {
         hub.register("alice", a2.clone(), "w", 5);
         hub.register("bob", b.clone(), "p", 2);
         let mut pushes = Pushes::default();
-        pushes.add("bob".into(), "1".into(), To::AllBut(Some(a.id)));
-        pushes.add("alice".into(), "1".into(), To::AllBut(Some(a.id)));
-        pushes.add("alice".into(), "ack".into(), To::Only(a.clone()));
-        pushes.add("bob".into(), "2".into(), To::AllBut(None));
-        pushes.add("carol".into(), "offline".into(), To::AllBut(None));
-        pushes.add("alice".into(), "2".into(), To::AllBut(None));
+        let msg = |seq: i64, except: Option<u64>| Out::Msg {
+            seq,
+            message: r#"{"msgId":"m1"}"#.into(),
+            except,
+        };
+        let (gone, mut rgone) = hub.handle(); // closing: no longer in the hub
+        pushes.add("bob".into(), msg(1, Some(a.id)));
+        pushes.add("alice".into(), msg(1, Some(a.id)));
+        let reply = |frame: &str, conn: &ConnHandle| Out::Reply {
+            frame: frame.into(),
+            conn: conn.clone(),
+        };
+        pushes.add("alice".into(), reply("ack", &a));
+        pushes.add("bob".into(), msg(2, None));
+        pushes.add("carol".into(), msg(1, None));
+        pushes.add("alice".into(), msg(2, None));
+        pushes.add("dave".into(), reply("last ack", &gone));
         hub.deliver_batch(pushes);
         let drain = |rx: &mut mpsc::Receiver<Utf8Bytes>| {
             std::iter::from_fn(|| rx.try_recv().ok())
                 .map(|f| f.to_string())
                 .collect::<Vec<_>>()
         };
-        assert_eq!(drain(&mut rb), ["1", "2"]);
-        assert_eq!(drain(&mut ra), ["ack", "2"]);
-        assert_eq!(drain(&mut ra2), ["1", "2"]);
+        let push = |seq: i64| crate::wire::ws::msg_push(seq, r#"{"msgId":"m1"}"#);
+        assert_eq!(drain(&mut rb), [push(1), push(2)]);
+        assert_eq!(drain(&mut ra), ["ack".to_string(), push(2)]);
+        assert_eq!(drain(&mut ra2), [push(1), push(2)]);
+        assert_eq!(drain(&mut rgone), ["last ack"]);
         assert_eq!(hub.metrics.deliveries.get(), 5);
     }
 

@@ -8,9 +8,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::hub::{ConnHandle, Hub, Pushes, To};
+use super::hub::{ConnHandle, Hub, Out, Pushes};
 use crate::store::{Appended, Delivered, GroupChange, Heads, NewMessage, Store};
-use crate::wire::ws::{Ack, ChatMessage, ErrorFrame, code, msg_push};
+use crate::wire::ws::{Ack, ChatMessage, ErrorFrame, code};
 
 /// The most operations committed in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -68,7 +68,13 @@ impl Replier {
     /// Answers in line with a batch's pushes to `user`, the connection's user.
     fn send_among(&self, pushes: &mut Pushes, user: &str, frame: Utf8Bytes) {
         match self {
-            Replier::Conn(conn) => pushes.add(user.to_owned(), frame, To::Only(conn.clone())),
+            Replier::Conn(conn) => pushes.add(
+                user.to_owned(),
+                Out::Reply {
+                    frame,
+                    conn: conn.clone(),
+                },
+            ),
             Replier::Once(_) => self.send(frame),
         }
     }
@@ -181,10 +187,19 @@ fn fan_out(
     seqs: Vec<(String, i64)>,
     except: Option<(&str, u64)>,
 ) {
-    let json = serde_json::to_string(message).expect("messages serialize");
+    let json: Arc<str> = serde_json::to_string(message)
+        .expect("messages serialize")
+        .into();
     for (user, seq) in seqs {
-        let skip = except.filter(|(u, _)| *u == user).map(|(_, conn)| conn);
-        pushes.add(user, msg_push(seq, &json).into(), To::AllBut(skip));
+        let except = except.filter(|(u, _)| *u == user).map(|(_, conn)| conn);
+        pushes.add(
+            user,
+            Out::Msg {
+                seq,
+                message: json.clone(),
+                except,
+            },
+        );
     }
 }
 
@@ -279,4 +294,75 @@ async fn commit_batch(store: &Store, hub: &Hub, heads: &mut Heads, ops: Vec<Writ
         reply.send_among(&mut pushes, &sent.sender, answer);
     }
     hub.deliver_batch(pushes);
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::store::{Fixtures, Location};
+    use crate::wire::ws::{ConvType, Conversation};
+
+    fn say(from: &str, to: &str) -> NewMessage {
+        NewMessage {
+            sender: from.into(),
+            conv: Conversation {
+                kind: ConvType::Single,
+                target: to.into(),
+            },
+            content: json!({"type": "text", "text": "hi"}),
+            client_msg_id: None,
+            recipients: None,
+        }
+    }
+
+    /// `(op, seq)` of every frame queued for a connection.
+    fn frames(rx: &mut mpsc::Receiver<Utf8Bytes>) -> Vec<(String, i64)> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|f| {
+                let v: Value = serde_json::from_str(f.as_str()).unwrap();
+                (
+                    v["op"].as_str().unwrap().to_owned(),
+                    v["seq"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_batch_reaches_every_connection_in_seq_order_acks_included() {
+        let store = Store::open(&Location::Memory).await.unwrap();
+        store.seed_once(&Fixtures::builtin()).await.unwrap();
+        let hub = Arc::new(Hub::default());
+        let (a1, mut ra1) = hub.handle();
+        let (a2, mut ra2) = hub.handle();
+        let (b1, mut rb1) = hub.handle();
+        hub.register("alice", a1.clone(), "phone", 1);
+        hub.register("alice", a2.clone(), "web", 5);
+        hub.register("bob", b1.clone(), "phone", 1);
+        // Queued before the writer starts, so they form one batch.
+        let (tx, rx) = mpsc::channel(8);
+        for (msg, id, conn) in [(say("bob", "alice"), 1, &b1), (say("alice", "bob"), 7, &a1)] {
+            let reply = Replier::Conn(conn.clone());
+            let op = WriteOp::Send {
+                msg,
+                id: Some(id),
+                reply,
+            };
+            assert!(tx.send(op).await.is_ok());
+        }
+        let stop = CancellationToken::new();
+        stop.cancel();
+        spawn(store, hub, rx, stop, CancellationToken::new())
+            .await
+            .unwrap();
+        let (ack, msg) = ("ack".to_string(), "msg".to_string());
+        // Alice's sending phone: bob's message (her seq 1) before the ack of hers (seq 2).
+        assert_eq!(frames(&mut ra1), [(msg.clone(), 1), (ack.clone(), 2)]);
+        // Her web client: both messages, in order.
+        assert_eq!(frames(&mut ra2), [(msg.clone(), 1), (msg.clone(), 2)]);
+        // Bob: the ack of his (seq 1), then alice's message (seq 2).
+        assert_eq!(frames(&mut rb1), [(ack, 1), (msg, 2)]);
+    }
 }
