@@ -136,11 +136,18 @@ pub async fn run(mut socket: WebSocket, broker: Broker, url_token: Option<String
             let _ =
                 tokio::time::timeout(Duration::from_secs(3), broker.writer_done.cancelled()).await;
         }
-        // Flush what is queued (acks, an auth error) before the close frame.
-        while let Ok(out) = queue.try_recv() {
-            if socket.send(Message::Text(out)).await.is_err() {
-                return;
+        // Flush what is queued (acks, an auth error) before the close frame;
+        // a client that stopped reading (kicked as too slow) gets 3 s, not
+        // a task held forever.
+        let flushed = tokio::time::timeout(Duration::from_secs(3), async {
+            while let Ok(out) = queue.try_recv() {
+                socket.feed(Message::Text(out)).await?;
             }
+            socket.flush().await
+        })
+        .await;
+        if !matches!(flushed, Ok(Ok(()))) {
+            return;
         }
         let close = CloseFrame {
             code,
