@@ -131,12 +131,7 @@ pub async fn create_user(
     let id = req
         .user_id
         .unwrap_or_else(|| format!("u{}", crate::token::random_token(6)));
-    if id.is_empty()
-        || id.len() > 64
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
+    if id.len() > 64 || !crate::store::is_valid_user_id(&id) {
         return Err(fail(
             StatusCode::BAD_REQUEST,
             "userId has 1 to 64 letters, digits, '-' or '_'",

@@ -44,12 +44,7 @@ impl Fixtures {
         let mut ids = HashSet::new();
         let mut mobiles = HashSet::new();
         for u in &fixtures.users {
-            if u.user_id.is_empty()
-                || !u
-                    .user_id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            {
+            if !super::is_valid_user_id(&u.user_id) {
                 bail!(
                     "user id {:?} must be non-empty and use only letters, digits, '-' and '_'",
                     u.user_id

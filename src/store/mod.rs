@@ -79,6 +79,16 @@ pub struct AuthSession {
     pub platform: i32,
 }
 
+/// The user-id rule every way a user comes in enforces (fixtures, the
+/// admin API, snapshots): ids take part in 1:1 conversation keys
+/// (`"alice|bob"`), so no `|` and nothing a URL or a shell would mangle.
+pub fn is_valid_user_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,

@@ -68,17 +68,6 @@ pub fn parse(text: &str) -> anyhow::Result<Snapshot> {
     Ok(snapshot)
 }
 
-/// What every way a user comes in (fixtures, the admin API, SMS login)
-/// enforces: ids take part in 1:1 conversation keys (`"alice|bob"`). No
-/// length limit and no rule on display names: fixtures have neither, and an
-/// export of their data must import.
-fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
 /// What `parse` checks beyond the shape: every reference resolves, nothing
 /// appears twice where the database allows it once.
 pub fn validate(s: &Snapshot) -> anyhow::Result<()> {
@@ -86,7 +75,9 @@ pub fn validate(s: &Snapshot) -> anyhow::Result<()> {
     let mut mobiles = HashSet::new();
     for (i, u) in s.users.iter().enumerate() {
         let at = || format!("users[{i}] ({:?})", u.user_id);
-        if !valid_id(&u.user_id) {
+        // No length limit and no rule on display names: fixtures have
+        // neither, and an export of their data must import.
+        if !super::is_valid_user_id(&u.user_id) {
             bail!(
                 "{}: a user id is letters, digits, '-' or '_' (at least one)",
                 at()
