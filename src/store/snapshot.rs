@@ -684,6 +684,15 @@ mod tests {
         (s, group)
     }
 
+    /// Two exports hold the same data (they differ in when they were made).
+    fn assert_same_data(got: Snapshot, want: &Snapshot) {
+        let unstamped = |s: Snapshot| Snapshot {
+            exported_at: 0,
+            ..s
+        };
+        assert_eq!(unstamped(got), unstamped(want.clone()));
+    }
+
     #[tokio::test]
     async fn export_import_round_trip_keeps_ids_seqs_and_dedupe() {
         let (s, group) = busy_store().await;
@@ -697,17 +706,7 @@ mod tests {
 
         let t = Store::open(&Location::Memory).await.unwrap();
         assert!(t.import(&back).await.unwrap());
-        let again = t.export().await.unwrap();
-        assert_eq!(
-            Snapshot {
-                exported_at: 0,
-                ..again
-            },
-            Snapshot {
-                exported_at: 0,
-                ..snap.clone()
-            }
-        );
+        assert_same_data(t.export().await.unwrap(), &snap);
         // Inboxes: gapless from 1, in message order.
         let (bob, _) = t.inbox_since("bob", 0, 100).await.unwrap();
         assert_eq!(
@@ -900,17 +899,7 @@ mod tests {
                 s.history(user, &conv, Before::Latest, 100).await.unwrap(),
             );
         }
-        let again = t.export().await.unwrap();
-        assert_eq!(
-            Snapshot {
-                exported_at: 0,
-                ..again
-            },
-            Snapshot {
-                exported_at: 0,
-                ..snap
-            }
-        );
+        assert_same_data(t.export().await.unwrap(), &snap);
 
         // A fresh writer continues bob's seqs and the sender's own seq.
         let mut heads = Heads::default();

@@ -33,10 +33,10 @@ async fn imctl_async(state: &Path, args: &[&str]) -> Output {
     .unwrap()
 }
 
-/// `imctl serve ARGS`, which must fail (within 30 s); returns its stderr.
+/// `imctl serve ARGS` on free ports, which must fail (within 30 s); returns its stderr.
 fn serve_fails(args: &[&str]) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_imctl"))
-        .arg("serve")
+        .args(["serve", "--app-port", "0", "--broker-port", "0"])
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -367,16 +367,7 @@ async fn import_into_a_new_data_dir_then_restart_without_it() {
     s.running.stop().await.unwrap();
 
     // A second import into the same directory is refused, naming the way out.
-    let err = serve_fails(&[
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--app-port",
-        "0",
-        "--broker-port",
-        "0",
-        "--import",
-        file_arg,
-    ]);
+    let err = serve_fails(&["--data-dir", data.to_str().unwrap(), "--import", file_arg]);
     assert!(err.contains("already has data"), "{err}");
     assert!(
         err.contains("--ephemeral") && err.contains("--data-dir"),
@@ -399,10 +390,6 @@ fn an_import_into_a_seeded_data_dir_is_refused() {
     let err = serve_fails(&[
         "--data-dir",
         data.to_str().unwrap(),
-        "--app-port",
-        "0",
-        "--broker-port",
-        "0",
         "--import",
         file.to_str().unwrap(),
     ]);
@@ -463,10 +450,6 @@ fn bad_snapshot_files_are_refused_with_the_file_and_the_problem() {
         let err = serve_fails(&[
             "--data-dir",
             data.to_str().unwrap(),
-            "--app-port",
-            "0",
-            "--broker-port",
-            "0",
             "--import",
             file.to_str().unwrap(),
         ]);
@@ -478,15 +461,7 @@ fn bad_snapshot_files_are_refused_with_the_file_and_the_problem() {
         );
     }
     let missing = dir.path().join("missing.json");
-    let err = serve_fails(&[
-        "--ephemeral",
-        "--app-port",
-        "0",
-        "--broker-port",
-        "0",
-        "--import",
-        missing.to_str().unwrap(),
-    ]);
+    let err = serve_fails(&["--ephemeral", "--import", missing.to_str().unwrap()]);
     assert!(
         err.contains(&format!(
             "cannot read the snapshot file {}",
@@ -648,15 +623,7 @@ async fn export_on_exit_writes_the_snapshot_after_the_last_commit() {
 fn export_on_exit_into_a_missing_directory_fails_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("nope").join("out.json");
-    let err = serve_fails(&[
-        "--ephemeral",
-        "--app-port",
-        "0",
-        "--broker-port",
-        "0",
-        "--export-on-exit",
-        file.to_str().unwrap(),
-    ]);
+    let err = serve_fails(&["--ephemeral", "--export-on-exit", file.to_str().unwrap()]);
     assert!(err.contains("does not exist"), "{err}");
 }
 
