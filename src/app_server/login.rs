@@ -39,17 +39,15 @@ pub async fn send_code(
 
 /// Checks that a client named itself and a known platform.
 pub fn check_client(client_id: &str, platform: i32) -> ApiResult<()> {
+    use crate::wire::limits;
     if client_id.trim().is_empty() {
         return Err(ApiError::InvalidParameter(
             "clientId is required: a stable id of this app install".into(),
         ));
     }
-    if !(1..=9).contains(&platform) {
-        return Err(ApiError::InvalidParameter(format!(
-            "platform {platform} is unknown: use 1 iOS, 2 Android, 3 Windows, 4 macOS, 5 Web, 6 mini-program, 7 Linux, 8 iPad, 9 Android pad"
-        )));
-    }
-    Ok(())
+    limits::check_text("clientId", client_id, limits::MAX_CLIENT_ID)
+        .and_then(|()| limits::check_platform(platform))
+        .map_err(ApiError::InvalidParameter)
 }
 
 #[utoipa::path(post, path = "/login", tag = "login", request_body = LoginRequest,

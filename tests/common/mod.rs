@@ -318,3 +318,46 @@ impl Events {
         }
     }
 }
+
+/// Resident memory of process `pid` in bytes, from `/proc/<pid>/status`.
+pub fn rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process alive");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc status");
+    kib * 1024
+}
+
+/// A spawned `imctl serve`, killed when dropped so a failing test leaves
+/// nothing behind.
+pub struct Served {
+    pub child: std::process::Child,
+    pub app: String,
+    pub ws: String,
+}
+
+impl Served {
+    /// Starts the real binary with `args` (add `--ephemeral` or `--data-dir`).
+    pub fn start(args: &[&str]) -> Self {
+        let (child, app, ws) = spawn_serve(args);
+        Self { child, app, ws }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn rss(&self) -> u64 {
+        rss_of(self.pid())
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
