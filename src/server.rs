@@ -138,6 +138,7 @@ async fn export_to(store: &Store, path: &std::path::Path) -> anyhow::Result<()> 
 /// Opens storage, seeds it (or imports a snapshot), binds the ports and
 /// starts serving.
 pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
+    config.check()?;
     if let Some(path) = &config.export_on_exit {
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
         if dir.is_some_and(|d| !d.is_dir()) {
@@ -266,7 +267,6 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
         admin_secret: config
             .admin_secret
             .clone()
-            .filter(|s| !s.is_empty())
             .unwrap_or_else(|| random_token(16)),
         shutdown: shutdown.clone(),
         started_at: crate::store::now_ms(),

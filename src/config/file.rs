@@ -79,8 +79,22 @@ pub fn locate(matches: &ArgMatches) -> anyhow::Result<Option<PathBuf>> {
         if p.as_os_str() == "none" {
             return Ok(None);
         }
-        if !p.is_file() {
-            bail!("the config file {} does not exist", p.display());
+        match std::fs::metadata(p) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                bail!("the config file {} does not exist", p.display())
+            }
+            Err(e) => bail!("cannot read the config file {}: {e}", p.display()),
+            Ok(m) if m.is_dir() => bail!(
+                "--config {} is a directory; give the path of a TOML file, e.g. {}/{DEFAULT_FILE}",
+                p.display(),
+                p.display()
+            ),
+            // A FIFO or device would block the read or never end.
+            Ok(m) if !m.is_file() => bail!(
+                "--config {} is not a regular file (a pipe or device?); give the path of a TOML file",
+                p.display()
+            ),
+            Ok(_) => {}
         }
         return Ok(Some(p.clone()));
     }

@@ -132,6 +132,21 @@ pub struct ServeConfig {
     pub config: Option<PathBuf>,
 }
 
+/// `http(s)://host[:port]` and nothing more, as browsers send `Origin`.
+fn is_origin(origin: &str) -> bool {
+    let origin = origin.trim_end_matches('/');
+    let Some(rest) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    !rest.is_empty()
+        && !rest.chars().any(|c| {
+            matches!(c, '/' | '*' | '?' | '#' | '@') || c.is_whitespace() || c.is_control()
+        })
+}
+
 /// `MOBILE=CODE`, with a valid mobile and a code of 4 to 8 digits.
 fn test_code(s: &str) -> Result<(String, String), String> {
     let (mobile, code) = s
@@ -150,6 +165,32 @@ fn test_code(s: &str) -> Result<(String, String), String> {
 }
 
 impl ServeConfig {
+    /// Refuses settings that would quietly open a door or never work; called
+    /// by `server::start` before anything is bound or created.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if let Some(secret) = &self.admin_secret
+            && (secret.trim().is_empty() || secret.trim() != secret)
+        {
+            // HTTP trims header values, so a blank secret would match an empty header.
+            anyhow::bail!(
+                "--admin-secret must not be blank or start or end with spaces (an empty X-Admin-Secret header would match it); \
+                 choose a real secret, or leave it out for a random one shown in the banner"
+            );
+        }
+        if self.super_code.trim().is_empty() {
+            anyhow::bail!(
+                "--super-code must not be empty; use --super-code none to turn the super code off"
+            );
+        }
+        if let Some(origin) = self.cors_origin.iter().find(|o| !is_origin(o)) {
+            anyhow::bail!(
+                "--cors-origin {origin:?} is not an origin: give scheme://host[:port], e.g. https://app.example.com \
+                 ('*' is refused: it would let every web page call the login and dev APIs)"
+            );
+        }
+        Ok(())
+    }
+
     /// The super code, or `None` when disabled.
     pub fn super_code(&self) -> Option<&str> {
         match self.super_code.trim() {
