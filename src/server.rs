@@ -243,11 +243,22 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
         shutdown.clone(),
     );
     broker::spawn_robot(broker.clone()).await?;
+    let rate_limited = !config.no_rate_limits;
     let state = AppState::new(Inner {
         store,
         sms: SmsBook::new(config.sms_ttl, config.sms_interval, config.sms_max_attempts)
-            .with_test_codes(config.sms_test_code.iter().cloned()),
-        qr: QrBook::new(config.qr_ttl, config.qr_prefix.clone()),
+            .with_test_codes(config.sms_test_code.iter().cloned())
+            .with_daily_limit(rate_limited.then_some(config.sms_per_mobile_per_day)),
+        qr: QrBook::new(config.qr_ttl, config.qr_prefix.clone()).with_caps(
+            config.max_qr_sessions as usize,
+            config.max_qr_sessions_per_ip as usize,
+        ),
+        login_rate: rate_limited.then(|| {
+            app_server::rate::Window::new(
+                config.logins_per_ip_per_minute,
+                std::time::Duration::from_secs(60),
+            )
+        }),
         im_tokens,
         route_url: format!("{}/route", base_url(broker_addr)),
         super_code: config.super_code().map(str::to_owned),
@@ -279,14 +290,19 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
         tokio::spawn(checkpoints(state.store.clone(), shutdown.clone()));
     }
     let router = app_server::app(state.clone(), &config.cors_origin);
+    let limits = app_server::ConnLimits {
+        header_timeout: config.header_timeout,
+        max_connections: config.max_connections as usize,
+    };
     let stop = shutdown.clone();
-    let server = tokio::spawn(app_server::serve(listener, router, async move {
+    let server = tokio::spawn(app_server::serve(listener, router, limits, async move {
         stop.cancelled().await
     }));
     let stop = shutdown.clone();
     let broker_server = tokio::spawn(app_server::serve(
         broker_listener,
         broker::app(broker.clone()),
+        limits,
         async move { stop.cancelled().await },
     ));
     Ok(Running {

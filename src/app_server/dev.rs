@@ -20,6 +20,37 @@ use crate::wire::http::{
 /// The longest `/_dev/sms?wait=` honoured.
 const MAX_WAIT: Duration = Duration::from_secs(120);
 
+/// Entries a `/_dev` list answers by default and at most (`?limit=`):
+/// whatever clients did, an answer stays small.
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+/// `?limit=N` of the `/_dev` lists.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Entries to answer, newest first (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
+}
+
+/// The `limit` of a list, or the 400 answer for a bad one.
+fn limit_of(limit: Option<usize>) -> Result<usize, Response> {
+    match limit.unwrap_or(DEFAULT_LIMIT) {
+        n @ 1..=MAX_LIMIT => Ok(n),
+        n => Err(bad_request(format!(
+            "limit={n} must be between 1 and {MAX_LIMIT}"
+        ))),
+    }
+}
+
+fn list_query(query: Result<Query<ListQuery>, QueryRejection>) -> Result<usize, Response> {
+    match query {
+        Ok(Query(q)) => limit_of(q.limit),
+        Err(e) => Err(bad_request(format!("{e}; expected ?limit=N"))),
+    }
+}
+
 fn bad_request(message: String) -> Response {
     dev_error(StatusCode::BAD_REQUEST, message)
 }
@@ -34,25 +65,40 @@ pub struct SmsQuery {
     wait: Option<f64>,
     /// Only SMS sent after this time (ms since the epoch).
     since: Option<i64>,
+    /// Entries to answer, newest first (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
 }
 
 #[utoipa::path(get, path = "/_dev/sms", tag = "dev", params(SmsQuery),
-    responses((status = 200, description = "SMS sent, newest first", body = Vec<SmsEntry>), (status = 400, description = "bad query", body = DevError)))]
+    responses((status = 200, description = "SMS sent, newest first", body = Vec<SmsEntry>), (status = 400, description = "bad query (also a wait over 120 s)", body = DevError)))]
 pub async fn sms(
     State(state): State<AppState>,
     query: Result<Query<SmsQuery>, QueryRejection>,
 ) -> Response {
     let Query(q) = match query {
         Ok(q) => q,
-        Err(e) => return bad_request(format!("{e}; expected ?mobile=M&wait=SECONDS&since=MS")),
+        Err(e) => {
+            return bad_request(format!(
+                "{e}; expected ?mobile=M&wait=SECONDS&since=MS&limit=N"
+            ));
+        }
+    };
+    let limit = match limit_of(q.limit) {
+        Ok(n) => n,
+        Err(r) => return r,
     };
     let mobile = q.mobile.as_deref().filter(|m| !m.is_empty());
-    let entries: Vec<SmsEntry> = match q.wait {
-        Some(w) if !(w.is_finite() && w >= 0.0) => {
-            return bad_request(format!("wait={w} must be a number of seconds ≥ 0"));
+    let mut entries: Vec<SmsEntry> = match q.wait {
+        // `!(..)` also catches NaN.
+        Some(w) if !(w.is_finite() && (0.0..=MAX_WAIT.as_secs_f64()).contains(&w)) => {
+            return bad_request(format!(
+                "wait={w} must be a number of seconds from 0 to {}",
+                MAX_WAIT.as_secs()
+            ));
         }
         Some(w) => {
-            let wait = Duration::from_secs_f64(w).min(MAX_WAIT);
+            let wait = Duration::from_secs_f64(w);
             tokio::select! {
                 entries = state.sms.wait_outbox(mobile, q.since, wait) => entries,
                 _ = state.shutdown.cancelled() => state.sms.outbox(mobile, q.since),
@@ -60,12 +106,20 @@ pub async fn sms(
         }
         None => state.sms.outbox(mobile, q.since),
     };
+    entries.truncate(limit);
     Json(entries).into_response()
 }
 
-#[utoipa::path(get, path = "/_dev/pc_sessions", tag = "dev", responses((status = 200, description = "live QR sessions, newest first", body = Vec<PcSessionInfo>)))]
-pub async fn pc_sessions(State(state): State<AppState>) -> Json<Vec<PcSessionInfo>> {
-    Json(state.qr.list())
+#[utoipa::path(get, path = "/_dev/pc_sessions", tag = "dev", params(ListQuery),
+    responses((status = 200, description = "live QR sessions, newest first", body = Vec<PcSessionInfo>), (status = 400, description = "bad query", body = DevError)))]
+pub async fn pc_sessions(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Response {
+    match list_query(query) {
+        Ok(limit) => Json(state.qr.list(limit)).into_response(),
+        Err(r) => r,
+    }
 }
 
 fn db_failed(e: sqlx::Error) -> Response {
@@ -79,9 +133,18 @@ fn db_failed(e: sqlx::Error) -> Response {
         .into_response()
 }
 
-#[utoipa::path(get, path = "/_dev/users", tag = "dev", responses((status = 200, description = "every user", body = Vec<UserSummary>), (status = 500, description = "database error", body = DevError)))]
-pub async fn users(State(state): State<AppState>) -> Result<Json<Vec<UserSummary>>, Response> {
-    let users = state.store.users().await.map_err(db_failed)?;
+#[utoipa::path(get, path = "/_dev/users", tag = "dev", params(ListQuery),
+    responses((status = 200, description = "users, first created first", body = Vec<UserSummary>), (status = 400, description = "bad query", body = DevError), (status = 500, description = "database error", body = DevError)))]
+pub async fn users(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Vec<UserSummary>>, Response> {
+    let limit = list_query(query)?;
+    let users = state
+        .store
+        .first_users(limit as i64)
+        .await
+        .map_err(db_failed)?;
     Ok(Json(users.iter().map(|u| state.summary(u)).collect()))
 }
 
@@ -121,8 +184,7 @@ async fn snapshot(state: &AppState) -> sqlx::Result<DevSnapshot> {
     let messages = state.store.recent_messages(50).await?;
     let mut sms = state.sms.outbox(None, None);
     sms.truncate(50);
-    let mut pc_sessions = state.qr.list();
-    pc_sessions.truncate(FEED_LIMIT);
+    let pc_sessions = state.qr.list(FEED_LIMIT);
     Ok(DevSnapshot {
         status,
         sms,

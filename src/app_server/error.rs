@@ -10,7 +10,7 @@ use crate::wire::http::{ApiResponse, code};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("invalid mobile number {0:?}: expected 1[3-9] followed by 9 digits")]
+    #[error("invalid mobile number {}: expected 1[3-9] followed by 9 digits", short(.0))]
     InvalidMobile(String),
     #[error("not logged in: send the authToken header you got from /login or /session_login")]
     NotLoggedIn,
@@ -22,6 +22,8 @@ pub enum ApiError {
     InvalidParameter(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    TooMany(String),
     #[error(transparent)]
     Sms(#[from] SmsError),
     #[error(transparent)]
@@ -39,9 +41,10 @@ impl ApiError {
                 code::NOT_LOGGED_IN
             }
             ApiError::InvalidParameter(_) => code::INVALID_PARAMETER,
+            ApiError::TooMany(_) => code::SEND_TOO_OFTEN,
             ApiError::NotFound(_) => code::NOT_FOUND,
             ApiError::Sms(e) => match e {
-                SmsError::TooOften { .. } => code::SEND_TOO_OFTEN,
+                SmsError::TooOften { .. } | SmsError::TooManyToday(_) => code::SEND_TOO_OFTEN,
                 SmsError::Expired | SmsError::Burned => code::CODE_EXPIRED,
                 SmsError::NoCode | SmsError::Wrong { .. } | SmsError::WrongAndBurned => {
                     code::CODE_WRONG
@@ -54,6 +57,7 @@ impl ApiError {
                 QrError::AlreadyConfirmed | QrError::WrongUser | QrError::AlreadyPolling => {
                     code::INVALID_PARAMETER
                 }
+                QrError::Full(_) | QrError::FullForClient(_) => code::SEND_TOO_OFTEN,
             },
             ApiError::Database(_) => code::SERVER_ERROR,
         }
@@ -71,6 +75,16 @@ impl IntoResponse for ApiError {
             result: None,
         })
         .into_response()
+    }
+}
+
+/// A client's value quoted in an answer, cut short: answers stay small
+/// whatever was sent.
+pub(crate) fn short(value: &str) -> String {
+    const SHOWN: usize = 32;
+    match value.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{:?}…", &value[..cut]),
+        None => format!("{value:?}"),
     }
 }
 

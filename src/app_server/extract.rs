@@ -19,11 +19,31 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            ApiError::InvalidParameter(format!("cannot read the request body: {e}"))
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::InvalidParameter(format!(
+                    "the request body is larger than {} KiB; send only the documented fields",
+                    crate::wire::limits::MAX_JSON_BODY / 1024
+                ))
+            } else {
+                ApiError::InvalidParameter(format!("cannot read the request body: {e}"))
+            }
         })?;
         serde_json::from_slice(&bytes)
             .map(ApiJson)
             .map_err(|e| ApiError::InvalidParameter(format!("bad JSON body: {e}")))
+    }
+}
+
+/// The client's IP address (see `listen::serve`).
+pub struct ClientAddr(pub std::net::IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            super::listen::client_addr(&parts.extensions).ip(),
+        ))
     }
 }
 

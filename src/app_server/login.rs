@@ -4,21 +4,25 @@ use axum::extract::State;
 use tracing::info;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::ApiJson;
+use super::extract::{ApiJson, ClientAddr};
 use super::reply::Reply;
 use super::sms::is_valid_mobile;
 use super::state::AppState;
 use crate::wire::http::{ApiResponse, Empty, LoginRequest, LoginResult, SendCodeRequest, code};
 
 #[utoipa::path(post, path = "/send_code", tag = "login", request_body = SendCodeRequest,
-    responses((status = 200, description = "`code` 0 sent (read it from `/_dev/sms`), 1 invalid mobile, 3 sent too recently", body = ApiResponse<Empty>)))]
+    responses((status = 200, description = "`code` 0 sent (read it from `/_dev/sms`), 1 invalid mobile, 3 sent too recently, too many today for this mobile or too many requests from this address", body = ApiResponse<Empty>)))]
 pub async fn send_code(
     State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
     ApiJson(req): ApiJson<SendCodeRequest>,
 ) -> ApiResult<axum::response::Response> {
     let mobile = req.mobile.trim();
     if !is_valid_mobile(mobile) {
         return Err(ApiError::InvalidMobile(req.mobile));
+    }
+    if !state.sms.has_test_code(mobile) {
+        per_address(&state, addr)?;
     }
     let sms = state.sms.send(mobile)?;
     state.broker.hub.metrics.sms_sent.inc();
@@ -37,6 +41,21 @@ pub async fn send_code(
     Ok(super::reply::status(code::SUCCESS, "success"))
 }
 
+/// Counts a `/send_code` or `/login` call against its address's budget.
+fn per_address(state: &AppState, addr: std::net::IpAddr) -> ApiResult<()> {
+    let Some(window) = &state.login_rate else {
+        return Ok(());
+    };
+    window.hit(addr).map_err(|retry_in| {
+        tracing::debug!(client = %addr, "login rate limit reached");
+        ApiError::TooMany(format!(
+            "more than {} code requests and logins from this address in a minute (--logins-per-ip-per-minute); wait {}s",
+            window.limit(),
+            retry_in.as_secs().max(1)
+        ))
+    })
+}
+
 /// Checks that a client named itself and a known platform.
 pub fn check_client(client_id: &str, platform: i32) -> ApiResult<()> {
     use crate::wire::limits;
@@ -51,10 +70,11 @@ pub fn check_client(client_id: &str, platform: i32) -> ApiResult<()> {
 }
 
 #[utoipa::path(post, path = "/login", tag = "login", request_body = LoginRequest,
-    responses((status = 200, description = "`code` 0 logged in (the `authToken` header carries the session), 1 invalid mobile, 5 code expired or burned, 6 wrong code, 13 banned, 15 bad clientId or platform",
+    responses((status = 200, description = "`code` 0 logged in (the `authToken` header carries the session), 1 invalid mobile, 3 too many logins from this address, 5 code expired or burned, 6 wrong code, 13 banned, 15 bad clientId, platform or code",
         body = ApiResponse<LoginResult>, headers(("authToken" = String, description = "the login session, on success")))))]
 pub async fn login(
     State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> ApiResult<Reply<LoginResult>> {
     let mobile = req.mobile.trim();
@@ -63,7 +83,13 @@ pub async fn login(
     }
     check_client(&req.client_id, req.platform)?;
     let code = req.code.trim();
+    crate::wire::limits::check_text("code", code, crate::wire::limits::MAX_SMS_CODE)
+        .map_err(ApiError::InvalidParameter)?;
+    // Scripts and tests log in with the super code or fixed test codes.
     if state.super_code.as_deref() != Some(code) {
+        if !state.sms.has_test_code(mobile) {
+            per_address(&state, addr)?;
+        }
         state.sms.verify(mobile, code)?;
     }
     let (user, register) = state.store.user_for_mobile(mobile).await?;

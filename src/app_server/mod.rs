@@ -5,17 +5,18 @@ pub mod admin;
 pub mod dev;
 pub mod error;
 pub mod extract;
+pub mod listen;
 pub mod login;
 pub mod media;
 pub mod openapi;
 pub mod pc;
 pub mod qr;
+pub mod rate;
 pub mod reply;
 pub mod sms;
 pub mod state;
 pub mod web;
 
-use std::future::Future;
 use std::time::Duration;
 
 use axum::Router;
@@ -25,13 +26,14 @@ use axum::middleware::Next;
 use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::routing::{get, post};
-use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
+pub use listen::{ConnLimits, serve};
 pub use state::{AppState, Inner};
 
 use crate::wire::http::code;
+use crate::wire::limits;
 
 /// Every route of the app-server.
 pub fn app(state: AppState, extra_origins: &[String]) -> Router {
@@ -62,7 +64,13 @@ pub fn app(state: AppState, extra_origins: &[String]) -> Router {
         .route("/admin/groups/{group}/mute", post(admin::mute))
         .route("/admin/groups/{group}/unmute", post(admin::unmute))
         .route("/admin/groups/{group}/dissolve", post(admin::dissolve))
-        .route("/admin/messages", post(admin::message))
+        .route(
+            "/admin/messages",
+            // Content up to --max-frame, which JSON escaping may double.
+            post(admin::message).layer(axum::extract::DefaultBodyLimit::max(
+                limits::MAX_JSON_BODY.max(2 * state.broker.options.max_frame),
+            )),
+        )
         .route("/admin/export", get(admin::export))
         .route("/config", get(web::config))
         .route("/_dev/sms", get(dev::sms))
@@ -86,6 +94,8 @@ pub fn app(state: AppState, extra_origins: &[String]) -> Router {
             openapi::document(&state.base_url, &state.broker_url),
         ))
         .fallback(not_found)
+        // Every other body is a small JSON object (routes above raise it).
+        .layer(axum::extract::DefaultBodyLimit::max(limits::MAX_JSON_BODY))
         .method_not_allowed_fallback(wrong_method)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -199,26 +209,6 @@ pub fn cors(extra: &[String]) -> CorsLayer {
         .max_age(Duration::from_secs(600))
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then lets in-flight
-/// requests (long polls included) finish.
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    // Replies and pushes are small and already batched per flush; Nagle's
-    // algorithm would hold them back until the peer's delayed ACK.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
 /// Periodically forgets expired SMS codes, QR sessions and login sessions.
 pub async fn sweep(state: AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -230,6 +220,9 @@ pub async fn sweep(state: AppState) {
         }
         state.sms.sweep();
         state.qr.sweep();
+        if let Some(w) = &state.login_rate {
+            w.sweep();
+        }
         rounds += 1;
         if rounds % 720 == 1
             && let Err(e) = state.store.purge_expired_sessions().await

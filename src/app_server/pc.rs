@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{ApiJson, AuthUser};
+use super::extract::{ApiJson, AuthUser, ClientAddr};
 use super::login::check_client;
 use super::qr::{PollOutcome, QrError, QrSession, Status};
 use super::reply::{Reply, coded, status};
@@ -25,6 +25,7 @@ use crate::wire::http::{
     ApiResponse, CancelPcRequest, ConfirmPcRequest, Empty, LoginResult, PcSessionRequest,
     PcSessionResult, PollTimeout, QrStatusEvent, ScannedResult, code,
 };
+use crate::wire::limits;
 
 fn session_result(state: &AppState, s: &QrSession) -> PcSessionResult {
     PcSessionResult {
@@ -39,9 +40,10 @@ fn session_result(state: &AppState, s: &QrSession) -> PcSessionResult {
 }
 
 #[utoipa::path(post, path = "/pc_session", tag = "qr login", request_body = PcSessionRequest,
-    responses((status = 200, description = "`code` 0 with the new session, 15 bad clientId or platform", body = ApiResponse<PcSessionResult>)))]
+    responses((status = 200, description = "`code` 0 with the new session, 3 too many live QR sessions (in all or from this address), 15 bad clientId, platform or device_name", body = ApiResponse<PcSessionResult>)))]
 pub async fn pc_session(
     State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
     ApiJson(req): ApiJson<PcSessionRequest>,
 ) -> ApiResult<Reply<PcSessionResult>> {
     check_client(&req.client_id, req.platform)?;
@@ -51,7 +53,11 @@ pub async fn pc_session(
         .map(str::trim)
         .filter(|d| !d.is_empty())
         .unwrap_or("unknown device");
-    let session = state.qr.create(&req.client_id, req.platform, device);
+    limits::check_optional_text("device_name", device, limits::MAX_DEVICE_NAME)
+        .map_err(ApiError::InvalidParameter)?;
+    let session = state
+        .qr
+        .create(addr, &req.client_id, req.platform, device)?;
     Ok(Reply::ok(session_result(&state, &session)))
 }
 
@@ -281,7 +287,8 @@ pub async fn confirm_pc(
         .filter(|u| !u.is_empty() && *u != user.id)
     {
         return Err(ApiError::InvalidParameter(format!(
-            "user_id {claimed:?} does not match the logged-in user {:?}",
+            "user_id {} does not match the logged-in user {:?}",
+            super::error::short(claimed),
             user.id
         )));
     }

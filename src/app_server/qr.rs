@@ -3,6 +3,7 @@
 //! or `cancel_pc` changes it: no timers, no re-reads.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,6 +51,8 @@ struct State {
 
 pub struct QrSession {
     pub token: String,
+    /// The address that created it, for the per-client cap.
+    pub creator: IpAddr,
     pub client_id: String,
     pub platform: i32,
     pub device_name: String,
@@ -100,6 +103,14 @@ pub enum QrError {
         "another /session_login long poll is already waiting on this session; only one may wait at a time"
     )]
     AlreadyPolling,
+    #[error(
+        "{0} QR sessions are live, the most this server keeps (--max-qr-sessions); wait for some to expire"
+    )]
+    Full(usize),
+    #[error(
+        "this address has {0} live QR sessions, the most one client may have (--max-qr-sessions-per-ip); reuse one or wait for some to expire"
+    )]
+    FullForClient(usize),
 }
 
 /// How a long poll ended.
@@ -127,6 +138,9 @@ pub enum PollOutcome {
 pub struct QrBook {
     sessions: Mutex<HashMap<String, Arc<QrSession>>>,
     ttl: Duration,
+    /// Live sessions at most, in all and per creating address.
+    max: usize,
+    max_per_client: usize,
     pub prefix: String,
     /// Bumped on every create, state change and removal.
     pub activity: crate::activity::Activity,
@@ -137,19 +151,48 @@ impl QrBook {
         Self {
             sessions: Mutex::default(),
             ttl,
+            max: usize::MAX,
+            max_per_client: usize::MAX,
             prefix,
             activity: Default::default(),
         }
+    }
+
+    /// Caps live sessions: `max` in all, `per_client` per creating address.
+    pub fn with_caps(mut self, max: usize, per_client: usize) -> Self {
+        (self.max, self.max_per_client) = (max, per_client);
+        self
     }
 
     pub fn qr_text(&self, token: &str) -> String {
         format!("{}{}", self.prefix, token)
     }
 
-    pub fn create(&self, client_id: &str, platform: i32, device_name: &str) -> Arc<QrSession> {
+    pub fn create(
+        &self,
+        creator: IpAddr,
+        client_id: &str,
+        platform: i32,
+        device_name: &str,
+    ) -> Result<Arc<QrSession>, QrError> {
         let now = Instant::now();
+        let mut sessions = self.sessions.lock().unwrap();
+        if sessions.len() >= self.max {
+            sessions.retain(|_, s| s.expires > now);
+            if sessions.len() >= self.max {
+                return Err(QrError::Full(self.max));
+            }
+        }
+        let mine = sessions
+            .values()
+            .filter(|s| s.creator == creator && s.expires > now)
+            .count();
+        if mine >= self.max_per_client {
+            return Err(QrError::FullForClient(self.max_per_client));
+        }
         let session = Arc::new(QrSession {
             token: crate::token::random_token(24),
+            creator,
             client_id: client_id.to_owned(),
             platform,
             device_name: device_name.to_owned(),
@@ -165,15 +208,13 @@ impl QrBook {
         info!(
             session = session.short(),
             platform,
-            device = device_name,
+            device = ?device_name,
             "QR session created"
         );
-        self.sessions
-            .lock()
-            .unwrap()
-            .insert(session.token.clone(), session.clone());
+        sessions.insert(session.token.clone(), session.clone());
+        drop(sessions);
         self.activity.bump();
-        session
+        Ok(session)
     }
 
     /// The live session of `token`; an expired one is dropped on the way.
@@ -353,7 +394,8 @@ impl QrBook {
     }
 
     /// Live sessions, newest first.
-    pub fn list(&self) -> Vec<PcSessionInfo> {
+    /// The newest `limit` live sessions, newest first.
+    pub fn list(&self, limit: usize) -> Vec<PcSessionInfo> {
         let now = Instant::now();
         let mut list: Vec<_> = self
             .sessions
@@ -364,7 +406,7 @@ impl QrBook {
             .cloned()
             .collect();
         list.sort_by_key(|s| std::cmp::Reverse(s.created));
-        list.iter().map(|s| self.info(s, now)).collect()
+        list.iter().take(limit).map(|s| self.info(s, now)).collect()
     }
 
     /// A session as the dev API shows it.
@@ -436,6 +478,8 @@ impl Drop for Waiter {
 mod tests {
     use super::*;
 
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     fn user(id: &str) -> UserSummary {
         UserSummary {
             user_id: id.into(),
@@ -455,7 +499,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn full_flow_wakes_the_poll_at_each_step() {
         let b = book();
-        let s = b.create("pc-1", 5, "Chrome");
+        let s = b.create(LOCAL, "pc-1", 5, "Chrome").unwrap();
         let never = CancellationToken::new();
         let t = s.token.clone();
 
@@ -494,7 +538,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn refusals_change_nothing() {
         let b = book();
-        let t = b.create("pc", 5, "d").token.clone();
+        let t = b.create(LOCAL, "pc", 5, "d").unwrap().token.clone();
         assert_eq!(b.confirm(&t, "alice").err(), Some(QrError::NotScanned));
         assert_eq!(b.cancel(&t, "alice").err(), Some(QrError::NotScanned));
         b.scan(&t, user("alice")).unwrap();
@@ -515,7 +559,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn cancel_answers_18_once() {
         let b = book();
-        let t = b.create("pc", 5, "d").token.clone();
+        let t = b.create(LOCAL, "pc", 5, "d").unwrap().token.clone();
         b.scan(&t, user("alice")).unwrap();
         b.cancel(&t, "alice").unwrap();
         assert_eq!(b.confirm(&t, "alice").err(), Some(QrError::Cancelled));
@@ -531,7 +575,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn poll_times_out_then_session_expires() {
         let b = Arc::new(QrBook::new(Duration::from_secs(120), "x/".into()));
-        let t = b.create("pc", 5, "d").token.clone();
+        let t = b.create(LOCAL, "pc", 5, "d").unwrap().token.clone();
         let never = CancellationToken::new();
         assert_eq!(
             b.poll(&t, Duration::from_secs(50), &never).await,
@@ -546,13 +590,13 @@ mod tests {
             Ok(PollOutcome::Expired)
         );
         assert_eq!(b.get(&t).err(), Some(QrError::Missing));
-        assert!(b.list().is_empty());
+        assert!(b.list(usize::MAX).is_empty());
     }
 
     #[tokio::test(start_paused = true)]
     async fn second_concurrent_poll_is_refused_and_the_first_keeps_its_place() {
         let b = book();
-        let t = b.create("pc", 5, "d").token.clone();
+        let t = b.create(LOCAL, "pc", 5, "d").unwrap().token.clone();
         let never = CancellationToken::new();
         let first = {
             let (b, t, never) = (b.clone(), t.clone(), never.clone());
@@ -575,7 +619,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn shutdown_answers_waiting_polls() {
         let b = book();
-        let t = b.create("pc", 5, "d").token.clone();
+        let t = b.create(LOCAL, "pc", 5, "d").unwrap().token.clone();
         let stop = CancellationToken::new();
         let poll = {
             let (b, t, stop) = (b.clone(), t.clone(), stop.clone());
@@ -589,11 +633,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn list_is_newest_first_with_scanner() {
         let b = book();
-        let a = b.create("pc", 5, "first").token.clone();
+        let a = b.create(LOCAL, "pc", 5, "first").unwrap().token.clone();
         tokio::time::advance(Duration::from_millis(5)).await;
-        let c = b.create("pc", 3, "second").token.clone();
+        let c = b.create(LOCAL, "pc", 3, "second").unwrap().token.clone();
         b.scan(&a, user("bob")).unwrap();
-        let list = b.list();
+        let list = b.list(usize::MAX);
         assert_eq!(
             list.iter().map(|s| s.token.clone()).collect::<Vec<_>>(),
             [c, a.clone()]
@@ -601,5 +645,19 @@ mod tests {
         assert_eq!(list[1].status, 1);
         assert_eq!(list[1].scanner.as_ref().unwrap().user_id, "bob");
         assert_eq!(list[1].qr_text, format!("imctl://pcsession/{a}"));
+    }
+
+    #[test]
+    fn caps_count_live_sessions_in_all_and_per_client() {
+        let b = QrBook::new(Duration::from_secs(300), "p/".into()).with_caps(3, 2);
+        let other = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+        b.create(LOCAL, "pc", 5, "d").unwrap();
+        b.create(LOCAL, "pc", 5, "d").unwrap();
+        assert_eq!(
+            b.create(LOCAL, "pc", 5, "d").err(),
+            Some(QrError::FullForClient(2))
+        );
+        b.create(other, "pc", 5, "d").unwrap();
+        assert_eq!(b.create(other, "pc", 5, "d").err(), Some(QrError::Full(3)));
     }
 }

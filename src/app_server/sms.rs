@@ -11,6 +11,9 @@ use tokio::time::Instant;
 use crate::store::now_ms;
 use crate::wire::http::SmsEntry;
 
+/// The window of `--sms-per-mobile-per-day`.
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
 /// How many SMS the dev outbox remembers.
 const OUTBOX_CAPACITY: usize = 1000;
 
@@ -27,6 +30,10 @@ pub fn is_valid_mobile(mobile: &str) -> bool {
 pub enum SmsError {
     #[error("a code was sent to this number {}s ago; wait {}s before asking again", .since.as_secs(), .retry_in.as_secs().max(1))]
     TooOften { since: Duration, retry_in: Duration },
+    #[error(
+        "{0} codes were sent to this number in the last 24 hours, the most it gets (--sms-per-mobile-per-day); try again tomorrow or log in with the super code"
+    )]
+    TooManyToday(u32),
     #[error("no code is pending for this number; request one with /send_code")]
     NoCode,
     #[error("the code has expired; request a new one with /send_code")]
@@ -52,6 +59,8 @@ struct Pending {
 struct Inner {
     pending: HashMap<String, Pending>,
     last_sent: HashMap<String, Instant>,
+    /// Per mobile: when its 24-hour window began and codes sent in it.
+    today: HashMap<String, (Instant, u32)>,
     outbox: VecDeque<SmsEntry>,
 }
 
@@ -62,6 +71,8 @@ pub struct SmsBook {
     ttl: Duration,
     interval: Duration,
     max_attempts: u32,
+    /// Codes one mobile gets per 24 hours (`None`: no limit).
+    per_day: Option<u32>,
     /// Fixed codes per mobile (`--sms-test-code`), for scripts and CI.
     test_codes: HashMap<String, String>,
 }
@@ -74,6 +85,7 @@ impl SmsBook {
             ttl,
             interval,
             max_attempts,
+            per_day: None,
             test_codes: HashMap::new(),
         }
     }
@@ -90,6 +102,17 @@ impl SmsBook {
         self
     }
 
+    /// Limits codes per mobile to `limit` a day (`--sms-test-code` mobiles excepted).
+    pub fn with_daily_limit(mut self, limit: Option<u32>) -> Self {
+        self.per_day = limit;
+        self
+    }
+
+    /// Whether `mobile` has a fixed `--sms-test-code`.
+    pub fn has_test_code(&self, mobile: &str) -> bool {
+        self.test_codes.contains_key(mobile)
+    }
+
     /// Issues a fresh 6-digit code for `mobile` (which must already be valid).
     pub fn send(&self, mobile: &str) -> Result<SmsEntry, SmsError> {
         let now = Instant::now();
@@ -102,6 +125,19 @@ impl SmsBook {
                     retry_in: self.interval - since,
                 });
             }
+        }
+        if let Some(limit) = self
+            .per_day
+            .filter(|_| !self.test_codes.contains_key(mobile))
+        {
+            let day = inner.today.entry(mobile.to_owned()).or_insert((now, 0));
+            if now - day.0 >= DAY {
+                *day = (now, 0);
+            }
+            if day.1 >= limit {
+                return Err(SmsError::TooManyToday(limit));
+            }
+            day.1 += 1;
         }
         let code = match self.test_codes.get(mobile) {
             Some(fixed) => fixed.clone(),
@@ -212,6 +248,7 @@ impl SmsBook {
         inner.pending.retain(|_, p| p.expires > now);
         let interval = self.interval;
         inner.last_sent.retain(|_, &mut t| now - t < interval);
+        inner.today.retain(|_, &mut (since, _)| now - since < DAY);
     }
 }
 
@@ -306,5 +343,20 @@ mod tests {
             .wait_outbox(Some("13800000003"), None, Duration::from_secs(5))
             .await;
         assert!(none.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_mobile_gets_so_many_codes_a_day_test_codes_excepted() {
+        let b = SmsBook::new(Duration::from_secs(300), Duration::ZERO, 5)
+            .with_daily_limit(Some(2))
+            .with_test_codes([("13800000009".to_owned(), "1234".to_owned())]);
+        b.send(M).unwrap();
+        b.send(M).unwrap();
+        assert_eq!(b.send(M).unwrap_err(), SmsError::TooManyToday(2));
+        for _ in 0..5 {
+            b.send("13800000009").unwrap();
+        }
+        tokio::time::advance(DAY).await;
+        b.send(M).unwrap();
     }
 }

@@ -23,6 +23,9 @@ pub struct Inner {
     /// The broker's `/route`, handed to clients with every login.
     pub route_url: String,
     pub super_code: Option<String>,
+    /// `/send_code` and `/login` calls per client address per minute
+    /// (`None` with `--no-rate-limits`).
+    pub login_rate: Option<super::rate::Window>,
     pub poll_timeout: Duration,
     pub session_ttl: Duration,
     /// `http://host:port` of this app-server, as clients reach it.

@@ -358,8 +358,10 @@ impl AppClient {
         self.get_json("/_dev/pc_sessions", &[]).await
     }
 
+    /// The first 1,000 users (the most `/_dev/users` answers).
     pub async fn dev_users(&self) -> Result<Vec<UserSummary>> {
-        self.get_json("/_dev/users", &[]).await
+        self.get_json("/_dev/users", &[("limit", "1000".to_owned())])
+            .await
     }
 
     /// Calls the admin API; a non-2xx status becomes `ClientError::Status`.

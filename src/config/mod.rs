@@ -21,6 +21,14 @@ pub fn duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A [`duration`] greater than zero.
+pub fn positive_duration(s: &str) -> Result<Duration, String> {
+    match duration(s)? {
+        d if d.is_zero() => Err(format!("{s} must be greater than 0")),
+        d => Ok(d),
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
     /// Address to listen on; anything but loopback exposes the dev API and the super code
@@ -110,6 +118,42 @@ pub struct ServeConfig {
     /// Largest upload accepted by POST /media, in bytes
     #[arg(long, env = "IMCTL_MAX_UPLOAD", default_value_t = 20 * 1024 * 1024)]
     pub max_upload: usize,
+
+    /// Total bytes of uploads kept (on disk, or in memory with --ephemeral); a full quota answers 507
+    #[arg(long, env = "IMCTL_MEDIA_QUOTA", default_value_t = 1024 * 1024 * 1024)]
+    pub media_quota: u64,
+
+    /// Time a client has to send a request's headers (also how long an idle keep-alive connection stays open)
+    #[arg(long, env = "IMCTL_HEADER_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub header_timeout: Duration,
+
+    /// HTTP connections served at once per port (upgraded WebSockets not counted); beyond it a few more get /healthz and /readyz, the rest 503
+    #[arg(long, env = "IMCTL_MAX_CONNECTIONS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// How long shutdown (Ctrl-C, SIGTERM) waits for clients before closing what is left; a second signal exits at once
+    #[arg(long, env = "IMCTL_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Live QR login sessions at once, all clients together; /pc_session answers code 3 beyond it
+    #[arg(long, env = "IMCTL_MAX_QR_SESSIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_qr_sessions: u32,
+
+    /// Live QR login sessions at once from one client address
+    #[arg(long, env = "IMCTL_MAX_QR_SESSIONS_PER_IP", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_qr_sessions_per_ip: u32,
+
+    /// SMS codes sent to one mobile per day (Wildfire's limit; --sms-test-code mobiles are exempt)
+    #[arg(long, env = "IMCTL_SMS_PER_MOBILE_PER_DAY", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub sms_per_mobile_per_day: u32,
+
+    /// /send_code and /login requests from one client address per minute (the super code and --sms-test-code logins are exempt)
+    #[arg(long, env = "IMCTL_LOGINS_PER_IP_PER_MINUTE", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    pub logins_per_ip_per_minute: u32,
+
+    /// Turn off the per-mobile and per-address SMS and login limits (load tests)
+    #[arg(long, env = "IMCTL_NO_RATE_LIMITS")]
+    pub no_rate_limits: bool,
 
     /// Only friends may send each other 1:1 messages (the robot excepted)
     #[arg(long, env = "IMCTL_FRIENDS_ONLY")]

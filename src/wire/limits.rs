@@ -20,6 +20,10 @@ pub const MAX_CLIENT_MSG_ID: usize = 128;
 pub const MAX_CONTENT_DEPTH: usize = 32;
 /// Valid platforms, as Wildfire numbers them (1 iOS … 9 Android pad).
 pub const PLATFORMS: std::ops::RangeInclusive<i32> = 1..=9;
+/// A request body of the HTTP JSON APIs (uploads and admin messages excepted).
+pub const MAX_JSON_BODY: usize = 64 * 1024;
+/// An SMS code or the super code as a client sends it.
+pub const MAX_SMS_CODE: usize = 16;
 
 /// Why a field was refused, as a sentence for the client.
 pub type Refused = String;

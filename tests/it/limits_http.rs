@@ -2,7 +2,11 @@
 //! the server hold is bounded in bytes and time, and bad settings are
 //! refused at start.
 
-use crate::common::{imctl, stderr};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common::{Served, imctl, start, stderr};
 use crate::snapshot::serve_fails;
 
 #[test]
@@ -48,4 +52,259 @@ fn config_on_a_directory_or_fifo_says_so() {
         .unwrap();
     assert!(made.success());
     refused(fifo.to_str().unwrap(), "not a regular file");
+}
+
+/// `POST path` with a raw `text/plain` body, as any web page may send it.
+async fn post_text(http: &reqwest::Client, url: &str, body: String) -> (u16, Value) {
+    let r = http
+        .post(url)
+        .header("content-type", "text/plain")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn unauthenticated_fields_and_bodies_are_bounded_in_a_spawned_server() {
+    let served = Served::start(&["--ephemeral", "--app-port", "0", "--broker-port", "0"]);
+    let http = reqwest::Client::new();
+    let pc = format!("{}/pc_session", served.app);
+    // Warm up, so the first allocations do not count as growth.
+    for _ in 0..20 {
+        let body = json!({"clientId": "pc-1", "platform": 5, "device_name": "d"});
+        assert_eq!(post_text(&http, &pc, body.to_string()).await.1["code"], 0);
+    }
+    let before = served.rss();
+    // Under the body limit, but every field too long: refused, never stored.
+    let big = "x".repeat(30 * 1024);
+    for _ in 0..300 {
+        let body = json!({"clientId": big, "platform": 5, "device_name": "d"});
+        let (_, r) = post_text(&http, &pc, body.to_string()).await;
+        assert_eq!(r["code"], 15, "{r}");
+        assert!(
+            r["message"]
+                .as_str()
+                .unwrap()
+                .contains("clientId has at most 128")
+        );
+        let body = json!({"clientId": "pc-1", "platform": 5, "device_name": big});
+        let (_, r) = post_text(&http, &pc, body.to_string()).await;
+        assert_eq!(r["code"], 15, "{r}");
+    }
+    // Over the body limit: refused before it is parsed, on every route.
+    let huge = "x".repeat(1024 * 1024);
+    for path in ["/pc_session", "/login", "/send_code"] {
+        let body =
+            json!({"clientId": huge, "mobile": "13800000001", "code": "66666", "platform": 5});
+        let (status, r) =
+            post_text(&http, &format!("{}{path}", served.app), body.to_string()).await;
+        assert_eq!((status, r["code"].as_i64()), (200, Some(15)), "{path}: {r}");
+        assert!(
+            r["message"]
+                .as_str()
+                .unwrap()
+                .contains("larger than 64 KiB"),
+            "{r}"
+        );
+    }
+    let grown = served.rss().saturating_sub(before);
+    assert!(grown < 32 << 20, "RSS grew by {} MiB", grown >> 20);
+    // The dev list answers the 20 live sessions, bounded by `limit`.
+    let list: Vec<Value> = http
+        .get(format!("{}/_dev/pc_sessions?limit=5", served.app))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list.len(), 5);
+    let r = http
+        .get(format!("{}/_dev/pc_sessions?limit=100000", served.app))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    eprintln!(
+        "RSS growth over 600 oversized fields and 3 × 1 MiB bodies: {} KiB",
+        grown >> 10
+    );
+}
+
+/// A client bound to `ip` (any 127.x address reaches a loopback server).
+fn client_from(ip: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(ip))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn live_qr_sessions_are_capped_in_all_and_per_address() {
+    let s = start(&["--max-qr-sessions", "5", "--max-qr-sessions-per-ip", "3"]).await;
+    let body = json!({"clientId": "pc-1", "platform": 5}).to_string();
+    let url = format!("{}/pc_session", s.url);
+    let (a, b) = (client_from([127, 0, 0, 2]), client_from([127, 0, 0, 3]));
+    for _ in 0..3 {
+        assert_eq!(post_text(&a, &url, body.clone()).await.1["code"], 0);
+    }
+    let (_, r) = post_text(&a, &url, body.clone()).await;
+    assert_eq!(r["code"], 3, "{r}");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("--max-qr-sessions-per-ip"),
+        "{r}"
+    );
+    for _ in 0..2 {
+        assert_eq!(post_text(&b, &url, body.clone()).await.1["code"], 0);
+    }
+    let (_, r) = post_text(&b, &url, body.clone()).await;
+    assert_eq!(r["code"], 3, "{r}");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("--max-qr-sessions)"),
+        "{r}"
+    );
+}
+
+#[tokio::test]
+async fn sms_codes_per_mobile_and_logins_per_address_are_limited_but_not_for_tests() {
+    let s = start(&[
+        "--sms-interval",
+        "0s",
+        "--sms-per-mobile-per-day",
+        "2",
+        "--logins-per-ip-per-minute",
+        "4",
+        "--sms-test-code",
+        "13800000009=1234",
+    ])
+    .await;
+    let send = |m: &str| s.post("/send_code", json!({"mobile": m}), None);
+    assert_eq!(send("13800000001").await.code(), 0);
+    assert_eq!(send("13800000001").await.code(), 0);
+    let r = send("13800000001").await;
+    assert_eq!(r.code(), 3, "{}", r.body);
+    assert!(
+        r.message().contains("--sms-per-mobile-per-day"),
+        "{}",
+        r.body
+    );
+    // The test-code mobile is never limited.
+    for _ in 0..6 {
+        assert_eq!(send("13800000009").await.code(), 0);
+    }
+    // Three calls counted so far from this address; one more is allowed.
+    let wrong = json!({"mobile": "13800000001", "code": "000000", "clientId": "c", "platform": 2});
+    assert_eq!(s.post("/login", wrong.clone(), None).await.code(), 6);
+    let r = s.post("/login", wrong, None).await;
+    assert_eq!(r.code(), 3, "{}", r.body);
+    assert!(
+        r.message().contains("--logins-per-ip-per-minute"),
+        "{}",
+        r.body
+    );
+    // The super code and test codes still log in.
+    s.login("13800000002").await;
+    let test = json!({"mobile": "13800000009", "code": "1234", "clientId": "c", "platform": 2});
+    assert_eq!(s.post("/login", test, None).await.code(), 0);
+
+    let free = start(&["--sms-interval", "0s", "--no-rate-limits"]).await;
+    for _ in 0..12 {
+        let r = free
+            .post("/send_code", json!({"mobile": "13800000001"}), None)
+            .await;
+        assert_eq!(r.code(), 0, "{}", r.body);
+    }
+}
+
+#[tokio::test]
+async fn dev_sms_wait_is_bounded_with_a_400() {
+    let s = start(&[]).await;
+    for wait in ["1e20", "121", "-1", "NaN", "inf"] {
+        let r = s.get(&format!("/_dev/sms?wait={wait}")).await;
+        assert_eq!(r.status(), 400, "wait={wait}");
+        let body: Value = r.json().await.unwrap();
+        assert!(body["error"].as_str().unwrap().contains("wait="), "{body}");
+    }
+    let r = s.get("/_dev/sms?wait=0").await;
+    assert_eq!(r.status(), 200);
+}
+
+/// Opens a connection that sends half a request header and then nothing.
+async fn half_header(addr: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"POST /login HTTP/1.1\r\nHost: localhost\r\nContent-Ty")
+        .await
+        .unwrap();
+    tcp
+}
+
+/// Whether the server closes `tcp` before `deadline`.
+async fn closed_by(mut tcp: tokio::net::TcpStream, deadline: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    matches!(
+        tokio::time::timeout(deadline, tcp.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test]
+async fn half_headers_time_out_and_healthz_answers_over_the_connection_cap() {
+    let s = start(&["--header-timeout", "1s", "--max-connections", "20"]).await;
+    let app = s.running.app_addr.to_string();
+    let broker = s.running.broker_addr.to_string();
+    let opened = Instant::now();
+    let mut stuck = Vec::new();
+    for _ in 0..20 {
+        stuck.push(half_header(&app).await);
+    }
+    let on_broker = half_header(&broker).await;
+    // The cap is reached: probes still answer, the API says 503.
+    let fresh = reqwest::Client::new();
+    let r = fresh
+        .get(format!("{}/healthz", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = reqwest::Client::new()
+        .post(format!("{}/login", s.url))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("--max-connections"),
+        "{body}"
+    );
+    // Every half header is cut off after the 1 s timeout (plus slack).
+    let closes = stuck
+        .into_iter()
+        .chain([on_broker])
+        .map(|tcp| closed_by(tcp, Duration::from_secs(5)));
+    let closed = futures_util::future::join_all(closes).await;
+    assert!(closed.iter().all(|c| *c), "{closed:?}");
+    eprintln!("21 half headers closed after {:?}", opened.elapsed());
+    // And the slots are free again.
+    let r = reqwest::Client::new()
+        .post(format!("{}/login", s.url))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 }

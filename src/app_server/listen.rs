@@ -1,0 +1,158 @@
+//! The accept loop both HTTP listeners (app-server and broker) share: every
+//! connection must send its headers within a deadline, and a port serves a
+//! bounded number of connections at once, with a few spare ones kept for the
+//! health probes so a flood cannot make a stack look dead to its supervisor.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, StatusCode, header};
+use axum::response::IntoResponse;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+use crate::wire::http::DevError;
+
+/// Connections beyond `max_connections` that are still accepted, to answer
+/// `/healthz` and `/readyz` (anything else gets 503); more are closed at once.
+pub const PROBE_HEADROOM: usize = 32;
+
+/// Paths a connection over the cap may still use.
+const PROBES: &[&str] = &["/healthz", "/readyz"];
+
+/// How a listener bounds its connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// Time to send a request's headers; also the idle keep-alive limit.
+    pub header_timeout: Duration,
+    /// HTTP connections served at once (a WebSocket stops counting once
+    /// upgraded: the broker bounds those).
+    pub max_connections: usize,
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then lets in-flight
+/// requests (long polls included) finish. Handlers find the client's
+/// address as `ConnectInfo<SocketAddr>`.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let spare = Arc::new(Semaphore::new(PROBE_HEADROOM));
+    let stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let refused = AtomicU64::new(0);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, addr) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, mostly: wait for some to close.
+                    if every_1000th(&refused) {
+                        tracing::warn!(error = %e, "cannot accept a connection");
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let (permit, probes_only) = match slots.clone().try_acquire_owned() {
+            Ok(p) => (p, false),
+            Err(_) => match spare.clone().try_acquire_owned() {
+                Ok(p) => (p, true),
+                Err(_) => {
+                    if every_1000th(&refused) {
+                        tracing::warn!(
+                            max = limits.max_connections,
+                            "too many connections (--max-connections); closing new ones"
+                        );
+                    }
+                    continue;
+                }
+            },
+        };
+        // Replies and pushes are small and already batched per flush; Nagle's
+        // algorithm would hold them back until the peer's delayed ACK.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let app = app.clone();
+        let max = limits.max_connections;
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(addr));
+            let app = app.clone();
+            async move {
+                if probes_only && !PROBES.contains(&req.uri().path()) {
+                    return Ok(over_capacity(max));
+                }
+                app.oneshot(req).await
+            }
+        });
+        let stop = stop.clone();
+        let header_timeout = limits.header_timeout;
+        tracker.spawn(async move {
+            let _permit = permit;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                () = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, client = %addr, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    stop.cancel();
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
+}
+
+/// True for the 1st, 1001st, … call: a flood logs a line now and then.
+fn every_1000th(count: &AtomicU64) -> bool {
+    count.fetch_add(1, Ordering::Relaxed) % 1000 == 0
+}
+
+fn over_capacity(max: usize) -> axum::response::Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::CONNECTION, "close"), (header::RETRY_AFTER, "1")],
+        axum::Json(DevError {
+            error: format!(
+                "this port already serves {max} connections (--max-connections); try again shortly"
+            ),
+        }),
+    )
+        .into_response()
+}
+
+/// The client's address, as `serve` recorded it (unspecified when a test
+/// drives the router directly).
+pub fn client_addr(extensions: &axum::http::Extensions) -> SocketAddr {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0)
+}
