@@ -64,9 +64,9 @@ pub fn app(state: AppState, extra_origins: &[String]) -> Router {
         .route("/admin/groups/{group}/mute", post(admin::mute))
         .route("/admin/groups/{group}/unmute", post(admin::unmute))
         .route("/admin/groups/{group}/dissolve", post(admin::dissolve))
+        // Content up to --max-frame, which JSON escaping may double.
         .route(
             "/admin/messages",
-            // Content up to --max-frame, which JSON escaping may double.
             post(admin::message).layer(axum::extract::DefaultBodyLimit::max(
                 limits::MAX_JSON_BODY.max(2 * state.broker.options.max_frame),
             )),
