@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -37,6 +38,8 @@ pub struct Running {
     writer: JoinHandle<()>,
     /// `--export-on-exit`: where `wait` writes a snapshot.
     export_on_exit: Option<PathBuf>,
+    /// `--shutdown-timeout`: how long clients may hold up a shutdown.
+    shutdown_timeout: Duration,
 }
 
 impl Running {
@@ -50,7 +53,9 @@ impl Running {
     }
 
     /// Waits until the servers have stopped (after a shutdown request), then
-    /// closes the database cleanly.
+    /// closes the database cleanly. Clients get `--shutdown-timeout` to
+    /// finish (each listener drops what is left after it); the export, if
+    /// asked for, is written whatever they did.
     pub async fn wait(self) -> anyhow::Result<()> {
         let served = self.server.await.context("the app-server task panicked")?;
         let brokered = self
@@ -66,7 +71,16 @@ impl Running {
             }),
             None => Ok(()),
         };
-        self.state.store.close().await;
+        // A task still holding a database connection (a WebSocket that has
+        // not closed yet) must not hold up the exit.
+        if tokio::time::timeout(self.shutdown_timeout, self.state.store.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "the database did not close within the shutdown timeout; exiting anyway"
+            );
+        }
         served.context("the app-server failed")?;
         brokered.context("the broker failed")?;
         exported
@@ -293,6 +307,7 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
     let limits = app_server::ConnLimits {
         header_timeout: config.header_timeout,
         max_connections: config.max_connections as usize,
+        drain: config.shutdown_timeout,
     };
     let stop = shutdown.clone();
     let server = tokio::spawn(app_server::serve(listener, router, limits, async move {
@@ -318,6 +333,7 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
         broker_server,
         writer,
         export_on_exit: config.export_on_exit.clone(),
+        shutdown_timeout: config.shutdown_timeout,
     })
 }
 

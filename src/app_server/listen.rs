@@ -17,8 +17,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::wire::http::DevError;
@@ -38,10 +38,14 @@ pub struct ConnLimits {
     /// HTTP connections served at once (a WebSocket stops counting once
     /// upgraded: the broker bounds those).
     pub max_connections: usize,
+    /// After shutdown, how long requests in flight may take to finish; then
+    /// their connections are dropped (a trickling upload, a client that
+    /// does not read its download).
+    pub drain: Duration,
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then lets in-flight
-/// requests (long polls included) finish. Handlers find the client's
+/// requests (long polls included) finish within `limits.drain`. Handlers find the client's
 /// address as `ConnectInfo<SocketAddr>`.
 pub async fn serve(
     listener: TcpListener,
@@ -52,12 +56,14 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let spare = Arc::new(Semaphore::new(PROBE_HEADROOM));
     let stop = CancellationToken::new();
-    let tracker = TaskTracker::new();
+    let mut conns = JoinSet::new();
     let refused = AtomicU64::new(0);
     tokio::pin!(shutdown);
     loop {
         let (tcp, addr) = tokio::select! {
             () = &mut shutdown => break,
+            // Reap finished connections, so the set holds live ones only.
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -104,7 +110,7 @@ pub async fn serve(
         });
         let stop = stop.clone();
         let header_timeout = limits.header_timeout;
-        tracker.spawn(async move {
+        conns.spawn(async move {
             let _permit = permit;
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -126,8 +132,17 @@ pub async fn serve(
     }
     drop(listener);
     stop.cancel();
-    tracker.close();
-    tracker.wait().await;
+    let drained = tokio::time::timeout(limits.drain, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = conns.len(),
+            "requests still running after the shutdown timeout; dropping their connections"
+        );
+        conns.shutdown().await;
+    }
     Ok(())
 }
 

@@ -55,8 +55,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tokio::select! {
         signal = shutdown_signal() => {
             signal?;
-            tracing::info!("shutting down: answering long polls and closing the database");
+            tracing::info!(
+                "shutting down: answering long polls and closing the database (at most {}; a second Ctrl-C or SIGTERM exits at once)",
+                humantime::format_duration(config.shutdown_timeout)
+            );
             stop.cancel();
+            tokio::spawn(async {
+                if shutdown_signal().await.is_ok() {
+                    eprintln!("error: a second signal: exiting at once, without a clean shutdown");
+                    std::process::exit(130);
+                }
+            });
         }
         _ = stop.cancelled() => {}
     }

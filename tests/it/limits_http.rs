@@ -308,3 +308,156 @@ async fn half_headers_time_out_and_healthz_answers_over_the_connection_cap() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// Logs in on a spawned server with the super code; returns the authToken.
+async fn login_on(http: &reqwest::Client, app: &str) -> String {
+    let r = http
+        .post(format!("{app}/login"))
+        .json(&json!({"mobile": "13800000001", "code": "66666", "clientId": "c", "platform": 2}))
+        .send()
+        .await
+        .unwrap();
+    r.headers()["authToken"].to_str().unwrap().to_owned()
+}
+
+/// Uploads `size` bytes as `text/plain`; returns the media URL.
+async fn upload(http: &reqwest::Client, app: &str, auth: &str, size: usize) -> String {
+    let r = http
+        .post(format!("{app}/media"))
+        .header("authToken", auth)
+        .header("content-type", "text/plain")
+        .body(vec![b'x'; size])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    v["url"].as_str().unwrap().to_owned()
+}
+
+/// A raw connection that sent `head` and then does nothing more.
+async fn raw(app: &str, head: String) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let addr = app.trim_start_matches("http://");
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp
+}
+
+#[tokio::test]
+async fn sigterm_finishes_within_the_shutdown_timeout_and_exports_whatever_clients_do() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let export = dir.path().join("exit.json");
+    let mut served = Served::start(&[
+        "--ephemeral",
+        "--app-port",
+        "0",
+        "--broker-port",
+        "0",
+        "--shutdown-timeout",
+        "2s",
+        "--export-on-exit",
+        export.to_str().unwrap(),
+    ]);
+    let http = reqwest::Client::new();
+    let auth = login_on(&http, &served.app).await;
+    let url = upload(&http, &served.app, &auth, 16 << 20).await;
+    // A download nobody reads, and an upload that trickles.
+    let path = url.strip_prefix(&served.app).unwrap();
+    let _download = raw(
+        &served.app,
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"),
+    )
+    .await;
+    let mut trickle = raw(
+        &served.app,
+        format!(
+            "POST /media HTTP/1.1\r\nHost: localhost\r\nauthToken: {auth}\r\nContent-Type: text/plain\r\nContent-Length: 1000000\r\n\r\n"
+        ),
+    )
+    .await;
+    let trickling = tokio::spawn(async move {
+        while trickle.write_all(b"x").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let signalled = Instant::now();
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(served.pid() as i32, libc::SIGTERM) }, 0);
+    let status = loop {
+        if let Some(status) = served.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(10),
+            "still running 10 s after SIGTERM with --shutdown-timeout 2s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!("exited {:?} after SIGTERM", signalled.elapsed());
+    trickling.abort();
+    assert!(status.success(), "{status:?}");
+    // The snapshot was written, and it loads.
+    assert!(export.is_file());
+    let again = Served::start(&[
+        "--ephemeral",
+        "--app-port",
+        "0",
+        "--broker-port",
+        "0",
+        "--import",
+        export.to_str().unwrap(),
+    ]);
+    let r = http
+        .get(format!("{}/healthz", again.app))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let mut served = Served::start(&[
+        "--ephemeral",
+        "--app-port",
+        "0",
+        "--broker-port",
+        "0",
+        "--shutdown-timeout",
+        "60s",
+    ]);
+    // A body that never completes keeps the first shutdown waiting; the
+    // second signal must not wait for it.
+    let mut trickle =
+        std::net::TcpStream::connect(served.app.trim_start_matches("http://")).unwrap();
+    std::io::Write::write_all(
+        &mut trickle,
+        b"POST /login HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n{",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = served.pid() as i32;
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        served.child.try_wait().unwrap().is_none(),
+        "the first signal waits for the upload"
+    );
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let signalled = Instant::now();
+    let status = loop {
+        if let Some(status) = served.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(5),
+            "a second signal was ignored"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success(), "{status:?}");
+}
