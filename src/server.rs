@@ -258,6 +258,17 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
     );
     broker::spawn_robot(broker.clone()).await?;
     let rate_limited = !config.no_rate_limits;
+    let blobs = match &database {
+        Some(db) => {
+            let dir = db
+                .parent()
+                .expect("the database lives in the data directory")
+                .join("media");
+            Blobs::disk(dir.clone(), config.media_quota())
+                .with_context(|| format!("cannot read the media directory {}", dir.display()))?
+        }
+        None => Blobs::memory(config.media_quota()),
+    };
     let state = AppState::new(Inner {
         store,
         sms: SmsBook::new(config.sms_ttl, config.sms_interval, config.sms_max_attempts)
@@ -279,14 +290,7 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
         poll_timeout: config.poll_timeout,
         session_ttl: config.session_ttl,
         base_url: base_url(app_addr),
-        blobs: match &database {
-            Some(db) => Blobs::Disk(
-                db.parent()
-                    .expect("the database lives in the data directory")
-                    .join("media"),
-            ),
-            None => Blobs::Memory(Default::default()),
-        },
+        blobs,
         max_upload: config.max_upload,
         broker: broker.clone(),
         admin_secret: config

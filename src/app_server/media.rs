@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Json;
 use axum::body::Bytes;
@@ -31,31 +32,123 @@ pub const ALLOWED: &[&str] = &[
     "text/plain",
 ];
 
-/// Where upload bytes live.
-pub enum Blobs {
+/// Where upload bytes live, and how many bytes they may take in all.
+pub struct Blobs {
+    place: Place,
+    /// Bytes stored plus bytes reserved by uploads in flight.
+    used: AtomicU64,
+    quota: u64,
+}
+
+enum Place {
     Memory(Mutex<HashMap<String, Bytes>>),
     Disk(PathBuf),
 }
 
+/// A share of the quota held by an upload; given back on drop unless kept.
+struct Reservation<'a> {
+    blobs: &'a Blobs,
+    bytes: u64,
+}
+
+impl Reservation<'_> {
+    /// Shrinks the share to what the upload turned out to need.
+    fn shrink_to(&mut self, bytes: u64) {
+        let extra = self.bytes.saturating_sub(bytes);
+        self.blobs.used.fetch_sub(extra, Ordering::AcqRel);
+        self.bytes -= extra;
+    }
+
+    /// The bytes are stored now: they stay counted.
+    fn keep(mut self) {
+        self.bytes = 0;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.blobs.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
 impl Blobs {
+    pub fn memory(quota: u64) -> Self {
+        Self {
+            place: Place::Memory(Mutex::default()),
+            used: AtomicU64::new(0),
+            quota,
+        }
+    }
+
+    /// Uploads under `dir` (created 0700 on the first upload); what is there
+    /// already counts towards the quota.
+    pub fn disk(dir: PathBuf, quota: u64) -> std::io::Result<Self> {
+        let used = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries
+                .filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .filter(std::fs::Metadata::is_file)
+                .map(|m| m.len())
+                .sum(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e),
+        };
+        Ok(Self {
+            place: Place::Disk(dir),
+            used: AtomicU64::new(used),
+            quota,
+        })
+    }
+
+    /// Takes `bytes` of the quota, or `None` when they do not fit.
+    fn reserve(&self, bytes: u64) -> Option<Reservation<'_>> {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|&total| total <= self.quota)
+            })
+            .ok()
+            .map(|_| Reservation { blobs: self, bytes })
+    }
+
     async fn put(&self, id: &str, bytes: Bytes) -> std::io::Result<()> {
-        match self {
-            Blobs::Memory(map) => {
+        match &self.place {
+            Place::Memory(map) => {
                 map.lock().unwrap().insert(id.to_owned(), bytes);
                 Ok(())
             }
-            Blobs::Disk(dir) => {
-                tokio::fs::create_dir_all(dir).await?;
-                tokio::fs::write(dir.join(id), &bytes).await
+            Place::Disk(dir) => {
+                use std::os::unix::fs::DirBuilderExt;
+                use tokio::io::AsyncWriteExt;
+                // Uploads are private to this user's account on the machine.
+                let mut builder = std::fs::DirBuilder::new();
+                builder.recursive(true).mode(0o700);
+                builder.create(dir)?;
+                let mut file = tokio::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(dir.join(id))
+                    .await?;
+                file.write_all(&bytes).await?;
+                file.flush().await
             }
         }
     }
 
-    async fn get(&self, id: &str) -> std::io::Result<Option<Bytes>> {
-        match self {
-            Blobs::Memory(map) => Ok(map.lock().unwrap().get(id).cloned()),
-            Blobs::Disk(dir) => match tokio::fs::read(dir.join(id)).await {
-                Ok(b) => Ok(Some(b.into())),
+    /// The bytes of `id` as a body: shared from memory, or streamed from
+    /// disk (a client that reads slowly holds a file handle, not a copy).
+    async fn get(&self, id: &str) -> std::io::Result<Option<axum::body::Body>> {
+        match &self.place {
+            Place::Memory(map) => Ok(map
+                .lock()
+                .unwrap()
+                .get(id)
+                .cloned()
+                .map(axum::body::Body::from)),
+            Place::Disk(dir) => match tokio::fs::File::open(dir.join(id)).await {
+                Ok(file) => Ok(Some(axum::body::Body::from_stream(
+                    tokio_util::io::ReaderStream::new(file),
+                ))),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(e),
             },
@@ -136,7 +229,8 @@ fn content_type_of(value: Option<&str>) -> String {
         (status = 400, description = "empty or unreadable", body = DevError),
         (status = 401, description = "no valid authToken or IM token", body = DevError),
         (status = 413, description = "larger than --max-upload", body = DevError),
-        (status = 415, description = "a content type not accepted", body = DevError)))]
+        (status = 415, description = "a content type not accepted (refused before the body is read)", body = DevError),
+        (status = 507, description = "the media quota (--media-quota) is used up", body = DevError)))]
 pub async fn upload(State(state): State<AppState>, request: Request) -> Response {
     let user = match uploader(&state, request.headers()).await {
         Ok(u) => u,
@@ -157,7 +251,41 @@ pub async fn upload(State(state): State<AppState>, request: Request) -> Response
             ),
         )
     };
-    let (content_type, bytes) = if declared == "multipart/form-data" {
+    let refused_type = |content_type: &str| {
+        error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "content type {content_type:?} is not accepted; use one of {}",
+                ALLOWED.join(", ")
+            ),
+        )
+    };
+    let multipart = declared == "multipart/form-data";
+    // Refused from the headers alone, before a byte of the body is read.
+    if !multipart && !ALLOWED.contains(&declared.as_str()) {
+        return refused_type(&declared);
+    }
+    let length = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    // A multipart body carries a little more than its file.
+    let allowed = state.max_upload as u64 + if multipart { 64 * 1024 } else { 0 };
+    if length.is_some_and(|n| n > allowed) {
+        return too_big();
+    }
+    // Bytes in flight count towards the quota too: it bounds memory.
+    let Some(mut reserved) = state.blobs.reserve(length.unwrap_or(allowed)) else {
+        return error(
+            StatusCode::INSUFFICIENT_STORAGE,
+            format!(
+                "the media quota of {} bytes is used up (--media-quota); raise it, or restart an --ephemeral stack",
+                state.blobs.quota
+            ),
+        );
+    };
+    let (content_type, bytes) = if multipart {
         let mut form = match Multipart::from_request(request, &state).await {
             Ok(f) => f,
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad multipart body: {e}")),
@@ -169,6 +297,9 @@ pub async fn upload(State(state): State<AppState>, request: Request) -> Response
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad multipart body: {e}")),
         };
         let content_type = content_type_of(field.content_type());
+        if !ALLOWED.contains(&content_type.as_str()) {
+            return refused_type(&content_type);
+        }
         match field.bytes().await {
             Ok(b) => (content_type, b),
             Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return too_big(),
@@ -197,15 +328,7 @@ pub async fn upload(State(state): State<AppState>, request: Request) -> Response
     if bytes.len() > state.max_upload {
         return too_big();
     }
-    if !ALLOWED.contains(&content_type.as_str()) {
-        return error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!(
-                "content type {content_type:?} is not accepted; use one of {}",
-                ALLOWED.join(", ")
-            ),
-        );
-    }
+    reserved.shrink_to(bytes.len() as u64);
     let id = crate::token::random_token(16);
     let size = bytes.len() as i64;
     if let Err(e) = state.blobs.put(&id, bytes).await {
@@ -228,6 +351,7 @@ pub async fn upload(State(state): State<AppState>, request: Request) -> Response
             "database error; see the imctl log",
         );
     }
+    reserved.keep();
     tracing::info!(user = %user, size, content_type = %content_type, "media uploaded");
     let body = Uploaded {
         url: format!("{}/media/{id}", state.base_url),
@@ -256,7 +380,7 @@ pub async fn download(State(state): State<AppState>, Path(id): Path<String>) -> 
         }
     };
     match state.blobs.get(&id).await {
-        Ok(Some(bytes)) => {
+        Ok(Some(body)) => {
             let inline = ["image/", "video/", "audio/"]
                 .iter()
                 .any(|p| meta.content_type.starts_with(p));
@@ -271,7 +395,7 @@ pub async fn download(State(state): State<AppState>, Path(id): Path<String>) -> 
                         "public, max-age=31536000, immutable".to_owned(),
                     ),
                 ],
-                bytes,
+                body,
             )
                 .into_response()
         }

@@ -119,9 +119,9 @@ pub struct ServeConfig {
     #[arg(long, env = "IMCTL_MAX_UPLOAD", default_value_t = 20 * 1024 * 1024)]
     pub max_upload: usize,
 
-    /// Total bytes of uploads kept (on disk, or in memory with --ephemeral); a full quota answers 507
-    #[arg(long, env = "IMCTL_MEDIA_QUOTA", default_value_t = 1024 * 1024 * 1024)]
-    pub media_quota: u64,
+    /// Total bytes of uploads kept, uploads in flight included; a full quota answers 507 [default: 1 GiB on disk, 256 MiB in memory with --ephemeral]
+    #[arg(long, env = "IMCTL_MEDIA_QUOTA")]
+    pub media_quota: Option<u64>,
 
     /// Time a client has to send a request's headers (also how long an idle keep-alive connection stays open)
     #[arg(long, env = "IMCTL_HEADER_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
@@ -233,6 +233,16 @@ impl ServeConfig {
             );
         }
         Ok(())
+    }
+
+    /// `--media-quota`, or its default for where uploads live.
+    pub fn media_quota(&self) -> u64 {
+        const MIB: u64 = 1024 * 1024;
+        self.media_quota.unwrap_or(if self.ephemeral {
+            256 * MIB
+        } else {
+            1024 * MIB
+        })
     }
 
     /// The super code, or `None` when disabled.

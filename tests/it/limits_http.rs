@@ -461,3 +461,146 @@ fn a_second_signal_exits_at_once() {
     };
     assert!(!status.success(), "{status:?}");
 }
+
+/// Reads what the server answers on `tcp` within 5 s (it may close after).
+async fn answer_of(tcp: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+        .await
+        .expect("an answer within 5 s")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn an_upload_of_a_refused_type_is_answered_before_its_body() {
+    let s = start(&[]).await;
+    let (auth, _) = s.login("13800000001").await;
+    let head = |content_type: &str| {
+        format!(
+            "POST /media HTTP/1.1\r\nHost: localhost\r\nauthToken: {auth}\r\nContent-Type: {content_type}\r\nContent-Length: 10000000\r\n\r\n"
+        )
+    };
+    let mut tcp = raw(&s.url, head("application/x-msdownload")).await;
+    let answer = answer_of(&mut tcp).await;
+    assert!(answer.starts_with("HTTP/1.1 415"), "{answer}");
+    // A multipart part is judged by its own header, before its bytes.
+    let mut tcp = raw(&s.url, head("multipart/form-data; boundary=b")).await;
+    use tokio::io::AsyncWriteExt;
+    tcp.write_all(
+        b"--b\r\nContent-Disposition: form-data; name=\"f\"\r\nContent-Type: text/html\r\n\r\n<p>",
+    )
+    .await
+    .unwrap();
+    let answer = answer_of(&mut tcp).await;
+    assert!(answer.starts_with("HTTP/1.1 415"), "{answer}");
+    // Too large by its Content-Length: 413 at once.
+    let mut tcp = raw(
+        &s.url,
+        head("image/png").replace("10000000", &(100u64 << 20).to_string()),
+    )
+    .await;
+    let answer = answer_of(&mut tcp).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+}
+
+#[tokio::test]
+async fn ephemeral_uploads_stop_at_the_media_quota() {
+    const MIB: usize = 1 << 20;
+    let quota = (64 * MIB).to_string();
+    let served = Served::start(&[
+        "--ephemeral",
+        "--app-port",
+        "0",
+        "--broker-port",
+        "0",
+        "--media-quota",
+        &quota,
+    ]);
+    let http = reqwest::Client::new();
+    let auth = login_on(&http, &served.app).await;
+    let before = served.rss();
+    let (mut stored, mut refused) = (0, 0);
+    for _ in 0..20 {
+        let r = http
+            .post(format!("{}/media", served.app))
+            .header("authToken", &auth)
+            .header("content-type", "text/plain")
+            .body(vec![b'x'; 16 * MIB])
+            .send()
+            .await;
+        // A refusal comes before the body is read, so the client may see
+        // its write cut off rather than the 507 (asserted below).
+        match r.map(|r| r.status().as_u16()) {
+            Ok(201) => stored += 1,
+            Ok(507) => refused += 1,
+            Err(e) if e.is_request() => refused += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    let mut tcp = raw(
+        &served.app,
+        format!(
+            "POST /media HTTP/1.1\r\nHost: localhost\r\nauthToken: {auth}\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\n"
+        ),
+    )
+    .await;
+    let answer = answer_of(&mut tcp).await;
+    assert!(answer.starts_with("HTTP/1.1 507"), "{answer}");
+    assert!(answer.contains("--media-quota"), "{answer}");
+    let grown = served.rss().saturating_sub(before);
+    eprintln!(
+        "20 × 16 MiB uploads, quota 64 MiB: {stored} stored, RSS +{} MiB",
+        grown >> 20
+    );
+    assert_eq!((stored, refused), (4, 16));
+    assert!(grown < 128 * MIB as u64, "RSS grew by {} MiB", grown >> 20);
+}
+
+#[tokio::test]
+async fn downloads_stream_from_disk_and_media_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let served = Served::start(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--app-port",
+        "0",
+        "--broker-port",
+        "0",
+    ]);
+    let http = reqwest::Client::new();
+    let auth = login_on(&http, &served.app).await;
+    let url = upload(&http, &served.app, &auth, 16 << 20).await;
+    let media = data.join("media");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&media), 0o700);
+    let file = std::fs::read_dir(&media)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert_eq!(mode(&file), 0o600);
+    let before = served.rss();
+    let path = url.strip_prefix(&served.app).unwrap().to_owned();
+    let mut readers = Vec::new();
+    for _ in 0..40 {
+        readers.push(
+            raw(
+                &served.app,
+                format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"),
+            )
+            .await,
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let grown = served.rss().saturating_sub(before);
+    eprintln!(
+        "40 non-reading downloads of 16 MiB: RSS +{} MiB",
+        grown >> 20
+    );
+    assert!(grown < 48 << 20, "RSS grew by {} MiB", grown >> 20);
+}
