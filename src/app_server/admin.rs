@@ -16,7 +16,8 @@ use super::state::AppState;
 use crate::broker::writer::{Replier, WriteOp};
 use crate::store::{GroupChange, NewMessage, User};
 use crate::wire::http::{DevError, UserSummary};
-use crate::wire::ws::{ConvType, Conversation, close};
+use crate::wire::limits;
+use crate::wire::ws::{Content, ConvType, Conversation, close};
 
 /// The actor named in notifications of changes made through the admin API.
 pub const ADMIN_ACTOR: &str = "@admin";
@@ -146,12 +147,13 @@ pub async fn create_user(
         ));
     }
     let name = req.display_name.trim();
-    if name.is_empty() || name.chars().count() > 64 {
-        return Err(fail(
-            StatusCode::BAD_REQUEST,
-            "displayName has 1 to 64 characters",
-        ));
-    }
+    limits::check_text("displayName", name, limits::MAX_DISPLAY_NAME)
+        .and_then(|()| {
+            req.portrait
+                .as_deref()
+                .map_or(Ok(()), |p| limits::check_url("portrait", p))
+        })
+        .map_err(|e| fail(StatusCode::BAD_REQUEST, e))?;
     let user = User {
         id,
         mobile: req.mobile,
@@ -180,7 +182,7 @@ pub async fn ban(_: Admin, State(state): State<AppState>, Path(user): Path<Strin
         .broker
         .hub
         .close_user(&user, close::BANNED, "banned by an administrator");
-    tracing::info!(user = %user, closed, "user banned");
+    tracing::info!(user = ?user, closed, "user banned");
     Ok(Json(json!({"userId": user, "banned": true, "closedConnections": closed})).into_response())
 }
 
@@ -311,7 +313,7 @@ pub struct SystemMessage {
 }
 
 #[utoipa::path(post, path = "/admin/messages", tag = "admin", security(("adminSecret" = [])), request_body(content = serde_json::Value, description = "see README, The admin API"),
-    responses((status = 200, description = "a system message stored and delivered", body = serde_json::Value), (status = 400, description = "bad body", body = DevError), (status = 401, description = "missing or wrong admin secret", body = DevError), (status = 404, description = "an unknown user or group among the recipients", body = DevError)))]
+    responses((status = 200, description = "a system message stored and delivered", body = serde_json::Value), (status = 400, description = "bad body", body = DevError), (status = 401, description = "missing or wrong admin secret", body = DevError), (status = 404, description = "an unknown user or group among the recipients", body = DevError), (status = 413, description = "content larger than --max-frame", body = DevError)))]
 /// Sends a text from the `system` sender to a user or to every member of a group.
 pub async fn message(
     _: Admin,
@@ -320,8 +322,20 @@ pub async fn message(
 ) -> AdminResult {
     let req: SystemMessage = serde_json::from_value(json_body(body)?)
         .map_err(|e| fail(StatusCode::BAD_REQUEST, format!("bad body: {e}")))?;
-    if req.text.trim().is_empty() {
-        return Err(fail(StatusCode::BAD_REQUEST, "text must not be empty"));
+    // The same checks as a chat send: valid content, at most --max-frame.
+    let text = Content::Text { text: req.text };
+    text.validate()
+        .map_err(|e| fail(StatusCode::BAD_REQUEST, e))?;
+    let content = serde_json::to_value(&text).expect("content serializes");
+    let content_size = content.to_string().len();
+    let max = state.broker.options.max_frame;
+    if content_size > max {
+        return Err(fail(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the message content is {content_size} bytes; the most a message may have is {max} (--max-frame)"
+            ),
+        ));
     }
     let recipients = match req.to.kind {
         ConvType::Single => match state.store.user(&req.to.target).await.map_err(db)? {
@@ -351,7 +365,7 @@ pub async fn message(
     let msg = NewMessage {
         sender: "system".into(),
         conv: req.to,
-        content: json!({"type": "text", "text": req.text}),
+        content,
         client_msg_id: None,
         recipients: Some(recipients),
     };

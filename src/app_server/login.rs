@@ -99,7 +99,7 @@ pub async fn login(
     let creds = state
         .issue_credentials(&user.id, &req.client_id, req.platform)
         .await?;
-    info!(user = %user.id, platform = req.platform, register, "SMS login");
+    info!(user = ?user.id, platform = req.platform, register, "SMS login");
     state.broker.hub.metrics.login("sms");
     Ok(Reply::with_auth_token(
         LoginResult {

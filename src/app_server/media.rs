@@ -352,7 +352,7 @@ pub async fn upload(State(state): State<AppState>, request: Request) -> Response
         );
     }
     reserved.keep();
-    tracing::info!(user = %user, size, content_type = %content_type, "media uploaded");
+    tracing::info!(user = ?user, size, content_type = %content_type, "media uploaded");
     let body = Uploaded {
         url: format!("{}/media/{id}", state.base_url),
         size,

@@ -260,7 +260,7 @@ impl QrBook {
         });
         result?;
         self.activity.bump();
-        info!(session = session.short(), user = %scanner.user_id, "QR session scanned");
+        info!(session = session.short(), user = ?scanner.user_id, "QR session scanned");
         Ok(session)
     }
 
@@ -366,7 +366,7 @@ impl QrBook {
                 Status::Confirmed => {
                     self.remove(token);
                     let user = state.scanner.expect("confirmed sessions have a scanner");
-                    info!(session = session.short(), user = %user.user_id, "QR session logged in; token used up");
+                    info!(session = session.short(), user = ?user.user_id, "QR session logged in; token used up");
                     return PollOutcome::Confirmed {
                         user_id: user.user_id,
                         client_id: session.client_id.clone(),

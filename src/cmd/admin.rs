@@ -87,6 +87,22 @@ pub enum Action {
     },
 }
 
+/// A value for a table cell: control characters escaped (`\u{1b}`, `\n`),
+/// so stored text written before validation existed cannot clear the
+/// screen or forge rows.
+fn cell(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let Some(secret) = args.admin_secret.filter(|s| !s.is_empty()) else {
         anyhow::bail!(
@@ -108,9 +124,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .map(|u| {
                     format!(
                         "{:<12} {:<12} {}{}",
-                        u["userId"].as_str().unwrap_or_default(),
-                        u["mobile"].as_str().unwrap_or("-"),
-                        u["displayName"].as_str().unwrap_or_default(),
+                        cell(u["userId"].as_str().unwrap_or_default()),
+                        cell(u["mobile"].as_str().unwrap_or("-")),
+                        cell(u["displayName"].as_str().unwrap_or_default()),
                         if u["banned"] == true {
                             "  [banned]"
                         } else {
@@ -143,8 +159,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .map(|c| {
                     format!(
                         "{:<12} {:<24} platform {}",
-                        c["userId"].as_str().unwrap_or_default(),
-                        c["clientId"].as_str().unwrap_or_default(),
+                        cell(c["userId"].as_str().unwrap_or_default()),
+                        cell(c["clientId"].as_str().unwrap_or_default()),
                         c["platform"]
                     )
                 })

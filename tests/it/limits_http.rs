@@ -604,3 +604,80 @@ async fn downloads_stream_from_disk_and_media_files_are_private() {
     );
     assert!(grown < 48 << 20, "RSS grew by {} MiB", grown >> 20);
 }
+
+#[tokio::test]
+async fn admin_users_prints_old_control_characters_escaped_on_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let on_disk = [
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--app-port",
+        "0",
+        "--broker-port",
+        "0",
+        "--admin-secret",
+        "s3cret",
+    ];
+    drop(Served::start(&on_disk));
+    // Data written before validation existed: straight into the database.
+    let db = imctl::store::database_path(&data);
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE users SET display_name = ? WHERE id = 'alice'")
+        .bind("\u{1b}[2J\nforged  admin  [banned]")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let served = Served::start(&on_disk);
+    let out = tokio::task::spawn_blocking({
+        let (state, app) = (dir.path().to_owned(), served.app.clone());
+        move || {
+            imctl(
+                &state,
+                &[
+                    "admin",
+                    "users",
+                    "--app-server",
+                    &app,
+                    "--admin-secret",
+                    "s3cret",
+                ],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+    let alice: Vec<&str> = text.lines().filter(|l| l.starts_with("alice")).collect();
+    assert_eq!(alice.len(), 1, "{text}");
+    assert!(alice[0].contains(r"\u{1b}[2J\nforged"), "{text}");
+    assert!(!text.lines().any(|l| l.starts_with("forged")), "{text}");
+}
+
+#[tokio::test]
+async fn admin_messages_are_validated_like_chat_sends() {
+    let s = start(&["--admin-secret", "s3cret", "--max-frame", "1024"]).await;
+    let send = |text: String| {
+        s.http
+            .post(format!("{}/admin/messages", s.url))
+            .header("x-admin-secret", "s3cret")
+            .json(&json!({"to": {"type": "single", "target": "alice"}, "text": text}))
+            .send()
+    };
+    let r = send("hello".into()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = send("x".repeat(2000)).await.unwrap();
+    assert_eq!(r.status(), 413);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("--max-frame"),
+        "{body}"
+    );
+    let r = send("   ".into()).await.unwrap();
+    assert_eq!(r.status(), 400);
+}
