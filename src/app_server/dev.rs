@@ -34,20 +34,18 @@ pub struct ListQuery {
     limit: Option<usize>,
 }
 
-/// The `limit` of a list, or the 400 answer for a bad one.
-fn limit_of(limit: Option<usize>) -> Result<usize, Response> {
+/// The `limit` of a list, or why it is bad.
+fn limit_of(limit: Option<usize>) -> Result<usize, String> {
     match limit.unwrap_or(DEFAULT_LIMIT) {
         n @ 1..=MAX_LIMIT => Ok(n),
-        n => Err(bad_request(format!(
-            "limit={n} must be between 1 and {MAX_LIMIT}"
-        ))),
+        n => Err(format!("limit={n} must be between 1 and {MAX_LIMIT}")),
     }
 }
 
-fn list_query(query: Result<Query<ListQuery>, QueryRejection>) -> Result<usize, Response> {
+fn list_query(query: Result<Query<ListQuery>, QueryRejection>) -> Result<usize, String> {
     match query {
         Ok(Query(q)) => limit_of(q.limit),
-        Err(e) => Err(bad_request(format!("{e}; expected ?limit=N"))),
+        Err(e) => Err(format!("{e}; expected ?limit=N")),
     }
 }
 
@@ -86,7 +84,7 @@ pub async fn sms(
     };
     let limit = match limit_of(q.limit) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(e) => return bad_request(e),
     };
     let mobile = q.mobile.as_deref().filter(|m| !m.is_empty());
     let mut entries: Vec<SmsEntry> = match q.wait {
@@ -118,7 +116,7 @@ pub async fn pc_sessions(
 ) -> Response {
     match list_query(query) {
         Ok(limit) => Json(state.qr.list(limit)).into_response(),
-        Err(r) => r,
+        Err(e) => bad_request(e),
     }
 }
 
@@ -139,7 +137,7 @@ pub async fn users(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Vec<UserSummary>>, Response> {
-    let limit = list_query(query)?;
+    let limit = list_query(query).map_err(bad_request)?;
     let users = state
         .store
         .first_users(limit as i64)

@@ -148,7 +148,7 @@ pub async fn serve(
 
 /// True for the 1st, 1001st, … call: a flood logs a line now and then.
 fn every_1000th(count: &AtomicU64) -> bool {
-    count.fetch_add(1, Ordering::Relaxed) % 1000 == 0
+    count.fetch_add(1, Ordering::Relaxed).is_multiple_of(1000)
 }
 
 fn over_capacity(max: usize) -> axum::response::Response {
