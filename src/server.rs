@@ -309,7 +309,7 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
     }
     let router = app_server::app(state.clone(), &config.cors_origin);
     let limits = app_server::ConnLimits {
-        header_timeout: config.header_timeout,
+        http_timeout: config.http_timeout,
         max_connections: config.max_connections as usize,
         drain: config.shutdown_timeout,
     };

@@ -9,6 +9,7 @@ use super::error::ApiError;
 use super::state::AppState;
 use crate::store::User;
 use crate::wire::http::AUTH_TOKEN_HEADER;
+use crate::wire::limits::MAX_JSON_BODY;
 
 /// A JSON body. Unlike `axum::Json` it ignores the content type (browsers
 /// posting `text/plain` skip a CORS preflight) and reports bad bodies as code 15.
@@ -18,12 +19,23 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let too_large = || {
+            ApiError::InvalidParameter(format!(
+                "the request body is larger than {} KiB; send only the documented fields",
+                MAX_JSON_BODY / 1024
+            ))
+        };
+        // A declared length says it all before a byte is read.
+        let declared = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > MAX_JSON_BODY) {
+            return Err(too_large());
+        }
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::InvalidParameter(format!(
-                    "the request body is larger than {} KiB; send only the documented fields",
-                    crate::wire::limits::MAX_JSON_BODY / 1024
-                ))
+                too_large()
             } else {
                 ApiError::InvalidParameter(format!("cannot read the request body: {e}"))
             }

@@ -4,9 +4,12 @@
 //! health probes so a flood cannot make a stack look dead to its supervisor.
 
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -15,11 +18,13 @@ use axum::http::{Request, StatusCode, header};
 use axum::response::IntoResponse;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
+use tower_http::timeout::TimeoutBody;
 
 use crate::wire::http::DevError;
 
@@ -33,8 +38,10 @@ const PROBES: &[&str] = &["/healthz", "/readyz"];
 /// How a listener bounds its connections.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnLimits {
-    /// Time to send a request's headers; also the idle keep-alive limit.
-    pub header_timeout: Duration,
+    /// How long a client may stall: sending headers or the next bytes of a
+    /// body, or taking the next bytes of an answer; also the idle
+    /// keep-alive limit. (An upgraded WebSocket is the broker's business.)
+    pub http_timeout: Duration,
     /// HTTP connections served at once (a WebSocket stops counting once
     /// upgraded: the broker bounds those).
     pub max_connections: usize,
@@ -98,24 +105,31 @@ pub async fn serve(
         }
         let app = app.clone();
         let max = limits.max_connections;
-        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        let timeout = limits.http_timeout;
+        let upgraded = Arc::new(AtomicBool::new(false));
+        let io = WriteDeadline::new(tcp, timeout, upgraded.clone());
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let mut req = req.map(|body| TimeoutBody::new(timeout, body));
             req.extensions_mut().insert(ConnectInfo(addr));
-            let app = app.clone();
+            let (app, upgraded) = (app.clone(), upgraded.clone());
             async move {
                 if probes_only && !PROBES.contains(&req.uri().path()) {
-                    return Ok(over_capacity(max));
+                    return Ok::<_, std::convert::Infallible>(over_capacity(max));
                 }
-                app.oneshot(req).await
+                let response = app.oneshot(req).await?;
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    upgraded.store(true, Ordering::Release);
+                }
+                Ok(response)
             }
         });
         let stop = stop.clone();
-        let header_timeout = limits.header_timeout;
         conns.spawn(async move {
             let _permit = permit;
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(tcp), service)
+                .header_read_timeout(timeout)
+                .serve_connection(TokioIo::new(io), service)
                 .with_upgrades();
             tokio::pin!(conn);
             let result = tokio::select! {
@@ -144,6 +158,90 @@ pub async fn serve(
         conns.shutdown().await;
     }
     Ok(())
+}
+
+/// A connection whose writes must make progress: one that stays pending
+/// for `limit` fails, so a client that stopped reading its answer is
+/// dropped instead of holding the connection. Off once upgraded.
+struct WriteDeadline {
+    tcp: TcpStream,
+    limit: Duration,
+    upgraded: Arc<AtomicBool>,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl WriteDeadline {
+    fn new(tcp: TcpStream, limit: Duration, upgraded: Arc<AtomicBool>) -> Self {
+        Self {
+            tcp,
+            limit,
+            upgraded,
+            stalled: None,
+        }
+    }
+
+    /// After a write made progress (`Ready`) the clock stops; while it is
+    /// pending the clock runs, and running out fails the write.
+    fn watch<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if poll.is_ready() || self.upgraded.load(Ordering::Acquire) {
+            self.stalled = None;
+            return poll;
+        }
+        let limit = self.limit;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client stopped reading (--http-timeout)",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncRead for WriteDeadline {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WriteDeadline {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.tcp).poll_write(cx, buf);
+        self.watch(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
+        self.watch(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.tcp).poll_flush(cx);
+        self.watch(cx, poll)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
 }
 
 /// True for the 1st, 1001st, … call: a flood logs a line now and then.

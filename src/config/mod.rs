@@ -123,9 +123,9 @@ pub struct ServeConfig {
     #[arg(long, env = "IMCTL_MEDIA_QUOTA")]
     pub media_quota: Option<u64>,
 
-    /// Time a client has to send a request's headers (also how long an idle keep-alive connection stays open)
-    #[arg(long, env = "IMCTL_HEADER_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
-    pub header_timeout: Duration,
+    /// How long an HTTP client may stall: sending a request's headers or the next bytes of its body, or taking the next bytes of an answer; also how long an idle keep-alive connection stays open
+    #[arg(long, env = "IMCTL_HTTP_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub http_timeout: Duration,
 
     /// HTTP connections served at once per port (upgraded WebSockets not counted); beyond it a few more get /healthz and /readyz, the rest 503
     #[arg(long, env = "IMCTL_MAX_CONNECTIONS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
