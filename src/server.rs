@@ -279,10 +279,7 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
             config.max_qr_sessions_per_ip as usize,
         ),
         login_rate: rate_limited.then(|| {
-            app_server::rate::Window::new(
-                config.logins_per_ip_per_minute,
-                std::time::Duration::from_secs(60),
-            )
+            app_server::rate::Window::new(config.logins_per_ip_per_minute, Duration::from_secs(60))
         }),
         im_tokens,
         route_url: format!("{}/route", base_url(broker_addr)),
