@@ -32,6 +32,10 @@ use crate::wire::http::DevError;
 /// `/healthz` and `/readyz` (anything else gets 503); more are closed at once.
 pub const PROBE_HEADROOM: usize = 32;
 
+/// The most a request's line and headers may take (hyper answers 431
+/// beyond it), and a connection's read buffer (hyper's default: ~400 KiB).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 /// Paths a connection over the cap may still use.
 const PROBES: &[&str] = &["/healthz", "/readyz"];
 
@@ -129,6 +133,8 @@ pub async fn serve(
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(timeout)
+                .max_header_size(MAX_HEADER_BYTES)
+                .max_buf_size(MAX_HEADER_BYTES)
                 .serve_connection(TokioIo::new(io), service)
                 .with_upgrades();
             tokio::pin!(conn);

@@ -93,6 +93,9 @@ async fn unauthenticated_fields_and_bodies_are_bounded_in_a_spawned_server() {
         let (_, r) = post_text(&http, &pc, body.to_string()).await;
         assert_eq!(r["code"], 15, "{r}");
     }
+    let login = json!({"mobile": "13800000001", "code": "66666", "clientId": big, "platform": 2});
+    let (_, r) = post_text(&http, &format!("{}/login", served.app), login.to_string()).await;
+    assert_eq!(r["code"], 15, "{r}");
     // Over the body limit: refused from its length, before it is read,
     // on every route (the rest of the body is never sent).
     for path in ["/pc_session", "/login", "/send_code"] {
@@ -232,6 +235,23 @@ async fn dev_sms_wait_is_bounded_with_a_400() {
     }
     let r = s.get("/_dev/sms?wait=0").await;
     assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn oversized_headers_are_refused() {
+    let s = start(&[]).await;
+    let r = s
+        .http
+        .get(format!("{}/healthz", s.url))
+        .header("x-filler", "x".repeat(100 * 1024))
+        .send()
+        .await;
+    // hyper answers 431, or closes the connection while the client writes.
+    match r {
+        Ok(r) => assert_eq!(r.status(), 431),
+        Err(e) => assert!(e.is_request(), "{e}"),
+    }
+    assert_eq!(s.get("/healthz").await.status(), 200);
 }
 
 /// Opens a connection that sends half a request header and then nothing.
