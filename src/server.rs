@@ -305,9 +305,19 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
         tokio::spawn(checkpoints(state.store.clone(), shutdown.clone()));
     }
     let router = app_server::app(state.clone(), &config.cors_origin);
+    let max_connections = app_server::listen::fit_connections(
+        config.max_connections as usize,
+        crate::bench::raise_nofile(),
+    );
+    if max_connections < config.max_connections as usize {
+        tracing::warn!(
+            "--max-connections {} does not fit the open-file limit (ulimit -n); serving at most {max_connections} per port",
+            config.max_connections
+        );
+    }
     let limits = app_server::ConnLimits {
         http_timeout: config.http_timeout,
-        max_connections: config.max_connections as usize,
+        max_connections,
         drain: config.shutdown_timeout,
     };
     let stop = shutdown.clone();

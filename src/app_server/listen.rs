@@ -55,6 +55,21 @@ pub struct ConnLimits {
     pub drain: Duration,
 }
 
+/// File descriptors kept for everything but HTTP connections (the database,
+/// WebSockets, logs) when `--max-connections` has to fit the process limit.
+const OTHER_FILES: u64 = 128;
+
+/// `max` connections per port, lowered so that both ports' connections and
+/// their probe headroom fit in `files` open files (0: unknown). A cap above
+/// the limit would let a flood take the descriptors the probes need.
+pub fn fit_connections(max: usize, files: u64) -> usize {
+    if files == 0 {
+        return max;
+    }
+    let room = (files.saturating_sub(OTHER_FILES) / 2) as usize;
+    max.min(room.saturating_sub(PROBE_HEADROOM)).max(1)
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then lets in-flight
 /// requests (long polls included) finish within `limits.drain`. Handlers find the client's
 /// address as `ConnectInfo<SocketAddr>`.
@@ -274,4 +289,19 @@ pub fn client_addr(extensions: &axum::http::Extensions) -> SocketAddr {
     extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_fits_the_open_file_limit() {
+        assert_eq!(fit_connections(1000, 0), 1000);
+        assert_eq!(fit_connections(1000, 1 << 20), 1000);
+        // 300 files: (300 - 128) / 2 = 86 per port, 32 of them headroom.
+        assert_eq!(fit_connections(1000, 300), 54);
+        assert_eq!(fit_connections(10, 300), 10);
+        assert_eq!(fit_connections(1000, 100), 1);
+    }
 }

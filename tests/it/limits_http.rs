@@ -755,3 +755,71 @@ async fn stalled_bodies_and_unread_answers_are_cut_off_after_the_http_timeout() 
     .expect("the server closed the unread download");
     assert!(got < size, "read {got} of {size} bytes: not cut off");
 }
+
+/// `imctl serve ARGS` under `ulimit -n files` (killed on drop).
+fn serve_with_files(files: u32, args: &str) -> Served {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n {files} && exec {} serve --ephemeral --app-port 0 --broker-port 0 {args}",
+            env!("CARGO_BIN_EXE_imctl")
+        ))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let app = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            Some(
+                l.trim()
+                    .strip_prefix("web page")?
+                    .trim()
+                    .trim_end_matches('/')
+                    .to_owned(),
+            )
+        })
+        .expect("banner shows the web page");
+    std::thread::spawn(move || lines.for_each(drop));
+    Served {
+        child,
+        app,
+        ws: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn with_300_files_a_half_header_flood_leaves_healthz_answering() {
+    let served = serve_with_files(300, "--http-timeout 2s");
+    let app = served.app.clone();
+    // 300 files: 54 connections per port plus 32 for the probes.
+    let addr = app.trim_start_matches("http://").to_owned();
+    let mut stuck = Vec::new();
+    for _ in 0..80 {
+        stuck.push(half_header(&addr).await);
+    }
+    let r = reqwest::Client::new()
+        .get(format!("{app}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let login = || {
+        reqwest::Client::new()
+            .post(format!("{app}/login"))
+            .body("{}")
+            .send()
+    };
+    assert_eq!(login().await.unwrap().status(), 503);
+    let closed = futures_util::future::join_all(
+        stuck
+            .into_iter()
+            .map(|tcp| closed_by(tcp, Duration::from_secs(8))),
+    )
+    .await;
+    assert!(closed.iter().all(|c| *c), "{closed:?}");
+    assert_eq!(login().await.unwrap().status(), 200);
+}
