@@ -20,7 +20,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -70,9 +70,9 @@ pub fn fit_connections(max: usize, files: u64) -> usize {
     max.min(room.saturating_sub(PROBE_HEADROOM)).max(1)
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then lets in-flight
-/// requests (long polls included) finish within `limits.drain`. Handlers find the client's
-/// address as `ConnectInfo<SocketAddr>`.
+/// Serves `app` on `listener` until `shutdown` resolves, then lets requests
+/// in flight (long polls included) finish within `limits.drain`. Handlers
+/// find the client's address as `ConnectInfo<SocketAddr>`.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -122,48 +122,15 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
-        let app = app.clone();
-        let max = limits.max_connections;
-        let timeout = limits.http_timeout;
-        let upgraded = Arc::new(AtomicBool::new(false));
-        let io = WriteDeadline::new(tcp, timeout, upgraded.clone());
-        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let mut req = req.map(|body| TimeoutBody::new(timeout, body));
-            req.extensions_mut().insert(ConnectInfo(addr));
-            let (app, upgraded) = (app.clone(), upgraded.clone());
-            async move {
-                if probes_only && !PROBES.contains(&req.uri().path()) {
-                    return Ok::<_, std::convert::Infallible>(over_capacity(max));
-                }
-                let response = app.oneshot(req).await?;
-                if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                    upgraded.store(true, Ordering::Release);
-                }
-                Ok(response)
-            }
-        });
-        let stop = stop.clone();
-        conns.spawn(async move {
-            let _permit = permit;
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(timeout)
-                .max_header_size(MAX_HEADER_BYTES)
-                .max_buf_size(MAX_HEADER_BYTES)
-                .serve_connection(TokioIo::new(io), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                () = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, client = %addr, "connection ended with an error");
-            }
-        });
+        conns.spawn(connection(
+            tcp,
+            addr,
+            app.clone(),
+            limits,
+            probes_only,
+            stop.clone(),
+            permit,
+        ));
     }
     drop(listener);
     stop.cancel();
@@ -179,6 +146,56 @@ pub async fn serve(
         conns.shutdown().await;
     }
     Ok(())
+}
+
+/// Serves one connection until it closes, or until `stop` and its last
+/// request. `permit` holds its place under the cap.
+async fn connection(
+    tcp: TcpStream,
+    addr: SocketAddr,
+    app: Router,
+    limits: ConnLimits,
+    probes_only: bool,
+    stop: CancellationToken,
+    permit: OwnedSemaphorePermit,
+) {
+    let _permit = permit;
+    let timeout = limits.http_timeout;
+    let upgraded = Arc::new(AtomicBool::new(false));
+    let io = WriteDeadline::new(tcp, timeout, upgraded.clone());
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let mut req = req.map(|body| TimeoutBody::new(timeout, body));
+        req.extensions_mut().insert(ConnectInfo(addr));
+        let (app, upgraded) = (app.clone(), upgraded.clone());
+        async move {
+            if probes_only && !PROBES.contains(&req.uri().path()) {
+                return Ok::<_, std::convert::Infallible>(over_capacity(limits.max_connections));
+            }
+            let response = app.oneshot(req).await?;
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                upgraded.store(true, Ordering::Release);
+            }
+            Ok(response)
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeout)
+        .max_header_size(MAX_HEADER_BYTES)
+        .max_buf_size(MAX_HEADER_BYTES)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, client = %addr, "connection ended with an error");
+    }
 }
 
 /// A connection whose writes must make progress: one that stays pending
