@@ -99,5 +99,6 @@ pub async fn connect(target: &Target, opts: &ConnectOpts) -> anyhow::Result<Repo
         scenario: "connect",
         rows,
         json,
+        failure: None,
     })
 }

@@ -8,6 +8,7 @@ mod admin;
 mod bench;
 mod broker;
 mod browser;
+mod chaos;
 mod cli;
 mod client;
 mod dashboard;
