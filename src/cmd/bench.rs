@@ -89,6 +89,13 @@ pub enum Scenario {
         /// How long to hold them before reading the server's memory
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         hold: Duration,
+        /// Soak: while holding, keep closing and reopening connections (half
+        /// of them, at most --concurrency) beside the held ones
+        #[arg(long)]
+        churn: bool,
+        /// How often to sample the server's memory while holding
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        sample_every: Duration,
     },
     /// Full web QR logins: logins/s and confirm → long-poll answer latency
     Login {
@@ -190,7 +197,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             concurrency,
             per_user,
             hold,
+            churn,
+            sample_every,
         } => {
+            anyhow::ensure!(
+                !sample_every.is_zero(),
+                "--sample-every must be longer than 0s"
+            );
             bench::connect(
                 &target,
                 &ConnectOpts {
@@ -198,6 +211,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     concurrency,
                     per_user,
                     hold,
+                    churn,
+                    sample_every,
                 },
             )
             .await?
