@@ -1005,15 +1005,15 @@ impl Storm {
                 let n = self.rng.random_range(1..2000);
                 match self.rng.random_range(0..3) {
                     0 => format!("{}{}", "[".repeat(n), "]".repeat(n)),
-                    1 => format!(
-                        r#"{{"op":"send","conv":{},"content":{{"type":"custom","data":{}}}}}"#,
-                        self.conv(),
+                    1 => {
+                        let d = n.min(DEEPEST_CONTENT);
                         format!(
-                            "{}1{}",
-                            "[".repeat(n.min(DEEPEST_CONTENT)),
-                            "]".repeat(n.min(DEEPEST_CONTENT))
+                            r#"{{"op":"send","conv":{},"content":{{"type":"custom","data":{}1{}}}}}"#,
+                            self.conv(),
+                            "[".repeat(d),
+                            "]".repeat(d)
                         )
-                    ),
+                    }
                     _ => format!(
                         r#"{{"op":"ping","x":{}}}"#,
                         "{\"a\":".repeat(n) + "1" + &"}".repeat(n)
