@@ -101,9 +101,9 @@ impl Target {
         // `Child::kill` is SIGKILL on Unix.
         child.kill().context("cannot kill the spawned server")?;
         child.wait().context("cannot reap the killed server")?;
-        let code = self.super_code.clone();
-        let (child, url) =
-            tokio::task::spawn_blocking(move || spawn_serve(Some(&dir), &code)).await??;
+        // Not on a blocking-pool thread: the child's parent-death signal
+        // fires when the thread that spawned it exits, and pool threads do.
+        let (child, url) = spawn_serve(Some(&dir), &self.super_code)?;
         self.child = Some(child);
         self.app = AppClient::new(&url);
         self.app
