@@ -40,6 +40,10 @@ struct Sent {
     errors: u64,
     /// Connections opened after the first.
     reconnects: u64,
+    /// Sends resent after a reconnect (their ack had not come).
+    retried: u64,
+    /// Retries the server had already stored before it died.
+    duplicate_acks: u64,
     /// Sends still unacked when the drain deadline passed.
     unconfirmed: u64,
 }
@@ -118,6 +122,7 @@ pub async fn chaos(target: &mut Target, opts: &ChaosOpts) -> anyhow::Result<Repo
     let (sent, acked) = (total(|s| s.sent), total(|s| s.acked.len() as u64));
     let (errors, reconnects) = (total(|s| s.errors), total(|s| s.reconnects));
     let unconfirmed = total(|s| s.unconfirmed);
+    let (retried, duplicate_acks) = (total(|s| s.retried), total(|s| s.duplicate_acks));
     let ok = check.lost == 0 && check.duplicates == 0 && check.gaps == 0 && acked > 0;
     let json = json!({
         "scenario": "chaos",
@@ -136,6 +141,8 @@ pub async fn chaos(target: &mut Target, opts: &ChaosOpts) -> anyhow::Result<Repo
         "unconfirmed": unconfirmed,
         "errors": errors,
         "reconnects": reconnects,
+        "retried": retried,
+        "duplicateAcks": duplicate_acks,
         "ok": ok,
     });
     let rows = vec![
@@ -151,7 +158,7 @@ pub async fn chaos(target: &mut Target, opts: &ChaosOpts) -> anyhow::Result<Repo
         (
             "senders".into(),
             format!(
-                "{} (window {}), {reconnects} reconnects",
+                "{} (window {}), {reconnects} reconnects, {retried} sends retried ({duplicate_acks} had been stored: acked as duplicates)",
                 opts.pairs, opts.window
             ),
         ),
@@ -278,6 +285,7 @@ async fn send_loop(
         first = false;
         let (mut sink, mut stream) = ws.split();
         // Retries first, with the same clientMsgId: stored ones are acked as duplicates.
+        out.retried += unacked.len() as u64;
         for n in unacked.keys() {
             if sink.feed(Message::text(frame(*n))).await.is_err() {
                 continue 'connection;
@@ -318,6 +326,9 @@ async fn send_loop(
                     }
                     match (v["op"].as_str(), v["msgId"].as_str()) {
                         (Some("ack"), Some(msg_id)) => {
+                            if v["duplicate"] == true {
+                                out.duplicate_acks += 1;
+                            }
                             out.acked.insert(format!("{prefix}{n}"), msg_id.to_owned());
                         }
                         _ => out.errors += 1,
