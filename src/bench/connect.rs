@@ -94,15 +94,27 @@ pub async fn connect(target: &Target, opts: &ConnectOpts) -> anyhow::Result<Repo
             churners.push(tokio::spawn(churn.run(ws, stop_rx.clone())));
         }
     }
+    // Held connections are read, so the server's pings get their pongs (a
+    // connection nobody reads is closed at --idle-timeout, rightly).
+    let held_closed = Arc::new(AtomicU64::new(0));
+    let holders: Vec<_> = conns
+        .drain(..)
+        .map(|ws| tokio::spawn(hold_open(ws, stop_rx.clone(), held_closed.clone())))
+        .collect();
     let samples = sample_rss(target, opts.hold, opts.sample_every, &churned).await?;
     let _ = stop_tx.send(true);
     for c in churners {
         c.await?;
     }
+    let mut held = Vec::with_capacity(holders.len());
+    for h in holders {
+        held.extend(h.await?);
+    }
     let after = samples.last().map_or(before, |s| s.1);
     let per_conn = after.saturating_sub(before) as f64 / opts.connections as f64;
     let rate = opts.connections as f64 / took.as_secs_f64();
-    drop(conns);
+    drop(held);
+    let held_closed = held_closed.load(Ordering::Relaxed);
     let soak = Soak::new(&samples, opts.hold);
     let churned = churned.load(Ordering::Relaxed);
     let churn_errors = churn_errors.load(Ordering::Relaxed);
@@ -119,6 +131,7 @@ pub async fn connect(target: &Target, opts: &ConnectOpts) -> anyhow::Result<Repo
         "churn": opts.churn,
         "churned": churned,
         "churnErrors": churn_errors,
+        "heldClosedByServer": held_closed,
         "rssSamples": samples.iter().map(|(t, b)| json!([t.as_secs_f64(), b])).collect::<Vec<_>>(),
         "rssAfterWarmUp": soak.first,
         "rssMaxAfterWarmUp": soak.max,
@@ -152,6 +165,10 @@ pub async fn connect(target: &Target, opts: &ConnectOpts) -> anyhow::Result<Repo
             } else {
                 "none".into()
             },
+        ));
+        rows.push((
+            "held connections".into(),
+            format!("{held_closed} closed by the server while held"),
         ));
         rows.push(("server memory while held".into(), soak.line()));
         for (t, b) in spread(&samples, 12) {
@@ -192,6 +209,24 @@ impl Churn {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
+        }
+    }
+}
+
+/// Reads a held connection until stopped; returns it if it is still open.
+async fn hold_open(
+    mut ws: Ws,
+    mut stop: watch::Receiver<bool>,
+    closed: Arc<AtomicU64>,
+) -> Option<Ws> {
+    use futures_util::StreamExt;
+    loop {
+        tokio::select! {
+            frame = ws.next() => if !matches!(frame, Some(Ok(_))) {
+                closed.fetch_add(1, Ordering::Relaxed);
+                return None;
+            },
+            _ = stop.changed() => return Some(ws),
         }
     }
 }

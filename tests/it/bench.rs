@@ -137,6 +137,7 @@ async fn a_churning_soak_samples_server_memory() {
     assert_eq!(r["churn"], true, "{r}");
     assert!(r["churned"].as_u64().unwrap() > 5, "{r}");
     assert_eq!(r["churnErrors"], 0, "{r}");
+    assert_eq!(r["heldClosedByServer"], 0, "{r}");
     let samples = r["rssSamples"].as_array().unwrap();
     assert!(samples.len() >= 5, "{r}");
     for s in samples {
