@@ -266,6 +266,7 @@ async fn run_senders(
         scenario,
         rows,
         json,
+        failure: None,
     })
 }
 

@@ -87,6 +87,7 @@ pub async fn login(target: &Target, opts: &LoginOpts) -> anyhow::Result<Report> 
         scenario: "login",
         rows,
         json,
+        failure: None,
     })
 }
 

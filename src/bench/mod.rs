@@ -3,10 +3,12 @@
 //! code), drives the broker with lean WebSocket clients, and returns a
 //! `Report`: counts, rates and HDR latency histograms.
 
+mod chaos;
 mod chat;
 mod connect;
 mod login;
 
+pub use chaos::{ChaosOpts, chaos};
 pub use chat::{ChatOpts, GroupOpts, chat, group};
 pub use connect::{ConnectOpts, connect};
 pub use login::{LoginOpts, login};
@@ -31,6 +33,8 @@ pub struct Target {
     pub app: AppClient,
     pub super_code: String,
     child: Option<Child>,
+    /// Where a server spawned on disk keeps its data, to restart it there.
+    data_dir: Option<std::path::PathBuf>,
     _data: Option<tempfile::TempDir>,
 }
 
@@ -49,8 +53,8 @@ pub enum Stack {
 
 impl Target {
     pub async fn open(stack: &Stack, super_code: &str) -> anyhow::Result<Self> {
-        let (app_url, child, data) = match stack {
-            Stack::Running { app_server } => (app_server.clone(), None, None),
+        let (app_url, child, data_dir, data) = match stack {
+            Stack::Running { app_server } => (app_server.clone(), None, None, None),
             Stack::Spawn {
                 ephemeral,
                 data_dir,
@@ -65,13 +69,14 @@ impl Target {
                     }
                 };
                 let (child, url) = spawn_serve(dir.as_deref(), super_code)?;
-                (url, Some(child), temp)
+                (url, Some(child), dir, temp)
             }
         };
         let target = Self {
             app: AppClient::new(&app_url),
             super_code: super_code.to_owned(),
             child,
+            data_dir,
             _data: data,
         };
         target
@@ -80,6 +85,32 @@ impl Target {
             .await
             .context("the app-server does not answer /config")?;
         Ok(target)
+    }
+
+    /// Whether `kill_and_restart` can work: a server this bench spawned on disk.
+    pub fn can_restart(&self) -> bool {
+        self.child.is_some() && self.data_dir.is_some()
+    }
+
+    /// SIGKILLs the spawned server (no shutdown, no final commit: a crash)
+    /// and starts it again on the same data directory, on new free ports.
+    pub async fn kill_and_restart(&mut self) -> anyhow::Result<()> {
+        let (Some(child), Some(dir)) = (self.child.as_mut(), self.data_dir.clone()) else {
+            anyhow::bail!("only a server spawned on disk can be restarted");
+        };
+        // `Child::kill` is SIGKILL on Unix.
+        child.kill().context("cannot kill the spawned server")?;
+        child.wait().context("cannot reap the killed server")?;
+        // Not on a blocking-pool thread: the child's parent-death signal
+        // fires when the thread that spawned it exits, and pool threads do.
+        let (child, url) = spawn_serve(Some(&dir), &self.super_code)?;
+        self.child = Some(child);
+        self.app = AppClient::new(&url);
+        self.app
+            .config()
+            .await
+            .context("the restarted app-server does not answer /config")?;
+        Ok(())
     }
 
     /// The server's resident memory in bytes, from `/metrics`.
@@ -311,6 +342,8 @@ pub struct Report {
     pub scenario: &'static str,
     pub rows: Vec<(String, String)>,
     pub json: Value,
+    /// Set when the run found what it checks for broken: the exit is non-zero.
+    pub failure: Option<String>,
 }
 
 impl Report {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 
-use crate::bench::{self, ChatOpts, ConnectOpts, GroupOpts, LoginOpts, Stack, Target};
+use crate::bench::{self, ChaosOpts, ChatOpts, ConnectOpts, GroupOpts, LoginOpts, Stack, Target};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -54,8 +54,16 @@ pub enum Scenario {
         #[arg(long, default_value_t = 64)]
         window: u32,
         /// Total messages per second (open loop) instead of a window
-        #[arg(long)]
+        #[arg(long, conflicts_with = "kill_every")]
         rate: Option<f64>,
+        /// Chaos: SIGKILL the spawned server this often and restart it on the
+        /// same data dir under load; at the end every acked message must be in
+        /// the receivers' sync exactly once with gapless seqs (with --spawn)
+        #[arg(long, value_parser = humantime::parse_duration)]
+        kill_every: Option<Duration>,
+        /// With --kill-every: how many kills [default: --duration / --kill-every]
+        #[arg(long, requires = "kill_every")]
+        kills: Option<u32>,
     },
     /// Group fan-out: one group, some members sending; deliveries/s and latency at the members
     Group {
@@ -81,6 +89,13 @@ pub enum Scenario {
         /// How long to hold them before reading the server's memory
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         hold: Duration,
+        /// Soak: while holding, keep closing and reopening connections (half
+        /// of them, at most --concurrency) beside the held ones
+        #[arg(long)]
+        churn: bool,
+        /// How often to sample the server's memory while holding
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        sample_every: Duration,
     },
     /// Full web QR logins: logins/s and confirm → long-poll answer latency
     Login {
@@ -107,13 +122,47 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .unwrap_or_else(|| "http://127.0.0.1:8888".into()),
         }
     };
-    let target = Target::open(&stack, &args.super_code).await?;
+    if let Scenario::Chat {
+        kill_every: Some(_),
+        ..
+    } = &args.scenario
+    {
+        anyhow::ensure!(
+            args.spawn && !args.ephemeral,
+            "--kill-every restarts the server on its data dir: add --spawn (and leave out --ephemeral)"
+        );
+    }
+    let mut target = Target::open(&stack, &args.super_code).await?;
     let report = match args.scenario {
+        Scenario::Chat {
+            pairs,
+            window,
+            kill_every: Some(kill_every),
+            kills,
+            duration,
+            ..
+        } => {
+            anyhow::ensure!(!kill_every.is_zero(), "--kill-every must be longer than 0s");
+            let kills = kills.unwrap_or_else(|| {
+                (duration.as_secs_f64() / kill_every.as_secs_f64()).max(1.0) as u32
+            });
+            bench::chaos(
+                &mut target,
+                &ChaosOpts {
+                    pairs,
+                    window,
+                    kill_every,
+                    kills,
+                },
+            )
+            .await?
+        }
         Scenario::Chat {
             pairs,
             duration,
             window,
             rate,
+            ..
         } => {
             bench::chat(
                 &target,
@@ -148,7 +197,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             concurrency,
             per_user,
             hold,
+            churn,
+            sample_every,
         } => {
+            anyhow::ensure!(
+                !sample_every.is_zero(),
+                "--sample-every must be longer than 0s"
+            );
             bench::connect(
                 &target,
                 &ConnectOpts {
@@ -156,6 +211,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     concurrency,
                     per_user,
                     hold,
+                    churn,
+                    sample_every,
                 },
             )
             .await?
@@ -169,5 +226,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         print!("{}", report.table());
     }
-    Ok(())
+    match report.failure {
+        Some(failure) => anyhow::bail!("bench {}: {failure}", report.scenario),
+        None => Ok(()),
+    }
 }

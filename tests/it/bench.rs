@@ -119,6 +119,37 @@ async fn connect_holds_connections_and_reads_server_memory() {
 }
 
 #[tokio::test]
+async fn a_churning_soak_samples_server_memory() {
+    let r = bench(&[
+        "--ephemeral",
+        "connect",
+        "--connections",
+        "20",
+        "--concurrency",
+        "5",
+        "--hold",
+        "3s",
+        "--churn",
+        "--sample-every",
+        "500ms",
+    ])
+    .await;
+    assert_eq!(r["churn"], true, "{r}");
+    assert!(r["churned"].as_u64().unwrap() > 5, "{r}");
+    assert_eq!(r["churnErrors"], 0, "{r}");
+    assert_eq!(r["heldClosedByServer"], 0, "{r}");
+    let samples = r["rssSamples"].as_array().unwrap();
+    assert!(samples.len() >= 5, "{r}");
+    for s in samples {
+        assert!(s[1].as_u64().unwrap() > 1_000_000, "{r}");
+    }
+    // Held to the end: the last sample is taken at --hold.
+    assert!(samples.last().unwrap()[0].as_f64().unwrap() >= 3.0, "{r}");
+    assert!(r["rssAfterWarmUp"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["rssGrowthAfterWarmUp"].is_i64(), "{r}");
+}
+
+#[tokio::test]
 async fn login_completes_every_flow() {
     let r = bench(&[
         "--ephemeral",
