@@ -20,6 +20,10 @@ pub const MAX_CLIENT_MSG_ID: usize = 128;
 pub const MAX_CONTENT_DEPTH: usize = 32;
 /// Valid platforms, as Wildfire numbers them (1 iOS … 9 Android pad).
 pub const PLATFORMS: std::ops::RangeInclusive<i32> = 1..=9;
+/// A file name in `file` content.
+pub const MAX_FILE_NAME: usize = 255;
+/// The title of `location` content.
+pub const MAX_LOCATION_TITLE: usize = 256;
 
 /// Why a field was refused, as a sentence for the client.
 pub type Refused = String;
