@@ -59,6 +59,12 @@ impl Running {
             .context("the broker task panicked")?;
         // The writer commits whatever was queued before the database closes.
         self.writer.await.context("the broker's writer panicked")?;
+        // Connections write the acks of that last batch before their 1001.
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            self.state.broker.connections_closed(),
+        )
+        .await;
         // Everything acknowledged is committed now, and nothing more can come.
         let exported = match &self.export_on_exit {
             Some(path) => export_to(&self.state.store, path).await.inspect_err(|e| {

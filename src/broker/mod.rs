@@ -56,6 +56,8 @@ pub struct Inner {
     pub receipted: std::sync::Mutex<std::collections::HashMap<String, i64>>,
     /// Presence announcements, coalesced per user.
     presence: presence::Presence,
+    /// Every connection task, so shutdown can wait for their last acks.
+    connections: tokio_util::task::TaskTracker,
 }
 
 impl Deref for Broker {
@@ -126,8 +128,16 @@ impl Broker {
             writer_done,
             receipted: Default::default(),
             presence: Default::default(),
+            connections: Default::default(),
         }));
         (broker, writer)
+    }
+
+    /// Waits until every connection has closed (after shutdown each takes
+    /// at most a few seconds: see `conn::close_bounded`).
+    pub async fn connections_closed(&self) {
+        self.connections.close();
+        self.connections.wait().await;
     }
 }
 
@@ -191,5 +201,8 @@ pub async fn ws(
         .write_buffer_size(16 * 1024)
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| conn::run(socket, broker, token))
+        .on_upgrade(move |socket| {
+            let tracker = broker.connections.clone();
+            tracker.track_future(conn::run(socket, broker, token))
+        })
 }

@@ -12,6 +12,7 @@ mod cli;
 mod client;
 mod dashboard;
 mod durability;
+mod limits_ws;
 mod login;
 mod media;
 mod metrics;
