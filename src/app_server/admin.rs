@@ -16,7 +16,7 @@ use super::state::AppState;
 use crate::broker::writer::{Replier, WriteOp};
 use crate::store::{GroupChange, NewMessage, User};
 use crate::wire::http::{DevError, UserSummary};
-use crate::wire::ws::{ConvType, Conversation, close};
+use crate::wire::ws::{Content, ConvType, Conversation, close};
 
 /// The actor named in notifications of changes made through the admin API.
 pub const ADMIN_ACTOR: &str = "@admin";
@@ -320,9 +320,11 @@ pub async fn message(
 ) -> AdminResult {
     let req: SystemMessage = serde_json::from_value(json_body(body)?)
         .map_err(|e| fail(StatusCode::BAD_REQUEST, format!("bad body: {e}")))?;
-    if req.text.trim().is_empty() {
-        return Err(fail(StatusCode::BAD_REQUEST, "text must not be empty"));
-    }
+    // The same content rules as a client's send, size (--max-frame) included.
+    let content = Content::Text { text: req.text };
+    content
+        .validate_within(state.broker.options.max_frame)
+        .map_err(|e| fail(StatusCode::BAD_REQUEST, format!("bad text: {e}")))?;
     let recipients = match req.to.kind {
         ConvType::Single => match state.store.user(&req.to.target).await.map_err(db)? {
             Some(u) => vec![u.id],
@@ -351,7 +353,7 @@ pub async fn message(
     let msg = NewMessage {
         sender: "system".into(),
         conv: req.to,
-        content: json!({"type": "text", "text": req.text}),
+        content: serde_json::to_value(&content).expect("content serializes"),
         client_msg_id: None,
         recipients: Some(recipients),
     };

@@ -13,14 +13,21 @@ use super::writer::frame;
 /// At most one announcement per user in this interval.
 pub const INTERVAL: Duration = Duration::from_millis(500);
 
-/// Users with an announcement this recent are kept; older ones are pruned
-/// once the map holds this many.
+/// Entries older than [`INTERVAL`] are pruned once the map holds this many
+/// (or twice as many as after the last pruning, so pruning stays cheap
+/// while very many users connect at once).
 const PRUNE_AT: usize = 1024;
 
 /// Per user: what was last announced and when; whether one is scheduled.
 #[derive(Default)]
 pub struct Presence {
-    users: std::sync::Mutex<HashMap<String, Announced>>,
+    users: std::sync::Mutex<Users>,
+}
+
+#[derive(Default)]
+struct Users {
+    map: HashMap<String, Announced>,
+    prune_at: usize,
 }
 
 struct Announced {
@@ -36,10 +43,13 @@ impl Presence {
     /// one already is: `Err(None)`).
     fn claim(&self, user: &str) -> Result<(), Option<Duration>> {
         let mut users = self.users.lock().unwrap();
-        if users.len() >= PRUNE_AT {
-            users.retain(|_, a| a.scheduled || a.at.elapsed() < INTERVAL);
+        if users.map.len() >= users.prune_at.max(PRUNE_AT) {
+            users
+                .map
+                .retain(|_, a| a.scheduled || a.at.elapsed() < INTERVAL);
+            users.prune_at = 2 * users.map.len();
         }
-        match users.get_mut(user) {
+        match users.map.get_mut(user) {
             Some(a) if a.scheduled => Err(None),
             Some(a) if a.at.elapsed() < INTERVAL => {
                 a.scheduled = true;
@@ -52,11 +62,14 @@ impl Presence {
     /// Records `platforms` as announced; false when they were already.
     fn record(&self, user: &str, platforms: &[i32]) -> bool {
         let mut users = self.users.lock().unwrap();
-        let a = users.entry(user.to_owned()).or_insert_with(|| Announced {
-            at: Instant::now(),
-            platforms: None,
-            scheduled: false,
-        });
+        let a = users
+            .map
+            .entry(user.to_owned())
+            .or_insert_with(|| Announced {
+                at: Instant::now(),
+                platforms: None,
+                scheduled: false,
+            });
         a.scheduled = false;
         // Back where the last announcement left it: nothing to say.
         if a.platforms.as_deref() == Some(platforms) {

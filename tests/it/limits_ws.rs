@@ -534,3 +534,21 @@ async fn every_send_stored_before_a_shutdown_is_acked_before_the_1001() {
         "every acked send is stored and every stored send was acked"
     );
 }
+
+#[tokio::test]
+async fn admin_messages_follow_the_content_rules_and_max_frame() {
+    let s = start(&["--admin-secret", "s3cret", "--max-frame", "1024"]).await;
+    let post = |text: String| {
+        s.http
+            .post(format!("{}/admin/messages", s.url))
+            .header("x-admin-secret", "s3cret")
+            .json(&json!({"to": {"type": "single", "target": "bob"}, "text": text}))
+            .send()
+    };
+    let r = post("x".repeat(2000)).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert!(body.to_string().contains("--max-frame"), "{body}");
+    assert_eq!(post("  ".into()).await.unwrap().status(), 400);
+    assert_eq!(post("hello".into()).await.unwrap().status(), 200);
+}
