@@ -119,6 +119,34 @@ async fn clients_that_stop_reading_are_closed_and_memory_stays_bounded() {
 }
 
 #[tokio::test]
+async fn a_write_not_taken_within_the_write_timeout_closes_the_socket() {
+    // A queue budget too large to matter: only --write-timeout can end it.
+    let served = Served::start(&[
+        "--ephemeral",
+        "--app-port",
+        "0",
+        "--broker-port",
+        "0",
+        "--write-timeout",
+        "1s",
+        "--queue-bytes",
+        "200000000",
+    ]);
+    store_big_messages(&served.ws, &served.app, 50, 60_000).await;
+    let bob = token(&served.app, "13800000002").await;
+    let (mut c, _) = ChatConn::connect(&served.ws, &bob, "b", 2).await.unwrap();
+    for id in 0..10 {
+        c.send_raw(&json!({"op": "sync", "id": id, "since": 0, "limit": 50}).to_string())
+            .await
+            .unwrap();
+    }
+    // 1 s to write, ≤ 1 s for the close frame, then the TCP connection goes.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let code = closed_within(&mut c, Duration::from_secs(10)).await;
+    assert!(matches!(code, None | Some(4009)), "closed with {code:?}");
+}
+
+#[tokio::test]
 async fn a_ban_closes_a_socket_whose_writes_are_blocked() {
     // A generous queue and write timeout: only the ban can end this one.
     let served = Served::start(&[
