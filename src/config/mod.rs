@@ -127,7 +127,7 @@ pub struct ServeConfig {
     #[arg(long, env = "IMCTL_MAX_UPLOAD", default_value_t = 20 * 1024 * 1024)]
     pub max_upload: usize,
 
-    /// Only friends may send each other 1:1 messages (the robot excepted)
+    /// Only friends may send each other 1:1 messages, show typing, or be put in a group together (the robot excepted)
     #[arg(long, env = "IMCTL_FRIENDS_ONLY")]
     pub friends_only: bool,
 
