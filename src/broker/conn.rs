@@ -178,7 +178,11 @@ pub async fn run(mut socket: WebSocket, broker: Broker, url_token: Option<String
         info!(user = ?s.user_id, client = ?s.client_id, "disconnected");
     }
     if let Some((code, reason)) = closing {
-        close_bounded(socket, &broker, &handle, queue, carry, code, reason).await;
+        // Boxed: needed once, at the end, not in every idle connection's task.
+        Box::pin(close_bounded(
+            socket, &broker, &handle, queue, carry, code, reason,
+        ))
+        .await;
     }
 }
 
