@@ -64,6 +64,12 @@ impl Running {
             .context("the broker task panicked")?;
         // The writer commits whatever was queued before the database closes.
         self.writer.await.context("the broker's writer panicked")?;
+        // Connections write the acks of that last batch before their 1001.
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            self.state.broker.connections_closed(),
+        )
+        .await;
         // Everything acknowledged is committed now, and nothing more can come.
         let exported = match &self.export_on_exit {
             Some(path) => export_to(&self.state.store, path).await.inspect_err(|e| {
@@ -250,6 +256,10 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
             node: config.node.clone(),
             max_frame: config.max_frame as usize,
             idle_timeout: config.idle_timeout,
+            connect_timeout: config.connect_timeout,
+            write_timeout: config.write_timeout,
+            queue_bytes: config.queue_bytes as usize,
+            max_connections_per_user: config.max_connections_per_user as usize,
             cors_origins: config.cors_origin.clone(),
             friends_only: config.friends_only,
             app_base_url: base_url(app_addr),

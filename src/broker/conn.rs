@@ -1,5 +1,6 @@
 //! One WebSocket connection: a single task that reads client frames, writes
-//! queued server frames, pings, and enforces the idle timeout.
+//! queued server frames, pings, and enforces the connect deadline, the idle
+//! timeout, the token's expiry and the write timeout.
 
 use std::time::Duration;
 
@@ -7,15 +8,18 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::Broker;
-use super::hub::ConnHandle;
+use super::hub::{ConnHandle, Queue};
+use super::presence;
 use super::writer::{Replier, WriteOp, frame};
 use crate::store::{Before, Delivered, GroupChange, NewMessage, Requested, msg_id, parse_msg_id};
 use crate::token::TokenError;
+use crate::wire::limits::{MAX_CLIENT_ID, check_platform, check_text};
 use crate::wire::ws::{
     ConnectReq, Connected, ConvReq, ConvType, Conversation, ConversationsReq, ErrorFrame,
     FriendAnswerReq, FriendRequestReq, GroupAdminReq, GroupCreateReq, GroupMembersReq,
@@ -29,17 +33,31 @@ const MAX_HISTORY: u32 = 200;
 const DEFAULT_HISTORY: u32 = 50;
 const MAX_CLIENT_MSG_ID: usize = 128;
 
+/// A closing connection writes what is queued (at shutdown: also the acks
+/// of what the writer still commits) for at most this long, then the close
+/// frame for at most [`CLOSE_FRAME`], then reads the client's close for at
+/// most [`CLOSE_FRAME`]: 5 s in all, whatever the client does.
+const CLOSE_FLUSH: Duration = Duration::from_secs(3);
+const CLOSE_FRAME: Duration = Duration::from_secs(1);
+
+const TOO_SLOW: (u16, &str) = (close::TOO_SLOW, "too slow reading: reconnect and sync");
+
 /// Who this connection is, once `connect` succeeded.
 struct Session {
     user_id: String,
     client_id: String,
     platform: i32,
-    /// When this connection last relayed `typing` per conversation (rate limit).
+    /// When the IM token expires: the connection closes then.
+    expires: Instant,
+    /// When this connection last relayed `typing`, per conversation, for
+    /// the conversations within the last `TYPING_INTERVAL` (rate limit).
     typing: std::sync::Mutex<std::collections::HashMap<(ConvType, String), Instant>>,
 }
 
-/// At most one `typing` per conversation per connection in this interval.
+/// At most one `typing` per conversation per connection in this interval…
 const TYPING_INTERVAL: Duration = Duration::from_secs(2);
+/// …and in at most this many conversations per interval.
+const TYPING_CONVERSATIONS: usize = 8;
 
 /// What to do after handling a frame.
 enum Next {
@@ -63,33 +81,61 @@ fn now_ms() -> i64 {
     crate::store::now_ms()
 }
 
+/// What became of a bounded write.
+enum Wrote {
+    Done,
+    /// The socket failed: the client is gone.
+    Failed,
+    /// The client did not take the bytes within `--write-timeout`.
+    TooSlow,
+    /// The connection must close (kicked, shutting down) before it finished.
+    Interrupted,
+}
+
 pub async fn run(mut socket: WebSocket, broker: Broker, url_token: Option<String>) {
     let (handle, mut queue) = broker.hub.handle();
+    let options = &broker.options;
     let mut session: Option<Session> = None;
-    let idle = broker.options.idle_timeout;
+    let idle = options.idle_timeout;
     let mut last_heard = Instant::now();
     // A zero period would panic; `--idle-timeout 0s` pings as often as it may.
     let period = (idle / 3).max(Duration::from_millis(10));
     let mut ping = tokio::time::interval_at(Instant::now() + period, period);
+    // Before `connect`: the connect deadline; after: the token's expiry.
+    let deadline = tokio::time::sleep(options.connect_timeout);
+    tokio::pin!(deadline);
+    // A frame taken from the queue that the socket has not accepted yet.
+    let mut carry: Option<Utf8Bytes> = None;
     let shutdown = broker.shutdown.clone();
 
     let closing = loop {
-        tokio::select! {
+        let wrote = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break Some((close::GOING_AWAY, "the server is shutting down")),
             _ = handle.kick.cancelled() => break Some(handle.close_reason()),
+            _ = &mut deadline => break Some(match session {
+                None => (close::AUTH_FAILED, "no connect frame within --connect-timeout"),
+                Some(_) => (close::AUTH_FAILED, "token expired: log in again"),
+            }),
             Some(out) = queue.recv() => {
                 // Write everything already queued, then flush once.
-                if write_all(&mut socket, out, &mut queue).await.is_err() {
-                    break None;
-                }
+                carry = Some(out);
+                let write = write_all(&mut socket, &mut carry, &mut queue);
+                bounded(write, options.write_timeout, &handle, &shutdown).await
             }
             incoming = socket.recv() => {
                 last_heard = Instant::now();
                 let next = match incoming {
-                    // Boxed: the request handlers' state is large and only
-                    // needed while a frame is handled, not while idle.
-                    Some(Ok(Message::Text(text))) => Box::pin(on_text(&broker, &handle, &mut session, url_token.as_deref(), &text)).await,
+                    Some(Ok(Message::Text(text))) => {
+                        let connecting = session.is_none();
+                        // Boxed: the request handlers' state is large and only
+                        // needed while a frame is handled, not while idle.
+                        let next = Box::pin(on_text(&broker, &handle, &mut session, url_token.as_deref(), &text)).await;
+                        if let (true, Some(s)) = (connecting, &session) {
+                            deadline.as_mut().reset(s.expires);
+                        }
+                        next
+                    }
                     Some(Ok(Message::Binary(_))) => {
                         handle.send(frame(&ErrorFrame::new(None, code::BAD_REQUEST, "binary frames are not supported; send JSON text frames")));
                         Next::Continue
@@ -97,99 +143,207 @@ pub async fn run(mut socket: WebSocket, broker: Broker, url_token: Option<String
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => Next::Continue,
                     Some(Ok(Message::Close(_))) | None => break None,
                     Some(Err(e)) => {
-                        if is_too_big(&e) {
-                            warn!(user = session.as_ref().map(|s| s.user_id.as_str()), max = broker.options.max_frame, "frame over --max-frame; closing with 1009");
-                            break Some((close::TOO_BIG, "frame too big"));
-                        }
-                        debug!(error = %e, "WebSocket read failed");
-                        break None;
+                        let user = session.as_ref().map(|s| s.user_id.as_str());
+                        break read_failed(&e, user, options.max_frame);
                     }
                 };
                 if let Next::Close(code, reason) = next {
                     break Some((code, reason));
                 }
+                Wrote::Done
             }
             _ = ping.tick() => {
                 if last_heard.elapsed() >= idle {
                     break Some((close::IDLE, "idle timeout"));
                 }
-                if socket.send(Message::Ping(Default::default())).await.is_err() {
-                    break None;
-                }
+                let write = socket.send(Message::Ping(Default::default()));
+                bounded(write, options.write_timeout, &handle, &shutdown).await
+            }
+        };
+        match wrote {
+            Wrote::Done | Wrote::Interrupted => {}
+            Wrote::Failed => break None,
+            Wrote::TooSlow => {
+                warn!(conn = handle.id, user = ?session.as_ref().map(|s| &s.user_id), timeout = ?options.write_timeout, "the client takes no frames; closing with 4009");
+                break Some(TOO_SLOW);
             }
         }
     };
     if let Some(s) = &session {
         // While shutting down everybody goes offline and the database is
         // closing: nobody is left to tell.
-        if let Some(platforms) = broker.hub.unregister(&s.user_id, handle.id)
-            && !broker.shutdown.is_cancelled()
-        {
-            announce_presence(&broker, &s.user_id, platforms, handle.id).await;
+        if broker.hub.unregister(&s.user_id, handle.id).is_some() && !shutdown.is_cancelled() {
+            presence::announce(&broker, &s.user_id, handle.id).await;
         }
-        info!(user = %s.user_id, client = %s.client_id, "disconnected");
+        info!(user = ?s.user_id, client = ?s.client_id, "disconnected");
     }
     if let Some((code, reason)) = closing {
-        if code == close::GOING_AWAY {
-            // Shutting down: the writer commits what it has queued and acks
-            // it; wait for those acks (briefly) so they are not lost.
-            let _ =
-                tokio::time::timeout(Duration::from_secs(3), broker.writer_done.cancelled()).await;
-        }
-        // Flush what is queued (acks, an auth error) before the close frame;
-        // a client that stopped reading (kicked as too slow) gets 3 s, not
-        // a task held forever.
-        let flushed = tokio::time::timeout(Duration::from_secs(3), async {
-            while let Ok(out) = queue.try_recv() {
-                socket.feed(Message::Text(out)).await?;
-            }
-            socket.flush().await
-        })
-        .await;
-        if !matches!(flushed, Ok(Ok(()))) {
-            return;
-        }
-        let close = CloseFrame {
-            code,
-            reason: Utf8Bytes::from_static(reason),
-        };
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            socket.send(Message::Close(Some(close))),
-        )
-        .await;
-        // Finish the closing handshake: read (and drop) what the client had
-        // already sent, so the socket is not closed with unread data, which
-        // makes TCP reset it and lose the acks and the close frame in flight.
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            while let Some(Ok(m)) = socket.recv().await {
-                if matches!(m, Message::Close(_)) {
-                    break;
-                }
-            }
-        })
+        // Boxed: needed once, at the end, not in every idle connection's task.
+        Box::pin(close_bounded(
+            socket, &broker, &handle, queue, carry, code, reason,
+        ))
         .await;
     }
 }
 
+/// Runs a write for at most `limit`, cut short when the connection must close.
+async fn bounded(
+    write: impl Future<Output = Result<(), axum::Error>>,
+    limit: Duration,
+    handle: &ConnHandle,
+    shutdown: &CancellationToken,
+) -> Wrote {
+    tokio::select! {
+        biased;
+        _ = handle.kick.cancelled() => Wrote::Interrupted,
+        _ = shutdown.cancelled() => Wrote::Interrupted,
+        written = tokio::time::timeout(limit, write) => match written {
+            Ok(Ok(())) => Wrote::Done,
+            Ok(Err(e)) => {
+                debug!(error = %e, "WebSocket write failed");
+                Wrote::Failed
+            }
+            Err(_) => Wrote::TooSlow,
+        },
+    }
+}
+
+/// Hands `carry`, then up to 64 more queued frames, to the socket and
+/// flushes once. Cancel-safe: a frame stays in `carry` until the socket
+/// has taken it, and what the socket took stays in its buffer.
 async fn write_all(
     socket: &mut WebSocket,
-    first: Utf8Bytes,
-    queue: &mut mpsc::Receiver<Utf8Bytes>,
+    carry: &mut Option<Utf8Bytes>,
+    queue: &mut Queue,
 ) -> Result<(), axum::Error> {
-    socket.feed(Message::Text(first)).await?;
-    for _ in 0..64 {
-        match queue.try_recv() {
-            Ok(more) => socket.feed(Message::Text(more)).await?,
-            Err(_) => break,
+    for _ in 0..65 {
+        if carry.is_none() {
+            *carry = queue.try_recv();
+        }
+        if carry.is_none() {
+            break;
+        }
+        std::future::poll_fn(|cx| socket.poll_ready_unpin(cx)).await?;
+        if let Some(out) = carry.take() {
+            socket.start_send_unpin(Message::Text(out))?;
         }
     }
     socket.flush().await
 }
 
-fn is_too_big(e: &axum::Error) -> bool {
-    let text = e.to_string();
-    text.contains("Space limit exceeded") || text.contains("too long") || text.contains("too big")
+/// Ends a connection within `CLOSE_FLUSH` + 2 × `CLOSE_FRAME`: writes what
+/// is queued, then the close frame; a client that takes neither loses the
+/// TCP connection instead.
+async fn close_bounded(
+    mut socket: WebSocket,
+    broker: &Broker,
+    handle: &ConnHandle,
+    mut queue: Queue,
+    mut carry: Option<Utf8Bytes>,
+    code: u16,
+    reason: &'static str,
+) {
+    // A client that is not reading (4009) would only hold us up.
+    if code != close::TOO_SLOW && !handle.overflowed() {
+        let shutting_down = code == close::GOING_AWAY;
+        let flushed = tokio::time::timeout(CLOSE_FLUSH, async {
+            if shutting_down {
+                // The writer commits what it has queued and acks it: keep
+                // writing those acks meanwhile, so none is lost to a full queue.
+                let done = broker.writer_done.cancelled();
+                tokio::pin!(done);
+                loop {
+                    tokio::select! {
+                        biased;
+                        _ = &mut done => break,
+                        Some(out) = queue.recv() => {
+                            carry = Some(out);
+                            write_all(&mut socket, &mut carry, &mut queue).await?;
+                        }
+                    }
+                }
+            }
+            // Flush what is queued (acks, an auth error) before the close frame.
+            loop {
+                if carry.is_none() {
+                    carry = queue.try_recv();
+                }
+                if carry.is_none() {
+                    return Ok::<_, axum::Error>(());
+                }
+                write_all(&mut socket, &mut carry, &mut queue).await?;
+            }
+        })
+        .await;
+        if !matches!(flushed, Ok(Ok(()))) {
+            return;
+        }
+    }
+    // A dropped frame (say an ack, at shutdown) means the client must
+    // reconnect and sync, whatever else happened.
+    let (code, reason) = if handle.overflowed() {
+        TOO_SLOW
+    } else {
+        (code, reason)
+    };
+    let close = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    };
+    if !matches!(
+        tokio::time::timeout(CLOSE_FRAME, socket.send(Message::Close(Some(close)))).await,
+        Ok(Ok(()))
+    ) {
+        return;
+    }
+    // Finish the closing handshake: read (and drop) what the client had
+    // already sent, so the socket is not closed with unread data, which
+    // makes TCP reset it and lose the acks and the close frame in flight.
+    let _ = tokio::time::timeout(CLOSE_FRAME, async {
+        while let Some(Ok(m)) = socket.recv().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// The close for a failed read: 1009 for a frame over `--max-frame`,
+/// 1002/1007 for a broken WebSocket protocol, none when the client is gone.
+fn read_failed(
+    e: &axum::Error,
+    user: Option<&str>,
+    max_frame: usize,
+) -> Option<(u16, &'static str)> {
+    use tungstenite::error::{CapacityError, Error as WsError};
+    let inner = std::error::Error::source(e).and_then(|s| s.downcast_ref::<WsError>());
+    let closing = match inner {
+        Some(WsError::Capacity(CapacityError::MessageTooLong { .. })) => {
+            warn!(
+                user,
+                max = max_frame,
+                "frame over --max-frame; closing with 1009"
+            );
+            return Some((close::TOO_BIG, "frame too big"));
+        }
+        Some(WsError::Utf8(_)) => (close::INVALID_PAYLOAD, "text frame is not UTF-8"),
+        Some(WsError::Protocol(
+            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        )) => {
+            debug!(user, "the client went away without a close frame");
+            return None;
+        }
+        Some(WsError::Protocol(_) | WsError::Capacity(_)) => {
+            (close::PROTOCOL_ERROR, "WebSocket protocol violation")
+        }
+        _ => {
+            debug!(user, error = %e, "WebSocket read failed");
+            return None;
+        }
+    };
+    debug!(user, error = %e, code = closing.0, "WebSocket protocol violation; closing");
+    Some(closing)
 }
 
 async fn on_text(
@@ -245,10 +399,13 @@ async fn on_text(
                 }
                 Err(Refusal(code, message)) => {
                     handle.send(frame(&ErrorFrame::new(id, code, message)));
-                    if code == code::FORBIDDEN {
-                        Next::Close(close::BANNED, "banned")
-                    } else {
-                        Next::Close(close::AUTH_FAILED, "authentication failed")
+                    match code {
+                        code::FORBIDDEN => Next::Close(close::BANNED, "banned"),
+                        code::TOO_MANY_CONNECTIONS => {
+                            Next::Close(close::TOO_MANY_CONNECTIONS, "too many connections")
+                        }
+                        code::BAD_REQUEST => Next::Close(close::AUTH_FAILED, "bad connect frame"),
+                        _ => Next::Close(close::AUTH_FAILED, "authentication failed"),
                     }
                 }
             };
@@ -334,24 +491,43 @@ async fn connect(
         TokenError::Expired => Refusal(code::TOKEN_EXPIRED, e.to_string()),
         TokenError::Invalid(_) => Refusal(code::TOKEN_INVALID, e.to_string()),
     })?;
+    let client_id = match req.client_id.filter(|c| !c.is_empty()) {
+        Some(c) => {
+            check_text("clientId", &c, MAX_CLIENT_ID).map_err(|e| Refusal(code::BAD_REQUEST, e))?;
+            c
+        }
+        None => claims.cid,
+    };
+    let platform = req.platform.unwrap_or(claims.plt);
+    check_platform(platform).map_err(|e| Refusal(code::BAD_REQUEST, e))?;
+    let expires_in = Duration::from_millis((claims.exp * 1000 - now_ms()).max(0) as u64);
     let session = Session {
-        client_id: req
-            .client_id
-            .filter(|c| !c.is_empty())
-            .unwrap_or(claims.cid),
-        platform: req.platform.unwrap_or(claims.plt),
+        client_id,
+        platform,
         user_id: claims.sub,
+        expires: Instant::now() + expires_in,
         typing: Default::default(),
     };
     // Register before checking the ban and reading the head: a ban from now
     // on finds this connection, a message committed from now on is pushed,
     // anything earlier is covered by the head.
-    let changed = broker.hub.register(
-        &session.user_id,
-        handle.clone(),
-        &session.client_id,
-        session.platform,
-    );
+    let changed = broker
+        .hub
+        .register(
+            &session.user_id,
+            handle.clone(),
+            &session.client_id,
+            session.platform,
+        )
+        .map_err(|too_many| {
+            Refusal(
+                code::TOO_MANY_CONNECTIONS,
+                format!(
+                    "user {:?} has {} connections already (--max-connections-per-user); close one first",
+                    session.user_id, too_many.0
+                ),
+            )
+        })?;
     let checked = async {
         match broker
             .store
@@ -381,10 +557,10 @@ async fn connect(
             return Err(refusal);
         }
     };
-    if let Some(platforms) = changed {
-        announce_presence(broker, &session.user_id, platforms, handle.id).await;
+    if changed.is_some() {
+        presence::announce(broker, &session.user_id, handle.id).await;
     }
-    info!(user = %session.user_id, client = %session.client_id, platform = session.platform, head, "connected");
+    info!(user = ?session.user_id, client = ?session.client_id, platform = session.platform, head, "connected");
     handle.send(frame(&Connected {
         id,
         op: "connected".into(),
@@ -396,6 +572,42 @@ async fn connect(
     Ok(session)
 }
 
+/// With `--friends-only`, refuses `users` who are not friends of the
+/// session's user (themself and the robot excepted); `what` names the act.
+async fn only_friends(
+    broker: &Broker,
+    s: &Session,
+    users: &[String],
+    what: &str,
+) -> Result<(), Refusal> {
+    let others = || {
+        users
+            .iter()
+            .filter(|u| **u != s.user_id && u.as_str() != super::robot::ROBOT)
+    };
+    if !broker.options.friends_only || others().next().is_none() {
+        return Ok(());
+    }
+    let friends: std::collections::HashSet<String> = broker
+        .store
+        .friends_of(&s.user_id)
+        .await
+        .map_err(db_error)?
+        .into_iter()
+        .map(|u| u.id)
+        .collect();
+    let strangers: Vec<&String> = others().filter(|u| !friends.contains(*u)).collect();
+    if strangers.is_empty() {
+        return Ok(());
+    }
+    refuse(
+        code::FORBIDDEN,
+        format!(
+            "you can only {what} friends on this server (--friends-only); send {strangers:?} a friend.request"
+        ),
+    )
+}
+
 async fn send(
     broker: &Broker,
     handle: &ConnHandle,
@@ -405,7 +617,7 @@ async fn send(
 ) -> Result<(), Refusal> {
     let req: SendReq = parse("send", value)?;
     req.content
-        .validate()
+        .validate_within(broker.options.max_frame)
         .map_err(|e| Refusal(code::BAD_REQUEST, format!("bad content: {e}")))?;
     if req.conv.target.is_empty() {
         return refuse(code::BAD_REQUEST, "conv.target must not be empty");
@@ -418,23 +630,8 @@ async fn send(
             format!("clientMsgId must be 1 to {MAX_CLIENT_MSG_ID} characters"),
         );
     }
-    if broker.options.friends_only
-        && req.conv.kind == ConvType::Single
-        && req.conv.target != s.user_id
-        && req.conv.target != super::robot::ROBOT
-        && !broker
-            .store
-            .are_friends(&s.user_id, &req.conv.target)
-            .await
-            .map_err(db_error)?
-    {
-        return refuse(
-            code::FORBIDDEN,
-            format!(
-                "you can only message friends on this server (--friends-only); send {:?} a friend.request",
-                req.conv.target
-            ),
-        );
+    if req.conv.kind == ConvType::Single {
+        only_friends(broker, s, std::slice::from_ref(&req.conv.target), "message").await?;
     }
     let msg = NewMessage {
         sender: s.user_id.clone(),
@@ -603,6 +800,7 @@ async fn group_change(
     let (op, change): (&'static str, GroupChange) = match op {
         "group.create" => {
             let r: GroupCreateReq = parse(op, value)?;
+            only_friends(broker, s, &r.members, "put in a group").await?;
             (
                 "group.create",
                 GroupChange::Create {
@@ -613,6 +811,7 @@ async fn group_change(
         }
         "group.add" => {
             let r: GroupMembersReq = parse(op, value)?;
+            only_friends(broker, s, &r.members, "put in a group").await?;
             (
                 "group.add",
                 GroupChange::Add {
@@ -939,21 +1138,6 @@ async fn profile_update(
     Ok(())
 }
 
-/// Tells `user`'s friends, and the user's other devices, where the user is
-/// connected. `cause` is the connection that changed it.
-async fn announce_presence(broker: &Broker, user: &str, platforms: Vec<i32>, cause: u64) {
-    let push = frame(
-        &serde_json::json!({"op": "presence", "userId": user, "online": !platforms.is_empty(), "platforms": platforms}),
-    );
-    match broker.store.friends_of(user).await {
-        Ok(friends) => friends
-            .iter()
-            .for_each(|f| broker.hub.deliver(&f.id, &push, None)),
-        Err(e) => tracing::warn!(error = %e, "cannot read friends for a presence change"),
-    }
-    broker.hub.deliver(user, &push, Some(cause));
-}
-
 /// The other participants of a conversation `me` is in, or a refusal.
 async fn participants(
     broker: &Broker,
@@ -1049,19 +1233,24 @@ async fn read(
 
 async fn typing(broker: &Broker, s: &Session, value: Value) -> Result<(), Refusal> {
     let req: ConvReq = parse("typing", value)?;
+    let key = (req.conv.kind, req.conv.target.clone());
+    let limited = || {
+        let mut last = s.typing.lock().unwrap();
+        last.retain(|_, t| t.elapsed() < TYPING_INTERVAL);
+        last.contains_key(&key) || last.len() >= TYPING_CONVERSATIONS
+    };
+    // Rate-limited typing is dropped (never stored), before any database work.
+    if limited() {
+        return Ok(());
+    }
     let others = participants(broker, &s.user_id, &req.conv).await?;
+    if req.conv.kind == ConvType::Single {
+        only_friends(broker, s, &others, "show typing to").await?;
+    }
     {
         let mut last = s.typing.lock().unwrap();
-        let key = (req.conv.kind, req.conv.target.clone());
-        if last
-            .get(&key)
-            .is_some_and(|t| t.elapsed() < TYPING_INTERVAL)
-        {
-            return Ok(()); // rate-limited: dropped, never stored
-        }
-        // Bounded: a connection typing in very many conversations starts over.
-        if last.len() >= 256 {
-            last.clear();
+        if last.len() >= TYPING_CONVERSATIONS {
+            return Ok(());
         }
         last.insert(key, Instant::now());
     }

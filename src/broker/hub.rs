@@ -1,7 +1,7 @@
 //! Who is connected: each user's live connections and their outgoing queues.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::Utf8Bytes;
@@ -9,9 +9,16 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::wire::ws::close;
 
 /// Frames queued per connection before it counts as too slow.
 pub const QUEUE: usize = 1024;
+/// Bytes queued per connection before it counts as too slow (`--queue-bytes`).
+pub const QUEUE_BYTES: usize = 8 * 1024 * 1024;
+/// Live connections per user (`--max-connections-per-user`).
+pub const MAX_CONNECTIONS_PER_USER: usize = 16;
+
+const TOO_SLOW: (u16, &str) = (close::TOO_SLOW, "too slow reading: reconnect and sync");
 
 /// How to reach one connection.
 #[derive(Clone)]
@@ -20,22 +27,47 @@ pub struct ConnHandle {
     tx: mpsc::Sender<Utf8Bytes>,
     /// Cancelled when the connection must go; `why` says with which close code.
     pub kick: CancellationToken,
-    why: std::sync::Arc<Mutex<Option<(u16, &'static str)>>>,
+    why: Arc<Mutex<Option<(u16, &'static str)>>>,
+    /// Bytes queued and not yet taken by the connection.
+    queued: Arc<AtomicUsize>,
+    budget: usize,
+    /// Set when a frame was dropped: the client must not trust the stream.
+    overflowed: Arc<AtomicBool>,
 }
 
 impl ConnHandle {
-    /// Queues a frame; a full queue kicks the connection (it will `sync` after reconnecting).
+    /// Queues a frame. A full queue (in frames or bytes) drops the frame
+    /// and closes the connection with 4009, so a client never reads past a
+    /// gap (it will `sync` after reconnecting). One frame larger than the
+    /// whole budget still goes through an empty queue.
     pub fn send(&self, frame: Utf8Bytes) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(frame) {
+        if self.overflowed.load(Ordering::Relaxed) {
+            return;
+        }
+        let len = frame.len();
+        let before = self.queued.fetch_add(len, Ordering::Relaxed);
+        let fits = before == 0 || before + len <= self.budget;
+        if !fits || self.tx.try_send(frame).is_err() {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            self.overflow(before);
+        }
+    }
+
+    /// Closes with 4009 after a dropped frame; warns once per connection.
+    fn overflow(&self, queued: usize) {
+        if !self.overflowed.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 conn = self.id,
-                "outgoing queue full; closing the connection"
+                queued_bytes = queued,
+                "outgoing queue full; closing the connection with 4009"
             );
-            self.close(
-                crate::wire::ws::close::TOO_SLOW,
-                "too slow reading: reconnect and sync",
-            );
+            self.close(TOO_SLOW.0, TOO_SLOW.1);
         }
+    }
+
+    /// Whether a frame for this connection was dropped.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed.load(Ordering::Relaxed)
     }
 
     /// Makes the connection close with `code` (the first reason given wins).
@@ -46,18 +78,45 @@ impl ConnHandle {
 
     /// Why the connection was asked to close.
     pub fn close_reason(&self) -> (u16, &'static str) {
-        self.why.lock().unwrap().unwrap_or((
-            crate::wire::ws::close::TOO_SLOW,
-            "too slow reading: reconnect and sync",
-        ))
+        self.why.lock().unwrap().unwrap_or(TOO_SLOW)
     }
 }
 
+/// The receiving end of a connection's queue.
+pub struct Queue {
+    rx: mpsc::Receiver<Utf8Bytes>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    /// The next frame; cancel-safe.
+    pub async fn recv(&mut self) -> Option<Utf8Bytes> {
+        let frame = self.rx.recv().await?;
+        Some(self.taken(frame))
+    }
+
+    pub fn try_recv(&mut self) -> Option<Utf8Bytes> {
+        let frame = self.rx.try_recv().ok()?;
+        Some(self.taken(frame))
+    }
+
+    fn taken(&self, frame: Utf8Bytes) -> Utf8Bytes {
+        self.queued.fetch_sub(frame.len(), Ordering::Relaxed);
+        frame
+    }
+}
+
+/// A user already has `--max-connections-per-user` connections.
+#[derive(Debug)]
+pub struct TooMany(pub usize);
+
 pub use crate::wire::http::ConnInfo;
 
-#[derive(Default)]
 pub struct Hub {
     users: Mutex<HashMap<String, Vec<(ConnHandle, ConnInfo)>>>,
+    /// Each connection's queue budget in bytes.
+    queue_bytes: usize,
+    max_per_user: usize,
     next_id: AtomicU64,
     /// The process's metrics; the hub is what every part of the broker shares.
     pub metrics: Arc<Metrics>,
@@ -65,33 +124,60 @@ pub struct Hub {
     pub activity: crate::activity::Activity,
 }
 
+impl Default for Hub {
+    fn default() -> Self {
+        Self::new(QUEUE_BYTES, MAX_CONNECTIONS_PER_USER)
+    }
+}
+
 impl Hub {
+    /// A hub whose connections queue at most `queue_bytes` and whose users
+    /// have at most `max_per_user` connections.
+    pub fn new(queue_bytes: usize, max_per_user: usize) -> Self {
+        Self {
+            users: Default::default(),
+            queue_bytes,
+            max_per_user,
+            next_id: Default::default(),
+            metrics: Default::default(),
+            activity: Default::default(),
+        }
+    }
+
     /// A new connection handle and the receiving end of its queue.
-    pub fn handle(&self) -> (ConnHandle, mpsc::Receiver<Utf8Bytes>) {
+    pub fn handle(&self) -> (ConnHandle, Queue) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let queued = Arc::new(AtomicUsize::new(0));
         (
             ConnHandle {
                 id,
                 tx,
                 kick: CancellationToken::new(),
                 why: Default::default(),
+                queued: queued.clone(),
+                budget: self.queue_bytes,
+                overflowed: Default::default(),
             },
-            rx,
+            Queue { rx, queued },
         )
     }
 
     /// Adds a connection on `platform`; returns the user's platforms if
-    /// they changed (the user came online, or on a new platform).
+    /// they changed (the user came online, or on a new platform). Refused
+    /// when the user has `max_per_user` connections already.
     pub fn register(
         &self,
         user: &str,
         conn: ConnHandle,
         client_id: &str,
         platform: i32,
-    ) -> Option<Vec<i32>> {
+    ) -> Result<Option<Vec<i32>>, TooMany> {
         let mut users = self.users.lock().unwrap();
         let conns = users.entry(user.to_owned()).or_default();
+        if conns.len() >= self.max_per_user {
+            return Err(TooMany(self.max_per_user));
+        }
         let before = platforms(conns);
         let info = ConnInfo {
             user_id: user.to_owned(),
@@ -103,7 +189,7 @@ impl Hub {
         let after = platforms(conns);
         drop(users);
         self.activity.bump();
-        (before != after).then_some(after)
+        Ok((before != after).then_some(after))
     }
 
     /// Removes a connection; returns the user's platforms if they changed
@@ -262,11 +348,17 @@ mod tests {
         let hub = Hub::default();
         let (a, mut ra) = hub.handle();
         let (b, mut rb) = hub.handle();
-        assert_eq!(hub.register("alice", a.clone(), "p", 2), Some(vec![2]));
-        assert_eq!(hub.register("alice", b.clone(), "w", 5), Some(vec![2, 5]));
+        assert_eq!(
+            hub.register("alice", a.clone(), "p", 2).unwrap(),
+            Some(vec![2])
+        );
+        assert_eq!(
+            hub.register("alice", b.clone(), "w", 5).unwrap(),
+            Some(vec![2, 5])
+        );
         hub.deliver("alice", &"x".into(), Some(a.id));
         assert_eq!(rb.recv().await.unwrap().as_str(), "x");
-        assert!(ra.try_recv().is_err());
+        assert!(ra.try_recv().is_none());
         assert_eq!(hub.unregister("alice", a.id), Some(vec![5]));
         assert_eq!(hub.unregister("alice", b.id), Some(vec![]));
         assert_eq!(hub.unregister("alice", b.id), None);
@@ -280,9 +372,9 @@ mod tests {
         let (a, mut ra) = hub.handle();
         let (a2, mut ra2) = hub.handle();
         let (b, mut rb) = hub.handle();
-        hub.register("alice", a.clone(), "p", 2);
-        hub.register("alice", a2.clone(), "w", 5);
-        hub.register("bob", b.clone(), "p", 2);
+        for (user, conn, platform) in [("alice", &a, 2), ("alice", &a2, 5), ("bob", &b, 2)] {
+            hub.register(user, conn.clone(), "p", platform).unwrap();
+        }
         let mut pushes = Pushes::default();
         let msg = |seq: i64, except: Option<u64>| Out::Msg {
             seq,
@@ -302,8 +394,8 @@ mod tests {
         pushes.add("alice".into(), msg(2, None));
         pushes.add("dave".into(), reply("last ack", &gone));
         hub.deliver_batch(pushes);
-        let drain = |rx: &mut mpsc::Receiver<Utf8Bytes>| {
-            std::iter::from_fn(|| rx.try_recv().ok())
+        let drain = |rx: &mut Queue| {
+            std::iter::from_fn(|| rx.try_recv())
                 .map(|f| f.to_string())
                 .collect::<Vec<_>>()
         };
@@ -324,6 +416,35 @@ mod tests {
         }
         assert!(!a.kick.is_cancelled());
         a.send("one too many".into());
-        assert!(a.kick.is_cancelled());
+        assert!(a.kick.is_cancelled() && a.overflowed());
+        assert_eq!(a.close_reason().0, close::TOO_SLOW);
+    }
+
+    #[test]
+    fn the_byte_budget_kicks_and_later_frames_are_dropped() {
+        let hub = Hub::new(1000, 4);
+        let (a, mut rx) = hub.handle();
+        // One frame over the budget passes an empty queue.
+        a.send("x".repeat(5000).into());
+        assert!(!a.kick.is_cancelled());
+        assert_eq!(rx.try_recv().map(|f| f.len()), Some(5000));
+        a.send("y".repeat(600).into());
+        a.send("z".repeat(600).into());
+        assert!(a.kick.is_cancelled() && a.overflowed());
+        a.send("late".into());
+        assert_eq!(rx.try_recv().map(|f| f.len()), Some(600));
+        assert!(rx.try_recv().is_none(), "nothing after the gap");
+    }
+
+    #[test]
+    fn a_user_has_at_most_max_per_user_connections() {
+        let hub = Hub::new(QUEUE_BYTES, 2);
+        let conns: Vec<_> = (0..3).map(|_| hub.handle().0).collect();
+        assert!(hub.register("alice", conns[0].clone(), "a", 1).is_ok());
+        assert!(hub.register("alice", conns[1].clone(), "b", 1).is_ok());
+        assert!(hub.register("alice", conns[2].clone(), "c", 1).is_err());
+        assert!(hub.register("bob", conns[2].clone(), "c", 1).is_ok());
+        hub.unregister("alice", conns[0].id);
+        assert!(hub.register("alice", conns[2].clone(), "c", 1).is_ok());
     }
 }

@@ -6,6 +6,7 @@
 
 mod conn;
 pub mod hub;
+mod presence;
 pub mod robot;
 pub mod route;
 pub mod writer;
@@ -53,6 +54,10 @@ pub struct Inner {
     pub writer_done: CancellationToken,
     /// Per user, how far delivery receipts have been sent (see `conn::recv`).
     pub receipted: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    /// Presence announcements, coalesced per user.
+    presence: presence::Presence,
+    /// Every connection task, so shutdown can wait for their last acks.
+    connections: tokio_util::task::TaskTracker,
 }
 
 impl Deref for Broker {
@@ -67,6 +72,14 @@ pub struct BrokerOptions {
     pub node: String,
     pub max_frame: usize,
     pub idle_timeout: Duration,
+    /// How long a new connection has to send `connect`.
+    pub connect_timeout: Duration,
+    /// How long one write to a client may take before it counts as too slow.
+    pub write_timeout: Duration,
+    /// Bytes queued for one connection before it counts as too slow.
+    pub queue_bytes: usize,
+    /// Live connections per user.
+    pub max_connections_per_user: usize,
     pub cors_origins: Vec<String>,
     pub friends_only: bool,
     /// The app-server's base URL, to make relative portrait paths absolute.
@@ -92,7 +105,10 @@ impl Broker {
         options: BrokerOptions,
         shutdown: CancellationToken,
     ) -> (Self, tokio::task::JoinHandle<()>) {
-        let hub = Arc::new(Hub::default());
+        let hub = Arc::new(Hub::new(
+            options.queue_bytes,
+            options.max_connections_per_user,
+        ));
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let writer_done = CancellationToken::new();
         let writer = writer::spawn(
@@ -111,8 +127,17 @@ impl Broker {
             shutdown,
             writer_done,
             receipted: Default::default(),
+            presence: Default::default(),
+            connections: Default::default(),
         }));
         (broker, writer)
+    }
+
+    /// Waits until every connection has closed (after shutdown each takes
+    /// at most a few seconds: see `conn::close_bounded`).
+    pub async fn connections_closed(&self) {
+        self.connections.close();
+        self.connections.wait().await;
     }
 }
 
@@ -176,5 +201,8 @@ pub async fn ws(
         .write_buffer_size(16 * 1024)
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| conn::run(socket, broker, token))
+        .on_upgrade(move |socket| {
+            let tracker = broker.connections.clone();
+            tracker.track_future(conn::run(socket, broker, token))
+        })
 }

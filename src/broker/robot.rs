@@ -15,13 +15,28 @@ pub async fn spawn(broker: Broker) -> anyhow::Result<()> {
     if broker.store.user(ROBOT).await?.is_none() {
         return Ok(());
     }
-    let (handle, mut queue) = broker.hub.handle();
-    broker.hub.register(ROBOT, handle.clone(), "robot", 0);
+    let connect = |broker: &Broker| {
+        let (handle, queue) = broker.hub.handle();
+        let registered = broker.hub.register(ROBOT, handle.clone(), "robot", 0);
+        registered.map(|_| (handle, queue))
+    };
+    let (mut handle, mut queue) =
+        connect(&broker).map_err(|_| anyhow::anyhow!("the robot cannot join the hub"))?;
     tokio::spawn(async move {
         loop {
             let frame = tokio::select! {
                 f = queue.recv() => match f { Some(f) => f, None => return },
                 _ = broker.shutdown.cancelled() => return,
+                // Too far behind (frames were dropped): start over with an
+                // empty queue rather than stay deaf.
+                _ = handle.kick.cancelled() => {
+                    broker.hub.unregister(ROBOT, handle.id);
+                    match connect(&broker) {
+                        Ok(fresh) => (handle, queue) = fresh,
+                        Err(_) => return,
+                    }
+                    continue;
+                }
             };
             let Ok(v) = serde_json::from_str::<Value>(frame.as_str()) else {
                 continue;

@@ -318,8 +318,8 @@ mod tests {
     }
 
     /// `(op, seq)` of every frame queued for a connection.
-    fn frames(rx: &mut mpsc::Receiver<Utf8Bytes>) -> Vec<(String, i64)> {
-        std::iter::from_fn(|| rx.try_recv().ok())
+    fn frames(rx: &mut crate::broker::hub::Queue) -> Vec<(String, i64)> {
+        std::iter::from_fn(|| rx.try_recv())
             .map(|f| {
                 let v: Value = serde_json::from_str(f.as_str()).unwrap();
                 (
@@ -338,9 +338,9 @@ mod tests {
         let (a1, mut ra1) = hub.handle();
         let (a2, mut ra2) = hub.handle();
         let (b1, mut rb1) = hub.handle();
-        hub.register("alice", a1.clone(), "phone", 1);
-        hub.register("alice", a2.clone(), "web", 5);
-        hub.register("bob", b1.clone(), "phone", 1);
+        for (user, conn, platform) in [("alice", &a1, 1), ("alice", &a2, 5), ("bob", &b1, 1)] {
+            hub.register(user, conn.clone(), "phone", platform).unwrap();
+        }
         // Queued before the writer starts, so they form one batch.
         let (tx, rx) = mpsc::channel(8);
         for (msg, id, conn) in [(say("bob", "alice"), 1, &b1), (say("alice", "bob"), 7, &a1)] {

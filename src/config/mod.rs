@@ -111,6 +111,22 @@ pub struct ServeConfig {
     #[arg(long, env = "IMCTL_IDLE_TIMEOUT", default_value = "90s", value_parser = duration)]
     pub idle_timeout: Duration,
 
+    /// Close a WebSocket connection (4001) that has not sent `connect` within this long
+    #[arg(long, env = "IMCTL_CONNECT_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub connect_timeout: Duration,
+
+    /// Close a WebSocket connection (4009) whose client has not taken the frames written to it within this long
+    #[arg(long, env = "IMCTL_WRITE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub write_timeout: Duration,
+
+    /// Bytes queued for one WebSocket connection before it counts as too slow and is closed (4009)
+    #[arg(long, env = "IMCTL_QUEUE_BYTES", default_value_t = 8 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(64 * 1024..))]
+    pub queue_bytes: u32,
+
+    /// Live WebSocket connections one user may have; more are refused (error 429, close 4029)
+    #[arg(long, env = "IMCTL_MAX_CONNECTIONS_PER_USER", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_connections_per_user: u32,
+
     /// Secret of the /admin API (X-Admin-Secret header) [default: a random one, shown in the banner]
     #[arg(long, env = "IMCTL_ADMIN_SECRET", hide_env_values = true)]
     pub admin_secret: Option<String>,
@@ -155,7 +171,7 @@ pub struct ServeConfig {
     #[arg(long, env = "IMCTL_NO_RATE_LIMITS")]
     pub no_rate_limits: bool,
 
-    /// Only friends may send each other 1:1 messages (the robot excepted)
+    /// Only friends may send each other 1:1 messages, show typing, or be put in a group together (the robot excepted)
     #[arg(long, env = "IMCTL_FRIENDS_ONLY")]
     pub friends_only: bool,
 

@@ -24,6 +24,10 @@ pub const PLATFORMS: std::ops::RangeInclusive<i32> = 1..=9;
 pub const MAX_JSON_BODY: usize = 64 * 1024;
 /// An SMS code or the super code as a client sends it.
 pub const MAX_SMS_CODE: usize = 16;
+/// A file name in `file` content.
+pub const MAX_FILE_NAME: usize = 255;
+/// The title of `location` content.
+pub const MAX_LOCATION_TITLE: usize = 256;
 
 /// Why a field was refused, as a sentence for the client.
 pub type Refused = String;

@@ -6,13 +6,14 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Error codes of `error` frames.
+/// Error codes of `error` frames (docs/PROTOCOL.md has the table).
 pub mod code {
-    /// The frame is not valid JSON, lacks a field, or a field is invalid.
+    /// The frame is not valid JSON, lacks a field, or a field is invalid
+    /// (e.g. `platform` outside 1..=9, content nested too deep): fix the request.
     pub const BAD_REQUEST: i32 = 400;
     /// Not connected yet: the first frame must be `connect`.
     pub const NOT_CONNECTED: i32 = 401;
-    /// Not allowed (e.g. not a member of the group).
+    /// Not allowed (e.g. not a member of the group, not a friend with `--friends-only`).
     pub const FORBIDDEN: i32 = 403;
     /// The target user or group does not exist.
     pub const NOT_FOUND: i32 = 404;
@@ -24,27 +25,42 @@ pub mod code {
     pub const CONFLICT: i32 = 409;
     /// The IM token has expired: log in again.
     pub const TOKEN_EXPIRED: i32 = 419;
+    /// `connect` refused: the user has `--max-connections-per-user` connections
+    /// already; close one of them first.
+    pub const TOO_MANY_CONNECTIONS: i32 = 429;
     /// The IM token is not valid.
     pub const TOKEN_INVALID: i32 = 498;
     /// The server failed; nothing was stored.
     pub const SERVER_ERROR: i32 = 500;
 }
 
-/// WebSocket close codes the broker uses.
+/// WebSocket close codes the broker uses (docs/PROTOCOL.md has the table).
 pub mod close {
     pub const NORMAL: u16 = 1000;
-    /// The server is shutting down.
+    /// The server is shutting down; every send acked before it is stored.
     pub const GOING_AWAY: u16 = 1001;
+    /// The client broke the WebSocket protocol (an unmasked frame, reserved
+    /// bits, an unknown opcode, a bad fragment).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame that is not UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
     /// A frame was larger than `--max-frame`.
     pub const TOO_BIG: u16 = 1009;
-    /// `connect` failed: bad or expired token, unknown user.
+    /// `connect` failed (bad or expired token, unknown user, a bad
+    /// `platform` or `clientId`), no `connect` within `--connect-timeout`, or
+    /// the token expired while connected: log in again or fix the frame.
     pub const AUTH_FAILED: u16 = 4001;
     /// An administrator banned the user.
     pub const BANNED: u16 = 4003;
     /// Nothing received for `--idle-timeout`.
     pub const IDLE: u16 = 4008;
-    /// The client read too slowly and its outgoing queue filled up; reconnect and `sync`.
+    /// The client read too slowly: a write took longer than `--write-timeout`
+    /// or its queue passed `--queue-bytes` or 1024 frames, and frames may
+    /// have been dropped; reconnect, `sync`, and resend unacked messages
+    /// with the same `clientMsgId`.
     pub const TOO_SLOW: u16 = 4009;
+    /// `connect` refused: too many connections for this user.
+    pub const TOO_MANY_CONNECTIONS: u16 = 4029;
 }
 
 /// A conversation: `{"type":"single","target":"bob"}` or `{"type":"group","target":"g1"}`.
@@ -115,8 +131,13 @@ pub enum Content {
 }
 
 impl Content {
-    /// Checks what serde cannot: non-empty strings, sane numbers.
+    /// Checks what serde cannot: non-empty and bounded strings, `http(s)`
+    /// or relative URLs, sane numbers, custom data nested at most
+    /// `MAX_CONTENT_DEPTH` levels (clients must be able to parse it back).
     pub fn validate(&self) -> Result<(), String> {
+        use super::limits::{
+            MAX_FILE_NAME, MAX_LOCATION_TITLE, check_depth, check_text, check_url,
+        };
         fn non_empty(field: &str, v: &str) -> Result<(), String> {
             if v.trim().is_empty() {
                 Err(format!("{field} must not be empty"))
@@ -134,13 +155,13 @@ impl Content {
         match self {
             Content::Text { text } => non_empty("text", text),
             Content::Image { url, w, h, .. } => {
-                non_empty("url", url)?;
+                check_url("url", url)?;
                 positive("w", *w)?;
                 positive("h", *h)
             }
             Content::File { url, name, .. } => {
-                non_empty("url", url)?;
-                non_empty("name", name)
+                check_url("url", url)?;
+                check_text("name", name, MAX_FILE_NAME)
             }
             Content::Video {
                 url,
@@ -149,7 +170,7 @@ impl Content {
                 duration,
                 ..
             } => {
-                non_empty("url", url)?;
+                check_url("url", url)?;
                 positive("w", *w)?;
                 positive("h", *h)?;
                 if !(duration.is_finite() && *duration >= 0.0) {
@@ -159,6 +180,9 @@ impl Content {
             }
             Content::Location { title, lat, lng } => {
                 non_empty("title", title)?;
+                if title.chars().count() > MAX_LOCATION_TITLE {
+                    return Err(format!("title has at most {MAX_LOCATION_TITLE} characters"));
+                }
                 if !(-90.0..=90.0).contains(lat) {
                     return Err("lat must be between -90 and 90".into());
                 }
@@ -167,15 +191,27 @@ impl Content {
                 }
                 Ok(())
             }
-            Content::Sticker { url, .. } => non_empty("url", url),
+            Content::Sticker { url, .. } => check_url("url", url),
             Content::Custom { data } => {
                 if data.is_null() {
-                    Err("data must not be null".into())
-                } else {
-                    Ok(())
+                    return Err("data must not be null".into());
                 }
+                check_depth("data", data)
             }
         }
+    }
+
+    /// [`Content::validate`], and the whole content encodes to at most
+    /// `max_bytes` (`--max-frame`: a message must fit in a frame to its readers).
+    pub fn validate_within(&self, max_bytes: usize) -> Result<(), String> {
+        self.validate()?;
+        let size = serde_json::to_string(self).map_or(usize::MAX, |s| s.len());
+        if size > max_bytes {
+            return Err(format!(
+                "content is {size} bytes encoded; the most is {max_bytes} (--max-frame)"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -472,11 +508,34 @@ mod tests {
             json!({"type":"image","url":"u","w":0,"h":1,"size":1}),
             json!({"type":"location","title":"x","lat":91,"lng":0}),
             json!({"type":"custom","data":null}),
+            json!({"type":"image","url":"javascript:alert(1)","w":1,"h":1,"size":1}),
+            json!({"type":"sticker","url":"data:image/png;base64,AAAA"}),
+            json!({"type":"file","url":"/media/a","name":"a\nb","size":1}),
+            json!({"type":"file","url":"/media/a","name":"x".repeat(300),"size":1}),
             json!({"type":"hologram"}),
             json!({"type":"text","text":"hi","extra":1}),
         ] {
             assert!(content(bad.clone()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn custom_data_is_bounded_in_depth_and_content_in_size() {
+        let mut deep = json!(1);
+        for _ in 0..125 {
+            deep = json!([deep]);
+        }
+        let c = Content::Custom { data: deep };
+        assert!(c.validate().unwrap_err().contains("nested"));
+        let big = Content::Text {
+            text: "x".repeat(2000),
+        };
+        assert!(big.validate_within(4096).is_ok());
+        assert!(
+            big.validate_within(1024)
+                .unwrap_err()
+                .contains("--max-frame")
+        );
     }
 
     #[test]
