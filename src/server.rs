@@ -64,9 +64,10 @@ impl Running {
             .context("the broker task panicked")?;
         // The writer commits whatever was queued before the database closes.
         self.writer.await.context("the broker's writer panicked")?;
-        // Connections write the acks of that last batch before their 1001.
+        // Connections write the acks of that last batch before their 1001;
+        // each close is bounded, and so is the wait for all of them.
         let _ = tokio::time::timeout(
-            std::time::Duration::from_secs(10),
+            self.shutdown_timeout,
             self.state.broker.connections_closed(),
         )
         .await;
