@@ -26,7 +26,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::{Row, SqliteConnection};
 
-use super::chat::{conv_key, message_columns, message_from_row, msg_id, parse_msg_id};
+use super::chat::{
+    MAX_IMPORTED_MSG_ID, conv_key, message_columns, message_from_row, msg_id, parse_msg_id,
+};
 use super::{Result, Store, now_ms};
 pub use crate::wire::snapshot::Snapshot;
 use crate::wire::snapshot::{
@@ -187,6 +189,14 @@ pub fn validate(s: &Snapshot) -> anyhow::Result<()> {
                 "{}: msgIds must ascend in the order messages were stored ({} came before)",
                 at(),
                 msg_id(last)
+            );
+        }
+        if id > MAX_IMPORTED_MSG_ID {
+            bail!(
+                "{}: msgId {} leaves no room for new messages: msgIds above {} cannot be imported; renumber the messages (drop every \"msgId\" field and they are numbered from m1)",
+                at(),
+                msg_id(id),
+                msg_id(MAX_IMPORTED_MSG_ID)
             );
         }
         last = id;

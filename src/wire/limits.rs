@@ -20,6 +20,10 @@ pub const MAX_CLIENT_MSG_ID: usize = 128;
 pub const MAX_CONTENT_DEPTH: usize = 32;
 /// Valid platforms, as Wildfire numbers them (1 iOS … 9 Android pad).
 pub const PLATFORMS: std::ops::RangeInclusive<i32> = 1..=9;
+/// Bytes of messages in one `sync`, `history` or `conversations` page: a
+/// page stops here (with `more: true`) even below its `limit`, but always
+/// holds at least one message.
+pub const PAGE_BYTES: usize = 1024 * 1024;
 
 /// Why a field was refused, as a sentence for the client.
 pub type Refused = String;
