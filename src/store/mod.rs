@@ -10,7 +10,9 @@ pub mod snapshot;
 mod social;
 
 pub use admin::AdminUser;
-pub use chat::{Appended, Before, Delivered, Heads, NewMessage, msg_id, parse_msg_id};
+pub use chat::{
+    Appended, Before, Delivered, Heads, MAX_IMPORTED_MSG_ID, NewMessage, msg_id, parse_msg_id,
+};
 pub use convs::{ConversationEntry, DeliveredTo};
 pub use fixtures::Fixtures;
 pub use groups::{GroupChange, GroupInfo, GroupMember, GroupOutcome, GroupSummary};

@@ -12,6 +12,7 @@ mod cli;
 mod client;
 mod dashboard;
 mod durability;
+mod limits_store;
 mod login;
 mod media;
 mod metrics;

@@ -34,7 +34,7 @@ async fn imctl_async(state: &Path, args: &[&str]) -> Output {
 }
 
 /// `imctl serve ARGS` on free ports, which must fail (within 30 s); returns its stderr.
-fn serve_fails(args: &[&str]) -> String {
+pub(crate) fn serve_fails(args: &[&str]) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_imctl"))
         .args(["serve", "--app-port", "0", "--broker-port", "0"])
         .args(args)
@@ -544,7 +544,7 @@ async fn export_needs_the_right_secret_and_a_server() {
 }
 
 /// Logs `mobile` in on a spawned server and connects to its broker.
-async fn chat_at(url: &str, mobile: &str) -> ChatConn {
+pub(crate) async fn chat_at(url: &str, mobile: &str) -> ChatConn {
     let http = reqwest::Client::new();
     let login: Value = http
         .post(format!("{url}/login"))

@@ -1,0 +1,217 @@
+//! Issue 14, the store's part: pages bounded in bytes, group history within
+//! membership periods, msgIds that never wrap, private files, and clients
+//! that survive content they cannot render.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use imctl::wire::limits::PAGE_BYTES;
+use serde_json::{Value, json};
+
+use crate::common::{Served, rss_of};
+use crate::snapshot::{chat_at, serve_fails};
+
+const MIB: u64 = 1024 * 1024;
+
+/// A snapshot of alice (13800000001) and bob (13800000002) with `contents`
+/// sent from alice to bob, as JSON text (contents are written as given).
+fn snapshot_with(contents: &[String], first_id: Option<i64>) -> String {
+    let mut messages = Vec::with_capacity(contents.len());
+    for (i, c) in contents.iter().enumerate() {
+        let id = match (i, first_id) {
+            (0, Some(id)) => format!(r#""msgId": "m{id}", "#),
+            _ => String::new(),
+        };
+        messages.push(format!(
+            r#"{{{id}"from": "alice", "conv": {{"type": "single", "target": "bob"}}, "content": {c}, "serverTime": 1, "recipients": ["alice", "bob"]}}"#
+        ));
+    }
+    format!(
+        r#"{{"version": 1, "users": [{{"userId": "alice", "displayName": "Alice", "mobile": "13800000001"}}, {{"userId": "bob", "displayName": "Bob", "mobile": "13800000002"}}], "messages": [{}]}}"#,
+        messages.join(",\n")
+    )
+}
+
+/// Imports `snapshot` into a new data dir under `dir` and returns the dir;
+/// the importing process is gone, so a later start begins with a clean heap.
+fn imported(dir: &Path, snapshot: &str) -> String {
+    let file = dir.join("in.json");
+    std::fs::write(&file, snapshot).unwrap();
+    let data = dir.join("data");
+    let importer = Served::start(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--import",
+        file.to_str().unwrap(),
+        "--app-port",
+        "0",
+        "--broker-port",
+        "0",
+    ]);
+    drop(importer);
+    data.to_str().unwrap().to_owned()
+}
+
+/// Samples `pid`'s RSS every few ms until stopped; returns the peak.
+struct Peak {
+    stop: Arc<AtomicBool>,
+    peak: Arc<AtomicU64>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Peak {
+    fn watch(pid: u32) -> Self {
+        let (stop, peak) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let (s, p) = (stop.clone(), peak.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                p.fetch_max(rss_of(pid), Ordering::Relaxed);
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        });
+        Self { stop, peak, thread }
+    }
+
+    fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap();
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+/// One `sync limit 1000` over 300 stored 64 KB custom messages: before,
+/// the broker parsed every one into a `Value` tree (~1 MB each for an
+/// array of numbers) and built the whole page; now the page stops at
+/// `PAGE_BYTES` and the content is copied as stored.
+#[tokio::test]
+async fn a_big_sync_is_one_page_of_bounded_bytes_and_the_cursor_finds_every_message() {
+    const N: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let numbers = vec!["0"; 32 * 1024].join(",");
+    let contents: Vec<String> = (0..N)
+        .map(|i| format!(r#"{{"type": "custom", "data": {{"n": {i}, "v": [{numbers}]}}}}"#))
+        .collect();
+    let data = imported(dir.path(), &snapshot_with(&contents, None));
+    let served = Served::start(&["--data-dir", &data, "--app-port", "0", "--broker-port", "0"]);
+    let mut bob = chat_at(&served.app, "13800000002").await;
+    let before = served.rss();
+    let peak = Peak::watch(served.pid());
+    let raw = bob
+        .request(json!({"op": "sync", "since": 0, "limit": 1000}))
+        .await
+        .unwrap();
+    let peak = peak.stop();
+    let growth = peak.saturating_sub(before);
+    eprintln!(
+        "sync of {N} × 64 KB: RSS {} → peak {} MiB",
+        before / MIB,
+        peak / MIB
+    );
+    assert!(
+        growth < 64 * MIB,
+        "one sync grew the server by {} MiB",
+        growth / MIB
+    );
+    let bytes = raw["entries"].to_string().len();
+    let one = contents[0].len() + 300;
+    assert!(
+        bytes <= PAGE_BYTES + one,
+        "a page of {bytes} bytes is over the budget"
+    );
+    assert_eq!(raw["more"], true);
+    assert!(raw["entries"].as_array().unwrap().len() < N);
+
+    // Following the cursor hands out every message exactly once, in order.
+    let mut seen = Vec::new();
+    let mut page = raw;
+    loop {
+        let entries = page["entries"].as_array().unwrap();
+        assert!(!entries.is_empty());
+        for e in entries {
+            seen.push((
+                e["seq"].as_i64().unwrap(),
+                e["message"]["content"]["data"]["n"].as_u64().unwrap(),
+            ));
+        }
+        if page["more"] == false {
+            break;
+        }
+        let since = seen.last().unwrap().0;
+        page = bob
+            .request(json!({"op": "sync", "since": since, "limit": 1000}))
+            .await
+            .unwrap();
+    }
+    let want: Vec<(i64, u64)> = (0..N).map(|i| (i as i64 + 1, i as u64)).collect();
+    assert_eq!(seen, want);
+
+    // history pages the same way, newest first, `before` the last msgId.
+    let mut ids = Vec::new();
+    let mut before: Value = Value::Null;
+    loop {
+        let page = bob
+            .request(json!({"op": "history", "conv": {"type": "single", "target": "alice"}, "limit": 200, "before": before}))
+            .await
+            .unwrap();
+        assert!(page["messages"].to_string().len() <= PAGE_BYTES + one);
+        let messages = page["messages"].as_array().unwrap();
+        ids.extend(
+            messages
+                .iter()
+                .map(|m| m["msgId"].as_str().unwrap().to_owned()),
+        );
+        if page["more"] == false {
+            break;
+        }
+        before = json!(ids.last().unwrap());
+    }
+    let want: Vec<String> = (1..=N).rev().map(|i| format!("m{i}")).collect();
+    assert_eq!(ids, want);
+}
+
+#[test]
+fn an_import_whose_msg_ids_leave_no_room_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = || vec![r#"{"type": "text", "text": "hi"}"#.to_owned()];
+    for last in [i64::MAX - 1, i64::MAX, i64::MAX / 2 + 1] {
+        let file = dir.path().join(format!("{last}.json"));
+        std::fs::write(&file, snapshot_with(&text(), Some(last))).unwrap();
+        let err = serve_fails(&["--ephemeral", "--import", file.to_str().unwrap()]);
+        let expected = format!("msgId m{last} leaves no room for new messages");
+        assert!(err.contains(&expected), "{err}");
+        assert!(err.contains("renumber"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn the_highest_importable_msg_id_still_leaves_room_to_send() {
+    let dir = tempfile::tempdir().unwrap();
+    let max = imctl::store::MAX_IMPORTED_MSG_ID;
+    let file = dir.path().join("max.json");
+    std::fs::write(
+        &file,
+        snapshot_with(&[r#"{"type": "text", "text": "hi"}"#.to_owned()], Some(max)),
+    )
+    .unwrap();
+    let served = Served::start(&[
+        "--ephemeral",
+        "--import",
+        file.to_str().unwrap(),
+        "--app-port",
+        "0",
+        "--broker-port",
+        "0",
+    ]);
+    let mut alice = chat_at(&served.app, "13800000001").await;
+    for n in 1..=3 {
+        let ack = alice
+            .send_text("single", "bob", "next", None)
+            .await
+            .unwrap();
+        assert_eq!(ack.msg_id, format!("m{}", max + n));
+    }
+}
