@@ -215,3 +215,86 @@ async fn the_highest_importable_msg_id_still_leaves_room_to_send() {
         assert_eq!(ack.msg_id, format!("m{}", max + n));
     }
 }
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// The database holds the IM-token secret, state files hold tokens, a
+/// snapshot holds everything: none of them is for other local users.
+#[cfg(unix)]
+#[tokio::test]
+async fn data_and_state_files_are_private_to_their_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("deep/data");
+    let served = Served::start(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--admin-secret",
+        "s3cret",
+        "--app-port",
+        "0",
+        "--broker-port",
+        "0",
+    ]);
+    // A send makes sure the WAL and its index exist.
+    let mut alice = chat_at(&served.app, "13800000001").await;
+    alice.send_text("single", "bob", "hi", None).await.unwrap();
+    for d in [dir.path().join("deep"), data.clone()] {
+        assert_eq!(mode(&d), 0o700, "{}", d.display());
+    }
+    for f in ["imctl.db", "imctl.db-wal", "imctl.db-shm"] {
+        assert_eq!(mode(&data.join(f)), 0o600, "{f}");
+    }
+    let state = dir.path().join("state/imctl");
+    let export = dir.path().join("snap.json");
+    let app = served.app.clone();
+    let (state2, export2) = (state.clone(), export.clone());
+    let (exported, logged_in) = tokio::task::spawn_blocking(move || {
+        let exported = crate::common::imctl(
+            &state2,
+            &[
+                "export",
+                export2.to_str().unwrap(),
+                "--app-server",
+                &app,
+                "--admin-secret",
+                "s3cret",
+            ],
+        );
+        let logged_in = crate::common::imctl(
+            &state2,
+            &[
+                "simulate",
+                "mobile-login",
+                "--user",
+                "bob",
+                "--app-server",
+                &app,
+            ],
+        );
+        (exported, logged_in)
+    })
+    .await
+    .unwrap();
+    assert!(
+        exported.status.success(),
+        "{}",
+        crate::common::stderr(&exported)
+    );
+    assert!(
+        logged_in.status.success(),
+        "{}",
+        crate::common::stderr(&logged_in)
+    );
+    assert_eq!(mode(&export), 0o600);
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&dir.path().join("state")), 0o700);
+    assert_eq!(mode(&state.join("phones.json")), 0o600);
+}
