@@ -860,7 +860,7 @@ impl Chat {
                 self.screen.show([Line::notice(format!(
                     "{} ({}), mobile {}, portrait {}",
                     u["userId"].as_str().unwrap_or("?"),
-                    u["displayName"].as_str().unwrap_or(""),
+                    crate::client::session::one_line(u["displayName"].as_str().unwrap_or("")),
                     u["mobile"].as_str().unwrap_or("-"),
                     u["portrait"].as_str().unwrap_or("-")
                 ))]);

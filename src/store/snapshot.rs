@@ -27,12 +27,13 @@ use serde_json::{Value, json};
 use sqlx::{Row, SqliteConnection};
 
 use super::chat::{
-    MAX_IMPORTED_MSG_ID, conv_key, message_columns, message_from_row, msg_id, parse_msg_id,
+    MAX_IMPORTED_MSG_ID, conv_key, message_columns, msg_id, parse_msg_id, raw_message_from_row,
 };
 use super::{Result, Store, now_ms};
 pub use crate::wire::snapshot::Snapshot;
 use crate::wire::snapshot::{
-    SnapshotFriendRequest, SnapshotGroup, SnapshotMember, SnapshotMessage, SnapshotUser, VERSION,
+    RawContent, SnapshotFriendRequest, SnapshotGroup, SnapshotMember, SnapshotMessage,
+    SnapshotUser, VERSION,
 };
 use crate::wire::ws::ConvType;
 
@@ -220,7 +221,7 @@ pub fn validate(s: &Snapshot) -> anyhow::Result<()> {
             ),
             _ => {}
         }
-        if !m.content.get("type").is_some_and(Value::is_string) {
+        if m.content.kind().is_none() {
             bail!(
                 "{}: content must be an object with a \"type\", like {{\"type\": \"text\", \"text\": \"hi\"}}",
                 at()
@@ -383,14 +384,15 @@ impl Store {
         .iter()
         .map(|r| {
             let id: i64 = r.try_get("id")?;
-            let m = message_from_row(r)?;
+            // The content as stored: never parsed, so any depth exports.
+            let m = raw_message_from_row(r)?;
             Ok(SnapshotMessage {
                 msg_id: Some(m.msg_id),
-                from: m.from,
+                from: m.from.to_owned(),
                 conv: m.conv,
-                content: m.content,
+                content: RawContent(m.content.to_owned()),
                 server_time: m.server_time,
-                client_msg_id: m.client_msg_id,
+                client_msg_id: m.client_msg_id.map(str::to_owned),
                 recipients: Some(recipients.remove(&id).unwrap_or_default()),
             })
         })
@@ -600,7 +602,7 @@ async fn insert_all(conn: &mut SqliteConnection, s: &Snapshot, now: i64) -> Resu
             m.conv.kind.as_str(),
             conv_key(&m.from, &m.conv),
             m.conv.target,
-            m.content.to_string(),
+            m.content.get(),
             or_now(m.server_time, now),
             sender_seq
         ]));

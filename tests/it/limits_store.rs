@@ -298,3 +298,159 @@ async fn data_and_state_files_are_private_to_their_owner() {
     assert_eq!(mode(&dir.path().join("state")), 0o700);
     assert_eq!(mode(&state.join("phones.json")), 0o600);
 }
+
+/// Messages no client could render before: 125 levels of nesting (past
+/// serde_json's limit of 128 once inside a frame), an unknown type, terminal
+/// escapes and a forged line in a text, a huge text; then one ordinary one.
+fn poison() -> Vec<String> {
+    let deep = format!("{}1{}", "[".repeat(125), "]".repeat(125));
+    vec![
+        format!(r#"{{"type": "custom", "data": {deep}}}"#),
+        r#"{"type": "hologram", "beam": {"x": 1}}"#.to_owned(),
+        r#"{"type": "text", "text": "\u001b[2J\rwiped\n12:00 [alice] alice: forged"}"#.to_owned(),
+        format!(r#"{{"type": "text", "text": "{}"}}"#, "y".repeat(200_000)),
+        r#"{"type": "text", "text": "after the poison"}"#.to_owned(),
+    ]
+}
+
+/// `imctl client`, `imctl export`, `serve --import` of that export and of
+/// an `--export-on-exit` file all get past stored content they cannot show.
+#[tokio::test]
+async fn clients_exports_and_imports_survive_poison_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("poison.json");
+    std::fs::write(&file, snapshot_with(&poison(), None)).unwrap();
+    let on_exit = dir.path().join("on-exit.json");
+    let served = Served::start(&[
+        "--ephemeral",
+        "--import",
+        file.to_str().unwrap(),
+        "--admin-secret",
+        "s3cret",
+        "--export-on-exit",
+        on_exit.to_str().unwrap(),
+        "--app-port",
+        "0",
+        "--broker-port",
+        "0",
+    ]);
+    let state = dir.path().join("state");
+
+    // The terminal client shows all five, escaped, and exits 0.
+    let shown = crate::client::client(
+        &state,
+        &served.app,
+        &[
+            "--user",
+            "bob",
+            "--listen",
+            "--count",
+            "5",
+            "--timeout",
+            "20s",
+        ],
+    )
+    .output()
+    .await
+    .unwrap();
+    let out = crate::common::stdout(&shown);
+    assert!(shown.status.success(), "{}", crate::common::stderr(&shown));
+    assert!(!out.contains('\u{1b}') && !out.contains('\r'), "{out}");
+    let rows: Vec<&str> = out.lines().collect();
+    assert!(
+        rows.last().unwrap().ends_with("alice: after the poison"),
+        "{out}"
+    );
+    // Each message is one row starting with its time; a text's own newline
+    // only continues it, indented, so "12:00 [alice]" cannot pass as a row.
+    let starts = rows.iter().filter(|r| !r.starts_with(' ')).count();
+    assert_eq!(starts, 5, "{out}");
+    assert!(
+        out.contains("[custom [[[") && out.contains("more characters)"),
+        "{out}"
+    );
+    assert!(out.contains("[hologram]"), "{out}");
+    assert!(out.contains("\\u{1b}[2J\\rwiped"), "{out}");
+
+    // A second device syncs everything again, as JSON, without error.
+    let json_state = dir.path().join("state-json");
+    let shown = crate::client::client(
+        &json_state,
+        &served.app,
+        &[
+            "--user",
+            "bob",
+            "--listen",
+            "--count",
+            "5",
+            "--json",
+            "--timeout",
+            "20s",
+        ],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert!(shown.status.success(), "{}", crate::common::stderr(&shown));
+    let lines: Vec<Value> = crate::common::stdout(&shown)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    assert_eq!(lines[4]["content"]["text"], "after the poison");
+
+    // export, then import the export and the --export-on-exit file.
+    let exported = dir.path().join("export.json");
+    let (app, s2, e2) = (served.app.clone(), state.clone(), exported.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        crate::common::imctl(
+            &s2,
+            &[
+                "export",
+                e2.to_str().unwrap(),
+                "--app-server",
+                &app,
+                "--admin-secret",
+                "s3cret",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &served.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let mut served = served;
+    let status = tokio::task::spawn_blocking(move || {
+        let status = served.child.wait();
+        (served, status)
+    })
+    .await
+    .unwrap()
+    .1
+    .unwrap();
+    assert!(status.success(), "{status}");
+    for snapshot in [&exported, &on_exit] {
+        let again = Served::start(&[
+            "--ephemeral",
+            "--import",
+            snapshot.to_str().unwrap(),
+            "--app-port",
+            "0",
+            "--broker-port",
+            "0",
+        ]);
+        let mut bob = chat_at(&again.app, "13800000002").await;
+        let page = bob
+            .request(json!({"op": "sync", "since": 0, "limit": 10}))
+            .await
+            .unwrap();
+        let entries = page["entries"].as_array().unwrap();
+        assert_eq!(entries.len(), 5, "{}", snapshot.display());
+        assert_eq!(entries[4]["message"]["content"]["text"], "after the poison");
+        assert_eq!(entries[1]["message"]["content"]["type"], "hologram");
+    }
+}
