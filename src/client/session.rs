@@ -984,7 +984,12 @@ fn describe_all(content: &Value) -> String {
     let s = |k: &str| one_line(content[k].as_str().unwrap_or(""));
     let n = |k: &str| content[k].to_string();
     match content["type"].as_str().unwrap_or_default() {
-        "text" => s("text").replace('\n', "\n      "),
+        // A text's own newlines continue it, indented: never a row of its own.
+        "text" => content["text"]
+            .as_str()
+            .unwrap_or("")
+            .replace('\r', "\\r")
+            .replace('\n', "\n      "),
         "image" => format!("[image {}x{} {}]", n("w"), n("h"), s("url")),
         "file" => format!(
             "[file {} {} {}]",

@@ -454,3 +454,110 @@ async fn clients_exports_and_imports_survive_poison_messages() {
         assert_eq!(entries[1]["message"]["content"]["type"], "hologram");
     }
 }
+
+fn texts(page: &Value, key: &str) -> Vec<String> {
+    page[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["content"]["type"] == "text")
+        .map(|m| m["content"]["text"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A member sees the group's messages from while they were a member: not
+/// from before they were added, not from while they were removed.
+#[tokio::test]
+async fn group_history_shows_a_member_only_their_membership_periods() {
+    let s = crate::common::start(&[]).await;
+    let (mut alice, _) = s.chat("13800000001", "a").await;
+    let created = alice
+        .request(json!({"op": "group.create", "name": "team", "members": ["bob"]}))
+        .await
+        .unwrap();
+    let g = created["group"]["id"].as_str().unwrap().to_owned();
+    let conv = json!({"type": "group", "target": g});
+    let say = async |alice: &mut imctl::client::chat::ChatConn, text: &str| {
+        alice.send_text("group", &g, text, None).await.unwrap();
+    };
+    say(&mut alice, "before carol").await;
+    let members = |op: &str| json!({"op": op, "group": g, "members": ["carol"]});
+    alice.request(members("group.add")).await.unwrap();
+    say(&mut alice, "first period").await;
+    alice.request(members("group.remove")).await.unwrap();
+    say(&mut alice, "while away").await;
+    alice.request(members("group.add")).await.unwrap();
+    say(&mut alice, "second period").await;
+
+    let (mut carol, _) = s.chat("13800000003", "c").await;
+    let page = carol
+        .request(json!({"op": "history", "conv": conv, "limit": 50}))
+        .await
+        .unwrap();
+    assert_eq!(texts(&page, "messages"), ["second period", "first period"]);
+    // Paging back from the newest stays within her periods too.
+    let newest = page["messages"][0]["msgId"].clone();
+    let older = carol
+        .request(json!({"op": "history", "conv": conv, "limit": 50, "before": newest}))
+        .await
+        .unwrap();
+    assert_eq!(texts(&older, "messages"), ["first period"]);
+    let (mut bob, _) = s.chat("13800000002", "b").await;
+    let page = bob
+        .request(json!({"op": "history", "conv": conv, "limit": 50}))
+        .await
+        .unwrap();
+    assert_eq!(
+        texts(&page, "messages"),
+        [
+            "second period",
+            "while away",
+            "first period",
+            "before carol"
+        ]
+    );
+}
+
+/// `conversations` stops at the byte budget too, and `before` pages on.
+#[tokio::test]
+async fn the_conversation_list_pages_by_bytes() {
+    let s = crate::common::start(&["--max-frame", "1048576"]).await;
+    let (mut alice, _) = s.chat("13800000001", "a").await;
+    let big = "z".repeat(100_000);
+    let mut groups = Vec::new();
+    for i in 0..15 {
+        let created = alice
+            .request(json!({"op": "group.create", "name": format!("g{i}"), "members": ["bob"]}))
+            .await
+            .unwrap();
+        let g = created["group"]["id"].as_str().unwrap().to_owned();
+        alice.send_text("group", &g, &big, None).await.unwrap();
+        groups.push(g);
+    }
+    let (mut seen, mut before, mut pages) = (Vec::new(), Value::Null, 0);
+    loop {
+        let page = alice
+            .request(json!({"op": "conversations", "limit": 1000, "before": before}))
+            .await
+            .unwrap();
+        assert!(page["conversations"].to_string().len() <= PAGE_BYTES + big.len() + 1000);
+        let list = page["conversations"].as_array().unwrap();
+        seen.extend(
+            list.iter()
+                .map(|c| c["conv"]["target"].as_str().unwrap().to_owned()),
+        );
+        pages += 1;
+        if page["more"] == false {
+            break;
+        }
+        before = list.last().unwrap()["lastMessage"]["msgId"].clone();
+    }
+    assert!(pages >= 2, "{pages}");
+    groups.reverse();
+    assert_eq!(seen, groups);
+    let bad = alice
+        .request(json!({"op": "conversations", "before": "yesterday"}))
+        .await
+        .unwrap_err();
+    assert!(bad.to_string().contains("code 400"), "{bad}");
+}
