@@ -36,19 +36,26 @@ fn snapshot_with(contents: &[String], first_id: Option<i64>) -> String {
 /// Imports `snapshot` into a new data dir under `dir` and returns the dir;
 /// the importing process is gone, so a later start begins with a clean heap.
 fn imported(dir: &Path, snapshot: &str) -> String {
+    imported_by(Path::new(env!("CARGO_BIN_EXE_imctl")), dir, snapshot)
+}
+
+fn imported_by(bin: &Path, dir: &Path, snapshot: &str) -> String {
     let file = dir.join("in.json");
     std::fs::write(&file, snapshot).unwrap();
     let data = dir.join("data");
-    let importer = Served::start(&[
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--import",
-        file.to_str().unwrap(),
-        "--app-port",
-        "0",
-        "--broker-port",
-        "0",
-    ]);
+    let importer = Served::start_of(
+        bin,
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--import",
+            file.to_str().unwrap(),
+            "--app-port",
+            "0",
+            "--broker-port",
+            "0",
+        ],
+    );
     drop(importer);
     data.to_str().unwrap().to_owned()
 }
@@ -171,6 +178,46 @@ async fn a_big_sync_is_one_page_of_bounded_bytes_and_the_cursor_finds_every_mess
     }
     let want: Vec<String> = (1..=N).rev().map(|i| format!("m{i}")).collect();
     assert_eq!(ids, want);
+}
+
+/// The issue's measurement: one `sync limit 1000` over 999 stored 64 KB
+/// custom messages, against `IMCTL_MEASURE_BIN` (default: this build).
+/// `cargo test --release --test it -- --ignored measure_big_sync --nocapture`
+#[tokio::test]
+#[ignore = "a measurement, not a check"]
+async fn measure_big_sync() {
+    let bin = std::env::var("IMCTL_MEASURE_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_imctl").to_owned());
+    let bin = Path::new(&bin);
+    let dir = tempfile::tempdir().unwrap();
+    let numbers = vec!["0"; 32 * 1024].join(",");
+    let contents: Vec<String> = (0..999)
+        .map(|i| format!(r#"{{"type": "custom", "data": {{"n": {i}, "v": [{numbers}]}}}}"#))
+        .collect();
+    let data = imported_by(bin, dir.path(), &snapshot_with(&contents, None));
+    let served = Served::start_of(
+        bin,
+        &["--data-dir", &data, "--app-port", "0", "--broker-port", "0"],
+    );
+    let mut bob = chat_at(&served.app, "13800000002").await;
+    bob.set_timeout(std::time::Duration::from_secs(120));
+    let before = served.rss();
+    let peak = Peak::watch(served.pid());
+    // Before, the page (65 MB) was more than a client reads (16 MiB).
+    let page = bob
+        .request(json!({"op": "sync", "since": 0, "limit": 1000}))
+        .await;
+    let peak = peak.stop();
+    let page = page.map(|p| {
+        let n = p["entries"].as_array().unwrap().len();
+        (n, p.to_string().len(), p["more"].clone())
+    });
+    eprintln!(
+        "{}: sync limit 1000 over 999 × 64 KB: RSS {} → peak {} MiB; page (entries, bytes, more): {page:?}",
+        bin.display(),
+        before / MIB,
+        peak / MIB,
+    );
 }
 
 #[test]
