@@ -963,6 +963,20 @@ pub fn one_line(s: &str) -> String {
     s.replace('\n', "\\n").replace('\r', "\\r")
 }
 
+/// `s` with every control character escaped (newlines too): a name printed
+/// by the CLI cannot start a line of its own or move the cursor.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
 /// At most `max` characters of `s`, saying how many were left out.
 fn shorten(s: String, max: usize) -> String {
     let n = s.chars().count();

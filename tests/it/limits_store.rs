@@ -366,7 +366,12 @@ fn poison() -> Vec<String> {
 async fn clients_exports_and_imports_survive_poison_messages() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("poison.json");
-    std::fs::write(&file, snapshot_with(&poison(), None)).unwrap();
+    // Bob's display name tries to forge a row too.
+    let snapshot = snapshot_with(&poison(), None).replace(
+        r#""displayName": "Bob""#,
+        r#""displayName": "Bob\u001b[31m\nlogged in as alice""#,
+    );
+    std::fs::write(&file, snapshot).unwrap();
     let on_exit = dir.path().join("on-exit.json");
     let served = Served::start(&[
         "--ephemeral",
@@ -418,6 +423,28 @@ async fn clients_exports_and_imports_survive_poison_messages() {
     );
     assert!(out.contains("[hologram]"), "{out}");
     assert!(out.contains("\\u{1b}[2J\\rwiped"), "{out}");
+
+    let phone_state = dir.path().join("phone");
+    let app = served.app.clone();
+    let phone = tokio::task::spawn_blocking(move || {
+        crate::common::imctl(
+            &phone_state,
+            &[
+                "simulate",
+                "mobile-login",
+                "--user",
+                "bob",
+                "--app-server",
+                &app,
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(phone.status.success(), "{}", crate::common::stderr(&phone));
+    let out = crate::common::stdout(&phone);
+    assert!(!out.contains("\nlogged in as alice"), "{out}");
+    assert!(out.contains(r"Bob\u{1b}[31m\nlogged in as alice"), "{out}");
 
     // A second device syncs everything again, as JSON, without error.
     let json_state = dir.path().join("state-json");
