@@ -686,13 +686,15 @@ impl Store {
                 " FROM messages m WHERE m.conv_type = ? AND m.conv_key = ? AND m.id < ? AND m.server_time < ?
                  ORDER BY m.id DESC LIMIT ?"
             ),
-            // CROSS JOIN keeps the conversation's index outside: the newest
-            // messages first, each looked up in the member's inbox.
+            // The conversation's index drives, newest first; each message is
+            // looked up in the member's inbox (a join would let SQLite carry
+            // `m.id < ?` over to the inbox and scan a range per message).
             ConvType::Group => concat!(
                 "SELECT ",
                 message_columns!(),
-                " FROM messages m CROSS JOIN inbox i ON i.user_id = ?6 AND i.message_id = m.id
+                " FROM messages m
                  WHERE m.conv_type = ?1 AND m.conv_key = ?2 AND m.id < ?3 AND m.server_time < ?4
+                   AND EXISTS (SELECT 1 FROM inbox i WHERE i.user_id = ?6 AND i.message_id = m.id)
                  ORDER BY m.id DESC LIMIT ?5"
             ),
         };

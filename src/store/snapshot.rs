@@ -374,19 +374,19 @@ impl Store {
         {
             recipients.entry(id).or_default().push(user);
         }
-        let messages = sqlx::query(concat!(
+        // Row by row: each message's content is copied once, as stored
+        // (never parsed), and no second copy of all rows is held.
+        let mut messages = Vec::new();
+        let mut rows = sqlx::query(concat!(
             "SELECT ",
             message_columns!(),
             " FROM messages m ORDER BY m.id"
         ))
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|r| {
+        .fetch(&mut *tx);
+        while let Some(r) = futures_util::TryStreamExt::try_next(&mut rows).await? {
             let id: i64 = r.try_get("id")?;
-            // The content as stored: never parsed, so any depth exports.
-            let m = raw_message_from_row(r)?;
-            Ok(SnapshotMessage {
+            let m = raw_message_from_row(&r)?;
+            messages.push(SnapshotMessage {
                 msg_id: Some(m.msg_id),
                 from: m.from.to_owned(),
                 conv: m.conv,
@@ -394,9 +394,9 @@ impl Store {
                 server_time: m.server_time,
                 client_msg_id: m.client_msg_id.map(str::to_owned),
                 recipients: Some(recipients.remove(&id).unwrap_or_default()),
-            })
-        })
-        .collect::<Result<_>>()?;
+            });
+        }
+        drop(rows);
         tx.commit().await?;
         Ok(Snapshot {
             version: VERSION,
