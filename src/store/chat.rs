@@ -152,10 +152,18 @@ pub(super) fn message_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ChatMess
             target: row.try_get("target")?,
         },
         from: row.try_get("sender")?,
-        content: serde_json::from_str(content).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        // Whatever depth the store holds (an import takes any), this parse
+        // cannot fail a commit or a reply over it.
+        content: crate::wire::json::parse_capped(content, STORED_DEPTH)
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?
+            .0,
         server_time: row.try_get("server_time")?,
     })
 }
+
+/// Nesting kept when stored content is parsed (new content has at most
+/// `MAX_CONTENT_DEPTH`; imported content may have more).
+const STORED_DEPTH: usize = 100;
 
 /// A stored message with its content as stored (no parsing, no copy).
 pub(super) fn raw_message_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<RawChatMessage<'_>> {
