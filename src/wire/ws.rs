@@ -550,6 +550,24 @@ mod tests {
     }
 
     #[test]
+    fn page_frames_read_back_as_their_types() {
+        let page = |json: &str| Page {
+            json: json.into(),
+            count: 0,
+            more: true,
+        };
+        let synced: Synced = serde_json::from_str(&synced_frame(Some(3), &page("[]"), 9)).unwrap();
+        assert_eq!((synced.id, synced.head, synced.more), (Some(3), 9, true));
+        let history: History = serde_json::from_str(&history_frame(None, &page("[]"))).unwrap();
+        assert_eq!((history.id, history.more), (None, true));
+        let v: Value = serde_json::from_str(&conversations_frame(Some(1), &page("[]"))).unwrap();
+        assert_eq!(
+            v,
+            json!({"id": 1, "op": "conversations", "conversations": [], "more": true})
+        );
+    }
+
+    #[test]
     fn msg_push_is_valid_json() {
         let m = ChatMessage {
             msg_id: "m1".into(),
