@@ -197,7 +197,7 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
             .data_dir
             .clone()
             .unwrap_or_else(store::default_data_dir);
-        std::fs::create_dir_all(&dir)
+        store::create_private_dir(&dir)
             .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
         let path = store::database_path(&dir);
         (Location::File(path.clone()), Some(path))

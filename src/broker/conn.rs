@@ -19,12 +19,14 @@ use super::presence;
 use super::writer::{Replier, WriteOp, frame};
 use crate::store::{Before, Delivered, GroupChange, NewMessage, Requested, msg_id, parse_msg_id};
 use crate::token::TokenError;
+use crate::wire::limits::PAGE_BYTES;
 use crate::wire::limits::{MAX_CLIENT_ID, check_platform, check_text};
 use crate::wire::ws::{
     ConnectReq, Connected, ConvReq, ConvType, Conversation, ConversationsReq, ErrorFrame,
     FriendAnswerReq, FriendRequestReq, GroupAdminReq, GroupCreateReq, GroupMembersReq,
-    GroupRenameReq, GroupReq, History, HistoryReq, MuteReq, PresenceReq, ProfileGetReq,
-    ProfileUpdateReq, ReadReq, RecvReq, SendReq, SyncReq, Synced, close, code,
+    GroupRenameReq, GroupReq, HistoryReq, MuteReq, PresenceReq, ProfileGetReq, ProfileUpdateReq,
+    ReadReq, RecvReq, SendReq, SyncReq, close, code, conversations_frame, history_frame,
+    synced_frame,
 };
 
 const MAX_SYNC: u32 = 1000;
@@ -663,9 +665,9 @@ async fn sync(
         return refuse(code::BAD_REQUEST, "since must be ≥ 0");
     }
     let limit = req.limit.unwrap_or(DEFAULT_SYNC).clamp(1, MAX_SYNC);
-    let (entries, more) = broker
+    let entries = broker
         .store
-        .inbox_since(&s.user_id, req.since, limit)
+        .inbox_page(&s.user_id, req.since, limit, PAGE_BYTES)
         .await
         .map_err(db_error)?;
     let head = broker
@@ -673,13 +675,7 @@ async fn sync(
         .inbox_head(&s.user_id)
         .await
         .map_err(db_error)?;
-    handle.send(frame(&Synced {
-        id,
-        op: "synced".into(),
-        entries,
-        head,
-        more,
-    }));
+    handle.send(synced_frame(id, &entries, head).into());
     Ok(())
 }
 
@@ -775,17 +771,12 @@ async fn history(
             }
         };
     let limit = req.limit.unwrap_or(DEFAULT_HISTORY).clamp(1, MAX_HISTORY);
-    let (messages, more) = broker
+    let messages = broker
         .store
-        .history(&s.user_id, &req.conv, before, limit)
+        .history_page(&s.user_id, &req.conv, before, limit, PAGE_BYTES)
         .await
         .map_err(db_error)?;
-    handle.send(frame(&History {
-        id,
-        op: "history".into(),
-        messages,
-        more,
-    }));
+    handle.send(history_frame(id, &messages).into());
     Ok(())
 }
 
@@ -1319,17 +1310,21 @@ async fn conversations(
 ) -> Result<(), Refusal> {
     let req: ConversationsReq = parse("conversations", value)?;
     let limit = req.limit.unwrap_or(100).clamp(1, 1000);
+    let before = match req.before.as_deref() {
+        None => None,
+        Some(m) => Some(parse_msg_id(m).ok_or_else(|| {
+            Refusal(
+                code::BAD_REQUEST,
+                format!("before {m:?} is not a msgId like \"m42\""),
+            )
+        })?),
+    };
     let list = broker
         .store
-        .conversations(&s.user_id, limit)
+        .conversations_page(&s.user_id, limit, before, PAGE_BYTES)
         .await
         .map_err(db_error)?;
-    reply(
-        handle,
-        id,
-        "conversations",
-        serde_json::json!({"conversations": list}),
-    );
+    handle.send(conversations_frame(id, &list).into());
     Ok(())
 }
 

@@ -379,17 +379,34 @@ impl AppClient {
         if let Some(b) = body {
             req = req.json(b);
         }
+        let text = self.admin_text_of(path, req).await?;
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// `GET` on the admin API, the body as text: a snapshot is parsed into
+    /// its own type, not a `Value` tree (which has a depth limit and costs
+    /// a node per number).
+    pub async fn admin_get_text(&self, secret: &str, path: &str) -> Result<String> {
+        let req = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("x-admin-secret", secret);
+        self.admin_text_of(path, req).await
+    }
+
+    async fn admin_text_of(&self, path: &str, req: reqwest::RequestBuilder) -> Result<String> {
         let resp = req.send().await.map_err(|e| self.send_error(path, e))?;
         let status = resp.status();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        let text = resp.text().await.map_err(|e| self.send_error(path, e))?;
         if !status.is_success() {
+            let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             let message = body["error"].as_str().unwrap_or("no details").to_owned();
             return Err(ClientError::Status {
                 status: status.as_u16(),
                 message,
             });
         }
-        Ok(body)
+        Ok(text)
     }
 
     /// `GET /_dev/status`: version, addresses and counts.

@@ -49,6 +49,25 @@ pub async fn open_socket(ws_url: &str) -> Result<Socket, tokio_tungstenite::tung
     Ok(ws)
 }
 
+/// Nesting a client keeps when it reads a frame; anything deeper becomes
+/// [`TOO_DEEP`]. serde_json refuses more than 128 levels outright, so one
+/// stored message nested that deep would otherwise make every frame that
+/// carries it (a `sync` page) unreadable, and the client with it.
+pub const MAX_FRAME_DEPTH: usize = 64;
+pub use crate::wire::json::TOO_DEEP;
+
+/// Parses a frame from the broker, cutting values nested deeper than
+/// [`MAX_FRAME_DEPTH`] (they are skipped without recursion, not built).
+pub fn parse_frame(text: &str) -> serde_json::Result<Value> {
+    let (v, cut) = crate::wire::json::parse_capped(text, MAX_FRAME_DEPTH)?;
+    if cut {
+        tracing::warn!(
+            "a frame from the broker nests deeper than {MAX_FRAME_DEPTH} levels; the deeper part is shown as {TOO_DEEP:?}"
+        );
+    }
+    Ok(v)
+}
+
 pub struct ChatConn {
     ws: Socket,
     next_id: u64,
@@ -190,7 +209,7 @@ impl ChatConn {
             };
             match next {
                 Some(Ok(Message::Text(t))) => {
-                    return serde_json::from_str(t.as_str())
+                    return parse_frame(t.as_str())
                         .map_err(|e| ChatError::Protocol(format!("{e}: {t}")));
                 }
                 Some(Ok(Message::Close(frame))) => {
@@ -214,5 +233,37 @@ impl ChatConn {
     /// Closes the connection politely.
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_of_any_depth_parse_with_the_deep_part_cut() {
+        let deep = format!("{}1{}", "[".repeat(500), "]".repeat(500));
+        let text = format!(
+            r#"{{"op":"msg","seq":1,"message":{{"content":{{"type":"custom","data":{deep}}}}}}}"#
+        );
+        assert!(serde_json::from_str::<Value>(&text).is_err());
+        let v = parse_frame(&text).unwrap();
+        assert_eq!(v["seq"], 1);
+        assert_eq!(v["message"]["content"]["type"], "custom");
+        let mut d = &v["message"]["content"]["data"];
+        let mut levels = 0;
+        while let Some(inner) = d.get(0) {
+            d = inner;
+            levels += 1;
+        }
+        assert_eq!(d, TOO_DEEP);
+        assert!(levels > 50, "{levels}");
+        // Ordinary frames come out as serde_json reads them.
+        let plain = r#"{"a":[1,-2,3.5,"x",null,true,{"b":{}}]}"#;
+        assert_eq!(
+            parse_frame(plain).unwrap(),
+            serde_json::from_str::<Value>(plain).unwrap()
+        );
+        assert!(parse_frame("{} x").is_err());
     }
 }

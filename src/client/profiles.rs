@@ -52,7 +52,8 @@ fn load_json<T: DeserializeOwned + Default>(path: &Path) -> anyhow::Result<T> {
 /// Writes a state file atomically (temp file + rename), readable only by its owner.
 fn save_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
     let dir = path.parent().expect("state files live in a directory");
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    crate::store::create_private_dir(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
     // A temp name of our own: two processes saving at once must not share it.
     let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
     let text = serde_json::to_string_pretty(value)?;
@@ -148,14 +149,15 @@ impl ClientSessions {
         // Two clients (alice and bob in two terminals) save into one file:
         // read-modify-write under an advisory lock so neither loses the other's update.
         if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)
+            crate::store::create_private_dir(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
         let lock_path = self.path.with_extension("lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true).truncate(false).write(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let lock = options
             .open(&lock_path)
             .with_context(|| format!("cannot open {}", lock_path.display()))?;
         lock.lock()
@@ -172,7 +174,8 @@ impl ClientSessions {
 /// Creates an empty file (and its directory) only its owner can read.
 pub fn create_private(path: &Path) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        crate::store::create_private_dir(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
     }
     write_private(path, b"").with_context(|| format!("cannot create {}", path.display()))
 }

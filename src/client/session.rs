@@ -329,9 +329,11 @@ impl Session {
             ConvType::Single => conv.target.clone(),
             ConvType::Group => format!(
                 "#{}",
-                self.groups
-                    .get(&conv.target)
-                    .map_or(conv.target.as_str(), String::as_str)
+                one_line(
+                    self.groups
+                        .get(&conv.target)
+                        .map_or(conv.target.as_str(), String::as_str)
+                )
             ),
         }
     }
@@ -582,8 +584,8 @@ impl Session {
                 let user = &frame["user"];
                 vec![Line::notice(format!(
                     "{} is now called {}",
-                    user["userId"].as_str().unwrap_or("?"),
-                    user["displayName"].as_str().unwrap_or("?")
+                    one_line(user["userId"].as_str().unwrap_or("?")),
+                    one_line(user["displayName"].as_str().unwrap_or("?"))
                 ))]
             }
             "error" => vec![Line::error(format!(
@@ -871,7 +873,7 @@ impl Session {
         list.iter()
             .map(|f| {
                 let user = f["userId"].as_str().unwrap_or("?");
-                let name = f["displayName"].as_str().unwrap_or("");
+                let name = one_line(f["displayName"].as_str().unwrap_or(""));
                 let state = match platforms_of(user) {
                     Some(p) if p.as_array().is_some_and(|a| !a.is_empty()) => {
                         format!("online ({})", platforms(&p))
@@ -889,7 +891,7 @@ impl Session {
         let g = &reply["group"];
         let mut lines = vec![Line::notice(format!(
             "#{} ({}), owner {}",
-            g["name"].as_str().unwrap_or("?"),
+            one_line(g["name"].as_str().unwrap_or("?")),
             g["id"].as_str().unwrap_or("?"),
             g["owner"].as_str().unwrap_or("?")
         ))];
@@ -950,13 +952,58 @@ fn platforms(list: &Value) -> String {
     }
 }
 
+/// Most characters of one message shown; the rest is counted, not printed.
+const MAX_SHOWN: usize = 2000;
+/// Most characters of a custom message's data shown.
+const MAX_CUSTOM_SHOWN: usize = 200;
+
+/// A field shown inside a line: newlines escaped too, so a name cannot
+/// start a row of its own (`Line::new` escapes the other control characters).
+pub fn one_line(s: &str) -> String {
+    s.replace('\n', "\\n").replace('\r', "\\r")
+}
+
+/// `s` with every control character escaped (newlines too): a name printed
+/// by the CLI cannot start a line of its own or move the cursor.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+/// At most `max` characters of `s`, saying how many were left out.
+fn shorten(s: String, max: usize) -> String {
+    let n = s.chars().count();
+    if n <= max {
+        return s;
+    }
+    let kept: String = s.chars().take(max).collect();
+    format!("{kept}… ({} more characters)", n - max)
+}
+
 /// Message content, readable in one line: text as it is (continuation lines
-/// indented), other types in brackets.
+/// indented), other types in brackets. Whatever a stored message holds
+/// (an unknown type, no object at all, huge strings) gives a line.
 pub fn describe(content: &Value) -> String {
-    let s = |k: &str| content[k].as_str().unwrap_or("").to_owned();
+    shorten(describe_all(content), MAX_SHOWN)
+}
+
+fn describe_all(content: &Value) -> String {
+    let s = |k: &str| one_line(content[k].as_str().unwrap_or(""));
     let n = |k: &str| content[k].to_string();
     match content["type"].as_str().unwrap_or_default() {
-        "text" => s("text").replace('\n', "\n      "),
+        // A text's own newlines continue it, indented: never a row of its own.
+        "text" => content["text"]
+            .as_str()
+            .unwrap_or("")
+            .replace('\r', "\\r")
+            .replace('\n', "\n      "),
         "image" => format!("[image {}x{} {}]", n("w"), n("h"), s("url")),
         "file" => format!(
             "[file {} {} {}]",
@@ -978,9 +1025,12 @@ pub fn describe(content: &Value) -> String {
             content["lng"].as_f64().unwrap_or(0.0)
         ),
         "sticker" => format!("[sticker {}]", s("url")),
-        "custom" => format!("[custom {}]", content["data"]),
+        "custom" => format!(
+            "[custom {}]",
+            shorten(content["data"].to_string(), MAX_CUSTOM_SHOWN)
+        ),
         "notification" => describe_notification(content),
-        other => format!("[{other}]"),
+        other => format!("[{}]", shorten(one_line(other), MAX_CUSTOM_SHOWN)),
     }
 }
 
@@ -1005,32 +1055,28 @@ fn size(v: &Value) -> String {
 
 /// A group notification in words.
 fn describe_notification(c: &Value) -> String {
-    let actor = c["actor"].as_str().unwrap_or("someone");
+    let actor = one_line(c["actor"].as_str().unwrap_or("someone"));
     let members = c["members"]
         .as_array()
         .map(|m| {
             m.iter()
                 .filter_map(Value::as_str)
+                .map(one_line)
                 .collect::<Vec<_>>()
                 .join(", ")
         })
         .unwrap_or_default();
+    let name = || one_line(c["name"].as_str().unwrap_or(""));
     match c["kind"].as_str().unwrap_or_default() {
-        "created" => format!(
-            "{actor} created the group {} with {members}",
-            c["name"].as_str().unwrap_or("")
-        ),
+        "created" => format!("{actor} created the group {} with {members}", name()),
         "member_added" => format!("{actor} added {members}"),
         "member_removed" => format!("{actor} removed {members}"),
         "left" => format!("{actor} left"),
         "dissolved" => format!("{actor} dissolved the group"),
-        "renamed" => format!(
-            "{actor} renamed the group to {}",
-            c["name"].as_str().unwrap_or("")
-        ),
+        "renamed" => format!("{actor} renamed the group to {}", name()),
         "admin_added" => format!("{actor} made {members} an admin"),
         "admin_removed" => format!("{actor} dismissed {members} as admin"),
-        other => format!("{actor}: {other}"),
+        other => format!("{actor}: {}", one_line(other)),
     }
 }
 

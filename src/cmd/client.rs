@@ -860,7 +860,7 @@ impl Chat {
                 self.screen.show([Line::notice(format!(
                     "{} ({}), mobile {}, portrait {}",
                     u["userId"].as_str().unwrap_or("?"),
-                    u["displayName"].as_str().unwrap_or(""),
+                    crate::client::session::one_line(u["displayName"].as_str().unwrap_or("")),
                     u["mobile"].as_str().unwrap_or("-"),
                     u["portrait"].as_str().unwrap_or("-")
                 ))]);
@@ -893,18 +893,28 @@ impl Chat {
     async fn open_conversation(&mut self, conv: Conversation) -> anyhow::Result<()> {
         self.session.switch(conv.clone());
         let label = self.session.label(&conv);
-        let convs = self
-            .request(json!({"op": "conversations", "limit": 500}))
-            .await?;
-        let unread = convs["conversations"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|c| {
+        // Pages end at a byte budget as well as the limit: follow `more`.
+        let mut before = Value::Null;
+        let mut unread = 0;
+        for _ in 0..10 {
+            let page = self
+                .request(json!({"op": "conversations", "limit": 500, "before": before}))
+                .await?;
+            let list = page["conversations"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if let Some(c) = list.iter().find(|c| {
                 serde_json::from_value::<Conversation>(c["conv"].clone()).ok() == Some(conv.clone())
-            })
-            .and_then(|c| c["unread"].as_u64())
-            .unwrap_or(0) as u32;
+            }) {
+                unread = c["unread"].as_u64().unwrap_or(0) as u32;
+                break;
+            }
+            match list.last() {
+                Some(last) if page["more"] == true => before = last["lastMessage"]["msgId"].clone(),
+                _ => break,
+            }
+        }
         if unread == 0 {
             self.screen.show([Line::notice(format!(
                 "talking to {label} (/history for earlier messages)"

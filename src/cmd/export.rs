@@ -5,7 +5,6 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use reqwest::Method;
 
 use crate::client::AppClient;
 use crate::client::app::{Failure, exit};
@@ -36,11 +35,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
     };
     let client = AppClient::new(&args.app_server);
-    let value = client
-        .admin(&secret, Method::GET, "/admin/export", None)
+    let text = client
+        .admin_get_text(&secret, "/admin/export")
         .await
         .with_context(|| format!("cannot export from {}", client.base()))?;
-    let snapshot: Snapshot = serde_json::from_value(value).map_err(|e| {
+    // Into the snapshot's own types: each message's content stays raw JSON.
+    let snapshot: Snapshot = serde_json::from_str(&text).map_err(|e| {
         Failure::new(
             exit::ERROR,
             format!(

@@ -12,6 +12,7 @@ use super::Failure;
 use crate::client::app::exit;
 use crate::client::login;
 use crate::client::profiles::{PhoneProfile, Profiles, default_state_dir};
+use crate::client::session::printable;
 use crate::client::{AppClient, ClientError};
 use crate::store::now_ms;
 use crate::wire::http::{PcSessionInfo, PcSessionResult, code};
@@ -132,7 +133,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 json!({"userId": p.user_id, "mobile": p.mobile, "displayName": p.display_name}),
                 format!(
                     "logged in as {} ({}, {}); session saved",
-                    p.user_id, p.display_name, p.mobile
+                    p.user_id,
+                    printable(&p.display_name),
+                    p.mobile
                 ),
             );
             Ok(())
@@ -281,7 +284,7 @@ impl Phone {
         };
         self.print(
             json!({"token": token, "status": result.status, "userId": phone.user_id, "action": done}),
-            format!("{} ({}) {done} QR session {}…", phone.user_id, phone.display_name, &token[..token.len().min(8)]),
+            format!("{} ({}) {done} QR session {}…", phone.user_id, printable(&phone.display_name), &token[..token.len().min(8)]),
         );
         Ok(())
     }
@@ -382,7 +385,7 @@ async fn web_login(
         println!(
             "logged in as {} ({})",
             result.user_id,
-            result.user_name.as_deref().unwrap_or("")
+            printable(result.user_name.as_deref().unwrap_or(""))
         );
         println!("IM token:  {}", result.token);
         println!("authToken: {auth_token}");

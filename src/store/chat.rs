@@ -6,7 +6,9 @@ use serde_json::{Value, json};
 use sqlx::{Row, SqliteConnection};
 
 use super::{Result, Store, now_ms};
-use crate::wire::ws::{ChatMessage, ConvType, Conversation, InboxEntry, code};
+use crate::wire::ws::{
+    ChatMessage, ConvType, Conversation, InboxEntry, Page, RawChatMessage, code,
+};
 
 /// A message to append, already validated by the connection.
 #[derive(Debug, Clone)]
@@ -86,6 +88,31 @@ pub enum Before {
     ServerTime(i64),
 }
 
+/// The highest msgId a snapshot may bring in: half the 64-bit range, so an
+/// imported store still has about 4.6·10^18 ids to hand out.
+pub const MAX_IMPORTED_MSG_ID: i64 = i64::MAX / 2;
+
+/// Writes rows (at most `limit` of them; the query asks for one more to
+/// know whether more follow) into a page of at most `budget` bytes.
+/// `push` adds one row to the page (see [`PageWriter::push`]).
+pub(super) async fn write_page(
+    rows: &mut (impl futures_util::Stream<Item = Result<sqlx::sqlite::SqliteRow>> + Unpin),
+    limit: u32,
+    budget: usize,
+    mut push: impl FnMut(&mut PageWriter, &sqlx::sqlite::SqliteRow) -> Result<bool>,
+) -> Result<Page> {
+    use futures_util::TryStreamExt;
+    let mut page = PageWriter::new(budget);
+    let mut taken = 0;
+    while let Some(row) = rows.try_next().await? {
+        if taken == limit || !push(&mut page, &row)? {
+            return Ok(page.finish(true));
+        }
+        taken += 1;
+    }
+    Ok(page.finish(false))
+}
+
 pub fn msg_id(id: i64) -> String {
     format!("m{id}")
 }
@@ -125,9 +152,78 @@ pub(super) fn message_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ChatMess
             target: row.try_get("target")?,
         },
         from: row.try_get("sender")?,
+        // Whatever depth the store holds (an import takes any), this parse
+        // cannot fail a commit or a reply over it.
+        content: crate::wire::json::parse_capped(content, STORED_DEPTH)
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?
+            .0,
+        server_time: row.try_get("server_time")?,
+    })
+}
+
+/// Nesting kept when stored content is parsed (new content has at most
+/// `MAX_CONTENT_DEPTH`; imported content may have more).
+const STORED_DEPTH: usize = 100;
+
+/// A stored message with its content as stored (no parsing, no copy).
+pub(super) fn raw_message_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<RawChatMessage<'_>> {
+    let kind = match row.try_get::<&str, _>("conv_type")? {
+        "group" => ConvType::Group,
+        _ => ConvType::Single,
+    };
+    let content: &str = row.try_get("content")?;
+    Ok(RawChatMessage {
+        msg_id: msg_id(row.try_get("id")?),
+        client_msg_id: row.try_get("client_msg_id")?,
+        conv: Conversation {
+            kind,
+            target: row.try_get("target")?,
+        },
+        from: row.try_get("sender")?,
         content: serde_json::from_str(content).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
         server_time: row.try_get("server_time")?,
     })
+}
+
+/// Writes a [`Page`] item by item, up to a byte budget.
+pub(super) struct PageWriter {
+    json: String,
+    count: usize,
+    budget: usize,
+}
+
+impl PageWriter {
+    pub(super) fn new(budget: usize) -> Self {
+        Self {
+            json: String::from("["),
+            count: 0,
+            budget,
+        }
+    }
+
+    /// Adds `item` unless it would take the page past the budget; the
+    /// first item always fits, so a page is never empty while items remain.
+    pub(super) fn push(&mut self, item: &impl serde::Serialize) -> Result<bool> {
+        let text = serde_json::to_string(item).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        if self.count > 0 && self.json.len() + text.len() > self.budget {
+            return Ok(false);
+        }
+        if self.count > 0 {
+            self.json.push(',');
+        }
+        self.json.push_str(&text);
+        self.count += 1;
+        Ok(true)
+    }
+
+    pub(super) fn finish(mut self, more: bool) -> Page {
+        self.json.push(']');
+        Page {
+            json: self.json,
+            count: self.count,
+            more,
+        }
+    }
 }
 
 /// Rows per multi-row INSERT: a small fixed set of sizes, so the statements
@@ -347,14 +443,19 @@ pub(super) async fn append_in(
         // sender's seq, which a retry answers with. Explicit ids (instead of
         // `RETURNING id`) spare SQLite's thread handing back a row per message.
         let first_id = match heads.next_id {
-            Some(id) => id,
-            None => sqlx::query_scalar(
-                "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0) + 1",
+            Some(id) => Some(id),
+            None => sqlx::query_scalar::<_, i64>(
+                "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0)",
             )
             .fetch_one(&mut *conn)
-            .await?,
+            .await?
+            .checked_add(1),
         };
-        let ids: Vec<i64> = (first_id..).take(accepted.len()).collect();
+        // Checked: an id must never wrap around to a negative or reused one.
+        let (first_id, end) = first_id
+            .and_then(|first| Some((first, first.checked_add(i64::try_from(accepted.len()).ok()?)?)))
+            .ok_or_else(|| sqlx::Error::Protocol("msgIds are exhausted: no room for new messages (import into a fresh store with smaller msgIds)".into()))?;
+        let ids: Vec<i64> = (first_id..end).collect();
         let mut rest = &accepted[..];
         let mut rest_seqs = &seqs[..];
         let mut rest_ids = &ids[..];
@@ -388,7 +489,7 @@ pub(super) async fn append_in(
             }
             q.execute(&mut *conn).await?;
         }
-        advanced.next_id = Some(first_id + ids.len() as i64);
+        advanced.next_id = Some(end);
 
         // 6. One inbox entry per recipient.
         let mut inbox: Vec<(&str, i64, i64)> = Vec::new();
@@ -521,41 +622,107 @@ impl Store {
             .await
     }
 
-    /// Inbox entries with seq > `since`, in order, at most `limit`; and
-    /// whether more follow.
-    pub async fn inbox_since(
+    /// Inbox entries with seq > `since`, in order, at most `limit` and at
+    /// most `budget` bytes (but at least one); and whether more follow.
+    /// Rows are streamed and written as they come, content as stored.
+    pub async fn inbox_page(
         &self,
         user: &str,
         since: i64,
         limit: u32,
-    ) -> Result<(Vec<InboxEntry>, bool)> {
+        budget: usize,
+    ) -> Result<Page> {
+        #[derive(serde::Serialize)]
+        struct Entry<'a> {
+            seq: i64,
+            message: RawChatMessage<'a>,
+        }
         let sql = concat!(
             "SELECT i.seq, ",
             message_columns!(),
             " FROM inbox i JOIN messages m ON m.id = i.message_id
              WHERE i.user_id = ? AND i.seq > ? ORDER BY i.seq LIMIT ?"
         );
-        let rows = sqlx::query(sql)
+        let mut rows = sqlx::query(sql)
             .bind(user)
             .bind(since)
             .bind(limit as i64 + 1)
-            .fetch_all(&self.pool)
-            .await?;
-        let more = rows.len() > limit as usize;
-        let entries = rows
-            .iter()
-            .take(limit as usize)
-            .map(|row| {
-                Ok(InboxEntry {
-                    seq: row.try_get("seq")?,
-                    message: message_from_row(row)?,
-                })
+            .fetch(&self.pool);
+        write_page(&mut rows, limit, budget, |page, row| {
+            page.push(&Entry {
+                seq: row.try_get("seq")?,
+                message: raw_message_from_row(row)?,
             })
-            .collect::<Result<_>>()?;
-        Ok((entries, more))
+        })
+        .await
     }
 
-    /// A conversation's messages as `user` sees them, newest first.
+    /// Inbox entries with seq > `since`, parsed (tests and snapshots).
+    pub async fn inbox_since(
+        &self,
+        user: &str,
+        since: i64,
+        limit: u32,
+    ) -> Result<(Vec<InboxEntry>, bool)> {
+        let page = self.inbox_page(user, since, limit, usize::MAX).await?;
+        let entries =
+            serde_json::from_str(&page.json).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        Ok((entries, page.more))
+    }
+
+    /// A conversation's messages as `user` sees them, newest first, at most
+    /// `limit` and `budget` bytes (but at least one). In a group, only the
+    /// messages `user` got while a member: those in their inbox.
+    pub async fn history_page(
+        &self,
+        user: &str,
+        conv: &Conversation,
+        before: Before,
+        limit: u32,
+        budget: usize,
+    ) -> Result<Page> {
+        // Without a bound, `i64::MAX` stands in; the same static queries serve all three cases.
+        let (by_id, by_time) = match before {
+            Before::Latest => (i64::MAX, i64::MAX),
+            Before::MessageId(id) => (id, i64::MAX),
+            Before::ServerTime(t) => (i64::MAX, t),
+        };
+        let sql = match conv.kind {
+            ConvType::Single => concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages m WHERE m.conv_type = ? AND m.conv_key = ? AND m.id < ? AND m.server_time < ?
+                 ORDER BY m.id DESC LIMIT ?"
+            ),
+            // The conversation's index drives, newest first; each message is
+            // looked up in the member's inbox (a join would let SQLite carry
+            // `m.id < ?` over to the inbox and scan a range per message).
+            ConvType::Group => concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages m
+                 WHERE m.conv_type = ?1 AND m.conv_key = ?2 AND m.id < ?3 AND m.server_time < ?4
+                   AND EXISTS (SELECT 1 FROM inbox i WHERE i.user_id = ?6 AND i.message_id = m.id)
+                 ORDER BY m.id DESC LIMIT ?5"
+            ),
+        };
+        let mut q = sqlx::query(sql)
+            .bind(conv.kind.as_str())
+            .bind(conv_key(user, conv))
+            .bind(by_id)
+            .bind(by_time)
+            .bind(limit as i64 + 1);
+        if conv.kind == ConvType::Group {
+            q = q.bind(user);
+        }
+        let mut rows = q.fetch(&self.pool);
+        write_page(&mut rows, limit, budget, |page, row| {
+            page.push(&raw_message_from_row(row)?)
+        })
+        .await
+    }
+
+    /// [`Store::history_page`], parsed (tests and snapshots).
     pub async fn history(
         &self,
         user: &str,
@@ -563,33 +730,12 @@ impl Store {
         before: Before,
         limit: u32,
     ) -> Result<(Vec<ChatMessage>, bool)> {
-        // Without a bound, `i64::MAX` stands in; the same static query serves all three cases.
-        let (by_id, by_time) = match before {
-            Before::Latest => (i64::MAX, i64::MAX),
-            Before::MessageId(id) => (id, i64::MAX),
-            Before::ServerTime(t) => (i64::MAX, t),
-        };
-        let sql = concat!(
-            "SELECT ",
-            message_columns!(),
-            " FROM messages m WHERE m.conv_type = ? AND m.conv_key = ? AND m.id < ? AND m.server_time < ?
-             ORDER BY m.id DESC LIMIT ?"
-        );
-        let rows = sqlx::query(sql)
-            .bind(conv.kind.as_str())
-            .bind(conv_key(user, conv))
-            .bind(by_id)
-            .bind(by_time)
-            .bind(limit as i64 + 1)
-            .fetch_all(&self.pool)
+        let page = self
+            .history_page(user, conv, before, limit, usize::MAX)
             .await?;
-        let more = rows.len() > limit as usize;
-        let messages = rows
-            .iter()
-            .take(limit as usize)
-            .map(message_from_row)
-            .collect::<Result<_>>()?;
-        Ok((messages, more))
+        let messages =
+            serde_json::from_str(&page.json).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        Ok((messages, page.more))
     }
 
     /// The newest messages of the whole store, newest first (the dev dashboard).
@@ -876,6 +1022,169 @@ mod tests {
         assert!(matches!(&out[1], Appended::Rejected { code: 403, .. }));
         assert!(s.is_group_member(&g1, "carol").await.unwrap());
         assert!(!s.is_group_member(&g2, "carol").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn pages_stop_at_the_byte_budget_and_the_cursor_finds_the_rest() {
+        let s = store().await;
+        let mut heads = Heads::default();
+        let batch: Vec<_> = (0..20)
+            .map(|i| NewMessage {
+                content: json!({"type": "text", "text": format!("{i:04}{}", "x".repeat(1000))}),
+                ..text("alice", "bob", None)
+            })
+            .collect();
+        s.append(&batch, &[], &mut heads).await.unwrap();
+        let (mut since, mut seen, mut pages) = (0, Vec::new(), 0);
+        loop {
+            let page = s.inbox_page("bob", since, 1000, 3000).await.unwrap();
+            let entries: Vec<InboxEntry> = serde_json::from_str(&page.json).unwrap();
+            assert_eq!(entries.len(), page.count);
+            assert!(page.json.len() <= 3000, "{} bytes", page.json.len());
+            seen.extend(entries.iter().map(|e| e.seq));
+            since = entries.last().unwrap().seq;
+            pages += 1;
+            if !page.more {
+                break;
+            }
+        }
+        assert_eq!(seen, (1..=20).collect::<Vec<_>>());
+        assert!(pages >= 7, "{pages} pages");
+        // One message over the budget still comes, alone.
+        let page = s.inbox_page("bob", 0, 1000, 10).await.unwrap();
+        assert_eq!((page.count, page.more), (1, true));
+        let page = s
+            .history_page("alice", &batch[0].conv, Before::Latest, 1000, 3000)
+            .await
+            .unwrap();
+        assert!(page.more && page.count == 2, "{}", page.count);
+    }
+
+    #[tokio::test]
+    async fn message_ids_never_wrap() {
+        let s = store().await;
+        let mut heads = Heads::default();
+        sqlx::query("INSERT INTO messages (id, sender, conv_type, conv_key, target, content, server_time) VALUES (?, 'alice', 'single', 'alice|bob', 'bob', '{}', 0)")
+            .bind(i64::MAX - 2)
+            .execute(&s.pool)
+            .await
+            .unwrap();
+        let exhausted = |r: Result<Vec<Appended>>| {
+            let err = r.unwrap_err();
+            assert!(err.to_string().contains("msgIds are exhausted"), "{err}");
+        };
+        // Two ids would pass the end; nothing is stored, the heads forget.
+        exhausted(
+            s.append(&vec![text("alice", "bob", None); 2], &[], &mut heads)
+                .await,
+        );
+        heads.clear();
+        let out = s
+            .append(&[text("alice", "bob", None)], &[], &mut heads)
+            .await
+            .unwrap();
+        let Appended::Stored { message, .. } = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(message.msg_id, msg_id(i64::MAX - 1));
+        exhausted(
+            s.append(&[text("alice", "bob", None)], &[], &mut heads)
+                .await,
+        );
+        heads.clear();
+        exhausted(
+            s.append(&[text("alice", "bob", None)], &[], &mut heads)
+                .await,
+        );
+    }
+
+    #[tokio::test]
+    async fn group_history_is_what_the_member_got_while_a_member() {
+        let s = store().await;
+        let mut heads = Heads::default();
+        async fn change(s: &Store, heads: &mut Heads, c: crate::store::GroupChange) -> String {
+            let out = s.change_group("alice", &c, heads).await.unwrap().unwrap();
+            out.group.id
+        }
+        let g = change(
+            &s,
+            &mut heads,
+            crate::store::GroupChange::Create {
+                name: "team".into(),
+                members: vec!["bob".into()],
+            },
+        )
+        .await;
+        let say = |t: &str| NewMessage {
+            sender: "alice".into(),
+            conv: Conversation {
+                kind: ConvType::Group,
+                target: g.clone(),
+            },
+            content: json!({"type": "text", "text": t}),
+            client_msg_id: None,
+            recipients: None,
+        };
+        let members = |m: &[&str]| m.iter().map(|m| m.to_string()).collect::<Vec<_>>();
+        s.append(&[say("before carol")], &[], &mut heads)
+            .await
+            .unwrap();
+        change(
+            &s,
+            &mut heads,
+            crate::store::GroupChange::Add {
+                group: g.clone(),
+                members: members(&["carol"]),
+            },
+        )
+        .await;
+        s.append(&[say("first period")], &[], &mut heads)
+            .await
+            .unwrap();
+        change(
+            &s,
+            &mut heads,
+            crate::store::GroupChange::Remove {
+                group: g.clone(),
+                members: members(&["carol"]),
+            },
+        )
+        .await;
+        s.append(&[say("while away")], &[], &mut heads)
+            .await
+            .unwrap();
+        change(
+            &s,
+            &mut heads,
+            crate::store::GroupChange::Add {
+                group: g.clone(),
+                members: members(&["carol"]),
+            },
+        )
+        .await;
+        s.append(&[say("second period")], &[], &mut heads)
+            .await
+            .unwrap();
+        let texts = |user: &'static str| {
+            let s = s.clone();
+            let conv = say("").conv;
+            async move {
+                let (page, _) = s.history(user, &conv, Before::Latest, 100).await.unwrap();
+                page.iter()
+                    .filter_map(|m| m.content["text"].as_str().map(str::to_owned))
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(texts("carol").await, ["second period", "first period"]);
+        assert_eq!(
+            texts("bob").await,
+            [
+                "second period",
+                "while away",
+                "first period",
+                "before carol"
+            ]
+        );
     }
 
     #[test]

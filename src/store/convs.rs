@@ -4,9 +4,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::Row;
 
-use super::chat::{conv_key, message_columns, message_from_row, msg_id};
+use super::chat::{conv_key, message_columns, msg_id, raw_message_from_row, write_page};
 use super::{Result, Store};
-use crate::wire::ws::{ChatMessage, ConvType, Conversation};
+use crate::wire::ws::{ChatMessage, ConvType, Conversation, Page, RawChatMessage};
 
 /// One row of `conversations`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,8 +50,26 @@ fn seen_by(user: &str, kind: &str, key: &str) -> Conversation {
 }
 
 impl Store {
-    /// My conversations, most recent first, with unread counts.
-    pub async fn conversations(&self, user: &str, limit: u32) -> Result<Vec<ConversationEntry>> {
+    /// My conversations, most recent first, with unread counts: at most
+    /// `limit` and `budget` bytes (but at least one), those whose last
+    /// message is older than `before` (a message id) when given.
+    pub async fn conversations_page(
+        &self,
+        user: &str,
+        limit: u32,
+        before: Option<i64>,
+        budget: usize,
+    ) -> Result<Page> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Entry<'a> {
+            conv: Conversation,
+            last_message: RawChatMessage<'a>,
+            unread: i64,
+            muted: bool,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            read_up_to: Option<String>,
+        }
         let rows = sqlx::query(
             "SELECT m.conv_type, m.conv_key, MAX(m.id) AS last_id,
                     SUM(CASE WHEN m.id > COALESCE(cs.read_up_to, 0) AND m.sender != ?1 THEN 1 ELSE 0 END) AS unread,
@@ -59,45 +77,47 @@ impl Store {
              FROM inbox i JOIN messages m ON m.id = i.message_id
              LEFT JOIN conv_state cs ON cs.user_id = ?1 AND cs.conv_type = m.conv_type AND cs.conv_key = m.conv_key
              WHERE i.user_id = ?1
-             GROUP BY m.conv_type, m.conv_key ORDER BY last_id DESC LIMIT ?2",
+             GROUP BY m.conv_type, m.conv_key HAVING MAX(m.id) < ?3 ORDER BY last_id DESC LIMIT ?2",
         )
         .bind(user)
-        .bind(limit as i64)
+        .bind(limit as i64 + 1)
+        .bind(before.unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
         let ids: Vec<i64> = rows
             .iter()
             .map(|r| r.try_get("last_id"))
             .collect::<Result<_>>()?;
+        // The last messages stream in the list's order, one at a time.
         let sql = concat!(
             "SELECT ",
             message_columns!(),
-            " FROM messages m WHERE m.id IN (SELECT value FROM json_each(?))"
+            " FROM messages m WHERE m.id IN (SELECT value FROM json_each(?)) ORDER BY m.id DESC"
         );
-        let last: Vec<ChatMessage> = sqlx::query(sql)
+        let mut last = sqlx::query(sql)
             .bind(json!(ids).to_string())
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(message_from_row)
-            .collect::<Result<_>>()?;
-        rows.iter()
-            .map(|r| {
-                let id: i64 = r.try_get("last_id")?;
-                let read: i64 = r.try_get("read_up_to")?;
-                Ok(ConversationEntry {
-                    conv: seen_by(user, r.try_get("conv_type")?, r.try_get("conv_key")?),
-                    last_message: last
-                        .iter()
-                        .find(|m| m.msg_id == msg_id(id))
-                        .cloned()
-                        .ok_or(sqlx::Error::RowNotFound)?,
-                    unread: r.try_get("unread")?,
-                    muted: r.try_get::<i64, _>("muted")? != 0,
-                    read_up_to: (read > 0).then(|| msg_id(read)),
-                })
+            .fetch(&self.pool);
+        let mut summaries = rows.iter();
+        write_page(&mut last, limit, budget, |page, message| {
+            let r = summaries.next().ok_or(sqlx::Error::RowNotFound)?;
+            let read: i64 = r.try_get("read_up_to")?;
+            page.push(&Entry {
+                conv: seen_by(user, r.try_get("conv_type")?, r.try_get("conv_key")?),
+                last_message: raw_message_from_row(message)?,
+                unread: r.try_get("unread")?,
+                muted: r.try_get::<i64, _>("muted")? != 0,
+                read_up_to: (read > 0).then(|| msg_id(read)),
             })
-            .collect()
+        })
+        .await
+    }
+
+    /// [`Store::conversations_page`]'s first page, parsed (tests).
+    pub async fn conversations(&self, user: &str, limit: u32) -> Result<Vec<ConversationEntry>> {
+        let page = self
+            .conversations_page(user, limit, None, usize::MAX)
+            .await?;
+        serde_json::from_str(&page.json).map_err(|e| sqlx::Error::Decode(Box::new(e)))
     }
 
     /// Whether message `id` belongs to `conv` (as `user` addresses it).

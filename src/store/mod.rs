@@ -10,7 +10,9 @@ pub mod snapshot;
 mod social;
 
 pub use admin::AdminUser;
-pub use chat::{Appended, Before, Delivered, Heads, NewMessage, msg_id, parse_msg_id};
+pub use chat::{
+    Appended, Before, Delivered, Heads, MAX_IMPORTED_MSG_ID, NewMessage, msg_id, parse_msg_id,
+};
 pub use convs::{ConversationEntry, DeliveredTo};
 pub use fixtures::Fixtures;
 pub use groups::{GroupChange, GroupInfo, GroupMember, GroupOutcome, GroupSummary};
@@ -116,18 +118,21 @@ impl Store {
                     .max_lifetime(None),
             ),
             Location::File(path) => (
-                SqliteConnectOptions::new()
-                    .filename(path)
-                    .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal)
-                    // In WAL mode NORMAL loses nothing on a process crash
-                    // (only on power loss) and saves an fsync per commit.
-                    .synchronous(SqliteSynchronous::Normal)
-                    // Checkpoints (and their fsyncs) run from `checkpoint`
-                    // on another connection, not inside the writer's commits.
-                    .pragma("wal_autocheckpoint", "0")
-                    // After a burst, a restarted WAL shrinks back to this.
-                    .pragma("journal_size_limit", "67108864"),
+                {
+                    create_private_file(path)?;
+                    SqliteConnectOptions::new()
+                }
+                .filename(path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // In WAL mode NORMAL loses nothing on a process crash
+                // (only on power loss) and saves an fsync per commit.
+                .synchronous(SqliteSynchronous::Normal)
+                // Checkpoints (and their fsyncs) run from `checkpoint`
+                // on another connection, not inside the writer's commits.
+                .pragma("wal_autocheckpoint", "0")
+                // After a burst, a restarted WAL shrinks back to this.
+                .pragma("journal_size_limit", "67108864"),
                 SqlitePoolOptions::new().max_connections(8),
             ),
         };
@@ -412,6 +417,41 @@ pub fn default_data_dir() -> PathBuf {
     directories::ProjectDirs::from("dev", "imctl", "imctl")
         .map(|d| d.data_dir().to_path_buf())
         .unwrap_or_else(|| PathBuf::from(".imctl"))
+}
+
+/// Creates `dir` and any missing parents readable only by their owner
+/// (0700): data and state directories hold secrets. An existing directory
+/// keeps the mode its owner gave it.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Makes the database file exist with mode 0600 before SQLite opens it: it
+/// holds the IM-token secret, and SQLite gives its `-wal` and `-shm` files
+/// the database file's mode. An older, wider database file is narrowed.
+#[cfg(unix)]
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    let mode = file.metadata()?.permissions().mode();
+    if mode & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(mode & 0o700))?;
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn create_private_file(_: &Path) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// The database file inside a data directory.

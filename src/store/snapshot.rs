@@ -26,11 +26,14 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::{Row, SqliteConnection};
 
-use super::chat::{conv_key, message_columns, message_from_row, msg_id, parse_msg_id};
+use super::chat::{
+    MAX_IMPORTED_MSG_ID, conv_key, message_columns, msg_id, parse_msg_id, raw_message_from_row,
+};
 use super::{Result, Store, now_ms};
 pub use crate::wire::snapshot::Snapshot;
 use crate::wire::snapshot::{
-    SnapshotFriendRequest, SnapshotGroup, SnapshotMember, SnapshotMessage, SnapshotUser, VERSION,
+    RawContent, SnapshotFriendRequest, SnapshotGroup, SnapshotMember, SnapshotMessage,
+    SnapshotUser, VERSION,
 };
 use crate::wire::ws::ConvType;
 
@@ -189,6 +192,14 @@ pub fn validate(s: &Snapshot) -> anyhow::Result<()> {
                 msg_id(last)
             );
         }
+        if id > MAX_IMPORTED_MSG_ID {
+            bail!(
+                "{}: msgId {} leaves no room for new messages: msgIds above {} cannot be imported; renumber the messages (drop every \"msgId\" field and they are numbered from m1)",
+                at(),
+                msg_id(id),
+                msg_id(MAX_IMPORTED_MSG_ID)
+            );
+        }
         last = id;
         if !users.contains(m.from.as_str()) && !RESERVED_SENDERS.contains(&m.from.as_str()) {
             bail!(
@@ -210,7 +221,7 @@ pub fn validate(s: &Snapshot) -> anyhow::Result<()> {
             ),
             _ => {}
         }
-        if !m.content.get("type").is_some_and(Value::is_string) {
+        if m.content.kind().is_none() {
             bail!(
                 "{}: content must be an object with a \"type\", like {{\"type\": \"text\", \"text\": \"hi\"}}",
                 at()
@@ -363,28 +374,29 @@ impl Store {
         {
             recipients.entry(id).or_default().push(user);
         }
-        let messages = sqlx::query(concat!(
+        // Row by row: each message's content is copied once, as stored
+        // (never parsed), and no second copy of all rows is held.
+        let mut messages = Vec::new();
+        let mut rows = sqlx::query(concat!(
             "SELECT ",
             message_columns!(),
             " FROM messages m ORDER BY m.id"
         ))
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|r| {
+        .fetch(&mut *tx);
+        while let Some(r) = futures_util::TryStreamExt::try_next(&mut rows).await? {
             let id: i64 = r.try_get("id")?;
-            let m = message_from_row(r)?;
-            Ok(SnapshotMessage {
+            let m = raw_message_from_row(&r)?;
+            messages.push(SnapshotMessage {
                 msg_id: Some(m.msg_id),
-                from: m.from,
+                from: m.from.to_owned(),
                 conv: m.conv,
-                content: m.content,
+                content: RawContent(m.content.to_owned()),
                 server_time: m.server_time,
-                client_msg_id: m.client_msg_id,
+                client_msg_id: m.client_msg_id.map(str::to_owned),
                 recipients: Some(recipients.remove(&id).unwrap_or_default()),
-            })
-        })
-        .collect::<Result<_>>()?;
+            });
+        }
+        drop(rows);
         tx.commit().await?;
         Ok(Snapshot {
             version: VERSION,
@@ -590,7 +602,7 @@ async fn insert_all(conn: &mut SqliteConnection, s: &Snapshot, now: i64) -> Resu
             m.conv.kind.as_str(),
             conv_key(&m.from, &m.conv),
             m.conv.target,
-            m.content.to_string(),
+            m.content.get(),
             or_now(m.server_time, now),
             sender_seq
         ]));

@@ -28,6 +28,10 @@ pub const MAX_SMS_CODE: usize = 16;
 pub const MAX_FILE_NAME: usize = 255;
 /// The title of `location` content.
 pub const MAX_LOCATION_TITLE: usize = 256;
+/// Bytes of messages in one `sync`, `history` or `conversations` page: a
+/// page stops here (with `more: true`) even below its `limit`, but always
+/// holds at least one message.
+pub const PAGE_BYTES: usize = 1024 * 1024;
 
 /// Why a field was refused, as a sentence for the client.
 pub type Refused = String;

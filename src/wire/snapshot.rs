@@ -5,7 +5,7 @@
 //! `store::snapshot`'s job.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::ws::Conversation;
 
@@ -105,7 +105,7 @@ pub struct SnapshotMessage {
     /// As the sender addressed it.
     pub conv: Conversation,
     /// The message content as the protocol carries it (`{"type": "text", ...}`).
-    pub content: Value,
+    pub content: RawContent,
     #[serde(default)]
     pub server_time: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -117,6 +117,48 @@ pub struct SnapshotMessage {
     /// message's sender and target, a group message's current members.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recipients: Option<Vec<String>>,
+}
+
+/// Message content as the raw JSON the store holds: an export never parses
+/// it (no tree per message), and content of any depth imports again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RawContent(pub Box<RawValue>);
+
+impl RawContent {
+    /// Content from JSON text; `None` when it is not JSON.
+    pub fn from_json(text: String) -> Option<Self> {
+        RawValue::from_string(text).ok().map(Self)
+    }
+
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The content's `type` when it is an object with a string `type`;
+    /// nothing else is parsed (deeper fields are skipped, not built).
+    pub fn kind(&self) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Typed {
+            #[serde(rename = "type")]
+            kind: String,
+        }
+        serde_json::from_str::<Typed>(self.get())
+            .ok()
+            .map(|t| t.kind)
+    }
+}
+
+impl PartialEq for RawContent {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl From<&serde_json::Value> for RawContent {
+    fn from(v: &serde_json::Value) -> Self {
+        Self(serde_json::value::to_raw_value(v).expect("a Value serializes"))
+    }
 }
 
 fn is_false(b: &bool) -> bool {

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// Error codes of `error` frames (docs/PROTOCOL.md has the table).
 pub mod code {
@@ -231,6 +232,21 @@ pub struct ChatMessage {
     pub server_time: i64,
 }
 
+/// A stored message as [`ChatMessage`] serializes it, with the content
+/// borrowed as the raw JSON it was stored as: pages are written without
+/// parsing any content (or holding it twice).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RawChatMessage<'a> {
+    pub msg_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_msg_id: Option<&'a str>,
+    pub conv: Conversation,
+    pub from: &'a str,
+    pub content: &'a RawValue,
+    pub server_time: i64,
+}
+
 /// One inbox entry: the user's sequence number and the message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InboxEntry {
@@ -381,6 +397,10 @@ pub struct PresenceReq {
 pub struct ConversationsReq {
     #[serde(default)]
     pub limit: Option<u32>,
+    /// The next page: conversations whose last message is older than this
+    /// msgId (the previous page's last `lastMessage.msgId`).
+    #[serde(default)]
+    pub before: Option<String>,
 }
 
 /// `conversation.mute`.
@@ -418,6 +438,54 @@ pub struct Ack {
     pub duplicate: bool,
 }
 
+/// A page of stored items, already JSON: the store writes it item by item
+/// and stops at [`PAGE_BYTES`](super::limits::PAGE_BYTES).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// A JSON array.
+    pub json: String,
+    pub count: usize,
+    /// Whether more items follow (past the `limit` or the byte budget).
+    pub more: bool,
+}
+
+/// `synced` around a page written by the store; as [`Synced`] reads it.
+pub fn synced_frame(id: Option<u64>, entries: &Page, head: i64) -> String {
+    format!(
+        r#"{{"id":{},"op":"synced","entries":{},"head":{head},"more":{}}}"#,
+        json_id(id),
+        entries.json,
+        entries.more
+    )
+}
+
+/// `history` around a page written by the store; as [`History`] reads it.
+pub fn history_frame(id: Option<u64>, messages: &Page) -> String {
+    format!(
+        r#"{{"id":{},"op":"history","messages":{},"more":{}}}"#,
+        json_id(id),
+        messages.json,
+        messages.more
+    )
+}
+
+/// `conversations` around a page written by the store.
+pub fn conversations_frame(id: Option<u64>, conversations: &Page) -> String {
+    format!(
+        r#"{{"id":{},"op":"conversations","conversations":{},"more":{}}}"#,
+        json_id(id),
+        conversations.json,
+        conversations.more
+    )
+}
+
+fn json_id(id: Option<u64>) -> String {
+    id.map_or_else(|| "null".into(), |n| n.to_string())
+}
+
+/// The reply to `sync`. The server writes it with [`synced_frame`]; a page
+/// ends at `limit` entries or [`PAGE_BYTES`](super::limits::PAGE_BYTES),
+/// and with `more` the next `since` is the last entry's seq.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Synced {
     pub id: Option<u64>,
@@ -427,6 +495,8 @@ pub struct Synced {
     pub more: bool,
 }
 
+/// The reply to `history`, newest first; with `more` the next `before` is
+/// the last message's msgId. Written by [`history_frame`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct History {
     pub id: Option<u64>,
@@ -535,6 +605,24 @@ mod tests {
             big.validate_within(1024)
                 .unwrap_err()
                 .contains("--max-frame")
+        );
+    }
+
+    #[test]
+    fn page_frames_read_back_as_their_types() {
+        let page = |json: &str| Page {
+            json: json.into(),
+            count: 0,
+            more: true,
+        };
+        let synced: Synced = serde_json::from_str(&synced_frame(Some(3), &page("[]"), 9)).unwrap();
+        assert_eq!((synced.id, synced.head, synced.more), (Some(3), 9, true));
+        let history: History = serde_json::from_str(&history_frame(None, &page("[]"))).unwrap();
+        assert_eq!((history.id, history.more), (None, true));
+        let v: Value = serde_json::from_str(&conversations_frame(Some(1), &page("[]"))).unwrap();
+        assert_eq!(
+            v,
+            json!({"id": 1, "op": "conversations", "conversations": [], "more": true})
         );
     }
 

@@ -237,8 +237,13 @@ pub fn stderr(o: &Output) -> String {
 /// Starts the real `imctl serve ARGS` and reads the app-server URL and the
 /// broker's WebSocket URL from its banner.
 pub fn spawn_serve(args: &[&str]) -> (std::process::Child, String, String) {
+    spawn_serve_of(Path::new(env!("CARGO_BIN_EXE_imctl")), args)
+}
+
+/// [`spawn_serve`] of another imctl binary (measurements against a build of main).
+pub fn spawn_serve_of(bin: &Path, args: &[&str]) -> (std::process::Child, String, String) {
     use std::io::{BufRead, BufReader};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_imctl"))
+    let mut child = Command::new(bin)
         .arg("serve")
         .args(args)
         .stdout(std::process::Stdio::piped())
@@ -343,6 +348,12 @@ impl Served {
     /// Starts the real binary with `args` (add `--ephemeral` or `--data-dir`).
     pub fn start(args: &[&str]) -> Self {
         let (child, app, ws) = spawn_serve(args);
+        Self { child, app, ws }
+    }
+
+    /// Starts another imctl binary (`IMCTL_MEASURE_BIN` in measurements).
+    pub fn start_of(bin: &Path, args: &[&str]) -> Self {
+        let (child, app, ws) = spawn_serve_of(bin, args);
         Self { child, app, ws }
     }
 

@@ -723,13 +723,12 @@ const DOCUMENTED_CLOSES: &[u16] = &[
     1008, // policy violation
 ];
 
-/// How deep the storm nests `custom` content. Content deeper than
-/// `limits::MAX_CONTENT_DEPTH` is stored by the current broker and then
-/// breaks every reader of it (its `sync` answers exceed serde_json's
-/// recursion limit: a client gets a frame it cannot parse). EXCLUDED until
-/// the broker's depth check merges; then raise this to 126 (the deepest a
-/// frame can parse) so the storm proves deep content is refused.
-const DEEPEST_CONTENT: usize = limits::MAX_CONTENT_DEPTH - 1;
+/// How deep the storm nests `custom` content: well past
+/// `limits::MAX_CONTENT_DEPTH`, so the storm proves deep content is refused
+/// (stored, it would break every reader of it), yet shallow enough that the
+/// whole frame, mutations included, stays inside serde_json's recursion limit
+/// (128) and so keeps its `id` for the answer.
+const DEEPEST_CONTENT: usize = 100;
 
 const OPS: &[&str] = &[
     "connect",

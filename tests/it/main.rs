@@ -15,6 +15,7 @@ mod dashboard;
 mod durability;
 mod fuzz;
 mod limits_http;
+mod limits_store;
 mod limits_ws;
 mod login;
 mod media;

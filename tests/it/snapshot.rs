@@ -544,7 +544,7 @@ async fn export_needs_the_right_secret_and_a_server() {
 }
 
 /// Logs `mobile` in on a spawned server and connects to its broker.
-async fn chat_at(url: &str, mobile: &str) -> ChatConn {
+pub(crate) async fn chat_at(url: &str, mobile: &str) -> ChatConn {
     let http = reqwest::Client::new();
     let login: Value = http
         .post(format!("{url}/login"))

@@ -691,11 +691,18 @@ const chat = {
   },
 
   async loadConvs() {
-    const r = await this.link.request("conversations", { limit: 200 });
-    for (const c of r.conversations) {
-      const conv = this.conv(c.conv);
-      conv.lastMessage = c.lastMessage;
-      conv.unread = this.current === key(c.conv) ? 0 : c.unread;
+    // A page stops at 1 MiB even below its limit; `more` pages on from the last one.
+    let before;
+    for (let loaded = 0; loaded < 200;) {
+      const r = await this.link.request("conversations", { limit: 200 - loaded, ...(before ? { before } : {}) });
+      for (const c of r.conversations) {
+        const conv = this.conv(c.conv);
+        conv.lastMessage = c.lastMessage;
+        conv.unread = this.current === key(c.conv) ? 0 : c.unread;
+      }
+      loaded += r.conversations.length;
+      if (!r.more || r.conversations.length === 0) break;
+      before = r.conversations[r.conversations.length - 1].lastMessage.msgId;
     }
     await this.loadProfiles([...this.convs.values()].filter((c) => c.conv.type === "single").map((c) => c.conv.target));
     this.renderConvs();
