@@ -372,3 +372,19 @@ impl Drop for Served {
         let _ = self.child.wait();
     }
 }
+
+/// Logs `mobile` in with the super code on the app-server at `app` (a
+/// spawned one, say); the answer's `result` (`userId`, `token`, `routeUrl`).
+pub async fn login_at(app: &str, mobile: &str, client_id: &str) -> Value {
+    let r: Value = reqwest::Client::new()
+        .post(format!("{app}/login"))
+        .json(&json!({"mobile": mobile, "code": "66666", "clientId": client_id, "platform": 2}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["code"], 0, "{r}");
+    r["result"].clone()
+}

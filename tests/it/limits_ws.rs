@@ -11,17 +11,10 @@ use crate::common::{Served, TestServer, start};
 
 /// A user's IM token from a spawned server.
 async fn token(app: &str, mobile: &str) -> String {
-    let r: Value = reqwest::Client::new()
-        .post(format!("{app}/login"))
-        .json(&json!({"mobile": mobile, "code": "66666", "clientId": "c-1", "platform": 2}))
-        .send()
-        .await
+    crate::common::login_at(app, mobile, "c-1").await["token"]
+        .as_str()
         .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(r["code"], 0, "{r}");
-    r["result"]["token"].as_str().unwrap().to_owned()
+        .to_owned()
 }
 
 /// Reads whatever `conn` still has until the server's close; the close

@@ -546,16 +546,7 @@ async fn export_needs_the_right_secret_and_a_server() {
 /// Logs `mobile` in on a spawned server and connects to its broker.
 pub(crate) async fn chat_at(url: &str, mobile: &str) -> ChatConn {
     let http = reqwest::Client::new();
-    let login: Value = http
-        .post(format!("{url}/login"))
-        .json(&json!({"mobile": mobile, "code": "66666", "clientId": "exit-test", "platform": 2}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let res = &login["result"];
+    let res = &crate::common::login_at(url, mobile, "exit-test").await;
     let route: Value = http
         .post(res["routeUrl"].as_str().unwrap())
         .json(&json!({"userId": res["userId"], "clientId": "exit-test", "token": res["token"]}))
