@@ -64,13 +64,11 @@ impl Running {
             .context("the broker task panicked")?;
         // The writer commits whatever was queued before the database closes.
         self.writer.await.context("the broker's writer panicked")?;
-        // Connections write the acks of that last batch before their 1001;
-        // each close is bounded, and so is the wait for all of them.
-        let _ = tokio::time::timeout(
-            self.shutdown_timeout,
-            self.state.broker.connections_closed(),
-        )
-        .await;
+        // The listeners drained within --shutdown-timeout; what is left
+        // (connections' last acks, closing the database) shares one more.
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        // Connections write the acks of that last batch before their 1001.
+        let _ = tokio::time::timeout_at(deadline, self.state.broker.connections_closed()).await;
         // Everything acknowledged is committed now, and nothing more can come.
         let exported = match &self.export_on_exit {
             Some(path) => export_to(&self.state.store, path).await.inspect_err(|e| {
@@ -80,7 +78,7 @@ impl Running {
         };
         // A task still holding a database connection (a WebSocket that has
         // not closed yet) must not hold up the exit.
-        if tokio::time::timeout(self.shutdown_timeout, self.state.store.close())
+        if tokio::time::timeout_at(deadline, self.state.store.close())
             .await
             .is_err()
         {
@@ -249,6 +247,23 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
         host: host_of(broker_addr),
         port: broker_addr.port(),
     };
+    let files = crate::bench::raise_nofile();
+    let max_connections =
+        app_server::listen::fit_connections(config.max_connections as usize, files);
+    if max_connections < config.max_connections as usize {
+        tracing::warn!(
+            "--max-connections {} does not fit the open-file limit (ulimit -n); serving at most {max_connections} per port",
+            config.max_connections
+        );
+    }
+    let max_websockets =
+        app_server::listen::fit_websockets(config.max_websockets as usize, files, max_connections);
+    if max_websockets < config.max_websockets as usize {
+        tracing::warn!(
+            "--max-websockets {} does not fit the open-file limit (ulimit -n); holding at most {max_websockets}",
+            config.max_websockets
+        );
+    }
     let (broker, writer) = Broker::new(
         store.clone(),
         im_tokens.clone(),
@@ -261,6 +276,7 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
             write_timeout: config.write_timeout,
             queue_bytes: config.queue_bytes as usize,
             max_connections_per_user: config.max_connections_per_user as usize,
+            max_websockets,
             cors_origins: config.cors_origin.clone(),
             friends_only: config.friends_only,
             app_base_url: base_url(app_addr),
@@ -316,16 +332,6 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
         tokio::spawn(checkpoints(state.store.clone(), shutdown.clone()));
     }
     let router = app_server::app(state.clone(), &config.cors_origin);
-    let max_connections = app_server::listen::fit_connections(
-        config.max_connections as usize,
-        crate::bench::raise_nofile(),
-    );
-    if max_connections < config.max_connections as usize {
-        tracing::warn!(
-            "--max-connections {} does not fit the open-file limit (ulimit -n); serving at most {max_connections} per port",
-            config.max_connections
-        );
-    }
     let limits = app_server::ConnLimits {
         http_timeout: config.http_timeout,
         max_connections,

@@ -46,16 +46,24 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
-/// The client's IP address (see `listen::serve`).
+/// Who the per-address limits count: the client's IPv4 address, or the /64
+/// network of an IPv6 one (one host may rotate through its whole /64).
 pub struct ClientAddr(pub std::net::IpAddr);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddr(
-            super::listen::client_addr(&parts.extensions).ip(),
-        ))
+        let ip = super::listen::client_addr(&parts.extensions).ip();
+        Ok(ClientAddr(limit_key(ip)))
+    }
+}
+
+fn limit_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    use std::net::{IpAddr, Ipv6Addr};
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !0u128 << 64)),
+        v4 => v4,
     }
 }
 
@@ -80,5 +88,21 @@ impl FromRequestParts<AppState> for AuthUser {
             Some((user, true)) => Err(ApiError::Banned(user.id)),
             None => Err(ApiError::NotLoggedIn),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::limit_key;
+
+    #[test]
+    fn ipv6_clients_count_by_their_64() {
+        let a = limit_key("2001:db8:1:2:aaaa::1".parse().unwrap());
+        let b = limit_key("2001:db8:1:2:bbbb::9".parse().unwrap());
+        let c = limit_key("2001:db8:1:3::1".parse().unwrap());
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        let mapped = limit_key("::ffff:10.0.0.1".parse().unwrap());
+        assert_eq!(mapped, "10.0.0.1".parse::<std::net::IpAddr>().unwrap());
     }
 }

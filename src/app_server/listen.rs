@@ -70,6 +70,16 @@ pub fn fit_connections(max: usize, files: u64) -> usize {
     max.min(room.saturating_sub(PROBE_HEADROOM)).max(1)
 }
 
+/// `--max-websockets` fitted to what the open-file limit `files` leaves
+/// beside both listeners' `http` connections and their probe headroom.
+pub fn fit_websockets(max: usize, files: u64, http: usize) -> usize {
+    if files == 0 {
+        return max;
+    }
+    let taken = OTHER_FILES as usize + 2 * (http + PROBE_HEADROOM);
+    max.min((files as usize).saturating_sub(taken)).max(1)
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then lets requests
 /// in flight (long polls included) finish within `limits.drain`. Handlers
 /// find the client's address as `ConnectInfo<SocketAddr>`.
@@ -320,5 +330,9 @@ mod tests {
         assert_eq!(fit_connections(1000, 300), 54);
         assert_eq!(fit_connections(10, 300), 10);
         assert_eq!(fit_connections(1000, 100), 1);
+        assert_eq!(fit_websockets(50_000, 0, 1000), 50_000);
+        assert_eq!(fit_websockets(50_000, 1 << 20, 1000), 50_000);
+        assert_eq!(fit_websockets(50_000, 4096, 1000), 4096 - 128 - 2064);
+        assert_eq!(fit_websockets(50_000, 300, 54), 1);
     }
 }

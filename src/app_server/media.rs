@@ -390,6 +390,8 @@ pub async fn download(State(state): State<AppState>, Path(id): Path<String>) -> 
                     (header::CONTENT_TYPE, meta.content_type),
                     (header::CONTENT_DISPOSITION, disposition.to_owned()),
                     (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+                    // A streamed body has no length of its own; clients show progress with it.
+                    (header::CONTENT_LENGTH, meta.size.to_string()),
                     (
                         header::CACHE_CONTROL,
                         "public, max-age=31536000, immutable".to_owned(),

@@ -19,7 +19,7 @@ use super::presence;
 use super::writer::{Replier, WriteOp, frame};
 use crate::store::{Before, Delivered, GroupChange, NewMessage, Requested, msg_id, parse_msg_id};
 use crate::token::TokenError;
-use crate::wire::limits::PAGE_BYTES;
+use crate::wire::limits::{self, PAGE_BYTES};
 use crate::wire::limits::{MAX_CLIENT_ID, check_platform, check_text};
 use crate::wire::ws::{
     ConnectReq, Connected, ConvReq, ConvType, Conversation, ConversationsReq, ErrorFrame,
@@ -322,11 +322,19 @@ fn read_failed(
     let inner = std::error::Error::source(e).and_then(|s| s.downcast_ref::<WsError>());
     let closing = match inner {
         Some(WsError::Capacity(CapacityError::MessageTooLong { .. })) => {
-            warn!(
-                user,
-                max = max_frame,
-                "frame over --max-frame; closing with 1009"
-            );
+            // Before `connect` anyone can send one: not worth a warning each.
+            if user.is_some() {
+                warn!(
+                    user,
+                    max = max_frame,
+                    "frame over --max-frame; closing with 1009"
+                );
+            } else {
+                debug!(
+                    max = max_frame,
+                    "frame over --max-frame before connect; closing with 1009"
+                );
+            }
             return Some((close::TOO_BIG, "frame too big"));
         }
         Some(WsError::Utf8(_)) => (close::INVALID_PAYLOAD, "text frame is not UTF-8"),
@@ -467,6 +475,10 @@ async fn on_text(
 fn reply_err(handle: &ConnHandle, id: Option<u64>, code: i32, message: &str) -> Next {
     handle.send(frame(&ErrorFrame::new(id, code, message)));
     Next::Continue
+}
+
+fn bad_request(message: String) -> Refusal {
+    Refusal(code::BAD_REQUEST, message)
 }
 
 fn db_error(e: sqlx::Error) -> Refusal {
@@ -896,10 +908,6 @@ async fn group_info(
     Ok(())
 }
 
-const MAX_REMARK: usize = 200;
-const MAX_DISPLAY_NAME: usize = 64;
-const MAX_PORTRAIT: usize = 2048;
-
 fn reply(handle: &ConnHandle, id: Option<u64>, op: &str, mut body: Value) {
     body["id"] = serde_json::json!(id);
     body["op"] = serde_json::json!(op);
@@ -915,12 +923,7 @@ async fn friend_request(
 ) -> Result<(), Refusal> {
     let req: FriendRequestReq = parse("friend.request", value)?;
     let remark = req.remark.unwrap_or_default();
-    if remark.chars().count() > MAX_REMARK {
-        return refuse(
-            code::BAD_REQUEST,
-            format!("a remark has at most {MAX_REMARK} characters"),
-        );
-    }
+    limits::check_optional_text("remark", &remark, limits::MAX_REMARK).map_err(bad_request)?;
     let outcome = broker
         .store
         .friend_request(&s.user_id, &req.target, &remark)
@@ -1079,22 +1082,11 @@ async fn profile_update(
 ) -> Result<(), Refusal> {
     let req: ProfileUpdateReq = parse("profile.update", value)?;
     let name = req.display_name.as_deref().map(str::trim);
-    if let Some(n) = name
-        && (n.is_empty() || n.chars().count() > MAX_DISPLAY_NAME)
-    {
-        return refuse(
-            code::BAD_REQUEST,
-            format!("displayName has 1 to {MAX_DISPLAY_NAME} characters"),
-        );
+    if let Some(n) = name {
+        limits::check_text("displayName", n, limits::MAX_DISPLAY_NAME).map_err(bad_request)?;
     }
-    if let Some(p) = &req.portrait
-        && (p.len() > MAX_PORTRAIT
-            || !(p.starts_with("http://") || p.starts_with("https://") || p.starts_with('/')))
-    {
-        return refuse(
-            code::BAD_REQUEST,
-            "portrait is an http(s) URL or a path on the app-server (e.g. /media/...)",
-        );
+    if let Some(p) = &req.portrait {
+        limits::check_url("portrait", p).map_err(bad_request)?;
     }
     if name.is_none() && req.portrait.is_none() {
         return refuse(

@@ -58,6 +58,9 @@ pub struct Inner {
     presence: presence::Presence,
     /// Every connection task, so shutdown can wait for their last acks.
     connections: tokio_util::task::TaskTracker,
+    /// One permit per open WebSocket (`--max-websockets`): upgraded sockets
+    /// leave the HTTP listener's connection cap, so they need their own.
+    sockets: Arc<tokio::sync::Semaphore>,
 }
 
 impl Deref for Broker {
@@ -80,6 +83,8 @@ pub struct BrokerOptions {
     pub queue_bytes: usize,
     /// Live connections per user.
     pub max_connections_per_user: usize,
+    /// WebSockets held at once, whoever opened them.
+    pub max_websockets: usize,
     pub cors_origins: Vec<String>,
     pub friends_only: bool,
     /// The app-server's base URL, to make relative portrait paths absolute.
@@ -105,6 +110,7 @@ impl Broker {
         options: BrokerOptions,
         shutdown: CancellationToken,
     ) -> (Self, tokio::task::JoinHandle<()>) {
+        let options_max = options.max_websockets;
         let hub = Arc::new(Hub::new(
             options.queue_bytes,
             options.max_connections_per_user,
@@ -129,6 +135,7 @@ impl Broker {
             receipted: Default::default(),
             presence: Default::default(),
             connections: Default::default(),
+            sockets: Arc::new(tokio::sync::Semaphore::new(options_max)),
         }));
         (broker, writer)
     }
@@ -189,6 +196,17 @@ pub async fn ws(
         )
             .into_response();
     }
+    let Ok(slot) = broker.sockets.clone().try_acquire_owned() else {
+        tracing::debug!("--max-websockets reached; refusing an upgrade");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            axum::Json(serde_json::json!({
+                "error": "the broker holds --max-websockets connections already; retry later"
+            })),
+        )
+            .into_response();
+    };
     let token = query.ok().and_then(|Query(q)| q.token);
     let max = broker.options.max_frame;
     upgrade
@@ -203,6 +221,9 @@ pub async fn ws(
         .max_frame_size(max)
         .on_upgrade(move |socket| {
             let tracker = broker.connections.clone();
-            tracker.track_future(conn::run(socket, broker, token))
+            tracker.track_future(async move {
+                conn::run(socket, broker, token).await;
+                drop(slot);
+            })
         })
 }

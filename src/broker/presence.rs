@@ -51,11 +51,15 @@ impl Presence {
         }
         match users.map.get_mut(user) {
             Some(a) if a.scheduled => Err(None),
-            Some(a) if a.at.elapsed() < INTERVAL => {
-                a.scheduled = true;
-                Err(Some(INTERVAL - a.at.elapsed()))
-            }
-            _ => Ok(()),
+            Some(a) => match INTERVAL.checked_sub(a.at.elapsed()) {
+                // Elapsed read once: a second read could pass INTERVAL.
+                Some(wait) if !wait.is_zero() => {
+                    a.scheduled = true;
+                    Err(Some(wait))
+                }
+                _ => Ok(()),
+            },
+            None => Ok(()),
         }
     }
 

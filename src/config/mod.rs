@@ -112,11 +112,11 @@ pub struct ServeConfig {
     pub idle_timeout: Duration,
 
     /// Close a WebSocket connection (4001) that has not sent `connect` within this long
-    #[arg(long, env = "IMCTL_CONNECT_TIMEOUT", default_value = "10s", value_parser = duration)]
+    #[arg(long, env = "IMCTL_CONNECT_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
     pub connect_timeout: Duration,
 
     /// Close a WebSocket connection (4009) whose client has not taken the frames written to it within this long
-    #[arg(long, env = "IMCTL_WRITE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    #[arg(long, env = "IMCTL_WRITE_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
     pub write_timeout: Duration,
 
     /// Bytes queued for one WebSocket connection before it counts as too slow and is closed (4009)
@@ -126,6 +126,10 @@ pub struct ServeConfig {
     /// Live WebSocket connections one user may have; more are refused (error 429, close 4029)
     #[arg(long, env = "IMCTL_MAX_CONNECTIONS_PER_USER", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_connections_per_user: u32,
+
+    /// WebSocket connections the broker holds at once, before `connect` included; more get 503 (lowered to fit the open-file limit)
+    #[arg(long, env = "IMCTL_MAX_WEBSOCKETS", default_value_t = 50_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_websockets: u32,
 
     /// Secret of the /admin API (X-Admin-Secret header) [default: a random one, shown in the banner]
     #[arg(long, env = "IMCTL_ADMIN_SECRET", hide_env_values = true)]

@@ -139,11 +139,21 @@ macro_rules! message_columns {
 pub(super) use message_columns;
 
 pub(super) fn message_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ChatMessage> {
+    let content: &str = row.try_get("content")?;
+    // Whatever depth the store holds (an import takes any), this parse
+    // cannot fail a commit or a reply over it.
+    let content = crate::wire::json::parse_capped(content, STORED_DEPTH)
+        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?
+        .0;
+    message_from_row_with(row, content)
+}
+
+/// A stored message with `content` in place of the stored one.
+fn message_from_row_with(row: &sqlx::sqlite::SqliteRow, content: Value) -> Result<ChatMessage> {
     let kind = match row.try_get::<&str, _>("conv_type")? {
         "group" => ConvType::Group,
         _ => ConvType::Single,
     };
-    let content: &str = row.try_get("content")?;
     Ok(ChatMessage {
         msg_id: msg_id(row.try_get("id")?),
         client_msg_id: row.try_get("client_msg_id")?,
@@ -152,14 +162,13 @@ pub(super) fn message_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ChatMess
             target: row.try_get("target")?,
         },
         from: row.try_get("sender")?,
-        // Whatever depth the store holds (an import takes any), this parse
-        // cannot fail a commit or a reply over it.
-        content: crate::wire::json::parse_capped(content, STORED_DEPTH)
-            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?
-            .0,
+        content,
         server_time: row.try_get("server_time")?,
     })
 }
+
+/// Content bytes the dashboard's feed shows parsed; bigger is only named.
+const FEED_CONTENT: usize = 4096;
 
 /// Nesting kept when stored content is parsed (new content has at most
 /// `MAX_CONTENT_DEPTH`; imported content may have more).
@@ -749,7 +758,29 @@ impl Store {
             .bind(limit as i64)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(message_from_row).collect()
+        rows.iter()
+            .map(|row| {
+                let content: &str = row.try_get("content")?;
+                if content.len() <= FEED_CONTENT {
+                    return message_from_row(row);
+                }
+                // A dashboard refreshes this often: big content is named, not parsed.
+                #[derive(serde::Deserialize)]
+                struct Kind {
+                    #[serde(rename = "type")]
+                    kind: Option<String>,
+                }
+                let kind = serde_json::from_str::<Kind>(content)
+                    .ok()
+                    .and_then(|k| k.kind)
+                    .unwrap_or_else(|| "custom".into());
+                let shown = json!({
+                    "type": "text",
+                    "text": format!("[{kind}: {} bytes]", content.len()),
+                });
+                message_from_row_with(row, shown)
+            })
+            .collect()
     }
 
     pub async fn is_group_member(&self, group: &str, user: &str) -> Result<bool> {

@@ -11,8 +11,6 @@ use super::chat::{Appended, Heads, NewMessage, append_in};
 use super::{Result, Store, now_ms};
 use crate::wire::ws::{ConvType, Conversation, code};
 
-const MAX_NAME: usize = 64;
-
 /// A membership change asked for by `actor`.
 #[derive(Debug, Clone)]
 pub enum GroupChange {
@@ -88,12 +86,8 @@ pub struct GroupOutcome {
 
 fn check_name(name: &str) -> Result<String, Refusal> {
     let name = name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME {
-        return Err((
-            code::BAD_REQUEST,
-            format!("a group name has 1 to {MAX_NAME} characters"),
-        ));
-    }
+    crate::wire::limits::check_text("a group name", name, crate::wire::limits::MAX_GROUP_NAME)
+        .map_err(|e| (code::BAD_REQUEST, e))?;
     Ok(name.to_owned())
 }
 

@@ -83,7 +83,8 @@ pub fn check_url(field: &str, url: &str) -> Result<(), Refused> {
     }
     let lower = url.to_ascii_lowercase();
     let scheme = lower.split_once(':').map(|(s, _)| s);
-    let relative = url.starts_with('/') && !url.starts_with("//");
+    // "//host" and "/\host" are other hosts to a browser, not paths.
+    let relative = url.starts_with('/') && !url.starts_with("//") && !url.starts_with("/\\");
     match scheme {
         Some("http" | "https") if lower.starts_with("http://") || lower.starts_with("https://") => {
             Ok(())
@@ -165,6 +166,7 @@ mod tests {
             "data:text/html,x",
             "file:///etc/passwd",
             "//evil/x",
+            "/\\evil/x",
             "media/abc",
             "http://x/a b",
             "",

@@ -175,3 +175,35 @@ async fn dev_and_admin_refuse_foreign_host_names() {
     );
     assert_eq!(get("/config", "10.0.2.2:8888").await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn the_feed_names_big_messages_instead_of_parsing_them() {
+    let s = start(&[]).await;
+    let (mut alice, _) = s.chat("13800000001", "feed-big").await;
+    let big = json!({"type": "custom", "data": vec![7; 3000]});
+    alice
+        .request(json!({"op": "send", "conv": {"type": "single", "target": "bob"}, "content": big}))
+        .await
+        .unwrap();
+    alice
+        .request(json!({"op": "send", "conv": {"type": "single", "target": "bob"}, "content": {"type": "text", "text": "small"}}))
+        .await
+        .unwrap();
+    let mut events = feed(&s).await;
+    let snap = until(&mut events, "both messages", |v| {
+        v["messages"].as_array().is_some_and(|m| m.len() >= 2)
+    })
+    .await;
+    let texts: Vec<&str> = snap["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"]["text"].as_str().unwrap_or_default())
+        .collect();
+    assert!(texts.contains(&"small"), "{texts:?}");
+    let named = texts.iter().find(|t| t.starts_with("[custom: ")).copied();
+    assert!(
+        named.is_some_and(|t| t.ends_with(" bytes]")),
+        "the big custom message is named with its size: {texts:?}"
+    );
+}

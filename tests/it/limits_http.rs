@@ -591,6 +591,10 @@ async fn downloads_stream_from_disk_and_media_files_are_private() {
     let http = reqwest::Client::new();
     let auth = login_on(&http, &served.app).await;
     let url = upload(&http, &served.app, &auth, 16 << 20).await;
+    // Streamed from disk, still with its length (clients show progress).
+    let r = http.get(&url).send().await.unwrap();
+    assert_eq!(r.content_length(), Some(16 << 20));
+    drop(r);
     let media = data.join("media");
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&media), 0o700);

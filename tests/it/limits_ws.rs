@@ -573,3 +573,59 @@ async fn admin_messages_follow_the_content_rules_and_max_frame() {
     assert_eq!(post("  ".into()).await.unwrap().status(), 400);
     assert_eq!(post("hello".into()).await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn websockets_beyond_max_websockets_get_a_503_until_one_closes() {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let s = start(&["--max-websockets", "2"]).await;
+    let url = s.ws_url();
+    // Sockets that never `connect` hold a slot too: that is what the cap is for.
+    let first = open_socket(&url).await.unwrap();
+    let _second = open_socket(&url).await.unwrap();
+    match open_socket(&url).await {
+        Err(WsError::Http(resp)) => {
+            assert_eq!(resp.status(), 503);
+            let body = String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default());
+            assert!(body.contains("--max-websockets"), "{body}");
+        }
+        other => panic!("a third WebSocket was not refused: {:?}", other.map(|_| ())),
+    }
+    drop(first);
+    // The slot comes back when the connection task ends.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match open_socket(&url).await {
+            Ok(_) => break,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the closed socket's slot never came back: {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn names_remarks_and_portraits_refuse_control_characters_and_foreign_hosts() {
+    let s = start(&[]).await;
+    let (mut alice, _) = s.chat("13800000001", "names").await;
+    let refused = [
+        json!({"op": "profile.update", "displayName": "a\u{1b}[2Jb"}),
+        json!({"op": "profile.update", "displayName": "two\nlines"}),
+        json!({"op": "profile.update", "portrait": "//evil.example/p.png"}),
+        json!({"op": "profile.update", "portrait": "/\\evil.example/p.png"}),
+        json!({"op": "group.create", "name": "bad\u{7}name", "members": ["bob"]}),
+        json!({"op": "friend.request", "target": "carol", "remark": "hi\r\nforged"}),
+    ];
+    for frame in refused {
+        let r = alice.request_raw(&mut frame.clone()).await.unwrap();
+        assert_eq!(r["op"], "error", "{frame} was accepted: {r}");
+        assert_eq!(r["code"], 400, "{frame}: {r}");
+    }
+    let ok = alice
+        .request(
+            json!({"op": "profile.update", "displayName": "Alice A.", "portrait": "/media/abc"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok["op"], "profile.update", "{ok}");
+}

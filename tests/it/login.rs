@@ -181,6 +181,15 @@ async fn super_code_can_be_changed_or_disabled() {
             .code(),
         0
     );
+    // A long random super code works too (SMS codes are capped, it is not).
+    let long = "k3y-that-is-longer-than-any-sms-code";
+    let s = start(&["--super-code", long]).await;
+    assert_eq!(
+        s.post("/login", login_body("13800000001", long), None)
+            .await
+            .code(),
+        0
+    );
 }
 
 #[tokio::test]

@@ -30,6 +30,7 @@ async fn upload_raw_and_multipart_then_download() {
     let got = s.http.get(url).send().await.unwrap();
     assert_eq!(got.headers()["content-type"], "image/png");
     assert_eq!(got.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(got.content_length(), Some(PNG.len() as u64));
     assert_eq!(got.bytes().await.unwrap().as_ref(), PNG);
 
     // Multipart, authenticated with the IM token instead.
