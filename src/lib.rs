@@ -22,6 +22,7 @@ pub mod config;
 pub mod metrics;
 pub mod port_owner;
 pub mod qr_image;
+pub mod rlimit;
 pub mod server;
 pub mod store;
 pub mod token;

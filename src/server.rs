@@ -247,7 +247,7 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
         host: host_of(broker_addr),
         port: broker_addr.port(),
     };
-    let files = crate::bench::raise_nofile();
+    let files = crate::rlimit::raise_nofile();
     let max_connections =
         app_server::listen::fit_connections(config.max_connections as usize, files);
     if max_connections < config.max_connections as usize {

@@ -326,17 +326,9 @@ pub async fn message(
     let text = Content::Text { text: req.text };
     text.validate()
         .map_err(|e| fail(StatusCode::BAD_REQUEST, e))?;
+    text.validate_within(state.broker.options.max_frame)
+        .map_err(|e| fail(StatusCode::PAYLOAD_TOO_LARGE, e))?;
     let content = serde_json::to_value(&text).expect("content serializes");
-    let content_size = content.to_string().len();
-    let max = state.broker.options.max_frame;
-    if content_size > max {
-        return Err(fail(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the message content is {content_size} bytes; the most a message may have is {max} (--max-frame)"
-            ),
-        ));
-    }
     let recipients = match req.to.kind {
         ConvType::Single => match state.store.user(&req.to.target).await.map_err(db)? {
             Some(u) => vec![u.id],

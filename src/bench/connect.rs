@@ -32,7 +32,7 @@ const CONNECT_BASE: u64 = 30_000_000;
 
 pub async fn connect(target: &Target, opts: &ConnectOpts) -> anyhow::Result<Report> {
     anyhow::ensure!(opts.connections > 0, "--connections must be at least 1");
-    let limit = super::raise_nofile();
+    let limit = crate::rlimit::raise_nofile();
     if limit > 0 && (opts.connections as u64) + 100 > limit {
         anyhow::bail!(
             "{} connections need as many open files, and this process may open {limit}; raise `ulimit -n` or connect fewer",

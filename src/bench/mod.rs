@@ -368,20 +368,3 @@ pub fn progress(what: &str) -> indicatif::ProgressBar {
     bar.enable_steady_tick(Duration::from_millis(100));
     bar
 }
-
-/// Raises the open-file limit to its hard maximum (connections are files).
-pub fn raise_nofile() -> u64 {
-    #[cfg(unix)]
-    // SAFETY: getrlimit/setrlimit on a struct we own.
-    unsafe {
-        let mut lim: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            if lim.rlim_cur < lim.rlim_max {
-                lim.rlim_cur = lim.rlim_max;
-                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-            }
-            return lim.rlim_cur as u64;
-        }
-    }
-    0
-}

@@ -33,7 +33,6 @@ const MAX_SYNC: u32 = 1000;
 const DEFAULT_SYNC: u32 = 200;
 const MAX_HISTORY: u32 = 200;
 const DEFAULT_HISTORY: u32 = 50;
-const MAX_CLIENT_MSG_ID: usize = 128;
 
 /// A closing connection writes what is queued (at shutdown: also the acks
 /// of what the writer still commits) for at most this long, then the close
@@ -630,18 +629,22 @@ async fn send(
     value: Value,
 ) -> Result<(), Refusal> {
     let req: SendReq = parse("send", value)?;
+    // No size check here: the frame carrying it is within --max-frame.
     req.content
-        .validate_within(broker.options.max_frame)
+        .validate()
         .map_err(|e| Refusal(code::BAD_REQUEST, format!("bad content: {e}")))?;
     if req.conv.target.is_empty() {
         return refuse(code::BAD_REQUEST, "conv.target must not be empty");
     }
     if let Some(c) = &req.client_msg_id
-        && (c.is_empty() || c.chars().count() > MAX_CLIENT_MSG_ID)
+        && (c.is_empty() || c.chars().count() > limits::MAX_CLIENT_MSG_ID)
     {
         return refuse(
             code::BAD_REQUEST,
-            format!("clientMsgId must be 1 to {MAX_CLIENT_MSG_ID} characters"),
+            format!(
+                "clientMsgId must be 1 to {} characters",
+                limits::MAX_CLIENT_MSG_ID
+            ),
         );
     }
     if req.conv.kind == ConvType::Single {

@@ -108,7 +108,7 @@ pub enum Scenario {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     // Before spawning, so a spawned server inherits the higher limit too.
-    bench::raise_nofile();
+    crate::rlimit::raise_nofile();
     let stack = if args.spawn {
         Stack::Spawn {
             ephemeral: args.ephemeral,
