@@ -26,6 +26,26 @@ pub mod code {
 /// Name of the header that carries the login session, both ways.
 pub const AUTH_TOKEN_HEADER: &str = "authToken";
 
+/// An integer sent as a JSON number or as a numeric string (`"5"`): some
+/// Wildfire clients build bodies from form values.
+pub fn number_or_numeric_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Number(i32),
+        Text(String),
+    }
+    match Either::deserialize(d)? {
+        Either::Number(n) => Ok(n),
+        Either::Text(t) => t.trim().parse().map_err(|_| {
+            serde::de::Error::custom(format!(
+                "expected a number, got {:?}",
+                t.chars().take(16).collect::<String>()
+            ))
+        }),
+    }
+}
+
 /// The envelope of every login API answer: `{code, message, result?}`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ApiResponse<T> {
@@ -56,6 +76,8 @@ pub struct LoginRequest {
     pub mobile: String,
     pub code: String,
     pub client_id: String,
+    #[serde(deserialize_with = "number_or_numeric_string")]
+    #[schema(value_type = i32)]
     pub platform: i32,
 }
 
@@ -92,7 +114,8 @@ pub struct ClientConfig {
 pub struct PcSessionRequest {
     #[serde(default)]
     pub client_id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number_or_numeric_string")]
+    #[schema(value_type = i32)]
     pub platform: i32,
     #[serde(default, rename = "device_name")]
     pub device_name: Option<String>,
@@ -281,4 +304,29 @@ pub struct Uploaded {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DevError {
     pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platform_is_a_number_or_a_numeric_string() {
+        let body = |p: &str| {
+            format!(r#"{{"mobile":"13900000000","code":"1","clientId":"c","platform":{p}}}"#)
+        };
+        for (sent, want) in [("5", 5), ("\"5\"", 5), ("\" 2 \"", 2)] {
+            let r: LoginRequest = serde_json::from_str(&body(sent)).unwrap();
+            assert_eq!(r.platform, want, "{sent}");
+        }
+        for bad in ["\"web\"", "null", "5.5", "\"\""] {
+            assert!(
+                serde_json::from_str::<LoginRequest>(&body(bad)).is_err(),
+                "{bad}"
+            );
+        }
+        let pc: PcSessionRequest =
+            serde_json::from_str(r#"{"clientId":"c","platform":"3","extra":1}"#).unwrap();
+        assert_eq!(pc.platform, 3);
+    }
 }
