@@ -264,6 +264,10 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
             config.max_websockets
         );
     }
+    let origins = std::sync::Arc::new(app_server::cors::Origins::new(
+        &config.cors_origin,
+        !config.host.is_loopback(),
+    ));
     let (broker, writer) = Broker::new(
         store.clone(),
         im_tokens.clone(),
@@ -277,7 +281,7 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
             queue_bytes: config.queue_bytes as usize,
             max_connections_per_user: config.max_connections_per_user as usize,
             max_websockets,
-            cors_origins: config.cors_origin.clone(),
+            origins: origins.clone(),
             friends_only: config.friends_only,
             app_base_url: base_url(app_addr),
         },
@@ -331,7 +335,7 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
     if database.is_some() {
         tokio::spawn(checkpoints(state.store.clone(), shutdown.clone()));
     }
-    let router = app_server::app(state.clone(), &config.cors_origin);
+    let router = app_server::app(state.clone(), &origins);
     let limits = app_server::ConnLimits {
         http_timeout: config.http_timeout,
         max_connections,

@@ -5,14 +5,15 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
+use super::cors::session_token;
 use super::error::ApiError;
 use super::state::AppState;
 use crate::store::User;
-use crate::wire::http::AUTH_TOKEN_HEADER;
 use crate::wire::limits::MAX_JSON_BODY;
 
 /// A JSON body. Unlike `axum::Json` it ignores the content type (browsers
-/// posting `text/plain` skip a CORS preflight) and reports bad bodies as code 15.
+/// posting `text/plain` skip a CORS preflight), reads an empty body as `{}`
+/// and reports bad bodies as code 15.
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
@@ -40,7 +41,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 ApiError::InvalidParameter(format!("cannot read the request body: {e}"))
             }
         })?;
-        serde_json::from_slice(&bytes)
+        // Clients send calls without parameters as an empty body, with or
+        // without a JSON content type: that is `{}`.
+        let bytes: &[u8] = if bytes.trim_ascii().is_empty() {
+            b"{}"
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(bytes)
             .map(ApiJson)
             .map_err(|e| ApiError::InvalidParameter(format!("bad JSON body: {e}")))
     }
@@ -67,7 +75,8 @@ fn limit_key(ip: std::net::IpAddr) -> std::net::IpAddr {
     }
 }
 
-/// The user behind the request's `authToken` header (code 13 without one).
+/// The user behind the request's `authToken` header, or its session cookie
+/// when it sends no header (code 13 without either).
 pub struct AuthUser(pub User);
 
 impl FromRequestParts<AppState> for AuthUser {
@@ -77,12 +86,7 @@ impl FromRequestParts<AppState> for AuthUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = parts
-            .headers
-            .get(AUTH_TOKEN_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .filter(|t| !t.is_empty())
-            .ok_or(ApiError::NotLoggedIn)?;
+        let token = session_token(&parts.headers).ok_or(ApiError::NotLoggedIn)?;
         match state.store.auth_user(token).await? {
             Some((user, false)) => Ok(AuthUser(user)),
             Some((user, true)) => Err(ApiError::Banned(user.id)),

@@ -265,7 +265,8 @@ impl AsyncWrite for WriteDeadline {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.tcp).poll_write(cx, buf);
+        let cased = cased_head(buf);
+        let poll = Pin::new(&mut self.tcp).poll_write(cx, cased.as_deref().unwrap_or(buf));
         self.watch(cx, poll)
     }
 
@@ -274,7 +275,12 @@ impl AsyncWrite for WriteDeadline {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
+        // A response head goes first, alone if it needs its case fixed.
+        let head = bufs.iter().find(|b| !b.is_empty());
+        let poll = match head.and_then(|h| cased_head(h)) {
+            Some(cased) => Pin::new(&mut self.tcp).poll_write(cx, &cased),
+            None => Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs),
+        };
         self.watch(cx, poll)
     }
 
@@ -290,6 +296,26 @@ impl AsyncWrite for WriteDeadline {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.tcp).poll_shutdown(cx)
     }
+}
+
+/// hyper writes header names in lower case and offers no way to choose
+/// another; iOS clients look `authToken` up case-sensitively. So a response
+/// head carrying it is rewritten as it is written: same length, head only,
+/// so nothing else moves. `None` when `buf` needs no change.
+fn cased_head(buf: &[u8]) -> Option<Vec<u8>> {
+    const LOWER: &[u8] = b"\r\nauthtoken: ";
+    const CASED: &[u8] = b"\r\nauthToken: ";
+    if !buf.starts_with(b"HTTP/1.") {
+        return None;
+    }
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(buf.len(), |e| e + 2);
+    let at = buf[..end].windows(LOWER.len()).position(|w| w == LOWER)?;
+    let mut cased = buf.to_vec();
+    cased[at..at + CASED.len()].copy_from_slice(CASED);
+    Some(cased)
 }
 
 /// True for the 1st, 1001st, … call: a flood logs a line now and then.
@@ -321,6 +347,22 @@ pub fn client_addr(extensions: &axum::http::Extensions) -> SocketAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_session_header_keeps_its_case_and_nothing_else_changes() {
+        let head =
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nauthtoken: abc\r\n\r\n{\"a\":1}";
+        let cased = super::cased_head(head).unwrap();
+        assert_eq!(cased.len(), head.len());
+        assert_eq!(
+            cased,
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nauthToken: abc\r\n\r\n{\"a\":1}"
+        );
+        // Only in a response head: a body or a later chunk is left alone.
+        assert!(super::cased_head(b"HTTP/1.1 200 OK\r\n\r\n\r\nauthtoken: x").is_none());
+        assert!(super::cased_head(b"{\"x\":\"\r\nauthtoken: \"}").is_none());
+        assert!(super::cased_head(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").is_none());
+    }
 
     #[test]
     fn the_cap_fits_the_open_file_limit() {

@@ -2,6 +2,7 @@
 //! dev API and the web page. `app(state)` is the router; `serve` runs it.
 
 pub mod admin;
+pub mod cors;
 pub mod dev;
 pub mod error;
 pub mod extract;
@@ -21,12 +22,11 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, Method, Uri};
+use axum::http::{Method, Uri};
 use axum::middleware::Next;
 use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::routing::{get, post};
-use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 pub use listen::{ConnLimits, serve};
@@ -36,7 +36,7 @@ use crate::wire::http::code;
 use crate::wire::limits;
 
 /// Every route of the app-server.
-pub fn app(state: AppState, extra_origins: &[String]) -> Router {
+pub fn app(state: AppState, origins: &std::sync::Arc<cors::Origins>) -> Router {
     Router::new()
         // The Wildfire-compatible login API.
         .route("/send_code", post(login::send_code))
@@ -101,7 +101,7 @@ pub fn app(state: AppState, extra_origins: &[String]) -> Router {
             state.clone(),
             local_host_only,
         ))
-        .layer(cors(extra_origins))
+        .layer(origins.layer())
         // Spans name the route pattern, not the URI: QR tokens sit in paths.
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
@@ -175,40 +175,6 @@ async fn wrong_method(method: Method, uri: Uri) -> Response {
     r
 }
 
-/// Whether a browser page on `origin` may call us: any port on localhost or
-/// loopback, plus the configured extras.
-pub fn origin_allowed(origin: &str, extra: &[String]) -> bool {
-    if extra.iter().any(|o| o.trim_end_matches('/') == origin) {
-        return true;
-    }
-    let Some(rest) = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
-    else {
-        return false;
-    };
-    let host = match rest.rsplit_once(':') {
-        Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => rest,
-    };
-    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
-}
-
-pub fn cors(extra: &[String]) -> CorsLayer {
-    let extra = extra.to_vec();
-    CorsLayer::new()
-        .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {
-            origin.to_str().is_ok_and(|o| origin_allowed(o, &extra))
-        }))
-        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-        .allow_headers([
-            axum::http::header::CONTENT_TYPE,
-            HeaderName::from_static("authtoken"),
-        ])
-        .expose_headers([HeaderName::from_static("authtoken")])
-        .max_age(Duration::from_secs(600))
-}
-
 /// Periodically forgets expired SMS codes, QR sessions and login sessions.
 pub async fn sweep(state: AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -234,7 +200,7 @@ pub async fn sweep(state: AppState) {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_loopback_host, origin_allowed};
+    use super::is_loopback_host;
 
     #[test]
     fn loopback_host_names() {
@@ -259,30 +225,5 @@ mod tests {
         ] {
             assert!(!is_loopback_host(bad), "{bad}");
         }
-    }
-
-    #[test]
-    fn localhost_origins_are_allowed_others_are_not() {
-        for ok in [
-            "http://localhost:3000",
-            "http://127.0.0.1:5173",
-            "http://localhost",
-            "http://[::1]:8080",
-        ] {
-            assert!(origin_allowed(ok, &[]), "{ok}");
-        }
-        for bad in [
-            "http://evil.com",
-            "http://localhost.evil.com",
-            "http://127.0.0.1.nip.io:80",
-            "null",
-            "file://",
-        ] {
-            assert!(!origin_allowed(bad, &[]), "{bad}");
-        }
-        assert!(origin_allowed(
-            "https://app.example.com",
-            &["https://app.example.com/".into()]
-        ));
     }
 }

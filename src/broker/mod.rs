@@ -28,7 +28,6 @@ use tokio_util::sync::CancellationToken;
 
 pub use robot::spawn as spawn_robot;
 
-use crate::app_server::origin_allowed;
 use crate::app_server::state::absolute_url;
 use crate::store::Store;
 use crate::token::ImTokens;
@@ -85,7 +84,8 @@ pub struct BrokerOptions {
     pub max_connections_per_user: usize,
     /// WebSockets held at once, whoever opened them.
     pub max_websockets: usize,
-    pub cors_origins: Vec<String>,
+    /// Which pages may open a WebSocket (the app-server's CORS policy).
+    pub origins: std::sync::Arc<crate::app_server::cors::Origins>,
     pub friends_only: bool,
     /// The app-server's base URL, to make relative portrait paths absolute.
     pub app_base_url: String,
@@ -150,7 +150,7 @@ impl Broker {
 
 /// Every route of the broker.
 pub fn app(broker: Broker) -> Router {
-    let cors = crate::app_server::cors(&broker.options.cors_origins);
+    let cors = broker.options.origins.layer();
     Router::new()
         .route("/route", post(route::route))
         .route("/ws", get(ws))
@@ -187,8 +187,9 @@ pub async fn ws(
         }
     };
     // Browsers send Origin; other clients need not. Same rule as the app-server's CORS.
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok())
-        && !origin_allowed(origin, &broker.options.cors_origins)
+        && !broker.options.origins.allows(origin, host)
     {
         return (
             StatusCode::FORBIDDEN,

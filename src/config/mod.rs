@@ -95,7 +95,7 @@ pub struct ServeConfig {
     #[arg(long, env = "IMCTL_QR_PREFIX", default_value = "imctl://pcsession/")]
     pub qr_prefix: String,
 
-    /// Extra CORS origin allowed besides http://localhost:* and http://127.0.0.1:* (repeatable, or comma-separated)
+    /// Extra CORS origin allowed besides loopback pages (and, with --host beyond loopback, pages on private networks); '*' reflects any origin (repeatable, or comma-separated)
     #[arg(long, env = "IMCTL_CORS_ORIGIN", value_delimiter = ',')]
     pub cors_origin: Vec<String>,
 
@@ -246,10 +246,14 @@ impl ServeConfig {
                 "--super-code must not be empty; use --super-code none to turn the super code off"
             );
         }
-        if let Some(origin) = self.cors_origin.iter().find(|o| !is_origin(o)) {
+        if let Some(origin) = self
+            .cors_origin
+            .iter()
+            .find(|o| o.trim() != "*" && !is_origin(o))
+        {
             anyhow::bail!(
-                "--cors-origin {origin:?} is not an origin: give scheme://host[:port], e.g. https://app.example.com \
-                 ('*' is refused: it would let every web page call the login and dev APIs)"
+                "--cors-origin {origin:?} is not an origin: give scheme://host[:port], e.g. https://app.example.com, \
+                 or '*' to let pages from any origin call the stack"
             );
         }
         Ok(())
