@@ -48,7 +48,7 @@ impl Origins {
             return true;
         }
         let origin = origin.to_ascii_lowercase();
-        if self.extra.iter().any(|o| *o == origin) {
+        if self.extra.contains(&origin) {
             return true;
         }
         let Some(name) = origin_host(&origin) else {
