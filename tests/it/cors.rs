@@ -100,11 +100,22 @@ async fn beyond_loopback_pages_on_private_networks_may_call() {
 }
 
 #[tokio::test]
-async fn star_reflects_any_origin_never_itself() {
+async fn star_reflects_any_origin_to_the_login_api() {
     let s = start(&["--cors-origin", "*"]).await;
     let origin = "https://any.example:9443";
     let r = login_from(&s, origin).await;
     assert_credentialed(&r, origin);
+    // The dev API's answers (SMS codes, QR tokens) stay for listed pages.
+    for path in ["/_dev/sms", "/admin/users"] {
+        let r = s
+            .http
+            .get(format!("{}{path}", s.url))
+            .header("origin", origin)
+            .send()
+            .await
+            .unwrap();
+        assert_refused(&r);
+    }
 }
 
 #[tokio::test]
