@@ -117,6 +117,10 @@ pub enum QrError {
         "this address has {0} live QR sessions, the most one client may have (--max-qr-sessions-per-ip); reuse one or wait for some to expire"
     )]
     FullForClient(usize),
+    #[error(
+        "this user has {0} live quick-login requests, the most one user may have (--max-qr-sessions-per-ip); answer or cancel one on the phone, or wait for some to expire"
+    )]
+    FullForUser(usize),
 }
 
 /// How a long poll ended.
@@ -223,7 +227,7 @@ impl QrBook {
                 s.quick && s.scanner().is_some_and(|u| u.user_id == user.user_id)
             };
             if live().filter(bound).count() >= self.max_per_client {
-                return Err(QrError::FullForClient(self.max_per_client));
+                return Err(QrError::FullForUser(self.max_per_client));
             }
         }
         let quick = quick_user.is_some();
@@ -663,7 +667,7 @@ mod tests {
         b.create_quick(ip(2), "pc", 5, "d", user("alice")).unwrap();
         assert_eq!(
             b.create_quick(ip(3), "pc", 5, "d", user("alice")).err(),
-            Some(QrError::FullForClient(2))
+            Some(QrError::FullForUser(2))
         );
         b.create_quick(ip(3), "pc", 5, "d", user("bob")).unwrap();
         b.create(ip(3), "pc", 5, "d").unwrap();
