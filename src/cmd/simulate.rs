@@ -248,13 +248,20 @@ impl Phone {
                 (s.status == 1 || s.status == 3)
                     && me.is_none_or(|me| s.scanner.as_ref().is_some_and(|u| u.user_id == me))
             };
-            // Scanning wants a fresh session; confirming or cancelling a scanned one.
-            let wanted = |s: &&PcSessionInfo| match step {
-                Step::Scan => s.status == 0,
-                Step::Approve => s.status == 0 || scanned_by_me(s),
-                Step::Confirm | Step::Cancel => scanned_by_me(s),
+            let fresh = |s: &&PcSessionInfo| s.status == 0;
+            let mine = |s: &&PcSessionInfo| scanned_by_me(s);
+            // Scanning wants a fresh session; confirming or cancelling a
+            // scanned one; approving prefers a request addressed to this
+            // phone (quick login) over anyone's fresh QR code.
+            let found = match step {
+                Step::Scan => sessions.iter().find(fresh),
+                Step::Approve => sessions
+                    .iter()
+                    .find(mine)
+                    .or_else(|| sessions.iter().find(fresh)),
+                Step::Confirm | Step::Cancel => sessions.iter().find(mine),
             };
-            let found = sessions.iter().find(wanted).ok_or_else(|| {
+            let found = found.ok_or_else(|| {
                 Failure::new(
                     exit::SESSION_GONE,
                     format!(

@@ -199,7 +199,7 @@ async fn simulate_approve_latest_confirms_a_quick_login_without_scanning() {
         .as_str()
         .unwrap()
         .to_owned();
-    // A newer ordinary session must not be picked for alice's request.
+    // A request addressed to alice beats a newer ordinary QR code.
     let _other = s.pc_session().await;
     let out = simulate(
         dir.path(),
