@@ -596,7 +596,11 @@ async fn dev_dashboard_shows_live_data_and_its_buttons_play_the_phone() {
     .await;
     b.click(&format!("{row} select option[value=bob]")).await;
     b.click(&format!("{row} button[data-action=approve]")).await;
-    let answer = poll.await.unwrap();
+    // Scan and confirm land together: the page hears 9, then 0.
+    assert_eq!(poll.await.unwrap().code(), 9);
+    let answer = s
+        .post(&format!("/session_login/{token}"), json!({}), None)
+        .await;
     assert_eq!(answer.code(), 0, "{}", answer.body);
     assert_eq!(answer.body["result"]["userId"], "bob");
 
