@@ -644,6 +644,44 @@ async fn dev_dashboard_shows_live_data_and_its_buttons_play_the_phone() {
         &format!("document.querySelector(\"#sessions tr[data-token='{waiting}']\")"),
     )
     .await;
+
+    // A quick-login request is marked, names the user it asks, and its
+    // deny button cancels it.
+    let (carol, _) = s.login("13800000003").await;
+    let r = s
+        .post(
+            "/pc_session",
+            json!({"clientId": "web-2", "platform": 5, "device_name": "Firefox", "flag": 1}),
+            Some(&carol),
+        )
+        .await;
+    let quick = r.body["result"]["token"].as_str().unwrap().to_owned();
+    let row = format!("#sessions tr.quick[data-token='{quick}']");
+    let shown = b
+        .until(
+            "the quick-login row",
+            &format!("document.querySelector(\"{row}\")?.textContent"),
+        )
+        .await;
+    let shown = shown.as_str().unwrap();
+    assert!(
+        shown.contains("quick login") && shown.contains("asks carol"),
+        "{shown}"
+    );
     b.screenshot("dashboard").await;
+    // Found and clicked in one step: the live feed re-renders the rows.
+    b.js(&format!(
+        "document.querySelector(\"{row} button[data-action=cancel]\").click()"
+    ))
+    .await;
+    b.until(
+        "the request cancelled",
+        &format!("document.querySelector(\"{row} td.state-4\")"),
+    )
+    .await;
+    let answer = s
+        .post(&format!("/session_login/{quick}"), json!({}), None)
+        .await;
+    assert_eq!(answer.code(), 18, "{}", answer.body);
     b.close().await;
 }
