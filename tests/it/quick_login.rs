@@ -107,6 +107,14 @@ async fn without_a_valid_session_it_is_an_ordinary_qr_session() {
         )
         .await;
     assert_eq!(r.code(), 15, "{}", r.body);
+    let r = s
+        .post(
+            "/pc_session",
+            json!({"clientId": "web-1", "platform": 5, "flag": "quick"}),
+            Some(&alice),
+        )
+        .await;
+    assert_eq!(r.code(), 15, "{}", r.body);
     assert!(
         s.client
             .dev_pc_sessions()
@@ -128,6 +136,14 @@ async fn the_phone_can_deny_and_others_cannot_answer() {
         .as_str()
         .unwrap()
         .to_owned();
+    let r = s
+        .post(
+            "/confirm_pc",
+            json!({"token": token, "quick_login": "yes"}),
+            Some(&alice),
+        )
+        .await;
+    assert_eq!(r.code(), 15, "quick_login is 0 or 1: {}", r.body);
     for path in ["/confirm_pc", "/cancel_pc"] {
         let r = s.post(path, json!({"token": token}), Some(&bob)).await;
         assert_eq!(r.code(), 15, "{path}: {}", r.body);
