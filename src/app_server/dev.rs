@@ -254,7 +254,9 @@ pub async fn feed(State(state): State<AppState>) -> Response {
         (status = 404, description = "no such session or user", body = DevError),
         (status = 409, description = "the session's state does not allow it (scanned by someone else, confirmed, cancelled)", body = DevError)))]
 /// Plays the phone for a QR session without a phone login: the dashboard's
-/// buttons (`imctl simulate` does the real phone's HTTP calls instead).
+/// buttons (`imctl simulate` does the real phone's HTTP calls instead). A
+/// quick-login request is already scanned, so only the user it asks can
+/// approve or cancel it.
 pub async fn phone_action(
     State(state): State<AppState>,
     Path((token, action)): Path<(String, String)>,

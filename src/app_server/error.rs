@@ -57,7 +57,9 @@ impl ApiError {
                 QrError::AlreadyConfirmed | QrError::WrongUser | QrError::AlreadyPolling => {
                     code::INVALID_PARAMETER
                 }
-                QrError::Full(_) | QrError::FullForClient(_) => code::SEND_TOO_OFTEN,
+                QrError::Full(_) | QrError::FullForClient(_) | QrError::FullForUser(_) => {
+                    code::SEND_TOO_OFTEN
+                }
             },
             ApiError::Database(_) => code::SERVER_ERROR,
         }

@@ -1,7 +1,7 @@
 //! Request extractors that answer in the login API's own error format.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequestParts, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
@@ -91,6 +91,24 @@ impl FromRequestParts<AppState> for AuthUser {
             Some((user, false)) => Ok(AuthUser(user)),
             Some((user, true)) => Err(ApiError::Banned(user.id)),
             None => Err(ApiError::NotLoggedIn),
+        }
+    }
+}
+
+/// `Option<AuthUser>`: the user when the request carries a valid login
+/// session (by the same lookup as `AuthUser`), `None` when it is missing,
+/// expired or banned. Only a server error is an error.
+impl OptionalFromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        match <AuthUser as FromRequestParts<AppState>>::from_request_parts(parts, state).await {
+            Ok(user) => Ok(Some(user)),
+            Err(ApiError::Database(e)) => Err(ApiError::Database(e)),
+            Err(_) => Ok(None),
         }
     }
 }

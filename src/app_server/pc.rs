@@ -26,6 +26,7 @@ use crate::wire::http::{
     PcSessionResult, PollTimeout, QrStatusEvent, ScannedResult, code,
 };
 use crate::wire::limits;
+use crate::wire::ws::PcLoginRequest;
 
 fn session_result(state: &AppState, s: &QrSession) -> PcSessionResult {
     PcSessionResult {
@@ -40,10 +41,11 @@ fn session_result(state: &AppState, s: &QrSession) -> PcSessionResult {
 }
 
 #[utoipa::path(post, path = "/pc_session", tag = "qr login", request_body = PcSessionRequest,
-    responses((status = 200, description = "`code` 0 with the new session, 3 too many live QR sessions (in all or from this address), 15 bad clientId, platform or device_name", body = ApiResponse<PcSessionResult>)))]
+    responses((status = 200, description = "`code` 0 with the new session: status 0, or with `flag: 1` and a valid login session (`authToken` header) status 1 bound to that session's user (`userId`), whose devices get a `pc_login_request` push; 3 too many live QR sessions (in all, from this address, or quick-login requests for this user), 15 bad clientId, platform, device_name or flag", body = ApiResponse<PcSessionResult>)))]
 pub async fn pc_session(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,
+    user: Option<AuthUser>,
     ApiJson(req): ApiJson<PcSessionRequest>,
 ) -> ApiResult<Reply<PcSessionResult>> {
     check_client(&req.client_id, req.platform)?;
@@ -55,10 +57,48 @@ pub async fn pc_session(
         .unwrap_or("unknown device");
     limits::check_optional_text("device_name", device, limits::MAX_DEVICE_NAME)
         .map_err(ApiError::InvalidParameter)?;
-    let session = state
-        .qr
-        .create(addr, &req.client_id, req.platform, device)?;
+    let quick = match req.flag.unwrap_or(0) {
+        0 => false,
+        1 => true,
+        other => {
+            return Err(ApiError::InvalidParameter(format!(
+                "flag must be 0 (QR login) or 1 (quick login), not {other}"
+            )));
+        }
+    };
+    // Quick login binds to the login session's user, never the body's
+    // `userId`; without a valid session it is an ordinary QR login.
+    let session = match user.filter(|_| quick) {
+        Some(AuthUser(user)) => {
+            let session = state.qr.create_quick(
+                addr,
+                &req.client_id,
+                req.platform,
+                device,
+                state.summary(&user),
+            )?;
+            tell_devices(&state, &user.id, &session);
+            session
+        }
+        None => state
+            .qr
+            .create(addr, &req.client_id, req.platform, device)?,
+    };
     Ok(Reply::ok(session_result(&state, &session)))
+}
+
+/// Asks every connected device of `user` to confirm a quick login.
+fn tell_devices(state: &AppState, user: &str, s: &QrSession) {
+    let push = PcLoginRequest {
+        op: PcLoginRequest::OP.into(),
+        token: s.token.clone(),
+        platform: s.platform,
+        device_name: s.device_name.clone(),
+        client_id: Some(s.client_id.clone()),
+        expires_in_ms: s.expires_in().as_millis() as i64,
+    };
+    let frame = serde_json::to_string(&push).expect("wire types serialize");
+    state.broker.hub.deliver(user, &frame.into(), None);
 }
 
 /// How a PC's wait ended, as the long poll and the event stream both tell it.
@@ -275,23 +315,12 @@ pub async fn scan_pc(
 }
 
 #[utoipa::path(post, path = "/confirm_pc", tag = "qr login", request_body = ConfirmPcRequest, security(("authToken" = [])),
-    responses((status = 200, description = "`code` 0 confirmed (status 2), 8 session gone, 10 not scanned, 13 not logged in, 15 wrong user or already confirmed, 18 cancelled", body = ApiResponse<PcSessionResult>)))]
+    responses((status = 200, description = "`code` 0 confirmed (status 2), 8 session gone, 10 not scanned, 13 not logged in, 15 scanned by (or quick login bound to) another user, or already confirmed, 18 cancelled. The body's `user_id` is ignored: the logged-in user confirms", body = ApiResponse<PcSessionResult>)))]
 pub async fn confirm_pc(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     ApiJson(req): ApiJson<ConfirmPcRequest>,
 ) -> ApiResult<Reply<PcSessionResult>> {
-    if let Some(claimed) = req
-        .user_id
-        .as_deref()
-        .filter(|u| !u.is_empty() && *u != user.id)
-    {
-        return Err(ApiError::InvalidParameter(format!(
-            "user_id {} does not match the logged-in user {:?}",
-            super::error::short(claimed),
-            user.id
-        )));
-    }
     let session = state.qr.confirm(&req.token, &user.id)?;
     Ok(Reply::ok(session_result(&state, &session)))
 }

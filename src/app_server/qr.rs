@@ -47,6 +47,10 @@ impl Status {
 struct State {
     status: Status,
     scanner: Option<UserSummary>,
+    /// Whether the PC has been told of the scan (code 9). A confirm that
+    /// lands before it was still answers 9 first: vue-chat acts on a 0 only
+    /// after a 9.
+    scan_told: bool,
 }
 
 pub struct QrSession {
@@ -56,6 +60,8 @@ pub struct QrSession {
     pub client_id: String,
     pub platform: i32,
     pub device_name: String,
+    /// Quick login (`flag: 1`): created already scanned by the caller's user.
+    pub quick: bool,
     created: Instant,
     created_ms: i64,
     expires: Instant,
@@ -111,6 +117,10 @@ pub enum QrError {
         "this address has {0} live QR sessions, the most one client may have (--max-qr-sessions-per-ip); reuse one or wait for some to expire"
     )]
     FullForClient(usize),
+    #[error(
+        "this user has {0} live quick-login requests, the most one user may have (--max-qr-sessions-per-ip); answer or cancel one on the phone, or wait for some to expire"
+    )]
+    FullForUser(usize),
 }
 
 /// How a long poll ended.
@@ -175,6 +185,31 @@ impl QrBook {
         platform: i32,
         device_name: &str,
     ) -> Result<Arc<QrSession>, QrError> {
+        self.insert(creator, client_id, platform, device_name, None)
+    }
+
+    /// A quick-login session (`flag: 1`): already scanned by `user`, so the
+    /// phone only confirms or cancels. Besides the usual caps, a user has at
+    /// most `max_per_client` live quick-login sessions.
+    pub fn create_quick(
+        &self,
+        creator: IpAddr,
+        client_id: &str,
+        platform: i32,
+        device_name: &str,
+        user: UserSummary,
+    ) -> Result<Arc<QrSession>, QrError> {
+        self.insert(creator, client_id, platform, device_name, Some(user))
+    }
+
+    fn insert(
+        &self,
+        creator: IpAddr,
+        client_id: &str,
+        platform: i32,
+        device_name: &str,
+        quick_user: Option<UserSummary>,
+    ) -> Result<Arc<QrSession>, QrError> {
         let now = Instant::now();
         let mut sessions = self.sessions.lock().unwrap();
         if sessions.len() >= self.max {
@@ -183,25 +218,37 @@ impl QrBook {
                 return Err(QrError::Full(self.max));
             }
         }
-        let mine = sessions
-            .values()
-            .filter(|s| s.creator == creator && s.expires > now)
-            .count();
-        if mine >= self.max_per_client {
+        let live = || sessions.values().filter(|s| s.expires > now);
+        if live().filter(|s| s.creator == creator).count() >= self.max_per_client {
             return Err(QrError::FullForClient(self.max_per_client));
         }
+        if let Some(user) = &quick_user {
+            let bound = |s: &&Arc<QrSession>| {
+                s.quick && s.scanner().is_some_and(|u| u.user_id == user.user_id)
+            };
+            if live().filter(bound).count() >= self.max_per_client {
+                return Err(QrError::FullForUser(self.max_per_client));
+            }
+        }
+        let quick = quick_user.is_some();
         let session = Arc::new(QrSession {
             token: crate::token::random_token(24),
             creator,
             client_id: client_id.to_owned(),
             platform,
             device_name: device_name.to_owned(),
+            quick,
             created: now,
             created_ms: now_ms(),
             expires: now + self.ttl,
             state: watch::Sender::new(State {
-                status: Status::Created,
-                scanner: None,
+                status: if quick {
+                    Status::Scanned
+                } else {
+                    Status::Created
+                },
+                scanner: quick_user,
+                scan_told: false,
             }),
             polling: AtomicBool::new(false),
         });
@@ -209,6 +256,8 @@ impl QrBook {
             session = session.short(),
             platform,
             device = ?device_name,
+            user = ?session.scanner().map(|u| u.user_id),
+            quick,
             "QR session created"
         );
         sessions.insert(session.token.clone(), session.clone());
@@ -348,10 +397,13 @@ impl QrBook {
         loop {
             let state = waiter.rx.borrow_and_update().clone();
             match state.status {
-                Status::Scanned => {
+                // Code 9 comes before 0 even when the confirm came first;
+                // the session stays confirmed for the next poll.
+                Status::Scanned | Status::Confirmed if !state.scan_told => {
                     session.state.send_if_modified(|s| {
-                        let first = s.status == Status::Scanned;
-                        if first {
+                        let first = !s.scan_told;
+                        s.scan_told = true;
+                        if s.status == Status::Scanned {
                             s.status = Status::ScanSeen;
                         }
                         first
@@ -373,11 +425,14 @@ impl QrBook {
                         platform: session.platform,
                     };
                 }
+                // A cancel answers 18 at once, told scan or not: the page
+                // starts over on 18 whatever came before, and a declined
+                // login has no one to show.
                 Status::Cancelled => {
                     self.remove(token);
                     return PollOutcome::Cancelled;
                 }
-                Status::Created | Status::ScanSeen => {}
+                Status::Created | Status::Scanned | Status::ScanSeen => {}
             }
             tokio::select! {
                 // The sender lives in `session`, which we hold, so this cannot fail.
@@ -393,7 +448,6 @@ impl QrBook {
         }
     }
 
-    /// Live sessions, newest first.
     /// The newest `limit` live sessions, newest first.
     pub fn list(&self, limit: usize) -> Vec<PcSessionInfo> {
         let now = Instant::now();
@@ -417,6 +471,7 @@ impl QrBook {
             qr_text: self.qr_text(&s.token),
             status: state.status as i32,
             status_name: state.status.name().into(),
+            quick_login: s.quick,
             created_at: s.created_ms,
             age_ms: now.saturating_duration_since(s.created).as_millis() as i64,
             expires_in_ms: s.expires.saturating_duration_since(now).as_millis() as i64,
@@ -533,6 +588,89 @@ mod tests {
             b.poll(&t, Duration::from_secs(1), &never).await,
             Err(QrError::Missing)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_confirm_before_any_poll_still_answers_9_then_0() {
+        let b = book();
+        let t = b.create(LOCAL, "pc", 5, "d").unwrap().token.clone();
+        let never = CancellationToken::new();
+        b.scan(&t, user("alice")).unwrap();
+        b.confirm(&t, "alice").unwrap();
+        let poll = || b.poll(&t, Duration::from_secs(1), &never);
+        assert_eq!(poll().await, Ok(PollOutcome::Scanned(user("alice"))));
+        // Still confirmed, and still there for the next poll.
+        assert_eq!(b.get(&t).unwrap().status(), Status::Confirmed);
+        assert!(matches!(poll().await, Ok(PollOutcome::Confirmed { .. })));
+        assert_eq!(poll().await, Err(QrError::Missing));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_told_scan_is_not_told_again_after_the_confirm() {
+        let b = book();
+        let t = b.create(LOCAL, "pc", 5, "d").unwrap().token.clone();
+        let never = CancellationToken::new();
+        b.scan(&t, user("alice")).unwrap();
+        let poll = || b.poll(&t, Duration::from_secs(1), &never);
+        assert_eq!(poll().await, Ok(PollOutcome::Scanned(user("alice"))));
+        b.confirm(&t, "alice").unwrap();
+        assert!(matches!(poll().await, Ok(PollOutcome::Confirmed { .. })));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quick_session_starts_scanned_by_its_user() {
+        let b = book();
+        let s = b
+            .create_quick(LOCAL, "pc", 5, "Chrome", user("alice"))
+            .unwrap();
+        let t = s.token.clone();
+        assert_eq!(s.status(), Status::Scanned);
+        assert!(s.quick && b.list(1)[0].quick_login);
+        assert_eq!(b.scan(&t, user("bob")).err(), Some(QrError::WrongUser));
+        assert_eq!(b.confirm(&t, "bob").err(), Some(QrError::WrongUser));
+        // The phone confirms without scanning; the PC still hears 9 first.
+        b.confirm(&t, "alice").unwrap();
+        let never = CancellationToken::new();
+        let poll = || b.poll(&t, Duration::from_secs(1), &never);
+        assert_eq!(poll().await, Ok(PollOutcome::Scanned(user("alice"))));
+        assert_eq!(
+            poll().await,
+            Ok(PollOutcome::Confirmed {
+                user_id: "alice".into(),
+                client_id: "pc".into(),
+                platform: 5
+            })
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quick_session_can_be_cancelled_and_answers_18_at_once() {
+        let b = book();
+        let t = b
+            .create_quick(LOCAL, "pc", 5, "d", user("alice"))
+            .unwrap()
+            .token
+            .clone();
+        b.cancel(&t, "alice").unwrap();
+        let never = CancellationToken::new();
+        assert_eq!(
+            b.poll(&t, Duration::from_secs(1), &never).await,
+            Ok(PollOutcome::Cancelled)
+        );
+    }
+
+    #[test]
+    fn quick_sessions_are_capped_per_user_too() {
+        let b = QrBook::new(Duration::from_secs(300), "p/".into()).with_caps(100, 2);
+        let ip = |n| IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, n));
+        b.create_quick(ip(1), "pc", 5, "d", user("alice")).unwrap();
+        b.create_quick(ip(2), "pc", 5, "d", user("alice")).unwrap();
+        assert_eq!(
+            b.create_quick(ip(3), "pc", 5, "d", user("alice")).err(),
+            Some(QrError::FullForUser(2))
+        );
+        b.create_quick(ip(3), "pc", 5, "d", user("bob")).unwrap();
+        b.create(ip(3), "pc", 5, "d").unwrap();
     }
 
     #[tokio::test(start_paused = true)]

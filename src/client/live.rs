@@ -188,6 +188,11 @@ impl Live {
         &self.session.im_token
     }
 
+    /// The app-server login session (`authToken`), when this login has one.
+    pub fn auth_token(&self) -> Option<&str> {
+        self.session.auth_token.as_deref()
+    }
+
     /// The next thing that happens: a push, a drop, a reconnect.
     pub async fn next(&mut self) -> anyhow::Result<Event> {
         match self.wait().await {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use crate::wire::ws::{Ack, ChatMessage, ConvType, Conversation, InboxEntry};
+use crate::wire::ws::{Ack, ChatMessage, ConvType, Conversation, InboxEntry, PcLoginRequest};
 
 /// How a line should look; the terminal picks colours from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +102,9 @@ pub enum Command {
     FriendReject(String),
     SendImage(PathBuf),
     Me(Option<String>),
+    /// Answer the latest web login request (quick login) yes or no.
+    Approve,
+    Deny,
     Help,
     Quit,
 }
@@ -148,6 +151,11 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "/me [NEW NAME]",
         "your profile; with a name, change your display name",
     ),
+    (
+        "/approve",
+        "let the web page that asked to log in as you in",
+    ),
+    ("/deny", "refuse the web page that asked to log in as you"),
     ("/help", "this list"),
     ("/quit", "leave (Ctrl-D too)"),
 ];
@@ -247,6 +255,9 @@ pub fn parse_input(line: &str) -> Result<Input, String> {
             Command::SendImage(PathBuf::from(args))
         }
         "me" => Command::Me((!args.is_empty()).then(|| args.to_owned())),
+        "approve" if words.is_empty() => Command::Approve,
+        "deny" if words.is_empty() => Command::Deny,
+        "approve" | "deny" => return need("/approve or /deny (they answer the latest request)"),
         "help" | "?" => Command::Help,
         "quit" | "exit" | "q!" => Command::Quit,
         other => {
@@ -293,6 +304,8 @@ pub struct Session {
     unread: HashMap<Conversation, u32>,
     /// When a typing notice was last shown, per conversation and user.
     typing_shown: HashMap<(Conversation, String), i64>,
+    /// The QR session token of the latest web login request, until answered.
+    web_login: Option<String>,
 }
 
 /// Typing pushes come every ~2 s while someone types; show one per this long.
@@ -308,7 +321,16 @@ impl Session {
             outgoing: Vec::new(),
             unread: HashMap::new(),
             typing_shown: HashMap::new(),
+            web_login: None,
         }
+    }
+
+    /// Takes the pending web login request's token, for `/approve` or `/deny`.
+    pub fn take_web_login(&mut self) -> Result<String, String> {
+        self.web_login.take().ok_or_else(|| {
+            "no web login request to answer: one shows up when a web page asks to log in as you"
+                .into()
+        })
     }
 
     pub fn current(&self) -> Option<&Conversation> {
@@ -578,6 +600,18 @@ impl Session {
                 vec![Line::notice(format!(
                     "{} {text}",
                     clock(crate::store::now_ms())
+                ))]
+            }
+            "pc_login_request" => {
+                let Ok(req) = serde_json::from_value::<PcLoginRequest>(frame.clone()) else {
+                    return vec![Line::error("unreadable web login request from the server")];
+                };
+                self.web_login = Some(req.token);
+                vec![Line::notice(format!(
+                    "{} Web login request from {} ({}) — /approve or /deny",
+                    clock(crate::store::now_ms()),
+                    one_line(&req.device_name),
+                    platform_name(req.platform.into())
                 ))]
             }
             "profile" => {
@@ -922,28 +956,31 @@ pub fn clock(ms: i64) -> String {
         .unwrap_or_else(|| "--:--".into())
 }
 
-/// Platform numbers as names (Wildfire's numbering).
+/// A platform number as a name (Wildfire's numbering).
+fn platform_name(p: i64) -> String {
+    match p {
+        1 => "iOS",
+        2 => "Android",
+        3 => "Windows",
+        4 => "macOS",
+        5 => "Web",
+        6 => "WeChat",
+        7 => "Linux",
+        8 => "iPad",
+        9 => "Android pad",
+        _ => return format!("platform {p}"),
+    }
+    .to_owned()
+}
+
+/// Platform numbers as names.
 fn platforms(list: &Value) -> String {
     let names: Vec<String> = list
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(Value::as_i64)
-        .map(|p| {
-            match p {
-                1 => "iOS",
-                2 => "Android",
-                3 => "Windows",
-                4 => "macOS",
-                5 => "Web",
-                6 => "WeChat",
-                7 => "Linux",
-                8 => "iPad",
-                9 => "Android pad",
-                _ => return format!("platform {p}"),
-            }
-            .to_owned()
-        })
+        .map(platform_name)
         .collect();
     if names.is_empty() {
         "connected".into()
@@ -1144,6 +1181,36 @@ mod tests {
             Input::Command(Command::Me(Some("Alice L.".into())))
         );
         assert_eq!(parse_input("/quit").unwrap(), Input::Command(Command::Quit));
+    }
+
+    #[test]
+    fn a_web_login_request_is_shown_and_answered_once() {
+        let mut s = Session::new("alice");
+        assert!(
+            s.take_web_login()
+                .unwrap_err()
+                .contains("no web login request")
+        );
+        let lines = s.on_push(
+            &json!({"op": "pc_login_request", "token": "t1", "platform": 5,
+            "deviceName": "Firefox\u{1b}[2J", "clientId": "web-1", "expiresInMs": 300000}),
+        );
+        assert_eq!(lines.len(), 1);
+        assert!(
+            lines[0]
+                .text
+                .ends_with("Web login request from Firefox\\u{1b}[2J (Web) — /approve or /deny"),
+            "{}",
+            lines[0].text
+        );
+        assert_eq!(s.take_web_login().unwrap(), "t1");
+        assert!(s.take_web_login().is_err(), "answered once");
+        assert_eq!(
+            parse_input("/approve").unwrap(),
+            Input::Command(Command::Approve)
+        );
+        assert_eq!(parse_input("/deny").unwrap(), Input::Command(Command::Deny));
+        assert!(parse_input("/approve t1").unwrap_err().contains("usage"));
     }
 
     #[test]

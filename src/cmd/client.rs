@@ -871,6 +871,22 @@ impl Chat {
                 self.screen
                     .show([Line::notice(format!("your display name is now {name}"))]);
             }
+            Command::Approve | Command::Deny => {
+                let token = self.session.take_web_login().map_err(user_error)?;
+                let auth = self.live.auth_token().map(str::to_owned).ok_or_else(|| {
+                    user_error("this login has no app-server session to answer with; log in again with --fresh".into())
+                })?;
+                let app = self.live.app();
+                let (done, result) = if cmd == Command::Approve {
+                    let me = self.live.user_id().to_owned();
+                    ("approved", app.confirm_pc(&auth, &token, &me).await)
+                } else {
+                    ("denied", app.cancel_pc(&auth, &token).await)
+                };
+                result.map_err(|e| Failure::new(exit::REFUSED, e.to_string()))?;
+                self.screen
+                    .show([Line::notice(format!("web login {done}"))]);
+            }
             Command::Help => {
                 let mut lines: Vec<Line> = COMMANDS
                     .iter()

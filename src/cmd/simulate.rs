@@ -60,7 +60,7 @@ pub enum Action {
     Confirm(TargetArgs),
     /// Cancel a scanned QR code: the web page is told it was cancelled
     Cancel(TargetArgs),
-    /// Scan then confirm
+    /// Scan (unless already scanned by this phone, as a quick-login request is) then confirm
     Approve(TargetArgs),
     /// Play the web page: show a login QR, long-poll, print the result
     WebLogin {
@@ -233,21 +233,44 @@ impl Phone {
         }
     }
 
-    /// Finds the session token a target names.
-    async fn token_of(&self, target: &TargetArgs, step: Step) -> anyhow::Result<String> {
+    /// Finds the session token a target names. With `--latest`, `me` is the
+    /// phone's user: a quick-login request bound to it counts as waiting
+    /// for approval, and only sessions it scanned wait for its confirmation.
+    async fn token_of(
+        &self,
+        target: &TargetArgs,
+        step: Step,
+        me: Option<&str>,
+    ) -> anyhow::Result<String> {
         if target.latest {
             let sessions = self.client.dev_pc_sessions().await?;
-            // Scanning wants a fresh session; confirming or cancelling a scanned one.
-            let wanted = |s: &&PcSessionInfo| match step {
-                Step::Scan | Step::Approve => s.status == 0,
-                Step::Confirm | Step::Cancel => s.status == 1 || s.status == 3,
+            let scanned_by_me = |s: &PcSessionInfo| {
+                (s.status == 1 || s.status == 3)
+                    && me.is_none_or(|me| s.scanner.as_ref().is_some_and(|u| u.user_id == me))
             };
-            let found = sessions.iter().find(wanted).ok_or_else(|| {
+            let fresh = |s: &&PcSessionInfo| s.status == 0;
+            let mine = |s: &&PcSessionInfo| scanned_by_me(s);
+            // Scanning wants a fresh session; confirming or cancelling a
+            // scanned one; approving prefers a request addressed to this
+            // phone (quick login) over anyone's fresh QR code.
+            let found = match step {
+                Step::Scan => sessions.iter().find(fresh),
+                Step::Approve => sessions
+                    .iter()
+                    .find(mine)
+                    .or_else(|| sessions.iter().find(fresh)),
+                Step::Confirm | Step::Cancel => sessions.iter().find(mine),
+            };
+            let found = found.ok_or_else(|| {
                 Failure::new(
                     exit::SESSION_GONE,
                     format!(
                         "no live QR session {} on {}; open the web page or run `imctl simulate web-login` first",
-                        if matches!(step, Step::Scan | Step::Approve) { "waiting for a scan" } else { "waiting for confirmation" },
+                        match step {
+                            Step::Scan => "waiting for a scan",
+                            Step::Approve => "waiting for a scan or a quick-login request",
+                            Step::Confirm | Step::Cancel => "waiting for this phone's confirmation",
+                        },
                         self.client.base()
                     ),
                 )
@@ -272,7 +295,11 @@ impl Phone {
     }
 
     async fn act(&mut self, step: Step, target: TargetArgs) -> anyhow::Result<()> {
-        let token = self.token_of(&target, step).await?;
+        let me = match target.latest {
+            true => Some(self.phone_for(target.as_user.as_deref()).await?.user_id),
+            false => None,
+        };
+        let token = self.token_of(&target, step, me.as_deref()).await?;
         let (phone, result) = self
             .run_step(step, target.as_user.as_deref(), &token)
             .await?;
@@ -280,7 +307,7 @@ impl Phone {
             Step::Scan => "scanned",
             Step::Confirm => "confirmed",
             Step::Cancel => "cancelled",
-            Step::Approve => "approved (scanned and confirmed)",
+            Step::Approve => "approved",
         };
         self.print(
             json!({"token": token, "status": result.status, "userId": phone.user_id, "action": done}),
@@ -319,10 +346,15 @@ impl Phone {
             Step::Scan => self.client.scan_pc(auth, token).await,
             Step::Confirm => self.client.confirm_pc(auth, token, &phone.user_id).await,
             Step::Cancel => self.client.cancel_pc(auth, token).await,
-            Step::Approve => {
-                self.client.scan_pc(auth, token).await?;
-                self.client.confirm_pc(auth, token, &phone.user_id).await
-            }
+            // A quick-login request (or a session this phone scanned
+            // already) needs no scan: confirm, and scan first only when told to.
+            Step::Approve => match self.client.confirm_pc(auth, token, &phone.user_id).await {
+                Err(e) if e.api_code() == Some(code::SESSION_NOT_SCANNED) => {
+                    self.client.scan_pc(auth, token).await?;
+                    self.client.confirm_pc(auth, token, &phone.user_id).await
+                }
+                other => other,
+            },
         }
     }
 }

@@ -46,6 +46,15 @@ pub fn number_or_numeric_string<'de, D: serde::Deserializer<'de>>(d: D) -> Resul
     }
 }
 
+/// [`number_or_numeric_string`] for an optional field: absent or `null` is `None`.
+pub fn optional_number_or_numeric_string<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<i32>, D::Error> {
+    #[derive(Deserialize)]
+    struct Number(#[serde(deserialize_with = "number_or_numeric_string")] i32);
+    Ok(Option::<Number>::deserialize(d)?.map(|n| n.0))
+}
+
 /// The envelope of every login API answer: `{code, message, result?}`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ApiResponse<T> {
@@ -119,11 +128,17 @@ pub struct PcSessionRequest {
     pub platform: i32,
     #[serde(default, rename = "device_name")]
     pub device_name: Option<String>,
-    /// Wildfire's "quick login" fields; accepted and ignored.
+    /// A previous session's token; accepted and ignored.
     #[serde(default)]
     pub token: Option<String>,
-    #[serde(default)]
+    /// 1 asks for a quick login: with a valid login session the new session
+    /// starts scanned (status 1) by that session's user and the user's
+    /// devices get a `pc_login_request` push; without one it is an ordinary
+    /// session. 0 or absent: an ordinary session.
+    #[serde(default, deserialize_with = "optional_number_or_numeric_string")]
+    #[schema(value_type = Option<i32>)]
     pub flag: Option<i32>,
+    /// The user the page remembers; ignored (the login session says who).
     #[serde(default)]
     pub user_id: Option<String>,
 }
@@ -180,9 +195,13 @@ pub struct QrStatusEvent {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ConfirmPcRequest {
     pub token: String,
+    /// Ignored: the logged-in user (who scanned, or whom a quick login is
+    /// bound to) is the one who confirms.
     #[serde(default)]
     pub user_id: Option<String>,
-    #[serde(default)]
+    /// 1 when the phone answers a quick-login request; informational.
+    #[serde(default, deserialize_with = "optional_number_or_numeric_string")]
+    #[schema(value_type = Option<i32>)]
     pub quick_login: Option<i32>,
 }
 
@@ -211,6 +230,9 @@ pub struct PcSessionInfo {
     pub qr_text: String,
     pub status: i32,
     pub status_name: String,
+    /// A quick-login request (`flag: 1`): `scanner` is the user it is bound to.
+    #[serde(default)]
+    pub quick_login: bool,
     pub created_at: i64,
     pub age_ms: i64,
     pub expires_in_ms: i64,
@@ -327,6 +349,18 @@ mod tests {
         }
         let pc: PcSessionRequest =
             serde_json::from_str(r#"{"clientId":"c","platform":"3","extra":1}"#).unwrap();
-        assert_eq!(pc.platform, 3);
+        assert_eq!((pc.platform, pc.flag), (3, None));
+        let pc: PcSessionRequest =
+            serde_json::from_str(r#"{"clientId":"c","platform":5,"flag":"1"}"#).unwrap();
+        assert_eq!(pc.flag, Some(1));
+        for (sent, want) in [("1", Some(1)), ("\"0\"", Some(0)), ("null", None)] {
+            let c: ConfirmPcRequest =
+                serde_json::from_str(&format!(r#"{{"token":"t","quick_login":{sent}}}"#)).unwrap();
+            assert_eq!(c.quick_login, want, "{sent}");
+        }
+        assert!(
+            serde_json::from_str::<ConfirmPcRequest>(r#"{"token":"t","quick_login":"yes"}"#)
+                .is_err()
+        );
     }
 }

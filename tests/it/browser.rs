@@ -596,7 +596,11 @@ async fn dev_dashboard_shows_live_data_and_its_buttons_play_the_phone() {
     .await;
     b.click(&format!("{row} select option[value=bob]")).await;
     b.click(&format!("{row} button[data-action=approve]")).await;
-    let answer = poll.await.unwrap();
+    // Scan and confirm land together: the page hears 9, then 0.
+    assert_eq!(poll.await.unwrap().code(), 9);
+    let answer = s
+        .post(&format!("/session_login/{token}"), json!({}), None)
+        .await;
     assert_eq!(answer.code(), 0, "{}", answer.body);
     assert_eq!(answer.body["result"]["userId"], "bob");
 
@@ -640,6 +644,44 @@ async fn dev_dashboard_shows_live_data_and_its_buttons_play_the_phone() {
         &format!("document.querySelector(\"#sessions tr[data-token='{waiting}']\")"),
     )
     .await;
+
+    // A quick-login request is marked, names the user it asks, and its
+    // deny button cancels it.
+    let (carol, _) = s.login("13800000003").await;
+    let r = s
+        .post(
+            "/pc_session",
+            json!({"clientId": "web-2", "platform": 5, "device_name": "Firefox", "flag": 1}),
+            Some(&carol),
+        )
+        .await;
+    let quick = r.body["result"]["token"].as_str().unwrap().to_owned();
+    let row = format!("#sessions tr.quick[data-token='{quick}']");
+    let shown = b
+        .until(
+            "the quick-login row",
+            &format!("document.querySelector(\"{row}\")?.textContent"),
+        )
+        .await;
+    let shown = shown.as_str().unwrap();
+    assert!(
+        shown.contains("quick login") && shown.contains("asks carol"),
+        "{shown}"
+    );
     b.screenshot("dashboard").await;
+    // Found and clicked in one step: the live feed re-renders the rows.
+    b.js(&format!(
+        "document.querySelector(\"{row} button[data-action=cancel]\").click()"
+    ))
+    .await;
+    b.until(
+        "the request cancelled",
+        &format!("document.querySelector(\"{row} td.state-4\")"),
+    )
+    .await;
+    let answer = s
+        .post(&format!("/session_login/{quick}"), json!({}), None)
+        .await;
+    assert_eq!(answer.code(), 18, "{}", answer.body);
     b.close().await;
 }

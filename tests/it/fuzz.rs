@@ -212,6 +212,7 @@ const PC_SESSION_INFO: K = K::Obj(&[
     ("qrText", K::Str),
     ("status", K::I32),
     ("statusName", K::Str),
+    ("quickLogin", K::Bool),
     ("createdAt", K::I64),
     ("ageMs", K::I64),
     ("expiresInMs", K::I64),
@@ -450,6 +451,18 @@ fn ws_shared() -> Vec<(&'static str, K, RoundTrip)> {
                 ("duplicate", K::Opt(&K::True)),
             ]),
             round_trip::<Ack>,
+        ),
+        (
+            "PcLoginRequest",
+            K::Obj(&[
+                ("op", K::Tag(&["pc_login_request"])),
+                ("token", K::Str),
+                ("platform", K::I32),
+                ("deviceName", K::Str),
+                ("clientId", OPT_STR),
+                ("expiresInMs", K::I64),
+            ]),
+            round_trip::<PcLoginRequest>,
         ),
         (
             "ErrorFrame",

@@ -25,6 +25,7 @@ mod openapi;
 mod persistence;
 mod pipeline;
 mod qr_login;
+mod quick_login;
 mod snapshot;
 mod social;
 mod terminal;

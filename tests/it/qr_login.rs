@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::common::{start, until_polling};
+use crate::common::{Events, start, until_polling};
 
 #[tokio::test]
 async fn pc_session_is_random_and_described() {
@@ -104,7 +104,43 @@ async fn scan_confirm_login_and_the_token_is_used_up() {
 }
 
 #[tokio::test]
-async fn confirm_after_scan_without_a_waiting_poll_still_logs_in() {
+async fn scan_and_confirm_before_the_first_poll_still_answer_9_then_0() {
+    let s = start(&[]).await;
+    let (bob, _) = s.login("13800000002").await;
+    let token = s.pc_session().await;
+    let scan = s
+        .post(&format!("/scan_pc/{token}"), json!({}), Some(&bob))
+        .await;
+    assert_eq!(scan.code(), 0, "{}", scan.body);
+    let confirm = s
+        .post("/confirm_pc", json!({"token": token}), Some(&bob))
+        .await;
+    assert_eq!(confirm.code(), 0, "{}", confirm.body);
+    let path = format!("/session_login/{token}");
+    let poll = || s.post(&path, json!({}), None);
+
+    // vue-chat acts on a 0 only after a 9: the scan is told first.
+    let first = poll().await;
+    assert_eq!(first.code(), 9, "{}", first.body);
+    assert_eq!(first.body["result"]["userName"], "Bob Chen");
+    assert!(
+        first.body["result"]["portrait"].is_string(),
+        "{}",
+        first.body
+    );
+    assert!(first.auth_token.is_none());
+    assert_eq!(s.client.dev_pc_sessions().await.unwrap()[0].status, 2);
+
+    let second = poll().await;
+    assert_eq!(second.code(), 0, "{}", second.body);
+    assert_eq!(second.body["result"]["userId"], "bob");
+    assert!(second.auth_token.is_some(), "authToken header on 0");
+    // Single use.
+    assert_eq!(poll().await.code(), 8);
+}
+
+#[tokio::test]
+async fn events_tell_the_scan_before_a_confirm_that_came_first() {
     let s = start(&[]).await;
     let (bob, _) = s.login("13800000002").await;
     let token = s.pc_session().await;
@@ -112,11 +148,21 @@ async fn confirm_after_scan_without_a_waiting_poll_still_logs_in() {
         .await;
     s.post("/confirm_pc", json!({"token": token}), Some(&bob))
         .await;
-    let r = s
-        .post(&format!("/session_login/{token}"), json!({}), None)
-        .await;
-    assert_eq!(r.code(), 0);
-    assert_eq!(r.body["result"]["userId"], "bob");
+    let mut events = Events::new(Events::open(&s, &token).await);
+    let names = [
+        events.next().await.unwrap(),
+        events.next().await.unwrap(),
+        events.next().await.unwrap(),
+    ];
+    assert_eq!(
+        names.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        ["status", "scanned", "confirmed"]
+    );
+    assert_eq!(names[1].1["code"], 9);
+    assert_eq!(names[1].1["result"]["userId"], "bob");
+    assert_eq!(names[2].1["code"], 0);
+    assert!(names[2].1["authToken"].is_string());
+    assert!(events.next().await.is_none());
 }
 
 #[tokio::test]
@@ -170,14 +216,6 @@ async fn refusals_have_their_codes_and_change_nothing() {
         .await;
     assert_eq!(r.code(), 15, "wrong user: {}", r.body);
     assert!(r.message().contains("another user"));
-    let r = s
-        .post(
-            "/confirm_pc",
-            json!({"token": token, "user_id": "bob"}),
-            Some(&alice),
-        )
-        .await;
-    assert_eq!(r.code(), 15, "user_id must match the login: {}", r.body);
     assert_eq!(
         s.post(&format!("/scan_pc/{token}"), json!({}), Some(&bob))
             .await
@@ -207,9 +245,10 @@ async fn refusals_have_their_codes_and_change_nothing() {
             .code(),
         15
     );
-    let done = s
-        .post(&format!("/session_login/{token}"), json!({}), None)
-        .await;
+    let path = format!("/session_login/{token}");
+    let poll = || s.post(&path, json!({}), None);
+    assert_eq!(poll().await.code(), 9, "the scan is told first");
+    let done = poll().await;
     assert_eq!(
         done.body["result"]["userId"], "alice",
         "the first confirm stands"

@@ -359,3 +359,56 @@ async fn qr_login_in_the_terminal() {
     web.press("C-d");
     web.wait_for("[exited 0]").await;
 }
+
+#[tokio::test]
+async fn a_web_login_request_is_approved_or_denied_from_the_terminal() {
+    if !tmux_available("a_web_login_request_is_approved_or_denied_from_the_terminal") {
+        return;
+    }
+    let s = start(&[]).await;
+    let tmux = Tmux::new();
+    let alice = tmux.client(&s.url, "alice");
+    alice.wait_for("logged in as alice").await;
+    let (page_auth, _) = s.login("13800000001").await;
+    let ask = || async {
+        let r = s
+            .post(
+                "/pc_session",
+                json!({"clientId": "web-1", "platform": 5, "device_name": "Firefox", "flag": 1, "userId": "alice"}),
+                Some(&page_auth),
+            )
+            .await;
+        assert_eq!(r.body["result"]["status"], 1, "{}", r.body);
+        r.body["result"]["token"].as_str().unwrap().to_owned()
+    };
+    let s = &s;
+    let poll = |token: String| async move {
+        s.post(&format!("/session_login/{token}"), json!({}), None)
+            .await
+            .code()
+    };
+
+    let token = ask().await;
+    alice
+        .wait_for("Web login request from Firefox (Web) — /approve or /deny")
+        .await;
+    alice.line("/approve");
+    alice.wait_for("web login approved").await;
+    assert_eq!(poll(token.clone()).await, 9);
+    assert_eq!(poll(token).await, 0);
+
+    let token = ask().await;
+    alice
+        .wait("a second request", |s| {
+            s.matches("Web login request from Firefox").count() == 2
+        })
+        .await;
+    alice.line("/deny");
+    alice.wait_for("web login denied").await;
+    assert_eq!(poll(token).await, 18);
+
+    alice.line("/approve");
+    alice.wait_for("no web login request to answer").await;
+    alice.line("/quit");
+    alice.wait_for("[exited 0]").await;
+}

@@ -40,6 +40,21 @@ async function act(token, action) {
   }
 }
 
+// A quick-login request is bound to one user: only that user's phone answers it.
+function quickRow(q, ago) {
+  const user = q.scanner.userId;
+  chosen.set(q.token, user);
+  return el("tr", { "data-token": q.token, class: "quick" },
+    el("td", {}, el("code", { text: q.token.slice(0, 12) + "…", title: q.token })),
+    el("td", { class: "state-" + q.status },
+      el("span", { class: "badge", text: "quick login" }), ` ${q.status} ${q.statusName} · asks ${user}`),
+    el("td", { text: `${q.deviceName} (${PLATFORMS[q.platform] || q.platform})` }),
+    el("td", { text: secs(q.expiresInMs - ago) }),
+    el("td", {}, `${user}'s phone: `,
+      el("button", { type: "button", "data-action": "approve", text: "approve", onclick: () => act(q.token, "approve") }),
+      el("button", { type: "button", "data-action": "cancel", text: "deny", onclick: () => act(q.token, "cancel") })));
+}
+
 function render() {
   if (!snap) return;
   const s = snap.status;
@@ -48,6 +63,7 @@ function render() {
   const users = snap.users.filter((u) => u.userId !== "robot");
   $("qr-count").textContent = s.qrSessions;
   rows("sessions", snap.pcSessions, (q) => {
+    if (q.quickLogin) return quickRow(q, ago);
     const pick = el("select", { "data-token": q.token, onchange: (e) => chosen.set(q.token, e.target.value) },
       ...users.map((u) => el("option", { value: u.userId, text: u.userId, selected: (chosen.get(q.token) || q.scanner?.userId) === u.userId })));
     if (!chosen.has(q.token) && q.scanner) chosen.set(q.token, q.scanner.userId);
