@@ -11,6 +11,7 @@ mod browser;
 mod chaos;
 mod cli;
 mod client;
+mod clients;
 mod dashboard;
 mod durability;
 mod fuzz;
