@@ -12,6 +12,7 @@ mod chaos;
 mod cli;
 mod client;
 mod clients;
+mod cors_browser;
 mod dashboard;
 mod durability;
 mod fuzz;
