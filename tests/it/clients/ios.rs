@@ -49,8 +49,9 @@ impl Ios {
         .header("Connection", "keep-alive")
     }
 
-    /// `[self post:path data:… isLogin:…]`; `None` is `data:nil`. The
-    /// answer passed AFNetworking's checks.
+    /// `[self post:path data:… isLogin:…]`; `None` is `data:nil`: no body,
+    /// no content type, and no `Content-Length` either (the barest POST
+    /// HTTP/1.1 allows). The answer passed AFNetworking's checks.
     pub async fn post(&mut self, path: &str, data: Option<&Value>, is_login: bool) -> Answer {
         let mut req = self.base("POST", path);
         if let Some(d) = data {

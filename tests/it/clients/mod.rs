@@ -6,6 +6,35 @@
 //! No HTTP client library sits in between: it would add, drop or "fix"
 //! exactly what these tests pin (an empty body with a JSON content type, no
 //! body at all, the header name's case).
+//!
+//! Where each client behaviour of `shared/reference/wildfire-login-api.md`
+//! is pinned (`vue_chat::`, `android::`, `ios::` tests; `cors_browser` is
+//! the same page in a real Chromium):
+//!
+//! | behaviour | where |
+//! |---|---|
+//! | HTTP 200 + `code` on every answer, never 401 | `Answer::code`, every test |
+//! | `authToken` header after `/login`, `/login_pwd`, the QR 0 | `*_sms_login`, `*_password_login_and_reset`, `vue_chat::assert_logged_in` |
+//! | origin reflected, `Allow-Credentials: true`, preflight allows `content-type` + `authtoken`, `authToken` exposed, `Vary: Origin` | `VueChat::post` (every `vue_chat` call), `cors_browser` |
+//! | current vue-chat without credentials | `vue_chat_current_client_logs_in_without_credentials` |
+//! | HttpOnly `SameSite=Lax` cookie as the session when no header | `vue_chat_old_client_rides_on_the_session_cookie` |
+//! | `/pc_session` with `flag: 1, userId: null` is an ordinary QR | `VueChat::pc_session`, every QR test |
+//! | quick login: `flag: 1` + session → status 1, without → 0; phone confirms without scanning | `vue_chat_quick_login_*`, `*_confirms_a_quick_login_without_scanning` |
+//! | 9 (`userName`, `portrait`) before 0, even when scan and confirm land between polls | `*_qr_login_*`, `*_scan_and_confirm_between_polls_*`, `cors_browser` |
+//! | cancel → 18, the page starts over | `*_cancel_*` |
+//! | expiry → 8 for the poll and the phone | `*_expired_qr_*`, `*_scanning_an_expired_qr_fails_with_8` |
+//! | vue-chat `/session_login` and `/fav/del` with no body, form content type (axios 1.6.7) | `VueChat::session_login`, `vue_chat_favorites_delete_with_an_empty_body` |
+//! | Android: empty body with `application/json; charset=utf-8`; success only with a non-null `result` | `Android::post`, `android::success` |
+//! | Android: `status == 1` after `/scan_pc`, `== 2` after `/confirm_pc` | `android_scans_and_confirms_a_web_login` |
+//! | Android: `/fav/list` items with every key, strings present | `android_favorites_have_every_key_and_delete_with_an_empty_json_body` |
+//! | iOS: no body, no content type; `application/json` answers only | `Ios::post` (every call), `ios_scans_with_no_body_and_confirms`, `ios_favorites_delete_with_no_body` |
+//! | iOS: `authToken` in its exact case | `ios_login_answer_names_the_header_authtoken_in_exact_case` |
+//! | `GET /` answers `Ok` (vue-chat, iOS) / 2xx (Android) | `vue_chat_probes_*`, `ios_probes_*`, `android_startup_probe_and_version_check` |
+//! | `resetCode` → `/reset_pwd` → `/login_pwd`, `/change_pwd`, `/send_reset_code {}` | `*_password_login_and_reset` |
+//! | `/version/check` says no update | `android_startup_probe_and_version_check` |
+//!
+//! Android's refusal of `127.0.0.1` addresses is about the URLs the server
+//! hands out, not a request: the LAN-mode tests pin those.
 
 mod android;
 mod ios;

@@ -54,6 +54,15 @@ impl VueChat {
         }
     }
 
+    /// vue-chat since e76843f (November 2025): `withCredentials: false`,
+    /// the session in the `authToken` header only.
+    pub fn current(s: &TestServer) -> Self {
+        Self {
+            credentials: false,
+            ..Self::new(s)
+        }
+    }
+
     /// The browser's fetch of one axios call: a preflight when the call is
     /// not "simple" (JSON, or the `authToken` header), then the call; both
     /// answers checked the way Chromium checks them before the page may
@@ -289,6 +298,23 @@ async fn vue_chat_sms_login() {
     assert!(r["userId"].is_string() && r["token"].is_string(), "{r}");
     assert_eq!(r["register"], true, "a first login registers: {r}");
     assert!(page.auth.as_deref().is_some_and(|t| !t.is_empty()));
+}
+
+#[tokio::test]
+async fn vue_chat_current_client_logs_in_without_credentials() {
+    let s = stack(&[]).await;
+    let mut page = VueChat::current(&s);
+    let a = page
+        .post(
+            "/login",
+            Data::Json(&json!({"mobile": "13800000003", "code": "66666", "platform": 5, "clientId": "vue-chat-client-id"})),
+        )
+        .await;
+    page.keep(&a, true);
+    assert_eq!(a.result()["userId"], "carol");
+    // The header alone carries the session: a quick login as carol.
+    let session = page.pc_session(Some("carol")).await;
+    assert_eq!(session["status"], 1, "{session}");
 }
 
 #[tokio::test]
@@ -575,8 +601,7 @@ async fn vue_chat_probes_the_app_server_with_get_root_ok() {
         .header("Accept", "application/json, text/plain, */*")
         .header("User-Agent", UA)
         .header("Origin", ORIGIN);
-    let mut page = VueChat::new(&s);
-    page.credentials = false;
+    let page = VueChat::current(&s);
     let a = exchange(s.running.app_addr, &page.fetch_metadata(req)).await;
     assert_eq!(a.status, 200, "{a:?}");
     page.cors_readable(&a, "/");
