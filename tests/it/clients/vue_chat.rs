@@ -111,17 +111,6 @@ impl VueChat {
         answer
     }
 
-    /// [`VueChat::post`] in the background: the long poll.
-    pub fn spawn_post(&self, path: &str, data: Option<Value>) -> tokio::task::JoinHandle<Answer> {
-        let (page, path) = (self.clone(), path.to_owned());
-        tokio::spawn(async move {
-            match &data {
-                Some(v) => page.post(&path, Data::Json(v)).await,
-                None => page.post(&path, Data::Nothing).await,
-            }
-        })
-    }
-
     fn fetch_metadata(&self, req: Request) -> Request {
         req.header("Sec-Fetch-Site", "same-site")
             .header("Sec-Fetch-Mode", "cors")
@@ -250,9 +239,11 @@ impl VueChat {
         session
     }
 
-    /// `loginWithPCSession(token)` in the background.
+    /// `loginWithPCSession(token)` (`_post(path, null, true)`) in the
+    /// background: a long poll the test acts during.
     pub fn session_login(&self, token: &str) -> tokio::task::JoinHandle<Answer> {
-        self.spawn_post(&format!("/session_login/{token}"), None)
+        let (page, path) = (self.clone(), format!("/session_login/{token}"));
+        tokio::spawn(async move { page.post(&path, Data::Nothing).await })
     }
 }
 
