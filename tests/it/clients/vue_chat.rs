@@ -181,8 +181,9 @@ impl VueChat {
         }
         assert!(
             answer
-                .header("vary")
-                .is_some_and(|v| v.to_ascii_lowercase().contains("origin"))
+                .header_list("vary")
+                .iter()
+                .any(|v| v.eq_ignore_ascii_case("origin"))
                 || acao == Some("*"),
             "{path}: a reflected origin needs Vary: Origin: {answer:?}"
         );
