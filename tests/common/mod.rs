@@ -186,7 +186,9 @@ impl TestServer {
 /// Waits until the server has a long poll parked on `token`, so a test can
 /// act while it waits (no sleeps).
 pub async fn until_polling(server: &TestServer, token: &str) {
-    for _ in 0..500 {
+    // Generous: a loaded CI machine may take seconds to land a request.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while std::time::Instant::now() < deadline {
         if server
             .running
             .state

@@ -29,8 +29,8 @@ fn find_program(env: &str, names: &[&str]) -> Option<PathBuf> {
 }
 
 /// A headless Chromium behind its own chromedriver; both killed on drop.
-struct Browser {
-    client: Client,
+pub(crate) struct Browser {
+    pub(crate) client: Client,
     driver: Child,
     _profile: tempfile::TempDir,
 }
@@ -38,7 +38,7 @@ struct Browser {
 impl Browser {
     /// `None` (after saying why) when Chromium or chromedriver is missing
     /// and the test may skip.
-    async fn start(test: &str) -> Option<Browser> {
+    pub(crate) async fn start(test: &str) -> Option<Browser> {
         let chromium = find_program(
             "IMCTL_CHROMIUM",
             &["chromium", "chromium-browser", "google-chrome"],
@@ -82,7 +82,7 @@ impl Browser {
         Some(browser)
     }
 
-    async fn js(&self, script: &str) -> Value {
+    pub(crate) async fn js(&self, script: &str) -> Value {
         self.client
             .execute(script, vec![])
             .await
@@ -90,7 +90,7 @@ impl Browser {
     }
 
     /// Runs `expr` until it gives something truthy; returns that.
-    async fn until(&self, what: &str, expr: &str) -> Value {
+    pub(crate) async fn until(&self, what: &str, expr: &str) -> Value {
         let script = format!("return ({expr});");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -167,7 +167,7 @@ impl Browser {
     }
 
     /// Ends the WebDriver session; dropping kills what is left.
-    async fn close(self) {
+    pub(crate) async fn close(self) {
         let _ = self.client.clone().close().await;
     }
 }
