@@ -14,6 +14,7 @@ mod client;
 mod dashboard;
 mod durability;
 mod fuzz;
+mod lan;
 mod limits_http;
 mod limits_store;
 mod limits_ws;
