@@ -16,7 +16,7 @@ use axum::http::header::HOST;
 use axum::http::request::Parts;
 
 use crate::store::User;
-use crate::wire::http::{AndroidSettings, ClientSettings, UserSummary, VueChatSettings};
+use crate::wire::http::{ClientSettings, MobileSettings, UserSummary, VueChatSettings};
 
 /// The longest Host header taken as a host (a DNS name is at most 253
 /// characters, and a port follows).
@@ -167,7 +167,7 @@ impl PublicUrls {
 
     /// What to paste into the official clients' configuration.
     pub fn client_settings(&self) -> ClientSettings {
-        let mobile = AndroidSettings {
+        let mobile = MobileSettings {
             app_server_address: self.app_server(),
             im_server_host: self.host.clone(),
         };

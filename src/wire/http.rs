@@ -263,16 +263,16 @@ pub struct StackStatus {
 #[serde(rename_all = "camelCase")]
 pub struct ClientSettings {
     /// android-chat's `Config.java`.
-    pub android: AndroidSettings,
+    pub android: MobileSettings,
     /// ios-chat's `WFCConfig.m` (the same two settings).
-    pub ios: AndroidSettings,
+    pub ios: MobileSettings,
     /// vue-chat's `config.js`.
     pub vue_chat: VueChatSettings,
 }
 
-/// `APP_SERVER_ADDRESS` and `IM_SERVER_HOST`, as the mobile clients name them.
+/// `APP_SERVER_ADDRESS` and `IM_SERVER_HOST`, as android-chat and ios-chat name them.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
-pub struct AndroidSettings {
+pub struct MobileSettings {
     /// `http://host:port` of the app-server.
     #[serde(rename = "APP_SERVER_ADDRESS")]
     pub app_server_address: String,

@@ -12,7 +12,8 @@ use crate::common::{Served, imctl, start, stderr, stdout};
 
 /// A spawned stack, asked at 127.0.0.1 but with any `Host` header.
 struct Lan {
-    served: Served,
+    /// Killed on drop.
+    _served: Served,
     app_port: u16,
     broker_port: u16,
     http: reqwest::Client,
@@ -44,7 +45,7 @@ impl Lan {
         Self {
             app_port: port_of(&served.app),
             broker_port: port_of(&served.ws),
-            served,
+            _served: served,
             http: reqwest::Client::new(),
         }
     }
