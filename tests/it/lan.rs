@@ -491,3 +491,81 @@ fn advertise_host_must_be_a_plain_host() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_websocket_opened_by_a_device_gets_portraits_on_its_host() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let lan = Lan::start(&[]);
+    let login = lan
+        .post(
+            "/login",
+            "10.0.2.2",
+            json!({"mobile": "13800000001", "code": "66666", "clientId": "emu-1", "platform": 2}),
+            None,
+        )
+        .await;
+    let mut req = format!("ws://127.0.0.1:{}/ws", lan.broker_port)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert(
+        HOST,
+        format!("10.0.2.2:{}", lan.broker_port).parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let frames = [
+        json!({"id": 1, "op": "connect", "token": login["result"]["token"]}),
+        json!({"id": 2, "op": "profile.get", "users": ["alice", "bob"]}),
+    ];
+    for f in frames {
+        ws.send(Message::text(f.to_string())).await.unwrap();
+    }
+    let answer = loop {
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+            .await
+            .expect("an answer within 5 s")
+            .unwrap()
+            .unwrap();
+        let v: Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+        if v["id"] == 2 {
+            break v;
+        }
+    };
+    let users = answer["users"].as_array().unwrap();
+    assert_eq!(users.len(), 2, "{answer}");
+    for u in users {
+        assert_eq!(
+            u["portrait"],
+            format!(
+                "http://10.0.2.2:{}/avatar/{}.svg",
+                lan.app_port,
+                u["userId"].as_str().unwrap()
+            ),
+            "{answer}"
+        );
+    }
+}
+
+#[test]
+fn advertise_host_is_a_key_of_imctl_toml() {
+    let state = tempfile::tempdir().unwrap();
+    let file = state.path().join("imctl.toml");
+    std::fs::write(&file, "advertise_host = \"Box.LAN\"\n").unwrap();
+    let file = file.to_str().unwrap();
+    let out = imctl(state.path(), &["serve", "--config", file, "--print-config"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("advertise-host = \"Box.LAN\"  # file"),
+        "{}",
+        stdout(&out)
+    );
+    std::fs::write(
+        state.path().join("imctl.toml"),
+        "advertise-host = \"http://x\"\n",
+    )
+    .unwrap();
+    let out = imctl(state.path(), &["serve", "--config", file]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
