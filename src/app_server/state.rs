@@ -10,10 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::qr::QrBook;
 use super::sms::SmsBook;
 use crate::advertise::Advertise;
-#[cfg(doc)]
-use crate::advertise::PublicUrls;
-use crate::store::AuthSession;
-use crate::store::Store;
+use crate::store::{AuthSession, Store};
 use crate::token::{ImTokens, random_token};
 
 #[derive(Clone)]
@@ -25,7 +22,7 @@ pub struct Inner {
     pub qr: QrBook,
     pub im_tokens: ImTokens,
     /// The broker's `/route` on the default host (`imctl exec`'s environment);
-    /// handlers hand out [`PublicUrls::route_url`] instead.
+    /// handlers hand out [`crate::advertise::PublicUrls::route_url`] instead.
     pub route_url: String,
     pub super_code: Option<String>,
     /// `/send_code` and `/login` calls per client address per minute
@@ -34,7 +31,7 @@ pub struct Inner {
     pub poll_timeout: Duration,
     pub session_ttl: Duration,
     /// `http://host:port` of this app-server on the default host, where there
-    /// is no request (banner, OpenAPI servers); handlers use [`PublicUrls`].
+    /// is no request (banner, OpenAPI servers); handlers use [`crate::advertise::PublicUrls`].
     pub base_url: String,
     /// How the URLs handed to clients are built.
     pub advertise: Advertise,
