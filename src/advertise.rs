@@ -223,7 +223,10 @@ pub fn request_host(header: &str) -> Option<String> {
     let (name, port) = match header.strip_prefix('[') {
         Some(rest) => {
             let (inside, after) = rest.split_once(']')?;
-            let ip: Ipv6Addr = inside.parse().ok()?;
+            let ip: Ipv6Addr = inside
+                .parse()
+                .ok()
+                .filter(|ip: &Ipv6Addr| !ip.is_unspecified())?;
             (url_host(IpAddr::V6(ip)), after)
         }
         None => {
@@ -231,7 +234,8 @@ pub fn request_host(header: &str) -> Option<String> {
                 Some(i) => header.split_at(i),
                 None => (header, ""),
             };
-            (plain_host(name)?, port)
+            // 0.0.0.0 reaches this machine only from itself: no URL to hand out.
+            (plain_host(name).filter(|h| h != "0.0.0.0")?, port)
         }
     };
     match port.strip_prefix(':') {
@@ -384,6 +388,8 @@ mod tests {
             "::1",
             "[::1",
             "[nothost]:1",
+            "0.0.0.0:8888",
+            "[::]:8888",
             "host:",
             "host:123456",
             "host:12a",
