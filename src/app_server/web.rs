@@ -18,7 +18,7 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
     object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
 
 #[utoipa::path(get, path = "/", tag = "web", responses((status = 200, description = "the web client to browsers (`Accept: text/html`); the plain text `Ok` to everything else, as the Wildfire clients probe their app-server",
-    content_type = "text/html", body = String)))]
+    content((String = "text/html"), (String = "text/plain")))))]
 pub async fn index(headers: HeaderMap) -> Response {
     let browser = headers
         .get_all(header::ACCEPT)
