@@ -410,7 +410,42 @@ async fn the_banner_prints_the_client_settings_and_a_qr_code_for_a_lan_host() {
     ] {
         assert!(text.contains(&expected), "{expected} not in\n{text}");
     }
-    assert!(text.contains('█'), "no QR code in\n{text}");
+    let start = banner
+        .iter()
+        .position(|l| l.trim_start().starts_with("scan"))
+        .unwrap();
+    assert_eq!(decode_terminal_qr(&banner[start + 1..]), app, "{text}");
+}
+
+/// Reads a QR code drawn with half blocks (light modules as the blocks,
+/// for dark terminals) back into its text.
+fn decode_terminal_qr(lines: &[String]) -> String {
+    const SCALE: u32 = 4;
+    let rows: Vec<Vec<char>> = lines.iter().map(|l| l.chars().collect()).collect();
+    let width = rows.iter().map(Vec::len).max().unwrap() as u32;
+    let mut img = image::GrayImage::new(width * SCALE, rows.len() as u32 * 2 * SCALE);
+    for (y, row) in rows.iter().enumerate() {
+        for (x, c) in row.iter().enumerate() {
+            let (top, bottom) = match c {
+                '█' => (true, true),
+                '▀' => (true, false),
+                '▄' => (false, true),
+                _ => (false, false),
+            };
+            for (half, light) in [(0, top), (1, bottom)] {
+                for dy in 0..SCALE {
+                    for dx in 0..SCALE {
+                        let px = x as u32 * SCALE + dx;
+                        let py = (y as u32 * 2 + half) * SCALE + dy;
+                        img.put_pixel(px, py, image::Luma([if light { 255 } else { 0 }]));
+                    }
+                }
+            }
+        }
+    }
+    let mut png = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut png, image::ImageFormat::Png).unwrap();
+    imctl::qr_image::decode(png.get_ref()).expect("the banner's QR code reads")
 }
 
 #[tokio::test]
