@@ -9,10 +9,12 @@
 //! - [`store`] owns the SQLite database; no SQL lives anywhere else.
 //! - [`wire`] holds every type that crosses the network. It does no I/O.
 //! - [`client`] speaks the HTTP and WebSocket APIs for the CLI and the tests.
+//! - [`advertise`] picks the host of the URLs handed to clients.
 //! - [`config`] is `imctl serve`'s options and the `imctl.toml` file.
 //! - [`cmd`] is the command line: one module per subcommand.
 
 pub mod activity;
+pub mod advertise;
 pub mod app_server;
 pub mod bench;
 pub mod broker;

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::advertise::Advertise;
 use crate::app_server::media::Blobs;
 use crate::app_server::qr::QrBook;
 use crate::app_server::sms::SmsBook;
@@ -92,7 +93,7 @@ impl Running {
     }
 
     pub fn broker_url(&self) -> String {
-        base_url(self.broker_addr)
+        self.state.broker_url.clone()
     }
 
     /// Requests shutdown and waits for it.
@@ -122,21 +123,6 @@ async fn bind(addr: SocketAddr, flag: &str, env: &str) -> anyhow::Result<TcpList
             anyhow::Error::new(e).context(format!("cannot listen on {addr}"))
         }
     })
-}
-
-/// The URL clients use for a listener: a wildcard address becomes loopback.
-fn base_url(addr: SocketAddr) -> String {
-    format!("http://{}:{}", host_of(addr), addr.port())
-}
-
-/// The host part clients use for a listener.
-fn host_of(addr: SocketAddr) -> String {
-    match addr.ip() {
-        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
-        ip if ip.is_unspecified() => "[::1]".to_owned(),
-        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-        ip => ip.to_string(),
-    }
 }
 
 /// Writes a snapshot of `store` to `path` (atomically).
@@ -242,9 +228,17 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
 
     let shutdown = CancellationToken::new();
     let im_tokens = ImTokens::new(secret.as_bytes(), config.token_ttl);
+    let advertise = Advertise::new(
+        config.host,
+        config.advertise_host.as_deref(),
+        app_addr.port(),
+        broker_addr.port(),
+    );
+    let public = advertise.default_urls();
+    // This node is reached by whichever host the client reached us by.
     let node = Node {
         name: config.node.clone(),
-        host: host_of(broker_addr),
+        host: None,
         port: broker_addr.port(),
     };
     let files = crate::rlimit::raise_nofile();
@@ -283,7 +277,7 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
             max_websockets,
             origins: origins.clone(),
             friends_only: config.friends_only,
-            app_base_url: base_url(app_addr),
+            advertise: advertise.clone(),
         },
         shutdown.clone(),
     );
@@ -313,11 +307,12 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
             app_server::rate::Window::new(config.logins_per_ip_per_minute, Duration::from_secs(60))
         }),
         im_tokens,
-        route_url: format!("{}/route", base_url(broker_addr)),
+        route_url: public.route_url(),
         super_code: config.super_code().map(str::to_owned),
         poll_timeout: config.poll_timeout,
         session_ttl: config.session_ttl,
-        base_url: base_url(app_addr),
+        base_url: public.app_server(),
+        advertise,
         blobs,
         max_upload: config.max_upload,
         broker: broker.clone(),
@@ -328,7 +323,7 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
         shutdown: shutdown.clone(),
         started_at: crate::store::now_ms(),
         database: database.clone(),
-        broker_url: base_url(broker_addr),
+        broker_url: public.broker(),
         exposed: !config.host.is_loopback(),
     });
     tokio::spawn(app_server::sweep(state.clone()));

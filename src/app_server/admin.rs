@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::sms::is_valid_mobile;
 use super::state::AppState;
+use crate::advertise::PublicUrls;
 use crate::broker::writer::{Replier, WriteOp};
 use crate::store::{GroupChange, NewMessage, User};
 use crate::wire::http::{DevError, UserSummary};
@@ -125,6 +126,7 @@ pub struct NewUser {
 pub async fn create_user(
     _: Admin,
     State(state): State<AppState>,
+    urls: PublicUrls,
     body: Result<Json<Value>, JsonRejection>,
 ) -> AdminResult {
     let req: NewUser = serde_json::from_value(json_body(body)?)
@@ -163,7 +165,7 @@ pub async fn create_user(
     if !state.store.create_user(&user).await.map_err(db)? {
         return Err(fail(StatusCode::CONFLICT, "that userId or mobile is taken"));
     }
-    Ok((StatusCode::CREATED, Json(state.summary(&user))).into_response())
+    Ok((StatusCode::CREATED, Json(urls.summary(&user))).into_response())
 }
 
 #[utoipa::path(get, path = "/admin/connections", tag = "admin", security(("adminSecret" = [])),

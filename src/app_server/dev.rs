@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use super::qr::{QrError, Status};
 use super::state::AppState;
+use crate::advertise::PublicUrls;
 use crate::wire::http::{
     DevError, DevPhoneAction, DevSnapshot, PcSessionInfo, SmsEntry, StackStatus, UserSummary,
 };
@@ -112,10 +113,11 @@ pub async fn sms(
     responses((status = 200, description = "live QR sessions, newest first", body = Vec<PcSessionInfo>), (status = 400, description = "bad query", body = DevError)))]
 pub async fn pc_sessions(
     State(state): State<AppState>,
+    urls: PublicUrls,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
     match list_query(query) {
-        Ok(limit) => Json(state.qr.list(limit)).into_response(),
+        Ok(limit) => Json(on_host(&urls, state.qr.list(limit))).into_response(),
         Err(e) => bad_request(e),
     }
 }
@@ -135,6 +137,7 @@ fn db_failed(e: sqlx::Error) -> Response {
     responses((status = 200, description = "users, first created first", body = Vec<UserSummary>), (status = 400, description = "bad query", body = DevError), (status = 500, description = "database error", body = DevError)))]
 pub async fn users(
     State(state): State<AppState>,
+    urls: PublicUrls,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Vec<UserSummary>>, Response> {
     let limit = list_query(query).map_err(bad_request)?;
@@ -143,31 +146,35 @@ pub async fn users(
         .first_users(limit as i64)
         .await
         .map_err(db_failed)?;
-    Ok(Json(users.iter().map(|u| state.summary(u)).collect()))
+    Ok(Json(users.iter().map(|u| urls.summary(u)).collect()))
 }
 
 #[utoipa::path(get, path = "/_dev/status", tag = "dev", responses((status = 200, description = "version, addresses, counts", body = StackStatus), (status = 500, description = "database error", body = DevError)))]
 /// `GET /_dev/status`: versions, addresses and counts, for `imctl status`.
-pub async fn status(State(state): State<AppState>) -> Result<Json<StackStatus>, Response> {
+pub async fn status(
+    State(state): State<AppState>,
+    urls: PublicUrls,
+) -> Result<Json<StackStatus>, Response> {
     let users = state.store.user_count().await.map_err(db_failed)?;
-    Ok(Json(stack_status(&state, users)))
+    Ok(Json(stack_status(&state, &urls, users)))
 }
 
-fn stack_status(state: &AppState, users: usize) -> StackStatus {
+fn stack_status(state: &AppState, urls: &PublicUrls, users: usize) -> StackStatus {
     let now = crate::store::now_ms();
     StackStatus {
         version: env!("CARGO_PKG_VERSION").into(),
         pid: std::process::id(),
         started_at: state.started_at,
         uptime_ms: now - state.started_at,
-        app_server: state.base_url.clone(),
-        broker: state.broker_url.clone(),
-        ws_url: state.ws_url(),
-        route_url: state.route_url.clone(),
+        app_server: urls.app_server(),
+        broker: urls.broker(),
+        ws_url: urls.ws_url(),
+        route_url: urls.route_url(),
         database: state.database.as_ref().map(|p| p.display().to_string()),
         users,
         connections: state.broker.hub.connections(),
         qr_sessions: state.qr.states().len(),
+        clients: urls.client_settings(),
     }
 }
 
@@ -176,13 +183,13 @@ fn stack_status(state: &AppState, users: usize) -> StackStatus {
 const FEED_LIMIT: usize = 100;
 
 /// Everything the dashboard shows, now.
-async fn snapshot(state: &AppState) -> sqlx::Result<DevSnapshot> {
+async fn snapshot(state: &AppState, urls: &PublicUrls) -> sqlx::Result<DevSnapshot> {
     let users = state.store.first_users(FEED_LIMIT as i64).await?;
-    let status = stack_status(state, state.store.user_count().await?);
+    let status = stack_status(state, urls, state.store.user_count().await?);
     let messages = state.store.recent_messages(50).await?;
     let mut sms = state.sms.outbox(None, None);
     sms.truncate(50);
-    let pc_sessions = state.qr.list(FEED_LIMIT);
+    let pc_sessions = on_host(urls, state.qr.list(FEED_LIMIT));
     Ok(DevSnapshot {
         status,
         sms,
@@ -196,22 +203,22 @@ async fn snapshot(state: &AppState) -> sqlx::Result<DevSnapshot> {
             .take(FEED_LIMIT)
             .collect(),
         messages,
-        users: users.iter().map(|u| state.summary(u)).collect(),
+        users: users.iter().map(|u| urls.summary(u)).collect(),
     })
 }
 
 #[utoipa::path(get, path = "/_dev/feed", tag = "dev",
     responses((status = 200, description = "Server-sent events named `snapshot`, each a JSON `DevSnapshot` (status with totals; the newest 50 SMS and messages; up to 100 QR sessions, connections and users): one at once, then one after every change (at most 4 a second) and at least every 5 s", content_type = "text/event-stream", body = String)))]
 /// `GET /_dev/feed`: the dashboard's live data.
-pub async fn feed(State(state): State<AppState>) -> Response {
+pub async fn feed(State(state): State<AppState>, urls: PublicUrls) -> Response {
     let watches = (
         state.sms.watch(),
         state.qr.activity.watch(),
         state.broker.hub.activity.watch(),
     );
     let stream = futures_util::stream::unfold(
-        (state, watches, true),
-        |(state, (mut sms, mut qr, mut hub), first)| async move {
+        (state, urls, watches, true),
+        |(state, urls, (mut sms, mut qr, mut hub), first)| async move {
             if !first {
                 tokio::select! {
                     _ = sms.changed() => {}
@@ -226,7 +233,7 @@ pub async fn feed(State(state): State<AppState>) -> Response {
             sms.borrow_and_update();
             qr.borrow_and_update();
             hub.borrow_and_update();
-            let event = match snapshot(&state).await {
+            let event = match snapshot(&state, &urls).await {
                 Ok(snap) => Event::default()
                     .event("snapshot")
                     .data(serde_json::to_string(&snap).expect("wire types serialize")),
@@ -237,7 +244,10 @@ pub async fn feed(State(state): State<AppState>) -> Response {
                         .data("database error; see the imctl log")
                 }
             };
-            Some((Ok::<_, Infallible>(event), (state, (sms, qr, hub), false)))
+            Some((
+                Ok::<_, Infallible>(event),
+                (state, urls, (sms, qr, hub), false),
+            ))
         },
     );
     Sse::new(stream)
@@ -259,6 +269,7 @@ pub async fn feed(State(state): State<AppState>) -> Response {
 /// approve or cancel it.
 pub async fn phone_action(
     State(state): State<AppState>,
+    urls: PublicUrls,
     Path((token, action)): Path<(String, String)>,
     body: Result<Json<DevPhoneAction>, JsonRejection>,
 ) -> Response {
@@ -288,7 +299,7 @@ pub async fn phone_action(
     };
     let mut result = Ok(());
     if session.status() == Status::Created || action == "scan" {
-        result = qr.scan(&token, state.summary(&user)).map(drop);
+        result = qr.scan(&token, user.summary()).map(drop);
     }
     if result.is_ok() {
         result = match action.as_str() {
@@ -306,7 +317,17 @@ pub async fn phone_action(
         return dev_error(status, e.to_string());
     }
     // Also right when the session is gone already (answered to a waiting PC).
-    Json(qr.info(&session, tokio::time::Instant::now())).into_response()
+    let info = qr.info(&session, tokio::time::Instant::now());
+    Json(on_host(&urls, vec![info]).remove(0)).into_response()
+}
+
+/// Sessions with their scanner's portrait on the caller's host (`QrBook`
+/// keeps it relative: the PC and the phone may reach us by different names).
+fn on_host(urls: &PublicUrls, mut sessions: Vec<PcSessionInfo>) -> Vec<PcSessionInfo> {
+    for scanner in sessions.iter_mut().filter_map(|s| s.scanner.as_mut()) {
+        scanner.portrait = urls.absolute(scanner.portrait.as_deref());
+    }
+    sessions
 }
 
 fn dev_error(status: StatusCode, message: String) -> Response {

@@ -8,6 +8,7 @@ use super::extract::{ApiJson, ClientAddr};
 use super::reply::Reply;
 use super::sms::is_valid_mobile;
 use super::state::AppState;
+use crate::advertise::PublicUrls;
 use crate::wire::http::{ApiResponse, Empty, LoginRequest, LoginResult, SendCodeRequest, code};
 
 #[utoipa::path(post, path = "/send_code", tag = "login", request_body = SendCodeRequest,
@@ -75,6 +76,7 @@ pub fn check_client(client_id: &str, platform: i32) -> ApiResult<()> {
 pub async fn login(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,
+    urls: PublicUrls,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> ApiResult<Reply<LoginResult>> {
     let mobile = req.mobile.trim();
@@ -108,8 +110,8 @@ pub async fn login(
             token: creds.im_token,
             register,
             user_name: Some(user.display_name),
-            portrait: state.portrait_url(user.portrait.as_deref()),
-            route_url: Some(state.route_url.clone()),
+            portrait: urls.absolute(user.portrait.as_deref()),
+            route_url: Some(urls.route_url()),
         },
         creds.auth_token,
     ))

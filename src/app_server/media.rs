@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::state::AppState;
+use crate::advertise::PublicUrls;
 use crate::store::Media;
 use crate::wire::http::{AUTH_TOKEN_HEADER, DevError, Uploaded};
 
@@ -231,7 +232,7 @@ fn content_type_of(value: Option<&str>) -> String {
         (status = 413, description = "larger than --max-upload", body = DevError),
         (status = 415, description = "a content type not accepted (refused before the body is read)", body = DevError),
         (status = 507, description = "the media quota (--media-quota) is used up", body = DevError)))]
-pub async fn upload(State(state): State<AppState>, request: Request) -> Response {
+pub async fn upload(State(state): State<AppState>, urls: PublicUrls, request: Request) -> Response {
     let user = match uploader(&state, request.headers()).await {
         Ok(u) => u,
         Err(r) => return r,
@@ -354,7 +355,7 @@ pub async fn upload(State(state): State<AppState>, request: Request) -> Response
     reserved.keep();
     tracing::info!(user = ?user, size, content_type = %content_type, "media uploaded");
     let body = Uploaded {
-        url: format!("{}/media/{id}", state.base_url),
+        url: format!("{}/media/{id}", urls.app_server()),
         size,
         content_type,
     };

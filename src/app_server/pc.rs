@@ -20,6 +20,7 @@ use super::login::check_client;
 use super::qr::{PollOutcome, QrError, QrSession, Status};
 use super::reply::{Reply, coded, status};
 use super::state::AppState;
+use crate::advertise::PublicUrls;
 use crate::qr_image;
 use crate::wire::http::{
     ApiResponse, CancelPcRequest, ConfirmPcRequest, Empty, LoginResult, PcSessionRequest,
@@ -75,7 +76,7 @@ pub async fn pc_session(
                 &req.client_id,
                 req.platform,
                 device,
-                state.summary(&user),
+                user.summary(),
             )?;
             tell_devices(&state, &user.id, &session);
             session
@@ -117,12 +118,12 @@ const TIMED_OUT: &str =
     "no change before the long poll timed out; the session is still live, poll again";
 const SHUTTING_DOWN: &str = "the server is shutting down; poll again when it is back";
 
-async fn answer(state: &AppState, outcome: PollOutcome) -> ApiResult<Answer> {
+async fn answer(state: &AppState, urls: &PublicUrls, outcome: PollOutcome) -> ApiResult<Answer> {
     Ok(match outcome {
         PollOutcome::Scanned(user) => Answer::Scanned(ScannedResult {
             user_id: user.user_id,
             user_name: user.display_name,
-            portrait: state.portrait_url(user.portrait.as_deref()),
+            portrait: urls.absolute(user.portrait.as_deref()),
         }),
         PollOutcome::Confirmed {
             user_id,
@@ -148,8 +149,8 @@ async fn answer(state: &AppState, outcome: PollOutcome) -> ApiResult<Answer> {
                     token: creds.im_token,
                     register: false,
                     user_name: Some(user.display_name),
-                    portrait: state.portrait_url(user.portrait.as_deref()),
-                    route_url: Some(state.route_url.clone()),
+                    portrait: urls.absolute(user.portrait.as_deref()),
+                    route_url: Some(urls.route_url()),
                 },
                 creds.auth_token,
             )
@@ -223,13 +224,14 @@ fn body<T: Serialize>(code: i32, message: &str, result: Option<T>) -> serde_json
         body = ApiResponse<serde_json::Value>, headers(("authToken" = String, description = "the login session, on code 0")))))]
 pub async fn session_login(
     State(state): State<AppState>,
+    urls: PublicUrls,
     Path(token): Path<String>,
 ) -> ApiResult<Response> {
     let outcome = state
         .qr
         .poll(&token, state.poll_timeout, &state.shutdown)
         .await?;
-    Ok(answer(&state, outcome).await?.into_response())
+    Ok(answer(&state, &urls, outcome).await?.into_response())
 }
 
 #[utoipa::path(get, path = "/pc_session/{token}/events", tag = "qr login", params(("token" = String, Path, description = "the QR session token")),
@@ -240,7 +242,11 @@ pub async fn session_login(
 /// `GET /pc_session/{token}/events`: the long poll as a server-sent event
 /// stream. A `status` event first (the state now), then one event per change
 /// until the login ends. Takes the session's waiter slot like a long poll.
-pub async fn session_events(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+pub async fn session_events(
+    State(state): State<AppState>,
+    urls: PublicUrls,
+    Path(token): Path<String>,
+) -> Response {
     let waiter = match state.qr.wait_on(&token) {
         Ok(w) => w,
         Err(e) => {
@@ -252,15 +258,15 @@ pub async fn session_events(State(state): State<AppState>, Path(token): Path<Str
             return (http, Json(body::<()>(e.code(), &e.to_string(), None))).into_response();
         }
     };
-    let first = status_event(&state, waiter.session());
-    let rest = stream::unfold(Some((state, waiter)), |slot| async move {
-        let (state, mut waiter) = slot?;
+    let first = status_event(&urls, waiter.session());
+    let rest = stream::unfold(Some((state, urls, waiter)), |slot| async move {
+        let (state, urls, mut waiter) = slot?;
         loop {
             // The session's expiry ends the wait first; this only bounds it.
             let deadline = Instant::now() + waiter.session().expires_in() + Duration::from_secs(1);
             let outcome = state.qr.next(&mut waiter, deadline, &state.shutdown).await;
             let more = matches!(outcome, PollOutcome::Scanned(_));
-            let event = match answer(&state, outcome).await {
+            let event = match answer(&state, &urls, outcome).await {
                 Ok(a) => match a.into_event() {
                     Some(e) => e,
                     None => continue,
@@ -274,7 +280,7 @@ pub async fn session_events(State(state): State<AppState>, Path(token): Path<Str
                         .data(body::<()>(e.code(), &e.to_string(), None).to_string())
                 }
             };
-            return Some((event, more.then_some((state, waiter))));
+            return Some((event, more.then_some((state, urls, waiter))));
         }
     });
     Sse::new(
@@ -286,14 +292,14 @@ pub async fn session_events(State(state): State<AppState>, Path(token): Path<Str
     .into_response()
 }
 
-fn status_event(state: &AppState, s: &QrSession) -> Event {
+fn status_event(urls: &PublicUrls, s: &QrSession) -> Event {
     let status = s.status();
     let data = QrStatusEvent {
         status: status as i32,
         status_name: status.name().into(),
         expires_in_ms: s.expires_in().as_millis() as i64,
         scanner: s.scanner().map(|u| ScannedResult {
-            portrait: state.portrait_url(u.portrait.as_deref()),
+            portrait: urls.absolute(u.portrait.as_deref()),
             user_id: u.user_id,
             user_name: u.display_name,
         }),
@@ -310,7 +316,7 @@ pub async fn scan_pc(
     AuthUser(user): AuthUser,
     Path(token): Path<String>,
 ) -> ApiResult<Reply<PcSessionResult>> {
-    let session = state.qr.scan(&token, state.summary(&user))?;
+    let session = state.qr.scan(&token, user.summary())?;
     Ok(Reply::ok(session_result(&state, &session)))
 }
 

@@ -4,13 +4,14 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::FromRef;
 use tokio_util::sync::CancellationToken;
 
 use super::qr::QrBook;
 use super::sms::SmsBook;
-use crate::store::{AuthSession, Store, User};
+use crate::advertise::Advertise;
+use crate::store::{AuthSession, Store};
 use crate::token::{ImTokens, random_token};
-use crate::wire::http::UserSummary;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -20,7 +21,8 @@ pub struct Inner {
     pub sms: SmsBook,
     pub qr: QrBook,
     pub im_tokens: ImTokens,
-    /// The broker's `/route`, handed to clients with every login.
+    /// The broker's `/route` on the default host (`imctl exec`'s environment);
+    /// handlers hand out [`crate::advertise::PublicUrls::route_url`] instead.
     pub route_url: String,
     pub super_code: Option<String>,
     /// `/send_code` and `/login` calls per client address per minute
@@ -28,8 +30,11 @@ pub struct Inner {
     pub login_rate: Option<super::rate::Window>,
     pub poll_timeout: Duration,
     pub session_ttl: Duration,
-    /// `http://host:port` of this app-server, as clients reach it.
+    /// `http://host:port` of this app-server on the default host, where there
+    /// is no request (banner, OpenAPI servers); handlers use [`crate::advertise::PublicUrls`].
     pub base_url: String,
+    /// How the URLs handed to clients are built.
+    pub advertise: Advertise,
     /// The broker, for the admin API (connections, bans, system messages).
     pub broker: crate::broker::Broker,
     pub admin_secret: String,
@@ -55,16 +60,10 @@ impl Deref for AppState {
     }
 }
 
-/// A path on the app-server (`/avatar/alice.svg`) made absolute with `base`;
-/// full URLs pass through.
-pub fn absolute_url(base: &str, url: Option<&str>) -> Option<String> {
-    url.map(|u| {
-        if u.starts_with('/') {
-            format!("{base}{u}")
-        } else {
-            u.to_owned()
-        }
-    })
+impl FromRef<AppState> for Advertise {
+    fn from_ref(state: &AppState) -> Self {
+        state.advertise.clone()
+    }
 }
 
 /// What a successful login hands the client.
@@ -81,20 +80,6 @@ impl AppState {
     /// The broker's WebSocket URL.
     pub fn ws_url(&self) -> String {
         format!("{}/ws", self.broker_url.replacen("http://", "ws://", 1))
-    }
-
-    /// Makes a relative portrait path (`/avatar/alice.svg`) absolute, so
-    /// clients on other origins can load it.
-    pub fn portrait_url(&self, portrait: Option<&str>) -> Option<String> {
-        absolute_url(&self.base_url, portrait)
-    }
-
-    /// A user as clients see it: portrait absolute, mobile kept.
-    pub fn summary(&self, user: &User) -> UserSummary {
-        UserSummary {
-            portrait: self.portrait_url(user.portrait.as_deref()),
-            ..user.summary()
-        }
     }
 
     /// Opens a login session (`authToken`) and issues an IM token for it.

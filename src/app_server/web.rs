@@ -3,10 +3,11 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
 use super::state::AppState;
+use crate::advertise::PublicUrls;
 use crate::wire::http::ClientConfig;
 
 /// Scripts only from our own files, so text that slipped into the page as
@@ -16,9 +17,24 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
     img-src 'self' data: blob: http: https:; connect-src 'self' http: https: ws: wss:; \
     object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
 
-#[utoipa::path(get, path = "/", tag = "web", responses((status = 200, description = "the web client", content_type = "text/html", body = String)))]
-pub async fn index() -> Response {
-    page(include_str!("web/index.html"))
+#[utoipa::path(get, path = "/", tag = "web", responses((status = 200, description = "the web client to browsers (`Accept: text/html`); the plain text `Ok` to everything else, as the Wildfire clients probe their app-server",
+    content((String = "text/html"), (String = "text/plain")))))]
+pub async fn index(headers: HeaderMap) -> Response {
+    let browser = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("text/html"));
+    let mut response = if browser {
+        page(include_str!("web/index.html"))
+    } else {
+        ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "Ok").into_response()
+    };
+    // Caches must keep the page and the probe's answer apart.
+    response
+        .headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("accept"));
+    response
 }
 
 /// One of our HTML pages, under the strict policy.
@@ -57,10 +73,10 @@ pub async fn asset(Path(file): Path<String>) -> Response {
 
 #[utoipa::path(get, path = "/config", tag = "web", responses((status = 200, description = "where the rest of the stack is", body = ClientConfig)))]
 /// Where the rest of the stack is, so clients need only the app-server's address.
-pub async fn config(State(state): State<AppState>) -> Json<ClientConfig> {
+pub async fn config(State(state): State<AppState>, urls: PublicUrls) -> Json<ClientConfig> {
     Json(ClientConfig {
-        app_server: state.base_url.clone(),
-        route_url: state.route_url.clone(),
+        app_server: urls.app_server(),
+        route_url: urls.route_url(),
         version: env!("CARGO_PKG_VERSION").into(),
         max_frame: state.broker.options.max_frame,
     })

@@ -17,6 +17,7 @@ use super::Broker;
 use super::hub::{ConnHandle, Queue};
 use super::presence;
 use super::writer::{Replier, WriteOp, frame};
+use crate::advertise::PublicUrls;
 use crate::store::{Before, Delivered, GroupChange, NewMessage, Requested, msg_id, parse_msg_id};
 use crate::token::TokenError;
 use crate::wire::limits::{self, PAGE_BYTES};
@@ -50,6 +51,8 @@ struct Session {
     platform: i32,
     /// When the IM token expires: the connection closes then.
     expires: Instant,
+    /// URLs on the host this connection reached us by (portraits).
+    urls: PublicUrls,
     /// When this connection last relayed `typing`, per conversation, for
     /// the conversations within the last `TYPING_INTERVAL` (rate limit).
     typing: std::sync::Mutex<std::collections::HashMap<(ConvType, String), Instant>>,
@@ -93,7 +96,12 @@ enum Wrote {
     Interrupted,
 }
 
-pub async fn run(mut socket: WebSocket, broker: Broker, url_token: Option<String>) {
+pub async fn run(
+    mut socket: WebSocket,
+    broker: Broker,
+    url_token: Option<String>,
+    urls: PublicUrls,
+) {
     let (handle, mut queue) = broker.hub.handle();
     let options = &broker.options;
     let mut session: Option<Session> = None;
@@ -131,7 +139,7 @@ pub async fn run(mut socket: WebSocket, broker: Broker, url_token: Option<String
                         let connecting = session.is_none();
                         // Boxed: the request handlers' state is large and only
                         // needed while a frame is handled, not while idle.
-                        let next = Box::pin(on_text(&broker, &handle, &mut session, url_token.as_deref(), &text)).await;
+                        let next = Box::pin(on_text(&broker, &handle, &mut session, url_token.as_deref(), &urls, &text)).await;
                         if let (true, Some(s)) = (connecting, &session) {
                             deadline.as_mut().reset(s.expires);
                         }
@@ -360,6 +368,7 @@ async fn on_text(
     handle: &ConnHandle,
     session: &mut Option<Session>,
     url_token: Option<&str>,
+    urls: &PublicUrls,
     text: &str,
 ) -> Next {
     let value: Value = match serde_json::from_str(text) {
@@ -401,7 +410,7 @@ async fn on_text(
     let result = match (op.as_str(), session.as_ref()) {
         ("connect", Some(_)) => refuse(code::ALREADY_CONNECTED, "already connected"),
         ("connect", None) => {
-            return match connect(broker, handle, url_token, id, value).await {
+            return match connect(broker, handle, url_token, urls, id, value).await {
                 Ok(s) => {
                     *session = Some(s);
                     Next::Continue
@@ -489,6 +498,7 @@ async fn connect(
     broker: &Broker,
     handle: &ConnHandle,
     url_token: Option<&str>,
+    urls: &PublicUrls,
     id: Option<u64>,
     value: Value,
 ) -> Result<Session, Refusal> {
@@ -519,6 +529,7 @@ async fn connect(
         platform,
         user_id: claims.sub,
         expires: Instant::now() + expires_in,
+        urls: urls.clone(),
         typing: Default::default(),
     };
     // Register before checking the ban and reading the head: a ban from now
@@ -1008,7 +1019,7 @@ async fn friend_list(
     let list: Vec<Value> = friends
         .iter()
         .map(|u| {
-            let mut p = broker.profile(u, &s.user_id);
+            let mut p = broker.profile(u, &s.user_id, &s.urls);
             p["online"] = serde_json::json!(broker.hub.is_online(&u.id));
             p
         })
@@ -1065,7 +1076,7 @@ async fn profile_get(
         .collect();
     let profiles: Vec<Value> = users
         .iter()
-        .map(|u| broker.profile(u, &s.user_id))
+        .map(|u| broker.profile(u, &s.user_id, &s.urls))
         .collect();
     reply(
         handle,
@@ -1105,7 +1116,10 @@ async fn profile_update(
     else {
         return refuse(code::NOT_FOUND, "your user no longer exists");
     };
-    let push = frame(&serde_json::json!({"op": "profile", "user": broker.profile(&user, "")}));
+    // One frame for every friend's connections, whatever host each reached us by.
+    let shared = broker.options.advertise.default_urls();
+    let push =
+        frame(&serde_json::json!({"op": "profile", "user": broker.profile(&user, "", &shared)}));
     for friend in broker
         .store
         .friends_of(&s.user_id)
@@ -1119,7 +1133,7 @@ async fn profile_update(
         handle,
         id,
         "profile.update",
-        serde_json::json!({"user": broker.profile(&user, &s.user_id)}),
+        serde_json::json!({"user": broker.profile(&user, &s.user_id, &s.urls)}),
     );
     Ok(())
 }

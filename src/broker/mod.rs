@@ -18,7 +18,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::extract::{FromRef, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use robot::spawn as spawn_robot;
 
-use crate::app_server::state::absolute_url;
+use crate::advertise::{Advertise, PublicUrls};
 use crate::store::Store;
 use crate::token::ImTokens;
 use hub::Hub;
@@ -87,15 +87,26 @@ pub struct BrokerOptions {
     /// Which pages may open a WebSocket (the app-server's CORS policy).
     pub origins: std::sync::Arc<crate::app_server::cors::Origins>,
     pub friends_only: bool,
-    /// The app-server's base URL, to make relative portrait paths absolute.
-    pub app_base_url: String,
+    /// The host of the URLs handed to clients (portraits).
+    pub advertise: Advertise,
+}
+
+impl FromRef<Broker> for Advertise {
+    fn from_ref(broker: &Broker) -> Self {
+        broker.options.advertise.clone()
+    }
 }
 
 impl Broker {
     /// A user as others see it (`mobile` only for `viewer` themself),
-    /// with an absolute portrait URL.
-    pub fn profile(&self, user: &crate::store::User, viewer: &str) -> serde_json::Value {
-        let portrait = absolute_url(&self.options.app_base_url, user.portrait.as_deref());
+    /// with a portrait URL on the host of `urls`.
+    pub fn profile(
+        &self,
+        user: &crate::store::User,
+        viewer: &str,
+        urls: &PublicUrls,
+    ) -> serde_json::Value {
+        let portrait = urls.absolute(user.portrait.as_deref());
         let mut v = serde_json::json!({"userId": user.id, "displayName": user.display_name, "portrait": portrait});
         if user.id == viewer {
             v["mobile"] = serde_json::json!(user.mobile);
@@ -171,6 +182,7 @@ pub struct WsQuery {
     responses((status = 101, description = "switching to the WebSocket chat protocol (docs/PROTOCOL.md)"), (status = 403, description = "an Origin that is not allowed", content_type = "text/plain", body = String)))]
 pub async fn ws(
     State(broker): State<Broker>,
+    urls: PublicUrls,
     headers: HeaderMap,
     query: Result<Query<WsQuery>, QueryRejection>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -223,7 +235,7 @@ pub async fn ws(
         .on_upgrade(move |socket| {
             let tracker = broker.connections.clone();
             tracker.track_future(async move {
-                conn::run(socket, broker, token).await;
+                conn::run(socket, broker, token, urls).await;
                 drop(slot);
             })
         })

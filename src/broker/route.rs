@@ -3,6 +3,7 @@
 use axum::extract::State;
 
 use super::Broker;
+use crate::advertise::PublicUrls;
 use crate::app_server::error::{ApiError, ApiResult};
 use crate::app_server::extract::ApiJson;
 use crate::app_server::reply::Reply;
@@ -13,13 +14,20 @@ use crate::wire::ws::{RouteRequest, RouteResult};
 #[derive(Debug, Clone)]
 pub struct Node {
     pub name: String,
-    pub host: String,
+    /// Its own host, or `None` for this process's broker, which clients
+    /// reach by the host they reached us by.
+    pub host: Option<String>,
     pub port: u16,
 }
 
 impl Node {
-    pub fn ws_url(&self) -> String {
-        format!("ws://{}:{}/ws", self.host, self.port)
+    /// The host `urls`'s client reaches this node by.
+    pub fn host_for(&self, urls: &PublicUrls) -> String {
+        self.host.clone().unwrap_or_else(|| urls.host().to_owned())
+    }
+
+    pub fn ws_url(&self, urls: &PublicUrls) -> String {
+        format!("ws://{}:{}/ws", self.host_for(urls), self.port)
     }
 }
 
@@ -41,6 +49,7 @@ impl RouteStrategy for SingleNode {
     responses((status = 200, description = "`code` 0 where to connect, 13 bad or expired IM token", body = ApiResponse<RouteResult>)))]
 pub async fn route(
     State(broker): State<Broker>,
+    urls: PublicUrls,
     ApiJson(req): ApiJson<RouteRequest>,
 ) -> ApiResult<Reply<RouteResult>> {
     let claims = broker
@@ -59,9 +68,9 @@ pub async fn route(
     }
     let node = broker.options.routes.route(&claims.sub);
     Ok(Reply::ok(RouteResult {
-        host: node.host.clone(),
+        host: node.host_for(&urls),
         port: node.port,
-        ws_url: node.ws_url(),
+        ws_url: node.ws_url(&urls),
         node: node.name.clone(),
     }))
 }

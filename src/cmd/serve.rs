@@ -121,6 +121,24 @@ async fn banner(config: &ServeConfig, running: &Running) -> anyhow::Result<Strin
     } else {
         format!(" --app-server {url}")
     };
+    let public = running.state.advertise.default_urls();
+    let devices = if public.is_loopback() {
+        String::new()
+    } else {
+        let how = if running.state.advertise.follows_requests() {
+            format!(
+                "each client gets URLs on the address it reached imctl by; {} is this machine's (--advertise-host sets one for all)",
+                public.host()
+            )
+        } else {
+            format!("every URL handed out names {}", public.host())
+        };
+        format!(
+            "\x20 devices      {how}\n{}\x20 scan         the app-server's address, for a phone:\n{}\n",
+            super::status::client_settings_text(&public.client_settings()),
+            crate::qr_image::terminal(&public.app_server()),
+        )
+    };
     Ok(format!(
         "imctl {version} is ready\n\
          \x20 web page     {url}/\n\
@@ -137,7 +155,8 @@ async fn banner(config: &ServeConfig, running: &Running) -> anyhow::Result<Strin
          \x20 users        {users}\n\
          \x20 try          open {url}/ and click Simulate phone → alice, then chat with   imctl client --user bob{simulate}\n\
          \x20              imctl client --user alice{simulate}   and   imctl client --user bob{simulate}   (chat in two terminals)\n\
-         \x20              imctl simulate web-login{simulate}   then   imctl simulate approve --latest --as alice{simulate}\n",
+         \x20              imctl simulate web-login{simulate}   then   imctl simulate approve --latest --as alice{simulate}\n\
+         {devices}",
         version = env!("CARGO_PKG_VERSION"),
     ))
 }

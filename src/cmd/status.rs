@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::Failure;
 use crate::client::AppClient;
 use crate::client::app::exit;
-use crate::wire::http::StackStatus;
+use crate::wire::http::{ClientSettings, StackStatus};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -88,6 +88,10 @@ fn render(s: &StackStatus, output: Output) -> String {
             ("IMCTL_APP_SERVER", s.app_server.as_str()),
             ("IMCTL_BROKER_URL", s.ws_url.as_str()),
             ("IMCTL_ROUTE_URL", s.route_url.as_str()),
+            (
+                "IMCTL_IM_SERVER_HOST",
+                s.clients.android.im_server_host.as_str(),
+            ),
         ]
         .iter()
         .map(|(k, v)| format!("export {k}={}\n", shell_quote(v)))
@@ -97,7 +101,7 @@ fn render(s: &StackStatus, output: Output) -> String {
              \x20 app-server  {}\n\
              \x20 broker      {}  (route {})\n\
              \x20 data        {}\n\
-             \x20 users {} · connections {} · live QR sessions {}\n",
+             \x20 users {} · connections {} · live QR sessions {}\n{}",
             s.version,
             s.pid,
             humantime::format_duration(Duration::from_secs(s.uptime_ms.max(0) as u64 / 1000)),
@@ -108,8 +112,39 @@ fn render(s: &StackStatus, output: Output) -> String {
             s.users,
             s.connections,
             s.qr_sessions,
+            if is_loopback_url(&s.app_server) {
+                String::new()
+            } else {
+                client_settings_text(&s.clients)
+            },
         ),
     }
+}
+
+/// Whether a URL's host is loopback (the official clients' settings are
+/// only worth printing for an address a device can reach).
+pub fn is_loopback_url(url: &str) -> bool {
+    let authority = url.split_once("://").map_or(url, |(_, rest)| rest);
+    crate::advertise::is_loopback_host(authority.split('/').next().unwrap_or_default())
+}
+
+/// The official Wildfire clients' settings, ready to paste.
+pub fn client_settings_text(c: &ClientSettings) -> String {
+    let (app, host) = (&c.android.app_server_address, &c.android.im_server_host);
+    let v = &c.vue_chat;
+    format!(
+        "\x20 Android      Config.java   APP_SERVER_ADDRESS = \"{app}\";  IM_SERVER_HOST = \"{host}\";\n\
+         \x20 iOS          WFCConfig.m   APP_SERVER_ADDRESS = @\"{}\";  IM_SERVER_HOST = @\"{}\";\n\
+         \x20 vue-chat     config.js     APP_SERVER = '{}';  IM_SERVER_HOST = '{}';  ROUTE_PORT = {};  USE_WSS = {};  WS_PATH = '{}';\n\
+         \x20              (the Android emulator reaches this machine as 10.0.2.2: use that instead of {host} there)\n",
+        c.ios.app_server_address,
+        c.ios.im_server_host,
+        v.app_server,
+        v.im_server_host,
+        v.route_port,
+        v.use_wss,
+        v.ws_path,
+    )
 }
 
 /// Single quotes for a POSIX shell.

@@ -35,6 +35,10 @@ pub struct ServeConfig {
     #[arg(long, env = "IMCTL_HOST", default_value = "127.0.0.1")]
     pub host: IpAddr,
 
+    /// Host put in every URL handed to clients (routeUrl, wsUrl, portraits, media) [default: loopback when listening on loopback; listening on 0.0.0.0 or ::, the host each request was addressed to]
+    #[arg(long, env = "IMCTL_ADVERTISE_HOST", value_parser = crate::advertise::parse_advertise_host)]
+    pub advertise_host: Option<String>,
+
     /// Port of the app-server (login API, web client, dev API); 0 picks a free port
     #[arg(long, env = "IMCTL_APP_PORT", default_value_t = 8888)]
     pub app_port: u16,

@@ -274,6 +274,49 @@ pub struct StackStatus {
     pub users: usize,
     pub connections: usize,
     pub qr_sessions: usize,
+    /// What to paste into the official Wildfire clients, on the host this
+    /// status was asked for by.
+    #[serde(default)]
+    pub clients: ClientSettings,
+}
+
+/// The official Wildfire clients' settings that point them at this stack.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientSettings {
+    /// android-chat's `Config.java`.
+    pub android: MobileSettings,
+    /// ios-chat's `WFCConfig.m` (the same two settings).
+    pub ios: MobileSettings,
+    /// vue-chat's `config.js`.
+    pub vue_chat: VueChatSettings,
+}
+
+/// `APP_SERVER_ADDRESS` and `IM_SERVER_HOST`, as android-chat and ios-chat name them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct MobileSettings {
+    /// `http://host:port` of the app-server.
+    #[serde(rename = "APP_SERVER_ADDRESS")]
+    pub app_server_address: String,
+    /// The broker's host only: no scheme, no port.
+    #[serde(rename = "IM_SERVER_HOST")]
+    pub im_server_host: String,
+}
+
+/// vue-chat's `config.js` settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct VueChatSettings {
+    #[serde(rename = "APP_SERVER")]
+    pub app_server: String,
+    #[serde(rename = "IM_SERVER_HOST")]
+    pub im_server_host: String,
+    /// The broker's port, where `/route` answers.
+    #[serde(rename = "ROUTE_PORT")]
+    pub route_port: u16,
+    #[serde(rename = "USE_WSS")]
+    pub use_wss: bool,
+    #[serde(rename = "WS_PATH")]
+    pub ws_path: String,
 }
 
 /// One event of `GET /_dev/feed`: everything the dev dashboard shows.

@@ -240,6 +240,22 @@ const STACK_STATUS: K = K::Obj(&[
     ("users", K::U32),
     ("connections", K::U32),
     ("qrSessions", K::U32),
+    ("clients", CLIENT_SETTINGS),
+]);
+const MOBILE_SETTINGS: K = K::Obj(&[("APP_SERVER_ADDRESS", K::Str), ("IM_SERVER_HOST", K::Str)]);
+const CLIENT_SETTINGS: K = K::Obj(&[
+    ("android", MOBILE_SETTINGS),
+    ("ios", MOBILE_SETTINGS),
+    (
+        "vueChat",
+        K::Obj(&[
+            ("APP_SERVER", K::Str),
+            ("IM_SERVER_HOST", K::Str),
+            ("ROUTE_PORT", K::U16),
+            ("USE_WSS", K::Bool),
+            ("WS_PATH", K::Str),
+        ]),
+    ),
 ]);
 
 /// Serializes `T` back after decoding: the types both sides share.

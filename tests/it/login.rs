@@ -351,6 +351,15 @@ async fn dev_users_health_and_avatars() {
     let avatar = s.get("/avatar/alice.svg").await;
     assert_eq!(avatar.headers()["content-type"], "image/svg+xml");
     assert!(avatar.text().await.unwrap().contains(">A</text>"));
-    let page = s.get("/").await.text().await.unwrap();
+    let page = s
+        .http
+        .get(format!("{}/", s.url))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(page.contains("/pc_session"));
 }

@@ -17,6 +17,7 @@ mod cors_browser;
 mod dashboard;
 mod durability;
 mod fuzz;
+mod lan;
 mod limits_http;
 mod limits_store;
 mod limits_ws;

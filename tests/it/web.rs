@@ -187,7 +187,13 @@ async fn shutdown_ends_the_stream_with_an_event() {
 #[tokio::test]
 async fn the_page_and_its_assets_are_served_with_a_strict_policy() {
     let s = start(&[]).await;
-    let page = s.get("/").await;
+    let page = s
+        .http
+        .get(format!("{}/", s.url))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), 200);
     let csp = page.headers()["content-security-policy"]
         .to_str()
