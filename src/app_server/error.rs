@@ -4,6 +4,7 @@
 use axum::Json;
 use axum::response::{IntoResponse, Response};
 
+use super::account::AccountError;
 use super::qr::QrError;
 use super::sms::SmsError;
 use crate::wire::http::{ApiResponse, code};
@@ -28,6 +29,8 @@ pub enum ApiError {
     Sms(#[from] SmsError),
     #[error(transparent)]
     Qr(#[from] QrError),
+    #[error(transparent)]
+    Account(#[from] AccountError),
     /// Details are logged, never sent.
     #[error("server error; see the imctl log")]
     Database(#[from] sqlx::Error),
@@ -59,6 +62,7 @@ impl ApiError {
                 }
                 QrError::Full(_) | QrError::FullForClient(_) => code::SEND_TOO_OFTEN,
             },
+            ApiError::Account(e) => e.code(),
             ApiError::Database(_) => code::SERVER_ERROR,
         }
     }

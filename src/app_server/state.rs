@@ -26,6 +26,8 @@ pub struct Inner {
     /// `/send_code` and `/login` calls per client address per minute
     /// (`None` with `--no-rate-limits`).
     pub login_rate: Option<super::rate::Window>,
+    /// Password reset and deletion codes, per-account limits.
+    pub accounts: super::account::Accounts,
     pub poll_timeout: Duration,
     pub session_ttl: Duration,
     /// `http://host:port` of this app-server, as clients reach it.

@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod account;
 mod admin;
 mod bench;
 mod broker;
@@ -13,6 +14,7 @@ mod cli;
 mod client;
 mod dashboard;
 mod durability;
+mod favorites;
 mod fuzz;
 mod limits_http;
 mod limits_store;
