@@ -398,3 +398,26 @@ async fn exports_carry_no_password() {
     assert!(export.contains("\"bob\""), "{export}");
     assert!(!export.contains("bob-secret-pw") && !export.contains("$argon2"));
 }
+
+#[tokio::test]
+async fn simulate_mobile_login_with_a_password() {
+    let s = start(&[]).await;
+    with_password(&s, "13800000002", "bob-pw-123").await;
+    let state = tempfile::tempdir().unwrap();
+    let args = ["mobile-login", "--user", "bob", "--password", "bob-pw-123"];
+    let out = crate::common::simulate(state.path(), &s.url, &args).await;
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    let v: Value = serde_json::from_str(&crate::common::stdout(&out)).unwrap();
+    assert_eq!(v["userId"], "bob");
+    let saved = std::fs::read_to_string(state.path().join("phones.json")).unwrap();
+    assert!(saved.contains("13800000002") && !saved.contains("bob-pw-123"));
+
+    let args = ["mobile-login", "--user", "bob", "--password", "wrong-pw"];
+    let out = crate::common::simulate(state.path(), &s.url, &args).await;
+    assert!(!out.status.success());
+    assert!(
+        crate::common::stderr(&out).contains("wrong mobile or password"),
+        "{}",
+        crate::common::stderr(&out)
+    );
+}
