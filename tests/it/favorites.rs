@@ -226,6 +226,22 @@ async fn a_group_announcement_is_kept_and_posted_to_the_group() {
             .await;
         assert_eq!(r.code(), 15, "{text}: {}", r.body);
     }
+    // Muted: refused, and the old announcement stays.
+    let muted = s
+        .http
+        .post(format!("{}/admin/groups/{group}/mute", s.url))
+        .header("X-Admin-Secret", &s.running.state.admin_secret)
+        .send()
+        .await
+        .unwrap();
+    assert!(muted.status().is_success());
+    let other = json!({"groupId": group, "text": "cancelled"});
+    let r = s.post("/put_group_announcement", other, Some(&bob)).await;
+    assert_eq!(r.code(), 14, "{}", r.body);
+    let r = s
+        .post("/get_group_announcement", get.clone(), Some(&bob))
+        .await;
+    assert_eq!(r.body["result"]["text"], "Standup at 10\nin room 2");
     assert_eq!(
         s.post("/get_group_announcement", json!({}), Some(&bob))
             .await
