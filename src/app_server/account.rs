@@ -259,8 +259,7 @@ async fn password_matches(hash: Option<String>, password: &str) -> ApiResult<boo
 }
 
 fn internal(e: &dyn std::fmt::Display) -> ApiError {
-    tracing::error!(error = %e, "password hashing failed");
-    ApiError::Database(sqlx::Error::Protocol("password hashing failed".into()))
+    ApiError::Internal(format!("password hashing failed: {e}"))
 }
 
 /// Checks `user`'s password, counting a wrong one towards the lock.

@@ -1,21 +1,19 @@
 //! Group announcements: one per group, set by a member and posted into the
 //! group as a text message from them.
 
-use axum::extract::State;
-use serde_json::Value;
-
 use super::account::AccountError;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, AuthUser};
 use super::reply::Reply;
-use super::state::AppState;
-use crate::broker::writer::{Replier, WriteOp};
+use super::state::{AppState, WriterRefusal};
+use crate::broker::writer::WriteOp;
 use crate::store::{Announcement, NewMessage};
 use crate::wire::http::{
     ApiResponse, GetAnnouncementRequest, GroupAnnouncement, PutAnnouncementRequest,
 };
 use crate::wire::limits;
 use crate::wire::ws::{Content, ConvType, Conversation};
+use axum::extract::State;
 
 impl From<Announcement> for GroupAnnouncement {
     fn from(a: Announcement) -> Self {
@@ -121,27 +119,22 @@ async fn post_to_group(
         client_msg_id: None,
         recipients: None,
     };
-    let gone = || ApiError::TooMany("the server is shutting down".into());
-    let (reply, answer) = Replier::once();
-    state
-        .broker
-        .writer
-        .send(WriteOp::Send {
+    let answer = state
+        .through_writer(|reply| WriteOp::Send {
             msg,
             id: None,
             reply,
         })
-        .await
-        .map_err(|_| gone())?;
-    let frame = answer.await.map_err(|_| gone())?;
-    let v: Value = serde_json::from_str(frame.as_str()).expect("the writer answers JSON");
-    if v["op"] == "error" {
-        let message = v["message"].as_str().unwrap_or_default().to_owned();
-        return Err(match v["code"].as_i64() {
+        .await;
+    match answer {
+        Ok(_) => Ok(()),
+        Err(WriterRefusal::ShuttingDown) => Err(ApiError::Internal(
+            "the broker's writer has stopped (shutting down)".into(),
+        )),
+        Err(WriterRefusal::Refused { code, message }) => Err(match code {
             Some(403) => AccountError::NoPermission(message).into(),
             Some(404) => ApiError::NotFound(message),
             _ => ApiError::InvalidParameter(message),
-        });
+        }),
     }
-    Ok(())
 }

@@ -34,6 +34,9 @@ pub enum ApiError {
     /// Details are logged, never sent.
     #[error("server error; see the imctl log")]
     Database(#[from] sqlx::Error),
+    /// Details are logged, never sent.
+    #[error("server error; see the imctl log")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -63,15 +66,17 @@ impl ApiError {
                 QrError::Full(_) | QrError::FullForClient(_) => code::SEND_TOO_OFTEN,
             },
             ApiError::Account(e) => e.code(),
-            ApiError::Database(_) => code::SERVER_ERROR,
+            ApiError::Database(_) | ApiError::Internal(_) => code::SERVER_ERROR,
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Database(e) = &self {
-            tracing::error!(error = %e, "database error");
+        match &self {
+            ApiError::Database(e) => tracing::error!(error = %e, "database error"),
+            ApiError::Internal(e) => tracing::error!(error = %e, "internal error"),
+            _ => {}
         }
         Json(ApiResponse::<()> {
             code: self.code(),

@@ -69,6 +69,17 @@ pub fn absolute_url(base: &str, url: Option<&str>) -> Option<String> {
     })
 }
 
+/// Why the broker's writer did not do an operation handed to it over HTTP.
+#[derive(Debug)]
+pub enum WriterRefusal {
+    ShuttingDown,
+    /// The writer's `error` frame: its code (403, 404 …) and message.
+    Refused {
+        code: Option<i64>,
+        message: String,
+    },
+}
+
 /// What a successful login hands the client.
 pub struct Credentials {
     pub auth_token: String,
@@ -97,6 +108,30 @@ impl AppState {
             portrait: self.portrait_url(user.portrait.as_deref()),
             ..user.summary()
         }
+    }
+
+    /// Hands an operation to the broker's writer (the admin API's messages,
+    /// group announcements) and waits for its answer frame.
+    pub async fn through_writer(
+        &self,
+        op: impl FnOnce(crate::broker::writer::Replier) -> crate::broker::writer::WriteOp,
+    ) -> Result<serde_json::Value, WriterRefusal> {
+        let (replier, answer) = crate::broker::writer::Replier::once();
+        self.broker
+            .writer
+            .send(op(replier))
+            .await
+            .map_err(|_| WriterRefusal::ShuttingDown)?;
+        let frame = answer.await.map_err(|_| WriterRefusal::ShuttingDown)?;
+        let v: serde_json::Value =
+            serde_json::from_str(frame.as_str()).expect("the writer answers JSON");
+        if v["op"] == "error" {
+            return Err(WriterRefusal::Refused {
+                code: v["code"].as_i64(),
+                message: v["message"].as_str().unwrap_or_default().to_owned(),
+            });
+        }
+        Ok(v)
     }
 
     /// Opens a login session (`authToken`) and issues an IM token for it.

@@ -397,6 +397,21 @@ async fn exports_carry_no_password() {
         .unwrap();
     assert!(export.contains("\"bob\""), "{export}");
     assert!(!export.contains("bob-secret-pw") && !export.contains("$argon2"));
+    // The store keeps a salted argon2id hash with OWASP's parameters.
+    let stored = s
+        .running
+        .state
+        .store
+        .password("bob")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        stored.hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{}",
+        stored.hash
+    );
+    assert!(!stored.hash.contains("bob-secret-pw"));
 }
 
 #[tokio::test]
