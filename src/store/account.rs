@@ -152,20 +152,7 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
             match heir {
-                Some(heir) => {
-                    sqlx::query(
-                        "UPDATE group_members SET role = 'owner' WHERE group_id = ? AND user_id = ?",
-                    )
-                    .bind(&group)
-                    .bind(&heir)
-                    .execute(&mut *tx)
-                    .await?;
-                    sqlx::query("UPDATE groups SET owner = ? WHERE id = ?")
-                        .bind(&heir)
-                        .bind(&group)
-                        .execute(&mut *tx)
-                        .await?;
-                }
+                Some(heir) => super::groups::make_owner(&mut tx, &group, &heir).await?,
                 None => {
                     sqlx::query("UPDATE groups SET dissolved_at = ? WHERE id = ?")
                         .bind(now)

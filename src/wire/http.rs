@@ -43,13 +43,18 @@ pub fn number_or_numeric_string<'de, D: serde::Deserializer<'de>>(d: D) -> Resul
     }
     match Either::deserialize(d)? {
         Either::Number(n) => Ok(n),
-        Either::Text(t) => t.trim().parse().map_err(|_| {
-            serde::de::Error::custom(format!(
-                "expected a number, got {:?}",
-                t.chars().take(16).collect::<String>()
-            ))
-        }),
+        Either::Text(t) => numeric_text(&t),
     }
+}
+
+/// A number sent as text, or an error quoting (the start of) the text.
+fn numeric_text<T: std::str::FromStr, E: serde::de::Error>(text: &str) -> Result<T, E> {
+    text.trim().parse().map_err(|_| {
+        E::custom(format!(
+            "expected a number, got {:?}",
+            text.chars().take(16).collect::<String>()
+        ))
+    })
 }
 
 /// The envelope of every login API answer: `{code, message, result?}`.
@@ -325,12 +330,7 @@ pub fn lenient_i64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Err
         None => Ok(0),
         Some(Either::Number(n)) => Ok(n),
         Some(Either::Text(t)) if t.trim().is_empty() => Ok(0),
-        Some(Either::Text(t)) => t.trim().parse().map_err(|_| {
-            serde::de::Error::custom(format!(
-                "expected a number, got {:?}",
-                t.chars().take(16).collect::<String>()
-            ))
-        }),
+        Some(Either::Text(t)) => numeric_text(&t),
     }
 }
 

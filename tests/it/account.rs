@@ -1,5 +1,6 @@
 //! Passwords, display names and deleting an account, over real sockets.
 
+use imctl::client::chat::ChatError;
 use serde_json::{Value, json};
 
 use crate::common::{TestServer, start};
@@ -323,6 +324,8 @@ async fn destroy_deletes_the_account_but_not_what_others_received() {
         .await
         .unwrap();
     alice.next_push().await.unwrap();
+    let owned = s.group("13800000003", "carol's", &["alice"]).await;
+    let alone = s.group("13800000003", "just carol", &[]).await;
     let auth = with_password(&s, "13800000003", "carol-pw").await;
     let (_, old) = s.login("13800000003").await;
 
@@ -353,7 +356,23 @@ async fn destroy_deletes_the_account_but_not_what_others_received() {
     assert_eq!(r.code(), 0, "{}", r.body);
 
     // Connections closed, sessions and IM tokens refused, password gone.
-    assert!(carol.next_push().await.is_err(), "carol's socket is closed");
+    // Carol's socket closes with 4001 (after the group notifications she had).
+    let closed = loop {
+        match carol.next_push().await {
+            Ok(_) => continue,
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(
+            closed,
+            ChatError::Closed {
+                code: Some(4001),
+                ..
+            }
+        ),
+        "{closed:?}"
+    );
     let r = s
         .post("/change_name", json!({"newName": "ghost"}), Some(&auth))
         .await;
@@ -365,7 +384,11 @@ async fn destroy_deletes_the_account_but_not_what_others_received() {
         2,
     )
     .await;
-    assert!(refused.is_err(), "the old IM token is refused");
+    assert!(
+        matches!(refused, Err(ChatError::Refused { code: 498, .. })),
+        "the old IM token is refused: {:?}",
+        refused.map(|_| ())
+    );
     let r = s
         .post("/login_pwd", pwd_login("13800000003", "carol-pw"), None)
         .await;
@@ -384,6 +407,21 @@ async fn destroy_deletes_the_account_but_not_what_others_received() {
         .collect();
     assert_eq!(texts, [&json!("bye")], "{history}");
     assert_eq!(history["messages"][0]["msgId"], sent["msgId"]);
+
+    // Her group passed to alice; the one she was alone in is gone.
+    let store = &s.running.state.store;
+    let info = store.group_info(&owned).await.unwrap().unwrap();
+    assert_eq!(info.owner, "alice");
+    assert_eq!(info.members.len(), 1);
+    let groups = store.groups_of("alice").await.unwrap();
+    assert!(groups.iter().any(|g| g.id == owned && g.role == "owner"));
+    assert!(
+        store
+            .group_membership(&alone, "alice")
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // The mobile registers a new account.
     let (_, fresh) = s.login("13800000003").await;
