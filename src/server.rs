@@ -306,6 +306,7 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
         login_rate: rate_limited.then(|| {
             app_server::rate::Window::new(config.logins_per_ip_per_minute, Duration::from_secs(60))
         }),
+        accounts: app_server::account::Accounts::new(rate_limited),
         im_tokens,
         route_url: public.route_url(),
         super_code: config.super_code().map(str::to_owned),

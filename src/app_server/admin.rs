@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::sms::is_valid_mobile;
-use super::state::AppState;
+use super::state::{AppState, WriterRefusal};
 use crate::advertise::PublicUrls;
 use crate::broker::writer::{Replier, WriteOp};
 use crate::store::{GroupChange, NewMessage, User};
@@ -262,30 +262,21 @@ async fn through_writer(
     state: &AppState,
     op: impl FnOnce(Replier) -> WriteOp,
 ) -> AdminResult<Value> {
-    let (replier, answer) = Replier::once();
-    state.broker.writer.send(op(replier)).await.map_err(|_| {
-        fail(
+    state.through_writer(op).await.map_err(|e| match e {
+        WriterRefusal::ShuttingDown => fail(
             StatusCode::SERVICE_UNAVAILABLE,
             "the server is shutting down",
-        )
-    })?;
-    let frame = answer.await.map_err(|_| {
-        fail(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the server is shutting down",
-        )
-    })?;
-    let v: Value = serde_json::from_str(frame.as_str()).expect("the writer answers JSON");
-    if v["op"] == "error" {
-        let status = match v["code"].as_i64() {
-            Some(404) => StatusCode::NOT_FOUND,
-            Some(403) => StatusCode::FORBIDDEN,
-            Some(400) => StatusCode::BAD_REQUEST,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        return Err(fail(status, v["message"].as_str().unwrap_or_default()));
-    }
-    Ok(v)
+        ),
+        WriterRefusal::Refused { code, message } => {
+            let status = match code {
+                Some(404) => StatusCode::NOT_FOUND,
+                Some(403) => StatusCode::FORBIDDEN,
+                Some(400) => StatusCode::BAD_REQUEST,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            fail(status, message)
+        }
+    })
 }
 
 #[utoipa::path(post, path = "/admin/groups/{group}/dissolve", tag = "admin", security(("adminSecret" = [])), params(("group" = String, Path)),

@@ -4,6 +4,7 @@
 use axum::Json;
 use axum::response::{IntoResponse, Response};
 
+use super::account::AccountError;
 use super::qr::QrError;
 use super::sms::SmsError;
 use crate::wire::http::{ApiResponse, code};
@@ -28,9 +29,14 @@ pub enum ApiError {
     Sms(#[from] SmsError),
     #[error(transparent)]
     Qr(#[from] QrError),
+    #[error(transparent)]
+    Account(#[from] AccountError),
     /// Details are logged, never sent.
     #[error("server error; see the imctl log")]
     Database(#[from] sqlx::Error),
+    /// Details are logged, never sent.
+    #[error("server error; see the imctl log")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -61,15 +67,18 @@ impl ApiError {
                     code::SEND_TOO_OFTEN
                 }
             },
-            ApiError::Database(_) => code::SERVER_ERROR,
+            ApiError::Account(e) => e.code(),
+            ApiError::Database(_) | ApiError::Internal(_) => code::SERVER_ERROR,
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Database(e) = &self {
-            tracing::error!(error = %e, "database error");
+        match &self {
+            ApiError::Database(e) => tracing::error!(error = %e, "database error"),
+            ApiError::Internal(e) => tracing::error!(error = %e, "internal error"),
+            _ => {}
         }
         Json(ApiResponse::<()> {
             code: self.code(),

@@ -9,7 +9,10 @@ use super::reply::Reply;
 use super::sms::is_valid_mobile;
 use super::state::AppState;
 use crate::advertise::PublicUrls;
-use crate::wire::http::{ApiResponse, Empty, LoginRequest, LoginResult, SendCodeRequest, code};
+use crate::store::User;
+use crate::wire::http::{
+    ApiResponse, Empty, LoginRequest, LoginResult, SendCodeRequest, SmsLoginResult, code,
+};
 
 #[utoipa::path(post, path = "/send_code", tag = "login", request_body = SendCodeRequest,
     responses((status = 200, description = "`code` 0 sent (read it from `/_dev/sms`), 1 invalid mobile, 3 sent too recently, too many today for this mobile or too many requests from this address", body = ApiResponse<Empty>)))]
@@ -43,7 +46,7 @@ pub async fn send_code(
 }
 
 /// Counts a `/send_code` or `/login` call against its address's budget.
-fn per_address(state: &AppState, addr: std::net::IpAddr) -> ApiResult<()> {
+pub(super) fn per_address(state: &AppState, addr: std::net::IpAddr) -> ApiResult<()> {
     let Some(window) = &state.login_rate else {
         return Ok(());
     };
@@ -71,14 +74,14 @@ pub fn check_client(client_id: &str, platform: i32) -> ApiResult<()> {
 }
 
 #[utoipa::path(post, path = "/login", tag = "login", request_body = LoginRequest,
-    responses((status = 200, description = "`code` 0 logged in (the `authToken` header carries the session), 1 invalid mobile, 3 too many logins from this address, 5 code expired or burned, 6 wrong code, 13 banned, 15 bad clientId, platform or code",
-        body = ApiResponse<LoginResult>, headers(("authToken" = String, description = "the login session, on success")))))]
+    responses((status = 200, description = "`code` 0 logged in (the `authToken` header carries the session; `resetCode` lets `/reset_pwd` set a password within 10 minutes, once), 1 invalid mobile, 3 too many logins from this address, 5 code expired or burned, 6 wrong code, 13 banned, 15 bad clientId, platform or code",
+        body = ApiResponse<SmsLoginResult>, headers(("authToken" = String, description = "the login session, on success")))))]
 pub async fn login(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,
     urls: PublicUrls,
     ApiJson(req): ApiJson<LoginRequest>,
-) -> ApiResult<Reply<LoginResult>> {
+) -> ApiResult<Reply<SmsLoginResult>> {
     let mobile = req.mobile.trim();
     if !is_valid_mobile(mobile) {
         return Err(ApiError::InvalidMobile(req.mobile));
@@ -96,20 +99,53 @@ pub async fn login(
         state.sms.verify(mobile, code)?;
     }
     let (user, register) = state.store.user_for_mobile(mobile).await?;
+    let reply = logged_in(
+        &state,
+        &urls,
+        &user,
+        register,
+        &req.client_id,
+        req.platform,
+        "sms",
+    )
+    .await?;
+    let reset_code = state
+        .accounts
+        .issue(super::account::Purpose::Reset, &user.id);
+    Ok(Reply {
+        result: SmsLoginResult {
+            login: reply.result,
+            reset_code: Some(reset_code),
+        },
+        auth_token: reply.auth_token,
+    })
+}
+
+/// The answer to a successful login (SMS or password): refused for a banned
+/// user, else a new session (`authToken`) and IM token.
+pub(super) async fn logged_in(
+    state: &AppState,
+    urls: &PublicUrls,
+    user: &User,
+    register: bool,
+    client_id: &str,
+    platform: i32,
+    how: &'static str,
+) -> ApiResult<Reply<LoginResult>> {
     if state.store.is_banned(&user.id).await? {
-        return Err(ApiError::Banned(user.id));
+        return Err(ApiError::Banned(user.id.clone()));
     }
     let creds = state
-        .issue_credentials(&user.id, &req.client_id, req.platform)
+        .issue_credentials(&user.id, client_id, platform)
         .await?;
-    info!(user = ?user.id, platform = req.platform, register, "SMS login");
-    state.broker.hub.metrics.login("sms");
+    info!(user = ?user.id, platform, register, how, "login");
+    state.broker.hub.metrics.login(how);
     Ok(Reply::with_auth_token(
         LoginResult {
-            user_id: user.id,
+            user_id: user.id.clone(),
             token: creds.im_token,
             register,
-            user_name: Some(user.display_name),
+            user_name: Some(user.display_name.clone()),
             portrait: urls.absolute(user.portrait.as_deref()),
             route_url: Some(urls.route_url()),
         },

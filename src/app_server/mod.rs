@@ -1,11 +1,14 @@
 //! The app-server: the Wildfire-compatible login API, the QR pictures, the
 //! dev API and the web page. `app(state)` is the router; `serve` runs it.
 
+pub mod account;
 pub mod admin;
+pub mod announcements;
 pub mod cors;
 pub mod dev;
 pub mod error;
 pub mod extract;
+pub mod favorites;
 pub mod listen;
 pub mod login;
 pub mod media;
@@ -16,6 +19,7 @@ pub mod rate;
 pub mod reply;
 pub mod sms;
 pub mod state;
+pub mod version;
 pub mod web;
 
 use std::time::Duration;
@@ -49,6 +53,26 @@ pub fn app(state: AppState, origins: &std::sync::Arc<cors::Origins>) -> Router {
         .route("/pc_session/{token}/qr.svg", get(pc::qr_svg))
         .route("/pc_session/{token}/qr.png", get(pc::qr_png))
         .route("/pc_session/{token}/events", get(pc::session_events))
+        .route("/login_pwd", post(account::login_pwd))
+        .route("/send_reset_code", post(account::send_reset_code))
+        .route("/reset_pwd", post(account::reset_pwd))
+        .route("/change_pwd", post(account::change_pwd))
+        .route("/change_name", post(account::change_name))
+        .route("/send_destroy_code", post(account::send_destroy_code))
+        .route("/destroy", post(account::destroy))
+        .route(
+            "/put_group_announcement",
+            post(announcements::put_group_announcement),
+        )
+        .route(
+            "/get_group_announcement",
+            post(announcements::get_group_announcement),
+        )
+        .route("/fav/add", post(favorites::add))
+        .route("/fav/list", post(favorites::list))
+        .route("/fav/del/{id}", post(favorites::delete))
+        .route("/version/check", get(version::check))
+        .route("/avatar", get(version::by_name))
         // imctl's own.
         .route(
             "/media",
@@ -186,6 +210,7 @@ pub async fn sweep(state: AppState) {
         }
         state.sms.sweep();
         state.qr.sweep();
+        state.accounts.sweep();
         if let Some(w) = &state.login_rate {
             w.sweep();
         }

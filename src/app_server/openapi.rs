@@ -6,7 +6,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{OpenApi as Document, Server};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, dev, login, media, pc, web};
+use super::{account, admin, announcements, dev, favorites, login, media, pc, version, web};
 use crate::broker;
 
 #[derive(OpenApi)]
@@ -24,6 +24,10 @@ use crate::broker;
         dev::sms, dev::pc_sessions, dev::users, dev::status, dev::feed, dev::phone_action, dev::dashboard,
         web::index, web::asset, web::config, web::healthz, web::readyz, web::metrics, web::avatar,
         broker::route::route, broker::ws,
+        account::login_pwd, account::send_reset_code, account::reset_pwd, account::change_pwd,
+        account::change_name, account::send_destroy_code, account::destroy,
+        announcements::put_group_announcement, announcements::get_group_announcement,
+        favorites::add, favorites::list, favorites::delete, version::check, version::by_name,
     ),
     components(schemas(
         crate::wire::http::QrStatusEvent, crate::wire::http::ScannedResult, crate::wire::http::PollTimeout,
@@ -38,6 +42,9 @@ use crate::broker;
         (name = "web", description = "The built-in web client and client configuration"),
         (name = "health", description = "Probes and metrics"),
         (name = "broker", description = "The broker's HTTP side (on its own port)"),
+        (name = "account", description = "Passwords, display name and deleting the account (Wildfire-compatible)"),
+        (name = "groups", description = "Group announcements (Wildfire-compatible)"),
+        (name = "favorites", description = "Favorites (Wildfire-compatible)"),
     )
 )]
 struct ApiDoc;

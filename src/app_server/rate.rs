@@ -1,7 +1,9 @@
-//! Fixed-window rate limits keyed by client address: how often one client
-//! may ask for SMS codes and log in.
+//! Fixed-window rate limits keyed by client address (how often one client
+//! may ask for SMS codes and log in) or by account (password and account
+//! deletion calls).
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -9,13 +11,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// At most `limit` events per key per `period`.
-pub struct Window {
+pub struct Window<K = IpAddr> {
     limit: u32,
     period: Duration,
-    counts: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    counts: Mutex<HashMap<K, (Instant, u32)>>,
 }
 
-impl Window {
+impl<K: Hash + Eq> Window<K> {
     pub fn new(limit: u32, period: Duration) -> Self {
         Self {
             limit,
@@ -25,7 +27,7 @@ impl Window {
     }
 
     /// Counts one event of `key`; `Err(retry_in)` when its window is full.
-    pub fn hit(&self, key: IpAddr) -> Result<(), Duration> {
+    pub fn hit(&self, key: K) -> Result<(), Duration> {
         let now = Instant::now();
         let mut counts = self.counts.lock().unwrap();
         let window = counts.entry(key).or_insert((now, 0));

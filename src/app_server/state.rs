@@ -28,6 +28,8 @@ pub struct Inner {
     /// `/send_code` and `/login` calls per client address per minute
     /// (`None` with `--no-rate-limits`).
     pub login_rate: Option<super::rate::Window>,
+    /// Password reset and deletion codes, per-account limits.
+    pub accounts: super::account::Accounts,
     pub poll_timeout: Duration,
     pub session_ttl: Duration,
     /// `http://host:port` of this app-server on the default host, where there
@@ -66,6 +68,17 @@ impl FromRef<AppState> for Advertise {
     }
 }
 
+/// Why the broker's writer did not do an operation handed to it over HTTP.
+#[derive(Debug)]
+pub enum WriterRefusal {
+    ShuttingDown,
+    /// The writer's `error` frame: its code (403, 404 …) and message.
+    Refused {
+        code: Option<i64>,
+        message: String,
+    },
+}
+
 /// What a successful login hands the client.
 pub struct Credentials {
     pub auth_token: String,
@@ -80,6 +93,30 @@ impl AppState {
     /// The broker's WebSocket URL.
     pub fn ws_url(&self) -> String {
         format!("{}/ws", self.broker_url.replacen("http://", "ws://", 1))
+    }
+
+    /// Hands an operation to the broker's writer (the admin API's messages,
+    /// group announcements) and waits for its answer frame.
+    pub async fn through_writer(
+        &self,
+        op: impl FnOnce(crate::broker::writer::Replier) -> crate::broker::writer::WriteOp,
+    ) -> Result<serde_json::Value, WriterRefusal> {
+        let (replier, answer) = crate::broker::writer::Replier::once();
+        self.broker
+            .writer
+            .send(op(replier))
+            .await
+            .map_err(|_| WriterRefusal::ShuttingDown)?;
+        let frame = answer.await.map_err(|_| WriterRefusal::ShuttingDown)?;
+        let v: serde_json::Value =
+            serde_json::from_str(frame.as_str()).expect("the writer answers JSON");
+        if v["op"] == "error" {
+            return Err(WriterRefusal::Refused {
+                code: v["code"].as_i64(),
+                message: v["message"].as_str().unwrap_or_default().to_owned(),
+            });
+        }
+        Ok(v)
     }
 
     /// Opens a login session (`authToken`) and issues an IM token for it.

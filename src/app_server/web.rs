@@ -124,12 +124,19 @@ pub async fn avatar(Path(file): Path<String>) -> Response {
     let Some(id) = file.strip_suffix(".svg").filter(|id| !id.is_empty()) else {
         return (StatusCode::NOT_FOUND, "avatars are /avatar/{userId}.svg").into_response();
     };
-    let initial = id
+    avatar_svg(id)
+}
+
+/// A coloured disc with `seed`'s first letter (`?` when it starts with
+/// anything but a letter or digit), its hue a hash of the whole seed. Only
+/// that one alphanumeric character reaches the SVG, so nothing needs escaping.
+pub fn avatar_svg(seed: &str) -> Response {
+    let initial: String = seed
         .chars()
         .next()
-        .filter(char::is_ascii_alphanumeric)
-        .map_or('?', |c| c.to_ascii_uppercase());
-    let hue = id
+        .filter(|c| c.is_alphanumeric())
+        .map_or_else(|| "?".to_owned(), |c| c.to_uppercase().collect());
+    let hue = seed
         .bytes()
         .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32))
         % 360;

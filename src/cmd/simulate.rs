@@ -15,7 +15,7 @@ use crate::client::profiles::{PhoneProfile, Profiles, default_state_dir};
 use crate::client::session::printable;
 use crate::client::{AppClient, ClientError};
 use crate::store::now_ms;
-use crate::wire::http::{PcSessionInfo, PcSessionResult, code};
+use crate::wire::http::{LoginResult, PasswordLoginRequest, PcSessionInfo, PcSessionResult, code};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -51,8 +51,11 @@ pub enum Action {
         #[arg(long)]
         user: Option<String>,
         /// Use this code instead of requesting one (e.g. the super code 66666)
-        #[arg(long)]
+        #[arg(long, conflicts_with = "password")]
         code: Option<String>,
+        /// Log in with this password (`/login_pwd`) instead of an SMS code
+        #[arg(long, env = "IMCTL_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
     },
     /// Scan a QR code: the web page then shows who scanned
     Scan(TargetArgs),
@@ -122,13 +125,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         json: args.json,
     };
     match args.action {
-        Action::MobileLogin { mobile, user, code } => {
+        Action::MobileLogin {
+            mobile,
+            user,
+            code,
+            password,
+        } => {
             let mobile = match (mobile, user) {
                 (Some(m), _) => m,
                 (None, Some(u)) => login::resolve_mobile(&phone.client, &u).await?,
                 (None, None) => unreachable!("clap requires one"),
             };
-            let p = phone.mobile_login(&mobile, code.as_deref()).await?;
+            let p = match password {
+                Some(pw) => phone.password_login(&mobile, &pw).await?,
+                None => phone.mobile_login(&mobile, code.as_deref()).await?,
+            };
             phone.print(
                 json!({"userId": p.user_id, "mobile": p.mobile, "displayName": p.display_name}),
                 format!(
@@ -199,6 +210,34 @@ impl Phone {
         let client_id = format!("imctl-phone-{mobile}");
         let (result, auth_token) =
             login::sms_login(&self.client, mobile, code, &client_id, 2).await?;
+        self.save(mobile, result, auth_token)
+    }
+
+    /// Password login (`/login_pwd`) as a phone does it, then saves the session.
+    async fn password_login(
+        &mut self,
+        mobile: &str,
+        password: &str,
+    ) -> anyhow::Result<PhoneProfile> {
+        let req = PasswordLoginRequest {
+            mobile: mobile.to_owned(),
+            password: password.to_owned(),
+            client_id: format!("imctl-phone-{mobile}"),
+            platform: 2,
+        };
+        let answer = self.client.post("/login_pwd", &req, None).await?;
+        let auth_token = answer.auth_token.clone();
+        let result: LoginResult = answer.ok()?;
+        let auth_token = auth_token.context("/login_pwd answered without an authToken header")?;
+        self.save(mobile, result, auth_token)
+    }
+
+    fn save(
+        &mut self,
+        mobile: &str,
+        result: LoginResult,
+        auth_token: String,
+    ) -> anyhow::Result<PhoneProfile> {
         let profile = PhoneProfile {
             app_server: self.client.base().to_owned(),
             mobile: mobile.to_owned(),

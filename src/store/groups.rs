@@ -161,6 +161,21 @@ async fn delete_members(conn: &mut SqliteConnection, group: &str, users: &[Strin
     Ok(())
 }
 
+/// Makes `heir` (a member) the owner of `group`.
+pub(super) async fn make_owner(conn: &mut SqliteConnection, group: &str, heir: &str) -> Result<()> {
+    sqlx::query("UPDATE group_members SET role = 'owner' WHERE group_id = ? AND user_id = ?")
+        .bind(group)
+        .bind(heir)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("UPDATE groups SET owner = ? WHERE id = ?")
+        .bind(heir)
+        .bind(group)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 fn dedup(users: &[String]) -> Vec<String> {
     let mut seen = HashSet::new();
     users
@@ -397,18 +412,7 @@ async fn plan(
             } else if role.as_deref() == Some("owner") {
                 // Ownership passes to the first admin, else the longest-standing member.
                 let heir = rest[0].user_id.clone();
-                sqlx::query(
-                    "UPDATE group_members SET role = 'owner' WHERE group_id = ? AND user_id = ?",
-                )
-                .bind(&group_id)
-                .bind(&heir)
-                .execute(&mut *conn)
-                .await?;
-                sqlx::query("UPDATE groups SET owner = ? WHERE id = ?")
-                    .bind(&heir)
-                    .bind(&group_id)
-                    .execute(&mut *conn)
-                    .await?;
+                make_owner(conn, &group_id, &heir).await?;
                 note["owner"] = json!(heir);
             }
             (note, members.clone())

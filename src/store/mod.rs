@@ -1,19 +1,23 @@
 //! The SQLite store. Every SQL statement of imctl lives in this module, always
 //! with bound parameters.
 
+mod account;
 mod admin;
 mod chat;
 mod convs;
+mod favorites;
 mod fixtures;
 mod groups;
 pub mod snapshot;
 mod social;
 
+pub use account::{Failure as PasswordFailure, PasswordRow};
 pub use admin::AdminUser;
 pub use chat::{
     Appended, Before, Delivered, Heads, MAX_IMPORTED_MSG_ID, NewMessage, msg_id, parse_msg_id,
 };
 pub use convs::{ConversationEntry, DeliveredTo};
+pub use favorites::{Announcement, Favorite};
 pub use fixtures::Fixtures;
 pub use groups::{GroupChange, GroupInfo, GroupMember, GroupOutcome, GroupSummary};
 pub use social::{FriendRequest, Media, Requested};

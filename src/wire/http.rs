@@ -17,10 +17,16 @@ pub mod code {
     pub const SESSION_EXPIRED: i32 = 8;
     pub const SESSION_SCANNED: i32 = 9;
     pub const SESSION_NOT_SCANNED: i32 = 10;
+    pub const NO_ANNOUNCEMENT: i32 = 12;
     pub const NOT_LOGGED_IN: i32 = 13;
+    pub const NO_PERMISSION: i32 = 14;
     pub const INVALID_PARAMETER: i32 = 15;
     pub const NOT_FOUND: i32 = 16;
+    pub const NAME_TAKEN: i32 = 17;
     pub const SESSION_CANCELLED: i32 = 18;
+    pub const PASSWORD_WRONG: i32 = 19;
+    pub const TOO_MANY_FAILURES: i32 = 20;
+    pub const WEAK_PASSWORD: i32 = 24;
 }
 
 /// Name of the header that carries the login session, both ways.
@@ -37,12 +43,7 @@ pub fn number_or_numeric_string<'de, D: serde::Deserializer<'de>>(d: D) -> Resul
     }
     match Either::deserialize(d)? {
         Either::Number(n) => Ok(n),
-        Either::Text(t) => t.trim().parse().map_err(|_| {
-            serde::de::Error::custom(format!(
-                "expected a number, got {:?}",
-                t.chars().take(16).collect::<String>()
-            ))
-        }),
+        Either::Text(t) => numeric_text(&t),
     }
 }
 
@@ -53,6 +54,16 @@ pub fn optional_number_or_numeric_string<'de, D: serde::Deserializer<'de>>(
     #[derive(Deserialize)]
     struct Number(#[serde(deserialize_with = "number_or_numeric_string")] i32);
     Ok(Option::<Number>::deserialize(d)?.map(|n| n.0))
+}
+
+/// A number sent as text, or an error quoting (the start of) the text.
+fn numeric_text<T: std::str::FromStr, E: serde::de::Error>(text: &str) -> Result<T, E> {
+    text.trim().parse().map_err(|_| {
+        E::custom(format!(
+            "expected a number, got {:?}",
+            text.chars().take(16).collect::<String>()
+        ))
+    })
 }
 
 /// The envelope of every login API answer: `{code, message, result?}`.
@@ -369,6 +380,208 @@ pub struct Uploaded {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DevError {
     pub error: String,
+}
+
+/// An integer sent as a JSON number, a numeric string or `null` (read as 0):
+/// Wildfire clients send message uids and favorite ids either way.
+pub fn lenient_i64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Number(i64),
+        Text(String),
+    }
+    match Option::<Either>::deserialize(d)? {
+        None => Ok(0),
+        Some(Either::Number(n)) => Ok(n),
+        Some(Either::Text(t)) if t.trim().is_empty() => Ok(0),
+        Some(Either::Text(t)) => numeric_text(&t),
+    }
+}
+
+/// A string that may be sent as `null` (read as empty).
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+}
+
+/// `/login`'s answer: a login plus a one-time code to set a password with.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SmsLoginResult {
+    #[serde(flatten)]
+    pub login: LoginResult,
+    /// Six digits that let `/reset_pwd` set a password without another SMS;
+    /// valid 10 minutes, once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_code: Option<String>,
+}
+
+/// `/send_reset_code`: the mobile, or none for the logged-in user's own.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct SendResetCodeRequest {
+    #[serde(default)]
+    pub mobile: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResetPasswordRequest {
+    /// Whose password; without it, the logged-in user's.
+    #[serde(default)]
+    pub mobile: Option<String>,
+    pub reset_code: String,
+    pub new_password: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangePasswordRequest {
+    pub old_password: String,
+    pub new_password: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PasswordLoginRequest {
+    pub mobile: String,
+    pub password: String,
+    pub client_id: String,
+    #[serde(deserialize_with = "number_or_numeric_string")]
+    #[schema(value_type = i32)]
+    pub platform: i32,
+}
+
+/// `/change_name`: the new display name.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangeNameRequest {
+    pub new_name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DestroyRequest {
+    pub code: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PutAnnouncementRequest {
+    pub group_id: String,
+    /// Ignored: the logged-in user is the author.
+    #[serde(default)]
+    pub author: Option<String>,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GetAnnouncementRequest {
+    pub group_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupAnnouncement {
+    pub group_id: String,
+    pub author: String,
+    pub text: String,
+    /// Milliseconds since the epoch.
+    pub timestamp: i64,
+}
+
+/// A favorite as `/fav/add` takes it and `/fav/list` gives it back. Every
+/// string is present (empty rather than missing): Android's parser throws
+/// on a missing key.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FavoriteItem {
+    /// Set by the server.
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub id: i64,
+    /// Set by the server: the owner.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub user_id: String,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub message_uid: i64,
+    /// The kept message's content type (1 text, 3 image …).
+    #[serde(rename = "type", deserialize_with = "lenient_i64")]
+    pub kind: i64,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub conv_type: i64,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub conv_target: String,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub conv_line: i64,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub origin: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub sender: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub title: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub url: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub thumb_url: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub data: String,
+    /// Set by the server: when it was kept (ms since the epoch).
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub timestamp: i64,
+}
+
+/// `/fav/list`: the page before `id` (0: the newest), `count` items.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FavoriteListRequest {
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub id: i64,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub count: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FavoriteList {
+    /// Newest first.
+    pub items: Vec<FavoriteItem>,
+    pub has_more: bool,
+}
+
+/// `/fav/add`'s answer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FavoriteAdded {
+    pub id: i64,
+}
+
+/// `GET /version/check`'s query; every field optional.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionCheckQuery {
+    #[serde(default)]
+    pub platform: Option<String>,
+    #[serde(default)]
+    pub current_version: Option<String>,
+    #[serde(default)]
+    pub build_number: Option<String>,
+}
+
+/// `GET /version/check`'s answer: imctl never offers an update.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionCheck {
+    pub need_update: bool,
+    pub force_update: bool,
+    /// The version the client runs.
+    pub latest_version: String,
+    pub build_number: String,
+    pub url: String,
+    pub description: String,
+}
+
+/// `GET /avatar?name=`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+pub struct AvatarQuery {
+    #[serde(default)]
+    pub name: String,
 }
 
 #[cfg(test)]

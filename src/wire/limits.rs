@@ -32,6 +32,18 @@ pub const MAX_LOCATION_TITLE: usize = 256;
 /// page stops here (with `more: true`) even below its `limit`, but always
 /// holds at least one message.
 pub const PAGE_BYTES: usize = 1024 * 1024;
+/// Characters of a password (argon2 hashes any length; this bounds the work).
+pub const MAX_PASSWORD: usize = 128;
+/// Characters of a group announcement.
+pub const MAX_ANNOUNCEMENT: usize = 2000;
+/// Favorites one user may keep (`/fav/add` answers 15 beyond).
+pub const MAX_FAVORITES: i64 = 1000;
+/// Favorites in one `/fav/list` page, whatever `count` asks for.
+pub const MAX_FAVORITES_PAGE: i64 = 100;
+/// Characters of a favorite's short fields (origin, sender, title, conversation target).
+pub const MAX_FAVORITE_FIELD: usize = 256;
+/// Bytes of a favorite's `data` (the kept message's own JSON or text).
+pub const MAX_FAVORITE_DATA: usize = 16 * 1024;
 
 /// Why a field was refused, as a sentence for the client.
 pub type Refused = String;

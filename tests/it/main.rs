@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod account;
 mod admin;
 mod bench;
 mod broker;
@@ -16,6 +17,7 @@ mod cors;
 mod cors_browser;
 mod dashboard;
 mod durability;
+mod favorites;
 mod fuzz;
 mod lan;
 mod limits_http;
