@@ -1,12 +1,10 @@
 -- Passwords: an argon2id PHC string per user (salt and parameters inside),
--- never the password. `failures` counts wrong tries since the last success;
--- `locked_until` (ms since the epoch) refuses password logins until then.
+-- never the password. (Wrong tries and locks are counted in memory, per
+-- mobile, whether or not it has an account.)
 CREATE TABLE passwords (
-    user_id      TEXT PRIMARY KEY REFERENCES users(id),
-    hash         TEXT NOT NULL,
-    failures     INTEGER NOT NULL DEFAULT 0,
-    locked_until INTEGER NOT NULL DEFAULT 0,
-    updated_at   INTEGER NOT NULL
+    user_id    TEXT PRIMARY KEY REFERENCES users(id),
+    hash       TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 
 -- Favorites: messages (or links) a user kept, as the Wildfire clients send them.

@@ -314,6 +314,7 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
         session_ttl: config.session_ttl,
         base_url: public.app_server(),
         advertise,
+        session_cookie: app_server::session::cookie_name(app_addr.port()),
         blobs,
         max_upload: config.max_upload,
         broker: broker.clone(),

@@ -2,15 +2,20 @@
 //! display name, and deleting the account.
 //!
 //! Passwords are stored as argon2id PHC strings (OWASP's m=19 MiB, t=2,
-//! p=1), hashed off the async threads. A password is weak (code 24) when it
-//! has fewer than [`MIN_PASSWORD`] characters or only one distinct
-//! character. Five wrong password logins in a row lock the account's
-//! password login for five minutes (code 20). Reset and deletion codes are
-//! six digits, kept in memory, single use, and die after five wrong tries.
+//! p=1), hashed off the async threads, [`HASHING_AT_ONCE`] at a time. A
+//! password is weak (code 24) when it has fewer than [`MIN_PASSWORD`]
+//! characters or only one distinct character. Five wrong passwords in a row
+//! for a mobile lock its password login for five minutes (code 20); tries
+//! are counted in memory per mobile, known or not, and reserved before the
+//! check, so neither the answers nor concurrent guesses tell more. Reset and
+//! deletion codes are six digits, kept in memory, sent under the SMS limits,
+//! single use, and die after five wrong tries (re-sending keeps the count).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
+
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
@@ -19,14 +24,14 @@ use axum::extract::State;
 use tokio::time::Instant;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{ApiJson, AuthUser, ClientAddr};
+use super::extract::{ApiJson, AuthUser, ClientAddr, HeaderUser};
 use super::login::{check_client, logged_in, per_address};
 use super::rate::Window;
 use super::reply::Reply;
 use super::sms::is_valid_mobile;
 use super::state::AppState;
 use crate::advertise::PublicUrls;
-use crate::store::{PasswordFailure, User, now_ms};
+use crate::store::{User, now_ms};
 use crate::wire::http::{
     ApiResponse, ChangeNameRequest, ChangePasswordRequest, DestroyRequest, Empty, LoginResult,
     PasswordLoginRequest, ResetPasswordRequest, SendResetCodeRequest, SmsEntry, code,
@@ -49,9 +54,13 @@ pub const CODE_TRIES: u32 = 5;
 /// Password, reset and deletion calls one account (or mobile) may make per
 /// minute, on top of the per-address limit.
 pub const ACCOUNT_CALLS_PER_MINUTE: u32 = 20;
-/// Pending codes kept at most; beyond, expired ones are swept first and
-/// the oldest dropped.
+/// Pending codes (and password try counts) kept at most; beyond, expired
+/// ones are swept first and a new one refused.
 const MAX_PENDING_CODES: usize = 100_000;
+/// Password hashes computed at once (each holds 19 MiB), and calls that may
+/// wait for one; beyond, code 3.
+pub const HASHING_AT_ONCE: usize = 2;
+const HASHING_QUEUE: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AccountError {
@@ -116,9 +125,18 @@ struct Pending {
     wrong: u32,
 }
 
+/// Wrong passwords in a row for one mobile.
+struct Tries {
+    count: i64,
+    last: Instant,
+    locked_until: Option<Instant>,
+}
+
 /// Account codes and per-account limits, shared by the handlers.
 pub struct Accounts {
     codes: Mutex<HashMap<(Purpose, String), Pending>>,
+    /// Password tries per mobile (or `user:ID` without one).
+    tries: Mutex<HashMap<String, Tries>>,
     /// `None` with `--no-rate-limits`.
     per_account: Option<Window<String>>,
 }
@@ -127,36 +145,81 @@ impl Accounts {
     pub fn new(rate_limited: bool) -> Self {
         Self {
             codes: Mutex::default(),
+            tries: Mutex::default(),
             per_account: rate_limited
                 .then(|| Window::new(ACCOUNT_CALLS_PER_MINUTE, Duration::from_secs(60))),
         }
     }
 
-    /// A fresh six-digit code for `user`, replacing any pending one.
-    pub fn issue(&self, purpose: Purpose, user: &str) -> String {
+    /// A fresh six-digit code for `user`, replacing any pending one but
+    /// keeping its wrong tries: re-sending does not buy more guesses.
+    pub fn issue(&self, purpose: Purpose, user: &str) -> ApiResult<String> {
         let code = format!("{:06}", rand::random_range(0..1_000_000u32));
         let now = Instant::now();
         let mut codes = self.codes.lock().unwrap();
         if codes.len() >= MAX_PENDING_CODES {
             codes.retain(|_, p| p.expires > now);
-            if codes.len() >= MAX_PENDING_CODES
-                && let Some(oldest) = codes
-                    .iter()
-                    .min_by_key(|(_, p)| p.expires)
-                    .map(|(k, _)| k.clone())
-            {
-                codes.remove(&oldest);
+            if codes.len() >= MAX_PENDING_CODES {
+                return Err(ApiError::TooMany(
+                    "too many account codes are pending; try again in a few minutes".into(),
+                ));
             }
         }
+        let key = (purpose, user.to_owned());
+        let wrong = codes
+            .get(&key)
+            .filter(|p| p.expires > now)
+            .map_or(0, |p| p.wrong);
         codes.insert(
-            (purpose, user.to_owned()),
+            key,
             Pending {
                 code: code.clone(),
                 expires: now + purpose.ttl(),
-                wrong: 0,
+                wrong,
             },
         );
-        code
+        Ok(code)
+    }
+
+    /// Reserves one password try for `key` before it is checked, so
+    /// concurrent guesses count too. `Ok(true)` when this try, if wrong,
+    /// locks; `Locked` while locked.
+    fn begin_try(&self, key: &str) -> ApiResult<bool> {
+        let now = Instant::now();
+        let mut tries = self.tries.lock().unwrap();
+        if tries.len() >= MAX_PENDING_CODES && !tries.contains_key(key) {
+            tries.retain(|_, t| t.live(now));
+            if tries.len() >= MAX_PENDING_CODES {
+                return Err(ApiError::TooMany(
+                    "too many password logins are failing; try again in a few minutes".into(),
+                ));
+            }
+        }
+        let t = tries.entry(key.to_owned()).or_insert(Tries {
+            count: 0,
+            last: now,
+            locked_until: None,
+        });
+        if let Some(until) = t.locked_until {
+            if until > now {
+                return Err(
+                    AccountError::Locked(until.duration_since(now).as_secs() as i64 + 1).into(),
+                );
+            }
+            (t.count, t.locked_until) = (0, None);
+        }
+        t.count += 1;
+        t.last = now;
+        if t.count >= PASSWORD_TRIES {
+            t.locked_until = Some(now + PASSWORD_LOCK);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// A right password: the count starts over.
+    fn right_try(&self, key: &str) {
+        self.tries.lock().unwrap().remove(key);
     }
 
     /// Uses up `user`'s code if `code` is it; a wrong one counts towards
@@ -201,6 +264,14 @@ impl Accounts {
         }
         let now = Instant::now();
         self.codes.lock().unwrap().retain(|_, p| p.expires > now);
+        self.tries.lock().unwrap().retain(|_, t| t.live(now));
+    }
+}
+
+impl Tries {
+    /// Locked, or with recent wrong tries worth remembering.
+    fn live(&self, now: Instant) -> bool {
+        self.locked_until.is_some_and(|u| u > now) || now.duration_since(self.last) < PASSWORD_LOCK
     }
 }
 
@@ -220,16 +291,30 @@ fn check_password_text(password: &str) -> ApiResult<()> {
         .map_err(ApiError::InvalidParameter)
 }
 
-/// Hashes a password with a fresh salt, off the async threads.
+static QUEUE: Semaphore = Semaphore::const_new(HASHING_QUEUE);
+static RUNNING: Semaphore = Semaphore::const_new(HASHING_AT_ONCE);
+
+/// Runs `f` (argon2) off the async threads, [`HASHING_AT_ONCE`] at a time:
+/// each holds 19 MiB, so a burst of password calls must not run them all.
+async fn hashing<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
+    let _queued = QUEUE.try_acquire().map_err(|_| {
+        ApiError::TooMany("the server is busy checking passwords; retry in a second".into())
+    })?;
+    let _running = RUNNING.acquire().await.expect("never closed");
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| internal(&e))
+}
+
+/// Hashes a password with a fresh salt.
 pub async fn hash_password(password: &str) -> ApiResult<String> {
     let password = password.to_owned();
-    tokio::task::spawn_blocking(move || {
+    hashing(move || {
         Argon2::default()
             .hash_password(password.as_bytes())
             .map(|h| h.to_string())
     })
-    .await
-    .map_err(|e| internal(&e))?
+    .await?
     .map_err(|e| internal(&e))
 }
 
@@ -238,7 +323,7 @@ pub async fn hash_password(password: &str) -> ApiResult<String> {
 async fn password_matches(hash: Option<String>, password: &str) -> ApiResult<bool> {
     static DUMMY: OnceLock<String> = OnceLock::new();
     let password = password.to_owned();
-    tokio::task::spawn_blocking(move || {
+    hashing(move || {
         let hash = hash.unwrap_or_else(|| {
             DUMMY
                 .get_or_init(|| {
@@ -256,65 +341,66 @@ async fn password_matches(hash: Option<String>, password: &str) -> ApiResult<boo
         })
     })
     .await
-    .map_err(|e| internal(&e))
 }
 
 fn internal(e: &dyn std::fmt::Display) -> ApiError {
     ApiError::Internal(format!("password hashing failed: {e}"))
 }
 
-/// Checks `user`'s password, counting a wrong one towards the lock.
-/// `Err(WrongCredentials)` for a wrong one; `Locked` while locked.
-async fn check_password(state: &AppState, user: Option<&User>, password: &str) -> ApiResult<()> {
-    let row = match user {
+/// Checks a password for the mobile `key` (its user, if any), counting a
+/// wrong one towards the lock. `Err(WrongCredentials)` for a wrong one or
+/// an unknown user alike; `Locked` while locked.
+async fn check_password(
+    state: &AppState,
+    key: &str,
+    user: Option<&User>,
+    password: &str,
+) -> ApiResult<()> {
+    let locks = state.accounts.begin_try(key)?;
+    let hash = match user {
         Some(u) => state.store.password(&u.id).await?,
         None => None,
     };
-    let now = now_ms();
-    if let Some(r) = &row
-        && r.locked_until > now
-    {
-        return Err(AccountError::Locked((r.locked_until - now + 999) / 1000).into());
-    }
-    let known = row.is_some();
-    if password_matches(row.map(|r| r.hash), password).await? && known {
-        let user = user.expect("a password row has a user");
-        state.store.clear_password_failures(&user.id).await?;
+    let known = hash.is_some();
+    if password_matches(hash, password).await? && known {
+        state.accounts.right_try(key);
         return Ok(());
     }
-    if let Some(u) = user.filter(|_| known) {
-        let lock_ms = PASSWORD_LOCK.as_millis() as i64;
-        match state
-            .store
-            .record_password_failure(&u.id, PASSWORD_TRIES, lock_ms)
-            .await?
-        {
-            PasswordFailure::Locked(until) => {
-                tracing::info!(user = ?u.id, "password login locked after wrong passwords");
-                return Err(AccountError::Locked((until - now + 999) / 1000).into());
-            }
-            PasswordFailure::Counted(_) => {}
-        }
+    if locks {
+        tracing::info!(mobile = ?key, "password login locked after wrong passwords");
+        return Err(AccountError::Locked(PASSWORD_LOCK.as_secs() as i64).into());
     }
     Err(AccountError::WrongCredentials.into())
 }
 
-/// The user a call without login names by `mobile`, else the caller.
+/// Whose password tries a user's count under: their mobile, as
+/// `/login_pwd` names them.
+fn tries_key(user: &User) -> String {
+    user.mobile
+        .clone()
+        .unwrap_or_else(|| format!("user:{}", user.id))
+}
+
+/// The user a call without login names by `mobile` (`None` when no
+/// account has it, which callers must not reveal), else the caller; and
+/// the key its calls are limited by.
 async fn target_user(
     state: &AppState,
     mobile: Option<&str>,
     caller: Result<AuthUser, ApiError>,
-) -> ApiResult<User> {
+) -> ApiResult<(Option<User>, String)> {
     match mobile.map(str::trim).filter(|m| !m.is_empty()) {
         Some(m) => {
             if !is_valid_mobile(m) {
                 return Err(ApiError::InvalidMobile(m.to_owned()));
             }
-            state.store.user_by_mobile(m).await?.ok_or_else(|| {
-                ApiError::NotFound("no account has this mobile; log in by SMS first".into())
-            })
+            let user = state.store.user_by_mobile(m).await?;
+            Ok((user, format!("mobile:{m}")))
         }
-        None => caller.map(|AuthUser(u)| u),
+        None => caller.map(|AuthUser(u)| {
+            let key = u.id.clone();
+            (Some(u), key)
+        }),
     }
 }
 
@@ -326,14 +412,14 @@ fn send_code(state: &AppState, purpose: Purpose, user: &User) -> ApiResult<()> {
             user.id
         ))
     })?;
-    let code = state.accounts.issue(purpose, &user.id);
+    let code = state.accounts.issue(purpose, &user.id)?;
     let ttl = purpose.ttl();
     let what = match purpose {
         Purpose::Reset => "password reset",
         Purpose::Destroy => "account deletion",
     };
     let sent_at = now_ms();
-    state.sms.deliver(SmsEntry {
+    state.sms.send_text(SmsEntry {
         mobile,
         text: format!(
             "[imctl] Your {what} code is {code}. It expires in {}.",
@@ -342,13 +428,13 @@ fn send_code(state: &AppState, purpose: Purpose, user: &User) -> ApiResult<()> {
         code,
         sent_at,
         expires_at: sent_at + ttl.as_millis() as i64,
-    });
+    })?;
     tracing::info!(user = ?user.id, what, "account code sent (read it from /_dev/sms)");
     Ok(())
 }
 
 #[utoipa::path(post, path = "/send_reset_code", tag = "account", request_body = SendResetCodeRequest,
-    responses((status = 200, description = "`code` 0 sent (`result` \"SUCCESS\"; read it from `/_dev/sms`), 1 invalid mobile, 3 too many calls, 13 no mobile and not logged in, 15 user without mobile, 16 no account with this mobile", body = ApiResponse<String>)))]
+    responses((status = 200, description = "`code` 0 sent (`result` \"SUCCESS\"; read it from `/_dev/sms`), 1 invalid mobile, 3 too many calls or SMS to this mobile, 13 no mobile and not logged in, 15 user without mobile; a mobile without an account gets the same 0 and no SMS", body = ApiResponse<String>)))]
 pub async fn send_reset_code(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,
@@ -356,14 +442,18 @@ pub async fn send_reset_code(
     ApiJson(req): ApiJson<SendResetCodeRequest>,
 ) -> ApiResult<Reply<&'static str>> {
     per_address(&state, addr)?;
-    let user = target_user(&state, req.mobile.as_deref(), caller).await?;
-    state.accounts.hit(user.id.clone())?;
-    send_code(&state, Purpose::Reset, &user)?;
+    let (user, key) = target_user(&state, req.mobile.as_deref(), caller).await?;
+    state.accounts.hit(key)?;
+    match user {
+        Some(user) => send_code(&state, Purpose::Reset, &user)?,
+        // The same answer: whether a mobile has an account is not told.
+        None => tracing::debug!("reset code asked for a mobile without an account"),
+    }
     Ok(Reply::ok("SUCCESS"))
 }
 
 #[utoipa::path(post, path = "/reset_pwd", tag = "account", request_body = ResetPasswordRequest,
-    responses((status = 200, description = "`code` 0 password set, 1 invalid mobile, 3 too many calls, 5 code expired or burned, 6 wrong code, 13 no mobile and not logged in, 15 bad body, 16 no account with this mobile, 24 weak password", body = ApiResponse<Empty>)))]
+    responses((status = 200, description = "`code` 0 password set, 1 invalid mobile, 3 too many calls, 5 code expired or burned, 6 wrong code or no account with this mobile, 13 no mobile and not logged in, 15 bad body, 24 weak password", body = ApiResponse<Empty>)))]
 pub async fn reset_pwd(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,
@@ -371,15 +461,18 @@ pub async fn reset_pwd(
     ApiJson(req): ApiJson<ResetPasswordRequest>,
 ) -> ApiResult<Reply<Empty>> {
     per_address(&state, addr)?;
-    let user = target_user(&state, req.mobile.as_deref(), caller).await?;
-    state.accounts.hit(user.id.clone())?;
+    let (user, key) = target_user(&state, req.mobile.as_deref(), caller).await?;
+    state.accounts.hit(key)?;
     // A weak password does not use up the code.
     check_new_password(&req.new_password)?;
+    // No account: the same answer as no code sent.
+    let user = user.ok_or(AccountError::NoCode)?;
     state
         .accounts
         .verify(Purpose::Reset, &user.id, &req.reset_code)?;
     let hash = hash_password(&req.new_password).await?;
     state.store.set_password(&user.id, &hash).await?;
+    state.accounts.right_try(&tries_key(&user));
     tracing::info!(user = ?user.id, "password set with a reset code");
     Ok(Reply::ok(Empty {}))
 }
@@ -388,13 +481,13 @@ pub async fn reset_pwd(
     responses((status = 200, description = "`code` 0 changed, 3 too many calls, 13 not logged in, 15 bad body, 19 wrong old password (counts towards the lock), 20 locked, 24 weak password", body = ApiResponse<Empty>)))]
 pub async fn change_pwd(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    HeaderUser(user): HeaderUser,
     ApiJson(req): ApiJson<ChangePasswordRequest>,
 ) -> ApiResult<Reply<Empty>> {
     state.accounts.hit(user.id.clone())?;
     check_password_text(&req.old_password)?;
     check_new_password(&req.new_password)?;
-    match check_password(&state, Some(&user), &req.old_password).await {
+    match check_password(&state, &tries_key(&user), Some(&user), &req.old_password).await {
         Err(ApiError::Account(AccountError::WrongCredentials)) => {
             return Err(AccountError::WrongOldPassword.into());
         }
@@ -425,7 +518,7 @@ pub async fn login_pwd(
     // Keyed by mobile, so unknown mobiles are limited the same way.
     state.accounts.hit(format!("mobile:{mobile}"))?;
     let user = state.store.user_by_mobile(mobile).await?;
-    check_password(&state, user.as_ref(), &req.password).await?;
+    check_password(&state, mobile, user.as_ref(), &req.password).await?;
     let user = user.expect("a right password has a user");
     logged_in(
         &state,
@@ -446,6 +539,7 @@ pub async fn change_name(
     AuthUser(user): AuthUser,
     ApiJson(req): ApiJson<ChangeNameRequest>,
 ) -> ApiResult<Reply<Empty>> {
+    state.accounts.hit(user.id.clone())?;
     let name = req.new_name.trim();
     limits::check_text("newName", name, limits::MAX_DISPLAY_NAME)
         .map_err(ApiError::InvalidParameter)?;
@@ -462,7 +556,7 @@ pub async fn change_name(
 pub async fn send_destroy_code(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,
-    AuthUser(user): AuthUser,
+    HeaderUser(user): HeaderUser,
 ) -> ApiResult<Reply<&'static str>> {
     per_address(&state, addr)?;
     state.accounts.hit(user.id.clone())?;
@@ -474,7 +568,7 @@ pub async fn send_destroy_code(
     responses((status = 200, description = "`code` 0 the account is deleted: its sessions end, its connections close (4001), its messages stay for the others; 3 too many calls, 5 code expired or burned, 6 wrong code, 13 not logged in, 15 bad body", body = ApiResponse<Empty>)))]
 pub async fn destroy(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    HeaderUser(user): HeaderUser,
     ApiJson(req): ApiJson<DestroyRequest>,
 ) -> ApiResult<Reply<Empty>> {
     state.accounts.hit(user.id.clone())?;
@@ -498,7 +592,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn codes_are_single_use_expire_and_burn() {
         let a = Accounts::new(true);
-        let code = a.issue(Purpose::Reset, "alice");
+        let code = a.issue(Purpose::Reset, "alice").unwrap();
         assert_eq!(code.len(), 6);
         assert_eq!(
             a.verify(Purpose::Destroy, "alice", &code),
@@ -509,13 +603,13 @@ mod tests {
             a.verify(Purpose::Reset, "alice", &code),
             Err(AccountError::NoCode)
         );
-        let code = a.issue(Purpose::Reset, "alice");
+        let code = a.issue(Purpose::Reset, "alice").unwrap();
         tokio::time::advance(RESET_CODE_TTL).await;
         assert_eq!(
             a.verify(Purpose::Reset, "alice", &code),
             Err(AccountError::CodeExpired)
         );
-        let code = a.issue(Purpose::Destroy, "alice");
+        let code = a.issue(Purpose::Destroy, "alice").unwrap();
         let wrong = if code == "000000" { "111111" } else { "000000" };
         for left in (0..CODE_TRIES).rev() {
             assert_eq!(
@@ -527,6 +621,74 @@ mod tests {
             a.verify(Purpose::Destroy, "alice", &code),
             Err(AccountError::CodeExpired)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_fifth_try_locks_and_reserved_tries_count() {
+        let a = Accounts::new(true);
+        // Reserved before the check: five in flight at once are all counted.
+        for n in 1..=PASSWORD_TRIES {
+            assert_eq!(a.begin_try("13800000001").unwrap(), n == PASSWORD_TRIES);
+        }
+        assert!(matches!(
+            a.begin_try("13800000001"),
+            Err(ApiError::Account(AccountError::Locked(_)))
+        ));
+        // Other mobiles are not affected; after the lock the count starts over.
+        assert!(!a.begin_try("13800000002").unwrap());
+        tokio::time::advance(PASSWORD_LOCK).await;
+        assert!(!a.begin_try("13800000001").unwrap());
+        // A right password starts it over too.
+        for _ in 1..PASSWORD_TRIES {
+            a.begin_try("13800000003").unwrap();
+        }
+        a.right_try("13800000003");
+        assert!(!a.begin_try("13800000003").unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sending_a_code_again_keeps_its_wrong_tries() {
+        let a = Accounts::new(true);
+        let code = a.issue(Purpose::Reset, "alice").unwrap();
+        let wrong = if code == "000000" { "111111" } else { "000000" };
+        for _ in 0..CODE_TRIES - 1 {
+            a.verify(Purpose::Reset, "alice", wrong).unwrap_err();
+        }
+        let code = a.issue(Purpose::Reset, "alice").unwrap();
+        let wrong = if code == "000000" { "111111" } else { "000000" };
+        assert_eq!(
+            a.verify(Purpose::Reset, "alice", wrong),
+            Err(AccountError::CodeWrong(0))
+        );
+        assert_eq!(
+            a.verify(Purpose::Reset, "alice", &code),
+            Err(AccountError::CodeExpired)
+        );
+    }
+
+    #[tokio::test]
+    #[expect(
+        clippy::await_holding_lock,
+        reason = "the held lock is the gate the blocked hashes wait on"
+    )]
+    async fn password_hashing_waits_in_a_bounded_queue() {
+        let gate = std::sync::Arc::new(std::sync::RwLock::new(()));
+        let closed = gate.write().unwrap();
+        let held: Vec<_> = (0..HASHING_QUEUE)
+            .map(|_| {
+                let gate = gate.clone();
+                tokio::spawn(hashing(move || drop(gate.read().unwrap())))
+            })
+            .collect();
+        while QUEUE.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(hashing(|| ()).await, Err(ApiError::TooMany(_))));
+        drop(closed);
+        for h in held {
+            h.await.unwrap().unwrap();
+        }
+        hashing(|| ()).await.unwrap();
     }
 
     #[test]

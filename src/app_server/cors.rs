@@ -12,7 +12,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use tower_http::cors::{AllowHeaders, AllowOrigin, AllowPrivateNetwork, CorsLayer};
 
-use crate::wire::http::AUTH_TOKEN_HEADER;
+use crate::advertise::{is_loopback_host, request_host};
 
 /// The pages allowed to call us.
 #[derive(Debug, Clone, Default)]
@@ -57,7 +57,7 @@ impl Origins {
         let Some(name) = origin_host(&origin) else {
             return false;
         };
-        if is_loopback_name(name) {
+        if is_loopback_host(name) {
             return true;
         }
         if !self.lan {
@@ -89,7 +89,7 @@ impl Origins {
                         .get(header::HOST)
                         .and_then(|h| h.to_str().ok());
                     let path = parts.uri.path();
-                    let dev = path.starts_with("/_dev") || path.starts_with("/admin");
+                    let dev = super::is_dev_path(path);
                     origin.to_str().is_ok_and(|o| {
                         if dev {
                             me.listed(o, host)
@@ -125,26 +125,14 @@ fn origin_host(origin: &str) -> Option<&str> {
     })
 }
 
-/// `localhost`, `*.localhost` (browsers resolve both to loopback) or a
-/// loopback IP, as the host part of an origin.
-fn is_loopback_name(name: &str) -> bool {
-    name == "localhost"
-        || name.ends_with(".localhost")
-        || name
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 /// The IP of a `Host` header (`192.168.1.5:8888`, `[fe80::1]:8888`), if it
 /// names one.
 fn host_ip(host: &str) -> Option<IpAddr> {
-    let name = match host.strip_prefix('[') {
-        Some(rest) => rest.split(']').next()?,
-        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
-    };
-    name.parse().ok()
+    let name = request_host(host)?;
+    name.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
 }
 
 /// Addresses that do not leave a site: RFC 1918, shared (CGNAT, used by
@@ -162,31 +150,6 @@ fn is_private(ip: IpAddr) -> bool {
     }
 }
 
-/// The session cookie's name: old Wildfire web clients rely on a cookie
-/// session (Wildfire's is `JSESSIONID`) when they send no `authToken` header.
-pub const SESSION_COOKIE: &str = "imctl_session";
-
-/// The `authToken` header's value, or else the session cookie's.
-pub fn session_token(headers: &axum::http::HeaderMap) -> Option<&str> {
-    let header = headers
-        .get(AUTH_TOKEN_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|t| !t.is_empty());
-    header.or_else(|| cookie(headers))
-}
-
-fn cookie(headers: &axum::http::HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| {
-            let (name, value) = pair.trim().split_once('=')?;
-            (name == SESSION_COOKIE && !value.is_empty()).then_some(value)
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,7 +162,6 @@ mod tests {
             "http://127.0.0.1:5173",
             "http://localhost",
             "http://[::1]:8080",
-            "http://app.localhost:3000",
             "HTTP://LOCALHOST:3000",
         ] {
             assert!(local.allows(ok, None), "{ok}");
@@ -213,6 +175,7 @@ mod tests {
             "http://192.168.1.20:3000",
             "http://printer.local",
             "http://user@localhost:3000",
+            "http://app.localhost:3000",
         ] {
             assert!(!local.allows(bad, None), "{bad}");
         }
@@ -258,22 +221,5 @@ mod tests {
         assert!(any.allows("null", None));
         assert!(!any.listed("https://anything.example", None));
         assert!(any.listed("http://localhost:3000", None));
-    }
-
-    #[test]
-    fn the_header_wins_over_the_cookie() {
-        let mut h = axum::http::HeaderMap::new();
-        h.insert(
-            header::COOKIE,
-            "a=b; imctl_session=fromcookie".parse().unwrap(),
-        );
-        assert_eq!(session_token(&h), Some("fromcookie"));
-        h.insert(AUTH_TOKEN_HEADER, "fromheader".parse().unwrap());
-        assert_eq!(session_token(&h), Some("fromheader"));
-        // Some clients send the header empty before they have a session.
-        h.insert(AUTH_TOKEN_HEADER, "".parse().unwrap());
-        assert_eq!(session_token(&h), Some("fromcookie"));
-        h.remove(header::COOKIE);
-        assert_eq!(session_token(&h), None);
     }
 }

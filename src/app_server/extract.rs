@@ -5,8 +5,8 @@ use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequestParts, Req
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
-use super::cors::session_token;
 use super::error::ApiError;
+use super::session::{header_token, session_token};
 use super::state::AppState;
 use crate::store::User;
 use crate::wire::limits::MAX_JSON_BODY;
@@ -76,8 +76,25 @@ fn limit_key(ip: std::net::IpAddr) -> std::net::IpAddr {
 }
 
 /// The user behind the request's `authToken` header, or its session cookie
-/// when it sends no header (code 13 without either).
+/// when it sends no header (code 13 without either). For what the web page
+/// calls; see `session` for why the phone's calls take [`HeaderUser`].
 pub struct AuthUser(pub User);
+
+/// The user behind the request's `authToken` header only (code 13 without
+/// one): scanning and confirming QR logins, passwords, account deletion.
+pub struct HeaderUser(pub User);
+
+async fn session_user(state: &AppState, token: Option<&str>) -> Result<User, ApiError> {
+    match state
+        .store
+        .auth_user(token.ok_or(ApiError::NotLoggedIn)?)
+        .await?
+    {
+        Some((user, false)) => Ok(user),
+        Some((user, true)) => Err(ApiError::Banned(user.id)),
+        None => Err(ApiError::NotLoggedIn),
+    }
+}
 
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
@@ -86,12 +103,21 @@ impl FromRequestParts<AppState> for AuthUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = session_token(&parts.headers).ok_or(ApiError::NotLoggedIn)?;
-        match state.store.auth_user(token).await? {
-            Some((user, false)) => Ok(AuthUser(user)),
-            Some((user, true)) => Err(ApiError::Banned(user.id)),
-            None => Err(ApiError::NotLoggedIn),
-        }
+        let token = session_token(&parts.headers, &state.session_cookie);
+        session_user(state, token).await.map(AuthUser)
+    }
+}
+
+impl FromRequestParts<AppState> for HeaderUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        session_user(state, header_token(&parts.headers))
+            .await
+            .map(HeaderUser)
     }
 }
 

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tower_http::timeout::TimeoutBody;
 
-use crate::wire::http::DevError;
+use crate::wire::http::{AUTH_TOKEN_HEADER, DevError};
 
 /// Connections beyond `max_connections` that are still accepted, to answer
 /// `/healthz` and `/readyz` (anything else gets 503); more are closed at once.
@@ -172,11 +172,12 @@ async fn connection(
     let _permit = permit;
     let timeout = limits.http_timeout;
     let upgraded = Arc::new(AtomicBool::new(false));
-    let io = WriteDeadline::new(tcp, timeout, upgraded.clone());
+    let auth_header = Arc::new(AtomicBool::new(false));
+    let io = WriteDeadline::new(tcp, timeout, upgraded.clone(), auth_header.clone());
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let mut req = req.map(|body| TimeoutBody::new(timeout, body));
         req.extensions_mut().insert(ConnectInfo(addr));
-        let (app, upgraded) = (app.clone(), upgraded.clone());
+        let (app, upgraded, auth_header) = (app.clone(), upgraded.clone(), auth_header.clone());
         async move {
             if probes_only && !PROBES.contains(&req.uri().path()) {
                 return Ok::<_, std::convert::Infallible>(over_capacity(limits.max_connections));
@@ -184,6 +185,9 @@ async fn connection(
             let response = app.oneshot(req).await?;
             if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                 upgraded.store(true, Ordering::Release);
+            }
+            if response.headers().contains_key(AUTH_TOKEN_HEADER) {
+                auth_header.store(true, Ordering::Release);
             }
             Ok(response)
         }
@@ -215,17 +219,34 @@ struct WriteDeadline {
     tcp: TcpStream,
     limit: Duration,
     upgraded: Arc<AtomicBool>,
+    /// The response being written carries `authToken` (see `cased_head`).
+    auth_header: Arc<AtomicBool>,
     stalled: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl WriteDeadline {
-    fn new(tcp: TcpStream, limit: Duration, upgraded: Arc<AtomicBool>) -> Self {
+    fn new(
+        tcp: TcpStream,
+        limit: Duration,
+        upgraded: Arc<AtomicBool>,
+        auth_header: Arc<AtomicBool>,
+    ) -> Self {
         Self {
             tcp,
             limit,
             upgraded,
+            auth_header,
             stalled: None,
         }
+    }
+
+    /// `buf` with the `authToken` header name cased, when `buf` is the head
+    /// of a response that carries it; each such head is looked at once.
+    fn cased(&self, buf: &[u8]) -> Option<Vec<u8>> {
+        if !buf.starts_with(b"HTTP/1.") || !self.auth_header.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        cased_head(buf)
     }
 
     /// After a write made progress (`Ready`) the clock stops; while it is
@@ -265,7 +286,7 @@ impl AsyncWrite for WriteDeadline {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let cased = cased_head(buf);
+        let cased = self.cased(buf);
         let poll = Pin::new(&mut self.tcp).poll_write(cx, cased.as_deref().unwrap_or(buf));
         self.watch(cx, poll)
     }
@@ -277,7 +298,7 @@ impl AsyncWrite for WriteDeadline {
     ) -> Poll<io::Result<usize>> {
         // A response head goes first, alone if it needs its case fixed.
         let head = bufs.iter().find(|b| !b.is_empty());
-        let poll = match head.and_then(|h| cased_head(h)) {
+        let poll = match head.and_then(|h| self.cased(h)) {
             Some(cased) => Pin::new(&mut self.tcp).poll_write(cx, &cased),
             None => Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs),
         };
@@ -299,9 +320,9 @@ impl AsyncWrite for WriteDeadline {
 }
 
 /// hyper writes header names in lower case and offers no way to choose
-/// another; iOS clients look `authToken` up case-sensitively. So a response
-/// head carrying it is rewritten as it is written: same length, head only,
-/// so nothing else moves. `None` when `buf` needs no change.
+/// another; iOS clients look `authToken` up case-sensitively. So the head of
+/// a response carrying it is rewritten as it is written: same length, head
+/// only, so nothing else moves. `None` when `buf` needs no change.
 fn cased_head(buf: &[u8]) -> Option<Vec<u8>> {
     const LOWER: &[u8] = b"\r\nauthtoken: ";
     const CASED: &[u8] = b"\r\nauthToken: ";

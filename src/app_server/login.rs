@@ -10,17 +10,15 @@ use super::sms::is_valid_mobile;
 use super::state::AppState;
 use crate::advertise::PublicUrls;
 use crate::store::User;
-use crate::wire::http::{
-    ApiResponse, Empty, LoginRequest, LoginResult, SendCodeRequest, SmsLoginResult, code,
-};
+use crate::wire::http::{ApiResponse, LoginRequest, LoginResult, SendCodeRequest, SmsLoginResult};
 
 #[utoipa::path(post, path = "/send_code", tag = "login", request_body = SendCodeRequest,
-    responses((status = 200, description = "`code` 0 sent (read it from `/_dev/sms`), 1 invalid mobile, 3 sent too recently, too many today for this mobile or too many requests from this address", body = ApiResponse<Empty>)))]
+    responses((status = 200, description = "`code` 0 sent (`result` \"SUCCESS\"; read the code from `/_dev/sms`), 1 invalid mobile, 3 sent too recently, too many today for this mobile or too many requests from this address", body = ApiResponse<String>)))]
 pub async fn send_code(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,
     ApiJson(req): ApiJson<SendCodeRequest>,
-) -> ApiResult<axum::response::Response> {
+) -> ApiResult<Reply<&'static str>> {
     let mobile = req.mobile.trim();
     if !is_valid_mobile(mobile) {
         return Err(ApiError::InvalidMobile(req.mobile));
@@ -41,8 +39,8 @@ pub async fn send_code(
         "SMS to {}: code {}, expires {expires}",
         sms.mobile, sms.code
     );
-    // No `result` at all: Wildfire leaves out what is null.
-    Ok(super::reply::status(code::SUCCESS, "success"))
+    // Wildfire's answer; Android counts a success only with a `result`.
+    Ok(Reply::ok("SUCCESS"))
 }
 
 /// Counts a `/send_code` or `/login` call against its address's budget.
@@ -111,7 +109,7 @@ pub async fn login(
     .await?;
     let reset_code = state
         .accounts
-        .issue(super::account::Purpose::Reset, &user.id);
+        .issue(super::account::Purpose::Reset, &user.id)?;
     Ok(Reply {
         result: SmsLoginResult {
             login: reply.result,

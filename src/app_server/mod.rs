@@ -17,6 +17,7 @@ pub mod pc;
 pub mod qr;
 pub mod rate;
 pub mod reply;
+pub mod session;
 pub mod sms;
 pub mod state;
 pub mod version;
@@ -125,6 +126,10 @@ pub fn app(state: AppState, origins: &std::sync::Arc<cors::Origins>) -> Router {
             state.clone(),
             local_host_only,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            session::set_cookie,
+        ))
         .layer(origins.layer())
         // Spans name the route pattern, not the URI: QR tokens sit in paths.
         .layer(
@@ -144,7 +149,7 @@ pub fn app(state: AppState, origins: &std::sync::Arc<cors::Origins>) -> Router {
 /// name an attacker points at 127.0.0.1 (DNS rebinding) cannot reach them.
 async fn local_host_only(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    if state.exposed || !(path.starts_with("/_dev") || path.starts_with("/admin")) {
+    if state.exposed || !is_dev_path(path) {
         return next.run(req).await;
     }
     let host = req
@@ -152,7 +157,7 @@ async fn local_host_only(State(state): State<AppState>, req: Request, next: Next
         .get(axum::http::header::HOST)
         .and_then(|h| h.to_str().ok());
     match host {
-        Some(h) if !is_loopback_host(h) => (
+        Some(h) if !crate::advertise::is_loopback_host(h) => (
             axum::http::StatusCode::FORBIDDEN,
             axum::Json(crate::wire::http::DevError {
                 error: format!(
@@ -166,16 +171,10 @@ async fn local_host_only(State(state): State<AppState>, req: Request, next: Next
     }
 }
 
-/// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
-fn is_loopback_host(host: &str) -> bool {
-    let name = match host.strip_prefix('[') {
-        Some(rest) => rest.split(']').next().unwrap_or_default(),
-        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
-    };
-    name.eq_ignore_ascii_case("localhost")
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+/// The dev and admin APIs: guarded against rebinding, and never opened to
+/// every origin by `--cors-origin '*'`.
+pub fn is_dev_path(path: &str) -> bool {
+    path.starts_with("/_dev") || path.starts_with("/admin")
 }
 
 async fn not_found(method: Method, uri: Uri) -> Response {
@@ -225,7 +224,7 @@ pub async fn sweep(state: AppState) {
 
 #[cfg(test)]
 mod tests {
-    use super::is_loopback_host;
+    use crate::advertise::is_loopback_host;
 
     #[test]
     fn loopback_host_names() {

@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{ApiJson, AuthUser, ClientAddr};
+use super::extract::{ApiJson, AuthUser, ClientAddr, HeaderUser};
 use super::login::check_client;
 use super::qr::{PollOutcome, QrError, QrSession, Status};
 use super::reply::{Reply, coded, status};
@@ -68,8 +68,11 @@ pub async fn pc_session(
         }
     };
     // Quick login binds to the login session's user, never the body's
-    // `userId`; without a valid session it is an ordinary QR login.
-    let session = match user.filter(|_| quick) {
+    // `userId`; without a valid session of that user (a page remembering
+    // bob while the cookie says alice) it is an ordinary QR login.
+    let named = req.user_id.as_deref().filter(|u| !u.is_empty());
+    let user = user.filter(|AuthUser(u)| quick && named.is_none_or(|n| n == u.id));
+    let session = match user {
         Some(AuthUser(user)) => {
             let session = state.qr.create_quick(
                 addr,
@@ -313,7 +316,7 @@ fn status_event(urls: &PublicUrls, s: &QrSession) -> Event {
     responses((status = 200, description = "`code` 0 scanned (status 1), 8 session gone, 13 not logged in, 15 scanned by someone else or confirmed, 18 cancelled", body = ApiResponse<PcSessionResult>)))]
 pub async fn scan_pc(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    HeaderUser(user): HeaderUser,
     Path(token): Path<String>,
 ) -> ApiResult<Reply<PcSessionResult>> {
     let session = state.qr.scan(&token, user.summary())?;
@@ -324,7 +327,7 @@ pub async fn scan_pc(
     responses((status = 200, description = "`code` 0 confirmed (status 2), 8 session gone, 10 not scanned, 13 not logged in, 15 scanned by (or quick login bound to) another user, or already confirmed, 18 cancelled. The body's `user_id` is ignored: the logged-in user confirms", body = ApiResponse<PcSessionResult>)))]
 pub async fn confirm_pc(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    HeaderUser(user): HeaderUser,
     ApiJson(req): ApiJson<ConfirmPcRequest>,
 ) -> ApiResult<Reply<PcSessionResult>> {
     let session = state.qr.confirm(&req.token, &user.id)?;
@@ -335,7 +338,7 @@ pub async fn confirm_pc(
     responses((status = 200, description = "`code` 0 cancelled (status 4), 8 session gone, 10 not scanned, 13 not logged in, 15 wrong user", body = ApiResponse<PcSessionResult>)))]
 pub async fn cancel_pc(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    HeaderUser(user): HeaderUser,
     ApiJson(req): ApiJson<CancelPcRequest>,
 ) -> ApiResult<Reply<PcSessionResult>> {
     let session = state.qr.cancel(&req.token, &user.id)?;

@@ -118,7 +118,7 @@ pub enum QrError {
     )]
     FullForClient(usize),
     #[error(
-        "this user has {0} live quick-login requests, the most one user may have (--max-qr-sessions-per-ip); answer or cancel one on the phone, or wait for some to expire"
+        "this user has {0} live quick-login requests, the most one user may have; answer or cancel one on the phone, or wait for some to expire"
     )]
     FullForUser(usize),
 }
@@ -144,6 +144,10 @@ pub enum PollOutcome {
     /// Code 8: the server is shutting down.
     ShuttingDown,
 }
+
+/// Live quick-login requests one user may have: each one rings the user's
+/// phones, so a page cannot ring them much.
+pub const QUICK_PER_USER: usize = 5;
 
 pub struct QrBook {
     sessions: Mutex<HashMap<String, Arc<QrSession>>>,
@@ -226,8 +230,8 @@ impl QrBook {
             let bound = |s: &&Arc<QrSession>| {
                 s.quick && s.scanner().is_some_and(|u| u.user_id == user.user_id)
             };
-            if live().filter(bound).count() >= self.max_per_client {
-                return Err(QrError::FullForUser(self.max_per_client));
+            if live().filter(bound).count() >= QUICK_PER_USER {
+                return Err(QrError::FullForUser(QUICK_PER_USER));
             }
         }
         let quick = quick_user.is_some();
@@ -663,14 +667,15 @@ mod tests {
     fn quick_sessions_are_capped_per_user_too() {
         let b = QrBook::new(Duration::from_secs(300), "p/".into()).with_caps(100, 2);
         let ip = |n| IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, n));
-        b.create_quick(ip(1), "pc", 5, "d", user("alice")).unwrap();
-        b.create_quick(ip(2), "pc", 5, "d", user("alice")).unwrap();
+        for n in 0..QUICK_PER_USER as u8 {
+            b.create_quick(ip(n), "pc", 5, "d", user("alice")).unwrap();
+        }
         assert_eq!(
-            b.create_quick(ip(3), "pc", 5, "d", user("alice")).err(),
-            Some(QrError::FullForUser(2))
+            b.create_quick(ip(99), "pc", 5, "d", user("alice")).err(),
+            Some(QrError::FullForUser(QUICK_PER_USER))
         );
-        b.create_quick(ip(3), "pc", 5, "d", user("bob")).unwrap();
-        b.create(ip(3), "pc", 5, "d").unwrap();
+        b.create_quick(ip(99), "pc", 5, "d", user("bob")).unwrap();
+        b.create(ip(99), "pc", 5, "d").unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,11 +1,10 @@
 //! Success answers of the login API.
 
 use axum::Json;
-use axum::http::{HeaderValue, header};
+use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::cors::SESSION_COOKIE;
 use crate::wire::http::{AUTH_TOKEN_HEADER, ApiResponse};
 
 /// `{code: 0, message: "success", result}`, optionally with the `authToken` header.
@@ -35,12 +34,8 @@ impl<T: Serialize> IntoResponse for Reply<T> {
         let mut response = Json(ApiResponse::ok(self.result)).into_response();
         if let Some(token) = self.auth_token {
             let value = HeaderValue::from_str(&token).expect("tokens are hex");
+            // `session::set_cookie` mirrors it into the session cookie.
             response.headers_mut().insert(AUTH_TOKEN_HEADER, value);
-            // The same session as a cookie, for web clients that send no
-            // header. Lax: pages on other sites cannot ride on it.
-            let cookie = format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax");
-            let cookie = HeaderValue::from_str(&cookie).expect("tokens are hex");
-            response.headers_mut().insert(header::SET_COOKIE, cookie);
         }
         response
     }

@@ -117,28 +117,7 @@ impl SmsBook {
     pub fn send(&self, mobile: &str) -> Result<SmsEntry, SmsError> {
         let now = Instant::now();
         let mut inner = self.inner.lock().unwrap();
-        if let Some(&last) = inner.last_sent.get(mobile) {
-            let since = now - last;
-            if since < self.interval {
-                return Err(SmsError::TooOften {
-                    since,
-                    retry_in: self.interval - since,
-                });
-            }
-        }
-        if let Some(limit) = self
-            .per_day
-            .filter(|_| !self.test_codes.contains_key(mobile))
-        {
-            let day = inner.today.entry(mobile.to_owned()).or_insert((now, 0));
-            if now - day.0 >= DAY {
-                *day = (now, 0);
-            }
-            if day.1 >= limit {
-                return Err(SmsError::TooManyToday(limit));
-            }
-            day.1 += 1;
-        }
+        self.admit(&mut inner, mobile, now)?;
         let code = match self.test_codes.get(mobile) {
             Some(fixed) => fixed.clone(),
             None => format!("{:06}", rand::random_range(0..1_000_000u32)),
@@ -162,16 +141,55 @@ impl SmsBook {
                 wrong: 0,
             },
         );
-        inner.last_sent.insert(mobile.to_owned(), now);
         drop(inner);
-        self.deliver(entry.clone());
+        self.push(entry.clone());
         Ok(entry)
     }
 
-    /// Puts an SMS in the dev outbox (the stand-in for the phone network):
-    /// login codes, and the account codes of `/send_reset_code` and
-    /// `/send_destroy_code`, which are checked elsewhere.
-    pub fn deliver(&self, entry: SmsEntry) {
+    /// Counts an SMS to `mobile` against its limits (one per `--sms-interval`,
+    /// `--sms-per-mobile-per-day`), whatever code it carries.
+    fn admit(&self, inner: &mut Inner, mobile: &str, now: Instant) -> Result<(), SmsError> {
+        if let Some(&last) = inner.last_sent.get(mobile) {
+            let since = now - last;
+            if since < self.interval {
+                return Err(SmsError::TooOften {
+                    since,
+                    retry_in: self.interval - since,
+                });
+            }
+        }
+        if let Some(limit) = self
+            .per_day
+            .filter(|_| !self.test_codes.contains_key(mobile))
+        {
+            let day = inner.today.entry(mobile.to_owned()).or_insert((now, 0));
+            if now - day.0 >= DAY {
+                *day = (now, 0);
+            }
+            if day.1 >= limit {
+                return Err(SmsError::TooManyToday(limit));
+            }
+            day.1 += 1;
+        }
+        inner.last_sent.insert(mobile.to_owned(), now);
+        Ok(())
+    }
+
+    /// Sends an SMS whose code is checked elsewhere (the account codes of
+    /// `/send_reset_code` and `/send_destroy_code`), under the same
+    /// per-mobile limits as login codes.
+    pub fn send_text(&self, entry: SmsEntry) -> Result<(), SmsError> {
+        self.admit(
+            &mut self.inner.lock().unwrap(),
+            &entry.mobile,
+            Instant::now(),
+        )?;
+        self.push(entry);
+        Ok(())
+    }
+
+    /// Puts an SMS in the dev outbox (the stand-in for the phone network).
+    fn push(&self, entry: SmsEntry) {
         let mut inner = self.inner.lock().unwrap();
         if inner.outbox.len() == OUTBOX_CAPACITY {
             inner.outbox.pop_back();

@@ -37,6 +37,8 @@ pub struct Inner {
     pub base_url: String,
     /// How the URLs handed to clients are built.
     pub advertise: Advertise,
+    /// The session cookie's name (`session::cookie_name`).
+    pub session_cookie: String,
     /// The broker, for the admin API (connections, bans, system messages).
     pub broker: crate::broker::Broker,
     pub admin_secret: String,

@@ -51,6 +51,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             },
         );
     }
+    if config.cors_origin.iter().any(|o| o.trim() == "*") {
+        warn!(
+            "--cors-origin '*': any web page a visitor opens may call the login API{}",
+            if config.super_code().is_some() {
+                " and, with the super code, log in as any user (--super-code none turns it off)"
+            } else {
+                ""
+            }
+        );
+    }
     let stop = running.shutdown_token();
     tokio::select! {
         signal = shutdown_signal() => {

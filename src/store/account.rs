@@ -3,39 +3,20 @@
 
 use super::{Result, Store, now_ms};
 
-/// A user's stored password and its lock state.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct PasswordRow {
-    /// An argon2id PHC string.
-    pub hash: String,
-    pub failures: i64,
-    /// Milliseconds since the epoch; 0 when never locked.
-    pub locked_until: i64,
-}
-
-/// What [`Store::record_password_failure`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    /// Counted; this many wrong tries so far.
-    Counted(i64),
-    /// That try reached the limit: locked until this time (ms).
-    Locked(i64),
-}
-
 impl Store {
-    pub async fn password(&self, user: &str) -> Result<Option<PasswordRow>> {
-        sqlx::query_as("SELECT hash, failures, locked_until FROM passwords WHERE user_id = ?")
+    /// A user's password hash (an argon2id PHC string), if one is set.
+    pub async fn password(&self, user: &str) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT hash FROM passwords WHERE user_id = ?")
             .bind(user)
             .fetch_optional(&self.pool)
             .await
     }
 
-    /// Sets (or replaces) a password hash, clearing failures and any lock.
+    /// Sets (or replaces) a password hash.
     pub async fn set_password(&self, user: &str, hash: &str) -> Result<()> {
         sqlx::query(
-            "INSERT INTO passwords (user_id, hash, failures, locked_until, updated_at) VALUES (?, ?, 0, 0, ?)
-             ON CONFLICT(user_id) DO UPDATE SET hash = excluded.hash, failures = 0, locked_until = 0,
-                 updated_at = excluded.updated_at",
+            "INSERT INTO passwords (user_id, hash, updated_at) VALUES (?, ?, ?)
+             ON CONFLICT(user_id) DO UPDATE SET hash = excluded.hash, updated_at = excluded.updated_at",
         )
         .bind(user)
         .bind(hash)
@@ -43,44 +24,6 @@ impl Store {
         .execute(&self.pool)
         .await
         .map(drop)
-    }
-
-    /// Counts a wrong password; the `limit`th in a row locks the account for
-    /// `lock_ms` and starts the count over.
-    pub async fn record_password_failure(
-        &self,
-        user: &str,
-        limit: i64,
-        lock_ms: i64,
-    ) -> Result<Failure> {
-        let now = now_ms();
-        let (failures, locked_until): (i64, i64) = sqlx::query_as(
-            "UPDATE passwords SET
-                 failures = CASE WHEN failures + 1 >= ? THEN 0 ELSE failures + 1 END,
-                 locked_until = CASE WHEN failures + 1 >= ? THEN ? ELSE locked_until END
-             WHERE user_id = ? RETURNING failures, locked_until",
-        )
-        .bind(limit)
-        .bind(limit)
-        .bind(now + lock_ms)
-        .bind(user)
-        .fetch_optional(&self.pool)
-        .await?
-        .unwrap_or((0, 0));
-        Ok(if locked_until > now {
-            Failure::Locked(locked_until)
-        } else {
-            Failure::Counted(failures)
-        })
-    }
-
-    /// Forgets wrong tries after a right password.
-    pub async fn clear_password_failures(&self, user: &str) -> Result<()> {
-        sqlx::query("UPDATE passwords SET failures = 0 WHERE user_id = ? AND failures != 0")
-            .bind(user)
-            .execute(&self.pool)
-            .await
-            .map(drop)
     }
 
     /// Renames a user's display name; `Ok(false)` when another user already
@@ -179,30 +122,15 @@ mod tests {
     use crate::store::{Fixtures, Location};
 
     #[tokio::test]
-    async fn five_failures_lock_and_start_the_count_over() {
+    async fn a_password_is_set_then_replaced() {
         let s = Store::open(&Location::Memory).await.unwrap();
         s.seed_once(&Fixtures::builtin()).await.unwrap();
+        assert_eq!(s.password("alice").await.unwrap(), None);
         s.set_password("alice", "$argon2id$fake").await.unwrap();
-        for n in 1..5 {
-            assert_eq!(
-                s.record_password_failure("alice", 5, 60_000).await.unwrap(),
-                Failure::Counted(n)
-            );
-        }
-        let Failure::Locked(until) = s.record_password_failure("alice", 5, 60_000).await.unwrap()
-        else {
-            panic!("the fifth failure locks");
-        };
-        assert!(until > now_ms());
-        let row = s.password("alice").await.unwrap().unwrap();
-        assert_eq!((row.failures, row.locked_until), (0, until));
-        // A new password lifts the lock.
         s.set_password("alice", "$argon2id$other").await.unwrap();
-        assert_eq!(s.password("alice").await.unwrap().unwrap().locked_until, 0);
-        // A user without a password has nothing to count.
         assert_eq!(
-            s.record_password_failure("bob", 5, 60_000).await.unwrap(),
-            Failure::Counted(0)
+            s.password("alice").await.unwrap().as_deref(),
+            Some("$argon2id$other")
         );
     }
 }

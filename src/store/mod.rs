@@ -11,7 +11,6 @@ mod groups;
 pub mod snapshot;
 mod social;
 
-pub use account::{Failure as PasswordFailure, PasswordRow};
 pub use admin::AdminUser;
 pub use chat::{
     Appended, Before, Delivered, Heads, MAX_IMPORTED_MSG_ID, NewMessage, msg_id, parse_msg_id,

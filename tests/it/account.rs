@@ -137,7 +137,7 @@ async fn change_pwd_needs_the_old_password_and_a_strong_new_one() {
 
 #[tokio::test]
 async fn send_reset_code_reaches_the_outbox_and_burns_after_five_wrong_tries() {
-    let s = start(&[]).await;
+    let s = start(&["--sms-interval", "1ms"]).await;
     s.login("13800000003").await;
     let r = s
         .post("/send_reset_code", json!({"mobile": "13800000003"}), None)
@@ -169,10 +169,27 @@ async fn send_reset_code_reaches_the_outbox_and_burns_after_five_wrong_tries() {
 
     // Without a mobile: the session's user, or 13.
     assert_eq!(s.post("/send_reset_code", json!({}), None).await.code(), 13);
+    // A mobile without an account gets the same answer and no SMS: whether
+    // it has one is not told.
     let r = s
         .post("/send_reset_code", json!({"mobile": "13999999998"}), None)
         .await;
-    assert_eq!(r.code(), 16, "{}", r.body);
+    assert_eq!(r.code(), 0, "{}", r.body);
+    assert!(
+        s.client
+            .dev_sms("13999999998", None, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let r = s
+        .post(
+            "/reset_pwd",
+            json!({"mobile": "13999999998", "resetCode": "123456", "newPassword": "abcdefg"}),
+            None,
+        )
+        .await;
+    assert_eq!(r.code(), 6, "{}", r.body);
     let r = s
         .post("/send_reset_code", json!({"mobile": "123"}), None)
         .await;
@@ -217,6 +234,32 @@ async fn five_wrong_passwords_lock_password_login() {
         .post("/login_pwd", pwd_login("13800000001", "new-right-pw"), None)
         .await;
     assert_eq!(r.code(), 0, "{}", r.body);
+}
+
+#[tokio::test]
+async fn unknown_mobiles_and_concurrent_guesses_meet_the_same_lock() {
+    let s = start(&[]).await;
+    with_password(&s, "13800000001", "right-pw").await;
+    // Ten guesses at once: each is counted before it is checked, so only
+    // four are answered "wrong" and the rest find the account locked.
+    let guesses = (0..10).map(|_| s.post("/login_pwd", pwd_login("13800000001", "wrong-pw"), None));
+    let codes: Vec<i64> = futures_util::future::join_all(guesses)
+        .await
+        .iter()
+        .map(|r| r.code())
+        .collect();
+    assert_eq!(codes.iter().filter(|&&c| c == 6).count(), 4, "{codes:?}");
+    assert_eq!(codes.iter().filter(|&&c| c == 20).count(), 6, "{codes:?}");
+    // A mobile with no account answers the same way, lock included.
+    let mut unknown = Vec::new();
+    for _ in 0..6 {
+        unknown.push(
+            s.post("/login_pwd", pwd_login("13999999997", "wrong-pw"), None)
+                .await
+                .code(),
+        );
+    }
+    assert_eq!(unknown, [6, 6, 6, 6, 20, 20]);
 }
 
 #[tokio::test]
@@ -455,11 +498,10 @@ async fn exports_carry_no_password() {
         .unwrap()
         .unwrap();
     assert!(
-        stored.hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
-        "{}",
-        stored.hash
+        stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{stored}"
     );
-    assert!(!stored.hash.contains("bob-secret-pw"));
+    assert!(!stored.contains("bob-secret-pw"));
 }
 
 #[tokio::test]
@@ -483,4 +525,19 @@ async fn simulate_mobile_login_with_a_password() {
         "{}",
         crate::common::stderr(&out)
     );
+}
+
+#[tokio::test]
+async fn account_codes_are_sms_under_the_same_limits_as_login_codes() {
+    let s = start(&[]).await;
+    s.login("13800000003").await;
+    let send = || s.post("/send_reset_code", json!({"mobile": "13800000003"}), None);
+    assert_eq!(send().await.code(), 0);
+    let again = send().await;
+    assert_eq!(again.code(), 3, "{}", again.body);
+    // A login code to the same number waits its turn too.
+    let login = s
+        .post("/send_code", json!({"mobile": "13800000003"}), None)
+        .await;
+    assert_eq!(login.code(), 3, "{}", login.body);
 }

@@ -17,8 +17,11 @@ async fn sms_login_with_the_code_from_the_outbox() {
         .post("/send_code", json!({"mobile": "13800000001"}), None)
         .await;
     assert_eq!((r.status, r.code()), (200, 0), "{}", r.body);
-    // Wildfire leaves out what is null: no `result` at all.
-    assert_eq!(r.body, json!({"code": 0, "message": "success"}));
+    // Wildfire's answer; Android needs a non-null `result` to see success.
+    assert_eq!(
+        r.body,
+        json!({"code": 0, "message": "success", "result": "SUCCESS"})
+    );
 
     let outbox = s.client.dev_sms("13800000001", None, None).await.unwrap();
     assert_eq!(outbox.len(), 1);

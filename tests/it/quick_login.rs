@@ -29,8 +29,11 @@ async fn quick_login_binds_to_the_session_user_and_asks_every_device() {
     let (mut tablet, _) = s.chat("13800000001", "alice-tablet").await;
     let (mut bob_phone, _) = s.chat("13800000002", "bob-phone").await;
 
-    // The body names bob; the login session says alice, and wins.
+    // The body naming another user than the session's is no quick login.
     let res = quick(&s, Some(&alice), "bob").await;
+    assert_eq!(res["status"], 0, "{res}");
+    assert!(res.get("userId").is_none(), "{res}");
+    let res = quick(&s, Some(&alice), "alice").await;
     assert_eq!(res["status"], 1, "{res}");
     assert_eq!(res["userId"], "alice");
     let token = res["token"].as_str().unwrap();

@@ -294,7 +294,7 @@ pub async fn sms_code(s: &TestServer, mobile: &str) -> String {
         .dev_sms(mobile, None, None)
         .await
         .expect("dev outbox")
-        .last()
+        .first()
         .unwrap_or_else(|| panic!("no SMS to {mobile}"))
         .code
         .clone()
