@@ -541,3 +541,121 @@ async fn account_codes_are_sms_under_the_same_limits_as_login_codes() {
         .await;
     assert_eq!(login.code(), 3, "{}", login.body);
 }
+
+#[tokio::test]
+async fn passwords_codes_and_tokens_never_reach_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_imctl"))
+        .args([
+            "serve",
+            "--ephemeral",
+            "--app-port",
+            "0",
+            "--broker-port",
+            "0",
+        ])
+        .env("IMCTL_LOG", "trace")
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let kill = Reaper(&mut serve);
+    let app = {
+        use std::io::{BufRead, BufReader};
+        let out = kill.0.stdout.take().unwrap();
+        let mut lines = BufReader::new(out).lines();
+        let url = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("web page")
+                    .map(|u| u.trim().trim_end_matches('/').to_owned())
+            })
+            .expect("banner");
+        std::thread::spawn(move || lines.for_each(drop));
+        url
+    };
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value, auth: Option<&str>| {
+        let mut req = http.post(format!("{app}{path}")).json(&body);
+        if let Some(a) = auth {
+            req = req.header("authToken", a);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let auth = r
+                .headers()
+                .get("authToken")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (r.json::<Value>().await.unwrap(), auth)
+        }
+    };
+    let (login, auth) = post(
+        "/login",
+        json!({"mobile": "13800000002", "code": "66666", "clientId": "c", "platform": 2}),
+        None,
+    )
+    .await;
+    let auth = auth.unwrap();
+    let reset = login["result"]["resetCode"].as_str().unwrap().to_owned();
+    let im_token = login["result"]["token"].as_str().unwrap().to_owned();
+    let first = "Secret-First-Pw";
+    let second = "Secret-Second-Pw";
+    let (r, _) = post(
+        "/reset_pwd",
+        json!({"resetCode": reset, "newPassword": first}),
+        Some(&auth),
+    )
+    .await;
+    assert_eq!(r["code"], 0, "{r}");
+    let (r, _) = post(
+        "/change_pwd",
+        json!({"oldPassword": first, "newPassword": second}),
+        Some(&auth),
+    )
+    .await;
+    assert_eq!(r["code"], 0, "{r}");
+    let (r, pwd_auth) = post(
+        "/login_pwd",
+        json!({"mobile": "13800000002", "password": second, "clientId": "c", "platform": 2}),
+        None,
+    )
+    .await;
+    assert_eq!(r["code"], 0, "{r}");
+    let (r, _) = post(
+        "/login_pwd",
+        json!({"mobile": "13800000002", "password": "Secret-Wrong-Pw", "clientId": "c", "platform": 2}),
+        None,
+    )
+    .await;
+    assert_eq!(r["code"], 6, "{r}");
+    drop(kill);
+    let logged = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    assert!(
+        logged.contains("password changed"),
+        "the log was captured: {logged}"
+    );
+    for secret in [
+        first,
+        second,
+        "Secret-Wrong-Pw",
+        &reset,
+        &auth,
+        &pwd_auth.unwrap(),
+        &im_token,
+    ] {
+        assert!(!logged.contains(secret), "{secret:?} is in the log");
+    }
+}
+
+/// Kills and reaps the child when dropped, however the test ends.
+struct Reaper<'a>(&'a mut std::process::Child);
+
+impl Drop for Reaper<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
