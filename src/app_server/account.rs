@@ -31,7 +31,8 @@ use super::reply::Reply;
 use super::sms::is_valid_mobile;
 use super::state::AppState;
 use crate::advertise::PublicUrls;
-use crate::store::{User, now_ms};
+use crate::broker::writer::WriteOp;
+use crate::store::{GroupChange, User, now_ms};
 use crate::wire::http::{
     ApiResponse, ChangeNameRequest, ChangePasswordRequest, DestroyRequest, Empty, LoginResult,
     PasswordLoginRequest, ResetPasswordRequest, SendResetCodeRequest, SmsEntry, code,
@@ -575,6 +576,24 @@ pub async fn destroy(
     state
         .accounts
         .verify(Purpose::Destroy, &user.id, &req.code)?;
+    // Leave each group through the writer first, as a member leaving would,
+    // so the others hear it (owners hand on, last members dissolve).
+    // Whatever stays behind, the deletion below removes in one transaction.
+    for group in state.store.groups_of(&user.id).await? {
+        let change = GroupChange::Leave { group: group.id };
+        let left = state
+            .through_writer(|reply| WriteOp::Group {
+                actor: user.id.clone(),
+                change,
+                op: "group.leave",
+                id: None,
+                reply,
+            })
+            .await;
+        if let Err(e) = left {
+            tracing::warn!(user = ?user.id, error = ?e, "leaving a group before deletion failed");
+        }
+    }
     state.store.delete_user(&user.id).await?;
     state.accounts.forget(&user.id);
     let closed = state

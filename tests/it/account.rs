@@ -416,6 +416,16 @@ async fn destroy_deletes_the_account_but_not_what_others_received() {
         ),
         "{closed:?}"
     );
+    // Alice hears carol leave the group they shared, which is now hers.
+    let left = loop {
+        let push = alice.next_push().await.unwrap();
+        if push["message"]["content"]["kind"] == "left" {
+            break push["message"].clone();
+        }
+    };
+    assert_eq!(left["conv"]["target"], owned.as_str(), "{left}");
+    assert_eq!(left["content"]["actor"], "carol", "{left}");
+    assert_eq!(left["content"]["owner"], "alice", "{left}");
     let r = s
         .post("/change_name", json!({"newName": "ghost"}), Some(&auth))
         .await;
