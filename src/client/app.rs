@@ -138,6 +138,15 @@ impl AppClient {
     }
 
     fn send_error(&self, path: &str, e: reqwest::Error) -> ClientError {
+        if !cfg!(feature = "tls") && e.url().is_some_and(|u| u.scheme() == "https") {
+            return ClientError::Http {
+                context: format!(
+                    "{}{path} is https, and this imctl was built without TLS: use the http:// address, or build with `cargo install --path . --features tls`",
+                    self.base
+                ),
+                source: e,
+            };
+        }
         if e.is_connect() {
             ClientError::Unreachable {
                 url: self.base.clone(),

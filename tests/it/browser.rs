@@ -203,8 +203,9 @@ async fn connect(port: u16, chromium: &Path, profile: &Path) -> Client {
     let url = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let attempt = ClientBuilder::rustls()
-            .expect("TLS roots")
+        // chromedriver is plain HTTP on loopback.
+        let http = hyper_util::client::legacy::connect::HttpConnector::new();
+        let attempt = ClientBuilder::new(http)
             .capabilities(caps.clone())
             .connect(&url)
             .await;

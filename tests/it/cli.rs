@@ -219,6 +219,32 @@ fn unreachable_server_is_exit_3_with_a_hint() {
 }
 
 #[test]
+fn an_https_address_without_the_tls_feature_says_how_to_get_it() {
+    if cfg!(feature = "tls") {
+        eprintln!("SKIPPED: built with --features tls, which speaks https");
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let out = imctl(
+        state.path(),
+        &[
+            "simulate",
+            "mobile-login",
+            "--user",
+            "alice",
+            "--app-server",
+            "https://127.0.0.1:9",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("built without TLS") && stderr(&out).contains("--features tls"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn help_and_version() {
     let state = tempfile::tempdir().unwrap();
     let out = imctl(state.path(), &["--version"]);

@@ -387,7 +387,9 @@ async fn stdin_lines_are_messages_and_commands() {
 
 #[tokio::test]
 async fn an_expired_saved_login_logs_in_again_and_fresh_ignores_it() {
-    let s = start(&["--token-ttl", "1s"]).await;
+    // Long enough that a run on a loaded machine finishes within it (a
+    // token expiring mid-run logs in once more), short enough to wait out.
+    let s = start(&["--token-ttl", "3s"]).await;
     let dir = tempfile::tempdir().unwrap();
     let send = |text: &'static str| {
         let dir = dir.path().to_owned();
@@ -396,7 +398,7 @@ async fn an_expired_saved_login_logs_in_again_and_fresh_ignores_it() {
     };
     assert!(send("one").await.status.success());
     assert_eq!(sms_count(&s, "13800000001").await, 1);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(4100)).await;
     let out = send("two").await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
