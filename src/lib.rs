@@ -7,7 +7,8 @@
 //!   login), the dev API under `/_dev` and the built-in web client.
 //! - [`broker`] carries the WebSocket chat.
 //! - [`store`] owns the SQLite database; no SQL lives anywhere else.
-//! - [`wire`] holds every type that crosses the network. It does no I/O.
+//! - [`wire`] holds every type that crosses the network, and the ids and
+//!   names every layer agrees on (`wire::ids`). It does no I/O.
 //! - [`client`] speaks the HTTP and WebSocket APIs for the CLI and the tests.
 //! - [`advertise`] picks the host of the URLs handed to clients.
 //! - [`config`] is `imctl serve`'s options and the `imctl.toml` file.
@@ -21,6 +22,7 @@ pub mod broker;
 pub mod client;
 pub mod cmd;
 pub mod config;
+pub mod files;
 pub mod metrics;
 pub mod port_owner;
 pub mod qr_image;

@@ -20,8 +20,7 @@ use crate::wire::http::{DevError, UserSummary};
 use crate::wire::limits;
 use crate::wire::ws::{Content, ConvType, Conversation, close};
 
-/// The actor named in notifications of changes made through the admin API.
-pub const ADMIN_ACTOR: &str = "@admin";
+pub use crate::wire::ids::ADMIN_ACTOR;
 
 pub struct AdminError(StatusCode, String);
 

@@ -17,14 +17,7 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 /// How many SMS the dev outbox remembers.
 const OUTBOX_CAPACITY: usize = 1000;
 
-/// A mainland China mobile number: `1[3-9]` followed by 9 digits.
-pub fn is_valid_mobile(mobile: &str) -> bool {
-    let b = mobile.as_bytes();
-    b.len() == 11
-        && b[0] == b'1'
-        && (b'3'..=b'9').contains(&b[1])
-        && b.iter().all(u8::is_ascii_digit)
-}
+pub use crate::wire::ids::is_valid_mobile;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SmsError {

@@ -8,7 +8,7 @@ use super::writer::{Replier, WriteOp};
 use crate::store::NewMessage;
 use crate::wire::ws::{ChatMessage, ConvType, Conversation};
 
-pub const ROBOT: &str = "robot";
+pub use crate::wire::ids::ROBOT;
 
 /// Connects the robot to the hub if the `robot` user exists.
 pub async fn spawn(broker: Broker) -> anyhow::Result<()> {

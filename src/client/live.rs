@@ -15,8 +15,8 @@ use super::chat::{ChatConn, ChatError};
 use super::login;
 use super::profiles::{ClientSession, ClientSessions};
 use super::session::Outgoing;
-use crate::store::now_ms;
 use crate::wire::http::code as api_code;
+use crate::wire::ids::now_ms;
 use crate::wire::ws::{Ack, InboxEntry, RouteRequest, Synced, close, code};
 
 /// How to log in again when the saved token stops working.

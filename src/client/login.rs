@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use super::app::{AppClient, Failure, exit};
-use crate::app_server::sms::is_valid_mobile;
-use crate::store::now_ms;
 use crate::wire::http::{LoginResult, ScannedResult, UserSummary, code};
+use crate::wire::ids::is_valid_mobile;
+use crate::wire::ids::now_ms;
 
 /// The server's user list entry for a user id (any case).
 pub async fn find_user(client: &AppClient, user: &str) -> anyhow::Result<UserSummary> {

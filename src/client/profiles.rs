@@ -52,7 +52,7 @@ fn load_json<T: DeserializeOwned + Default>(path: &Path) -> anyhow::Result<T> {
 /// Writes a state file atomically (temp file + rename), readable only by its owner.
 fn save_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
     let dir = path.parent().expect("state files live in a directory");
-    crate::store::create_private_dir(dir)
+    crate::files::create_private_dir(dir)
         .with_context(|| format!("cannot create {}", dir.display()))?;
     // A temp name of our own: two processes saving at once must not share it.
     let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
@@ -149,7 +149,7 @@ impl ClientSessions {
         // Two clients (alice and bob in two terminals) save into one file:
         // read-modify-write under an advisory lock so neither loses the other's update.
         if let Some(dir) = self.path.parent() {
-            crate::store::create_private_dir(dir)
+            crate::files::create_private_dir(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
         let lock_path = self.path.with_extension("lock");
@@ -174,7 +174,7 @@ impl ClientSessions {
 /// Creates an empty file (and its directory) only its owner can read.
 pub fn create_private(path: &Path) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
-        crate::store::create_private_dir(dir)
+        crate::files::create_private_dir(dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
     }
     write_private(path, b"").with_context(|| format!("cannot create {}", path.display()))

@@ -488,7 +488,7 @@ impl Session {
             Style::Outgoing,
             format!(
                 "{} [{}] {}: {}  ⋯ sending",
-                clock(crate::store::now_ms()),
+                clock(crate::wire::ids::now_ms()),
                 self.label(&out.conv),
                 self.me,
                 describe(&out.content)
@@ -503,7 +503,7 @@ impl Session {
 
     /// The server stored a message of ours.
     pub fn on_ack(&mut self, client_msg_id: &str, ack: &Ack) -> Line {
-        let id = crate::store::parse_msg_id(&ack.msg_id);
+        let id = crate::wire::ids::parse_msg_id(&ack.msg_id);
         let label = match self
             .outgoing
             .iter_mut()
@@ -565,7 +565,7 @@ impl Session {
             },
             "receipt" => self.on_receipt(frame).into_iter().collect(),
             "typing" => self
-                .on_typing(frame, crate::store::now_ms())
+                .on_typing(frame, crate::wire::ids::now_ms())
                 .into_iter()
                 .collect(),
             "presence" => {
@@ -578,7 +578,7 @@ impl Session {
                 };
                 vec![Line::notice(format!(
                     "{} {text}",
-                    clock(crate::store::now_ms())
+                    clock(crate::wire::ids::now_ms())
                 ))]
             }
             "notify" => {
@@ -599,7 +599,7 @@ impl Session {
                 };
                 vec![Line::notice(format!(
                     "{} {text}",
-                    clock(crate::store::now_ms())
+                    clock(crate::wire::ids::now_ms())
                 ))]
             }
             "pc_login_request" => {
@@ -609,7 +609,7 @@ impl Session {
                 self.web_login = Some(req.token);
                 vec![Line::notice(format!(
                     "{} Web login request from {} ({}) — /approve or /deny",
-                    clock(crate::store::now_ms()),
+                    clock(crate::wire::ids::now_ms()),
                     one_line(&req.device_name),
                     platform_name(req.platform.into())
                 ))]
@@ -700,7 +700,7 @@ impl Session {
         let conv: Conversation = serde_json::from_value(frame["conv"].clone()).ok()?;
         let by = frame["by"].as_str()?.to_owned();
         let up_to_id = frame["upTo"].as_str()?;
-        let up_to = crate::store::parse_msg_id(up_to_id)?;
+        let up_to = crate::wire::ids::parse_msg_id(up_to_id)?;
         let read = frame["kind"] == "read";
         if by == self.me {
             // Our other device read this conversation.
@@ -740,7 +740,7 @@ impl Session {
             }
         }
         let label = self.label(&conv);
-        let now = clock(crate::store::now_ms());
+        let now = clock(crate::wire::ids::now_ms());
         let text = match newest {
             Some((_, text)) if count > 1 => {
                 format!(

@@ -221,7 +221,7 @@ fn test_code(s: &str) -> Result<(String, String), String> {
         .split_once('=')
         .ok_or_else(|| format!("{s:?}: expected MOBILE=CODE, e.g. 13800000009=123456"))?;
     let (mobile, code) = (mobile.trim(), code.trim());
-    if !crate::app_server::sms::is_valid_mobile(mobile) {
+    if !crate::wire::ids::is_valid_mobile(mobile) {
         return Err(format!(
             "{mobile:?} is not a mobile number (1[3-9] followed by 9 digits)"
         ));

@@ -113,14 +113,7 @@ pub(super) async fn write_page(
     Ok(page.finish(false))
 }
 
-pub fn msg_id(id: i64) -> String {
-    format!("m{id}")
-}
-
-/// Parses `"m42"` into 42.
-pub fn parse_msg_id(s: &str) -> Option<i64> {
-    s.strip_prefix('m')?.parse().ok().filter(|&n| n > 0)
-}
+pub use crate::wire::ids::{msg_id, parse_msg_id};
 
 pub(super) fn conv_key(sender: &str, conv: &Conversation) -> String {
     match conv.kind {

@@ -54,7 +54,7 @@ impl Fixtures {
                 bail!("user id {:?} appears twice", u.user_id);
             }
             if let Some(m) = &u.mobile {
-                if !crate::app_server::sms::is_valid_mobile(m) {
+                if !crate::wire::ids::is_valid_mobile(m) {
                     bail!(
                         "user {:?} has mobile {m:?}, which is not 1[3-9] followed by 9 digits",
                         u.user_id

@@ -281,7 +281,7 @@ async fn plan(
         .as_ref()
         .and_then(|g| g.members.iter().find(|m| m.user_id == actor))
         .map(|m| m.role.clone());
-    let by_admin = actor == crate::app_server::admin::ADMIN_ACTOR;
+    let by_admin = actor == crate::wire::ids::ADMIN_ACTOR;
     let role = if by_admin {
         Some("owner".to_owned())
     } else {

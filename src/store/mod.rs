@@ -84,15 +84,8 @@ pub struct AuthSession {
     pub platform: i32,
 }
 
-/// The user-id rule every way a user comes in enforces (fixtures, the
-/// admin API, snapshots): ids take part in 1:1 conversation keys
-/// (`"alice|bob"`), so no `|` and nothing a URL or a shell would mangle.
-pub fn is_valid_user_id(id: &str) -> bool {
-    !id.is_empty()
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
+pub use crate::files::create_private_dir;
+pub use crate::wire::ids::{is_valid_user_id, now_ms};
 
 #[derive(Clone)]
 pub struct Store {
@@ -422,17 +415,6 @@ pub fn default_data_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".imctl"))
 }
 
-/// Creates `dir` and any missing parents readable only by their owner
-/// (0700): data and state directories hold secrets. An existing directory
-/// keeps the mode its owner gave it.
-pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
-}
-
 /// Makes the database file exist with mode 0600 before SQLite opens it: it
 /// holds the IM-token secret, and SQLite gives its `-wal` and `-shm` files
 /// the database file's mode. An older, wider database file is narrowed.
@@ -460,11 +442,6 @@ fn create_private_file(_: &Path) -> std::io::Result<()> {
 /// The database file inside a data directory.
 pub fn database_path(data_dir: &Path) -> PathBuf {
     data_dir.join("imctl.db")
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ use crate::wire::ws::ConvType;
 
 /// Senders that are not users: admin system messages and the admin's group
 /// changes.
-pub const RESERVED_SENDERS: [&str; 2] = ["system", crate::app_server::admin::ADMIN_ACTOR];
+pub const RESERVED_SENDERS: [&str; 2] = ["system", crate::wire::ids::ADMIN_ACTOR];
 
 const ROLES: [&str; 3] = ["owner", "admin", "member"];
 
@@ -90,7 +90,7 @@ pub fn validate(s: &Snapshot) -> anyhow::Result<()> {
             bail!("{}: user id {:?} appears twice", at(), u.user_id);
         }
         if let Some(m) = &u.mobile {
-            if !crate::app_server::sms::is_valid_mobile(m) {
+            if !crate::wire::ids::is_valid_mobile(m) {
                 bail!("{}: mobile {m:?} is not 1[3-9] followed by 9 digits", at());
             }
             if !mobiles.insert(m.as_str()) {

@@ -1,6 +1,7 @@
 //! Wire types shared by the servers, the CLI and the tests. No I/O here.
 
 pub mod http;
+pub mod ids;
 pub mod json;
 pub mod limits;
 pub mod snapshot;

@@ -20,6 +20,7 @@ mod durability;
 mod favorites;
 mod fuzz;
 mod lan;
+mod layering;
 mod limits_http;
 mod limits_store;
 mod limits_ws;
