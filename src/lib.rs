@@ -11,6 +11,7 @@
 //!   names every layer agrees on (`wire::ids`). It does no I/O.
 //! - [`client`] speaks the HTTP and WebSocket APIs for the CLI and the tests.
 //! - [`advertise`] picks the host of the URLs handed to clients.
+//! - [`telemetry`] is the metrics and the change signal, shared by both servers.
 //! - [`config`] is `imctl serve`'s options and the `imctl.toml` file.
 //! - [`cmd`] is the command line: one module per subcommand.
 
@@ -29,5 +30,6 @@ pub mod qr_image;
 pub mod rlimit;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod token;
 pub mod wire;

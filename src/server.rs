@@ -19,6 +19,7 @@ use crate::broker::route::{Node, SingleNode};
 use crate::broker::{self, Broker, BrokerOptions};
 use crate::config::ServeConfig;
 use crate::store::{self, Fixtures, Location, Store};
+use crate::telemetry::Telemetry;
 use crate::token::{ImTokens, random_token};
 
 /// A running stack.
@@ -262,6 +263,7 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
         &config.cors_origin,
         !config.host.is_loopback(),
     ));
+    let telemetry = Telemetry::default();
     let (broker, writer) = Broker::new(
         store.clone(),
         im_tokens.clone(),
@@ -279,6 +281,7 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
             friends_only: config.friends_only,
             advertise: advertise.clone(),
         },
+        telemetry.clone(),
         shutdown.clone(),
     );
     broker::spawn_robot(broker.clone()).await?;
@@ -317,6 +320,7 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
         session_cookie: app_server::session::cookie_name(app_addr.port()),
         blobs,
         max_upload: config.max_upload,
+        telemetry,
         broker: broker.clone(),
         admin_secret: config
             .admin_secret

@@ -214,7 +214,7 @@ pub async fn feed(State(state): State<AppState>, urls: PublicUrls) -> Response {
     let watches = (
         state.sms.watch(),
         state.qr.activity.watch(),
-        state.broker.hub.activity.watch(),
+        state.telemetry.activity.watch(),
     );
     let stream = futures_util::stream::unfold(
         (state, urls, watches, true),

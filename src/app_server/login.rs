@@ -27,7 +27,7 @@ pub async fn send_code(
         per_address(&state, addr)?;
     }
     let sms = state.sms.send(mobile)?;
-    state.broker.hub.metrics.sms_sent.inc();
+    state.telemetry.metrics.sms_sent.inc();
     let expires = chrono::DateTime::from_timestamp_millis(sms.expires_at)
         .map(|t| {
             t.with_timezone(&chrono::Local)
@@ -137,7 +137,7 @@ pub(super) async fn logged_in(
         .issue_credentials(&user.id, client_id, platform)
         .await?;
     info!(user = ?user.id, platform, register, how, "login");
-    state.broker.hub.metrics.login(how);
+    state.telemetry.metrics.login(how);
     Ok(Reply::with_auth_token(
         LoginResult {
             user_id: user.id.clone(),

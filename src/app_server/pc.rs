@@ -145,7 +145,7 @@ async fn answer(state: &AppState, urls: &PublicUrls, outcome: PollOutcome) -> Ap
             let creds = state
                 .issue_credentials(&user.id, &client_id, platform)
                 .await?;
-            state.broker.hub.metrics.login("qr");
+            state.telemetry.metrics.login("qr");
             Answer::LoggedIn(
                 LoginResult {
                     user_id: user.id,

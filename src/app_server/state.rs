@@ -39,6 +39,8 @@ pub struct Inner {
     pub advertise: Advertise,
     /// The session cookie's name (`session::cookie_name`).
     pub session_cookie: String,
+    /// The stack's metrics and change signal.
+    pub telemetry: crate::telemetry::Telemetry,
     /// The broker, for the admin API (connections, bans, system messages).
     pub broker: crate::broker::Broker,
     pub admin_secret: String,

@@ -104,8 +104,8 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus/OpenMetrics text", content_type = "application/openmetrics-text", body = String)))]
 /// Prometheus metrics (OpenMetrics text).
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let hub = &state.broker.hub;
-    let text = hub.metrics.render(hub.platforms(), state.qr.states());
+    let platforms = state.broker.hub.platforms();
+    let text = state.telemetry.metrics.render(platforms, state.qr.states());
     (
         [(
             header::CONTENT_TYPE,

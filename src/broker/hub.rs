@@ -8,7 +8,7 @@ use axum::extract::ws::Utf8Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
+use crate::telemetry::Telemetry;
 use crate::wire::ws::close;
 
 /// Frames queued per connection before it counts as too slow.
@@ -118,29 +118,26 @@ pub struct Hub {
     queue_bytes: usize,
     max_per_user: usize,
     next_id: AtomicU64,
-    /// The process's metrics; the hub is what every part of the broker shares.
-    pub metrics: Arc<Metrics>,
-    /// Bumped when a connection comes or goes, or messages are stored.
-    pub activity: crate::activity::Activity,
+    /// The stack's metrics and change signal (handed in by the stack).
+    pub telemetry: Telemetry,
 }
 
 impl Default for Hub {
     fn default() -> Self {
-        Self::new(QUEUE_BYTES, MAX_CONNECTIONS_PER_USER)
+        Self::new(QUEUE_BYTES, MAX_CONNECTIONS_PER_USER, Telemetry::default())
     }
 }
 
 impl Hub {
     /// A hub whose connections queue at most `queue_bytes` and whose users
     /// have at most `max_per_user` connections.
-    pub fn new(queue_bytes: usize, max_per_user: usize) -> Self {
+    pub fn new(queue_bytes: usize, max_per_user: usize, telemetry: Telemetry) -> Self {
         Self {
             users: Default::default(),
             queue_bytes,
             max_per_user,
             next_id: Default::default(),
-            metrics: Default::default(),
-            activity: Default::default(),
+            telemetry,
         }
     }
 
@@ -188,7 +185,7 @@ impl Hub {
         conns.push((conn, info));
         let after = platforms(conns);
         drop(users);
-        self.activity.bump();
+        self.telemetry.activity.bump();
         Ok((before != after).then_some(after))
     }
 
@@ -204,7 +201,7 @@ impl Hub {
             users.remove(user);
         }
         drop(users);
-        self.activity.bump();
+        self.telemetry.activity.bump();
         (before != after).then_some(after)
     }
 
@@ -228,7 +225,7 @@ impl Hub {
                 sent += 1;
             }
         }
-        self.metrics.deliveries.inc_by(sent);
+        self.telemetry.metrics.deliveries.inc_by(sent);
     }
 
     /// Queues a committed batch's frames, each user's back to back (so a
@@ -261,7 +258,7 @@ impl Hub {
                 }
             }
         }
-        self.metrics.deliveries.inc_by(sent);
+        self.telemetry.metrics.deliveries.inc_by(sent);
     }
 
     /// The platform of every live connection.
@@ -404,7 +401,7 @@ mod tests {
         assert_eq!(drain(&mut ra), ["ack".to_string(), push(2)]);
         assert_eq!(drain(&mut ra2), [push(1), push(2)]);
         assert_eq!(drain(&mut rgone), ["last ack"]);
-        assert_eq!(hub.metrics.deliveries.get(), 5);
+        assert_eq!(hub.telemetry.metrics.deliveries.get(), 5);
     }
 
     #[test]
@@ -422,7 +419,7 @@ mod tests {
 
     #[test]
     fn the_byte_budget_kicks_and_later_frames_are_dropped() {
-        let hub = Hub::new(1000, 4);
+        let hub = Hub::new(1000, 4, Telemetry::default());
         let (a, mut rx) = hub.handle();
         // One frame over the budget passes an empty queue.
         a.send("x".repeat(5000).into());
@@ -438,7 +435,7 @@ mod tests {
 
     #[test]
     fn a_user_has_at_most_max_per_user_connections() {
-        let hub = Hub::new(QUEUE_BYTES, 2);
+        let hub = Hub::new(QUEUE_BYTES, 2, Telemetry::default());
         let conns: Vec<_> = (0..3).map(|_| hub.handle().0).collect();
         assert!(hub.register("alice", conns[0].clone(), "a", 1).is_ok());
         assert!(hub.register("alice", conns[1].clone(), "b", 1).is_ok());

@@ -30,6 +30,7 @@ pub use robot::spawn as spawn_robot;
 
 use crate::advertise::{Advertise, PublicUrls};
 use crate::store::Store;
+use crate::telemetry::Telemetry;
 use crate::token::ImTokens;
 use hub::Hub;
 use route::RouteStrategy;
@@ -119,12 +120,14 @@ impl Broker {
         store: Store,
         im_tokens: ImTokens,
         options: BrokerOptions,
+        telemetry: Telemetry,
         shutdown: CancellationToken,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let options_max = options.max_websockets;
         let hub = Arc::new(Hub::new(
             options.queue_bytes,
             options.max_connections_per_user,
+            telemetry,
         ));
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let writer_done = CancellationToken::new();

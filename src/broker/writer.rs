@@ -169,7 +169,7 @@ async fn change_group(
                 &serde_json::json!({"id": id, "op": op, "group": outcome.group}),
             ));
             if let Appended::Stored { message, seqs } = outcome.notification {
-                hub.metrics.messages_stored.inc();
+                hub.telemetry.metrics.messages_stored.inc();
                 tracing::info!(group = %message.conv.target, actor, kind = %message.content["kind"], "group changed");
                 let mut pushes = Pushes::default();
                 fan_out(&mut pushes, &message, seqs, None);
@@ -223,7 +223,7 @@ async fn commit_batch(store: &Store, hub: &Hub, heads: &mut Heads, ops: Vec<Writ
     let started = std::time::Instant::now();
     let results = match store.append(&sends, &delivered, heads).await {
         Ok(r) => {
-            let m = &hub.metrics;
+            let m = &hub.telemetry.metrics;
             m.commit_seconds.observe(started.elapsed().as_secs_f64());
             if !sends.is_empty() {
                 m.commit_batch.observe(sends.len() as f64);
@@ -234,7 +234,7 @@ async fn commit_batch(store: &Store, hub: &Hub, heads: &mut Heads, ops: Vec<Writ
                 .count();
             m.messages_stored.inc_by(stored as u64);
             if stored > 0 {
-                hub.activity.bump();
+                hub.telemetry.activity.bump();
             }
             r
         }
