@@ -133,20 +133,35 @@ pub(super) async fn logged_in(
     if state.store.is_banned(&user.id).await? {
         return Err(ApiError::Banned(user.id.clone()));
     }
+    let (result, auth_token) =
+        sign_in(state, urls, user, register, client_id, platform, how).await?;
+    Ok(Reply::with_auth_token(result, auth_token))
+}
+
+/// Signs in a user already known not to be banned (every login, SMS,
+/// password or QR): a new session (`authToken`, returned beside the
+/// result) and IM token.
+pub(super) async fn sign_in(
+    state: &AppState,
+    urls: &PublicUrls,
+    user: &User,
+    register: bool,
+    client_id: &str,
+    platform: i32,
+    how: &'static str,
+) -> ApiResult<(LoginResult, String)> {
     let creds = state
         .issue_credentials(&user.id, client_id, platform)
         .await?;
     info!(user = ?user.id, platform, register, how, "login");
     state.telemetry.metrics.login(how);
-    Ok(Reply::with_auth_token(
-        LoginResult {
-            user_id: user.id.clone(),
-            token: creds.im_token,
-            register,
-            user_name: Some(user.display_name.clone()),
-            portrait: urls.absolute(user.portrait.as_deref()),
-            route_url: Some(urls.route_url()),
-        },
-        creds.auth_token,
-    ))
+    let result = LoginResult {
+        user_id: user.id.clone(),
+        token: creds.im_token,
+        register,
+        user_name: Some(user.display_name.clone()),
+        portrait: urls.absolute(user.portrait.as_deref()),
+        route_url: Some(urls.route_url()),
+    };
+    Ok((result, creds.auth_token))
 }

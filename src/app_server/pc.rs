@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, AuthUser, ClientAddr, HeaderUser};
-use super::login::check_client;
+use super::login::{check_client, sign_in};
 use super::qr::{PollOutcome, QrError, QrSession, Status};
 use super::reply::{Reply, coded, status};
 use super::state::AppState;
@@ -142,21 +142,9 @@ async fn answer(state: &AppState, urls: &PublicUrls, outcome: PollOutcome) -> Ap
                     )));
                 }
             };
-            let creds = state
-                .issue_credentials(&user.id, &client_id, platform)
-                .await?;
-            state.telemetry.metrics.login("qr");
-            Answer::LoggedIn(
-                LoginResult {
-                    user_id: user.id,
-                    token: creds.im_token,
-                    register: false,
-                    user_name: Some(user.display_name),
-                    portrait: urls.absolute(user.portrait.as_deref()),
-                    route_url: Some(urls.route_url()),
-                },
-                creds.auth_token,
-            )
+            let (result, auth_token) =
+                sign_in(state, urls, &user, false, &client_id, platform, "qr").await?;
+            Answer::LoggedIn(result, auth_token)
         }
         PollOutcome::Cancelled => Answer::Cancelled,
         PollOutcome::TimedOut(live) => Answer::TimedOut(live),

@@ -35,16 +35,18 @@ pub const AUTH_TOKEN_HEADER: &str = "authToken";
 /// An integer sent as a JSON number or as a numeric string (`"5"`): some
 /// Wildfire clients build bodies from form values.
 pub fn number_or_numeric_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Either {
-        Number(i32),
-        Text(String),
+    match NumberOrText::deserialize(d)? {
+        NumberOrText::Number(n) => Ok(n),
+        NumberOrText::Text(t) => numeric_text(&t),
     }
-    match Either::deserialize(d)? {
-        Either::Number(n) => Ok(n),
-        Either::Text(t) => numeric_text(&t),
-    }
+}
+
+/// A number as JSON sends it, or as text.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumberOrText<T> {
+    Number(T),
+    Text(String),
 }
 
 /// [`number_or_numeric_string`] for an optional field: absent or `null` is `None`.
@@ -385,17 +387,11 @@ pub struct DevError {
 /// An integer sent as a JSON number, a numeric string or `null` (read as 0):
 /// Wildfire clients send message uids and favorite ids either way.
 pub fn lenient_i64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Either {
-        Number(i64),
-        Text(String),
-    }
-    match Option::<Either>::deserialize(d)? {
+    match Option::<NumberOrText<i64>>::deserialize(d)? {
         None => Ok(0),
-        Some(Either::Number(n)) => Ok(n),
-        Some(Either::Text(t)) if t.trim().is_empty() => Ok(0),
-        Some(Either::Text(t)) => numeric_text(&t),
+        Some(NumberOrText::Number(n)) => Ok(n),
+        Some(NumberOrText::Text(t)) if t.trim().is_empty() => Ok(0),
+        Some(NumberOrText::Text(t)) => numeric_text(&t),
     }
 }
 
