@@ -10,13 +10,13 @@
 //! - [`wire`] holds every type that crosses the network, and the ids and
 //!   names every layer agrees on (`wire::ids`). It does no I/O.
 //! - [`client`] speaks the HTTP and WebSocket APIs for the CLI and the tests.
-//! - [`advertise`] picks the host of the URLs handed to clients.
+//! - [`http`] is what both servers share: the Wildfire envelope, CORS, the
+//!   accept loop and the host of the URLs handed to clients.
 //! - [`telemetry`] is the metrics and the change signal, shared by both servers.
 //! - [`config`] is `imctl serve`'s options and the `imctl.toml` file.
 //! - [`cmd`] is the command line: one module per subcommand.
 
 pub mod activity;
-pub mod advertise;
 pub mod app_server;
 pub mod bench;
 pub mod broker;
@@ -24,7 +24,9 @@ pub mod client;
 pub mod cmd;
 pub mod config;
 pub mod files;
+pub mod http;
 pub mod metrics;
+pub mod openapi;
 pub mod port_owner;
 pub mod qr_image;
 pub mod rlimit;

@@ -10,7 +10,6 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::advertise::Advertise;
 use crate::app_server::media::Blobs;
 use crate::app_server::qr::QrBook;
 use crate::app_server::sms::SmsBook;
@@ -18,6 +17,7 @@ use crate::app_server::{self, AppState, Inner};
 use crate::broker::route::{Node, SingleNode};
 use crate::broker::{self, Broker, BrokerOptions};
 use crate::config::ServeConfig;
+use crate::http::advertise::Advertise;
 use crate::store::{self, Fixtures, Location, Store};
 use crate::telemetry::Telemetry;
 use crate::token::{ImTokens, random_token};
@@ -70,7 +70,7 @@ impl Running {
         // (connections' last acks, closing the database) shares one more.
         let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
         // Connections write the acks of that last batch before their 1001.
-        let _ = tokio::time::timeout_at(deadline, self.state.broker.connections_closed()).await;
+        let _ = tokio::time::timeout_at(deadline, self.broker.connections_closed()).await;
         // Everything acknowledged is committed now, and nothing more can come.
         let exported = match &self.export_on_exit {
             Some(path) => export_to(&self.state.store, path).await.inspect_err(|e| {
@@ -244,7 +244,7 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
     };
     let files = crate::rlimit::raise_nofile();
     let max_connections =
-        app_server::listen::fit_connections(config.max_connections as usize, files);
+        crate::http::listen::fit_connections(config.max_connections as usize, files);
     if max_connections < config.max_connections as usize {
         tracing::warn!(
             "--max-connections {} does not fit the open-file limit (ulimit -n); serving at most {max_connections} per port",
@@ -252,14 +252,14 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
         );
     }
     let max_websockets =
-        app_server::listen::fit_websockets(config.max_websockets as usize, files, max_connections);
+        crate::http::listen::fit_websockets(config.max_websockets as usize, files, max_connections);
     if max_websockets < config.max_websockets as usize {
         tracing::warn!(
             "--max-websockets {} does not fit the open-file limit (ulimit -n); holding at most {max_websockets}",
             config.max_websockets
         );
     }
-    let origins = std::sync::Arc::new(app_server::cors::Origins::new(
+    let origins = std::sync::Arc::new(crate::http::cors::Origins::new(
         &config.cors_origin,
         !config.host.is_loopback(),
     ));
@@ -317,11 +317,11 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
         session_ttl: config.session_ttl,
         base_url: public.app_server(),
         advertise,
-        session_cookie: app_server::session::cookie_name(app_addr.port()),
+        session_cookie: app_server::cookie::cookie_name(app_addr.port()),
         blobs,
         max_upload: config.max_upload,
         telemetry,
-        broker: broker.clone(),
+        broker: std::sync::Arc::new(broker.clone()),
         admin_secret: config
             .admin_secret
             .clone()
@@ -336,7 +336,8 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
     if database.is_some() {
         tokio::spawn(checkpoints(state.store.clone(), shutdown.clone()));
     }
-    let router = app_server::app(state.clone(), &origins);
+    let openapi = crate::openapi::document(&state.base_url, &state.broker_url);
+    let router = app_server::app(state.clone(), &origins, openapi);
     let limits = app_server::ConnLimits {
         http_timeout: config.http_timeout,
         max_connections,

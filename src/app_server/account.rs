@@ -23,19 +23,19 @@ use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use axum::extract::State;
 use tokio::time::Instant;
 
-use super::error::{ApiError, ApiResult};
-use super::extract::{ApiJson, AuthUser, ClientAddr, HeaderUser};
+use super::extract::{AuthUser, HeaderUser};
 use super::login::{check_client, logged_in, per_address};
 use super::rate::Window;
-use super::reply::Reply;
 use super::sms::is_valid_mobile;
 use super::state::AppState;
-use crate::advertise::PublicUrls;
-use crate::broker::writer::WriteOp;
+use crate::http::advertise::PublicUrls;
+use crate::http::reply::Reply;
+use crate::http::{ApiError, ApiResult};
+use crate::http::{ApiJson, ClientAddr};
 use crate::store::{GroupChange, User, now_ms};
 use crate::wire::http::{
     ApiResponse, ChangeNameRequest, ChangePasswordRequest, DestroyRequest, Empty, LoginResult,
-    PasswordLoginRequest, ResetPasswordRequest, SendResetCodeRequest, SmsEntry, code,
+    PasswordLoginRequest, ResetPasswordRequest, SendResetCodeRequest, SmsEntry,
 };
 use crate::wire::limits;
 use crate::wire::ws::close;
@@ -85,23 +85,6 @@ pub enum AccountError {
     NoPermission(String),
     #[error("group {0:?} has no announcement yet")]
     NoAnnouncement(String),
-}
-
-impl AccountError {
-    pub fn code(&self) -> i32 {
-        match self {
-            AccountError::CodeExpired => code::CODE_EXPIRED,
-            AccountError::NoCode | AccountError::CodeWrong(_) | AccountError::WrongCredentials => {
-                code::CODE_WRONG
-            }
-            AccountError::WrongOldPassword => code::PASSWORD_WRONG,
-            AccountError::Locked(_) => code::TOO_MANY_FAILURES,
-            AccountError::WeakPassword => code::WEAK_PASSWORD,
-            AccountError::NameTaken(_) => code::NAME_TAKEN,
-            AccountError::NoPermission(_) => code::NO_PERMISSION,
-            AccountError::NoAnnouncement(_) => code::NO_ANNOUNCEMENT,
-        }
-    }
 }
 
 /// What a one-time account code is for.
@@ -489,7 +472,7 @@ pub async fn change_pwd(
     check_password_text(&req.old_password)?;
     check_new_password(&req.new_password)?;
     match check_password(&state, &tries_key(&user), Some(&user), &req.old_password).await {
-        Err(ApiError::Account(AccountError::WrongCredentials)) => {
+        Err(e) if e.refusal() == Some(&AccountError::WrongCredentials) => {
             return Err(AccountError::WrongOldPassword.into());
         }
         other => other?,
@@ -582,13 +565,8 @@ pub async fn destroy(
     for group in state.store.groups_of(&user.id).await? {
         let change = GroupChange::Leave { group: group.id };
         let left = state
-            .through_writer(|reply| WriteOp::Group {
-                actor: user.id.clone(),
-                change,
-                op: "group.leave",
-                id: None,
-                reply,
-            })
+            .broker
+            .change_group(&user.id, change, "group.leave")
             .await;
         if let Err(e) = left {
             tracing::warn!(user = ?user.id, error = ?e, "leaving a group before deletion failed");
@@ -598,7 +576,6 @@ pub async fn destroy(
     state.accounts.forget(&user.id);
     let closed = state
         .broker
-        .hub
         .close_user(&user.id, close::AUTH_FAILED, "account deleted");
     tracing::info!(user = ?user.id, closed, "account deleted by its user");
     Ok(Reply::ok(Empty {}))
@@ -650,8 +627,8 @@ mod tests {
             assert_eq!(a.begin_try("13800000001").unwrap(), n == PASSWORD_TRIES);
         }
         assert!(matches!(
-            a.begin_try("13800000001"),
-            Err(ApiError::Account(AccountError::Locked(_)))
+            a.begin_try("13800000001").unwrap_err().refusal(),
+            Some(AccountError::Locked(_))
         ));
         // Other mobiles are not affected; after the lock the count starts over.
         assert!(!a.begin_try("13800000002").unwrap());
@@ -715,8 +692,8 @@ mod tests {
         for weak in ["12345", "aaaaaaaa", "ab"] {
             assert!(
                 matches!(
-                    check_new_password(weak),
-                    Err(ApiError::Account(AccountError::WeakPassword))
+                    check_new_password(weak).unwrap_err().refusal(),
+                    Some(AccountError::WeakPassword)
                 ),
                 "{weak}"
             );

@@ -12,9 +12,9 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::sms::is_valid_mobile;
-use super::state::{AppState, WriterRefusal};
-use crate::advertise::PublicUrls;
-use crate::broker::writer::{Replier, WriteOp};
+use super::state::AppState;
+use crate::http::advertise::PublicUrls;
+use crate::http::chat::WriteError;
 use crate::store::{GroupChange, NewMessage, User};
 use crate::wire::http::{DevError, UserSummary};
 use crate::wire::limits;
@@ -170,7 +170,7 @@ pub async fn create_user(
 #[utoipa::path(get, path = "/admin/connections", tag = "admin", security(("adminSecret" = [])),
     responses((status = 200, description = "live WebSocket connections", body = serde_json::Value), (status = 401, description = "missing or wrong admin secret", body = DevError)))]
 pub async fn connections(_: Admin, State(state): State<AppState>) -> AdminResult {
-    Ok(Json(json!({"connections": state.broker.hub.list()})).into_response())
+    Ok(Json(json!({"connections": state.broker.list()})).into_response())
 }
 
 #[utoipa::path(post, path = "/admin/users/{user}/ban", tag = "admin", security(("adminSecret" = [])), params(("user" = String, Path)),
@@ -181,7 +181,6 @@ pub async fn ban(_: Admin, State(state): State<AppState>, Path(user): Path<Strin
     }
     let closed = state
         .broker
-        .hub
         .close_user(&user, close::BANNED, "banned by an administrator");
     tracing::info!(user = ?user, closed, "user banned");
     Ok(Json(json!({"userId": user, "banned": true, "closedConnections": closed})).into_response())
@@ -256,26 +255,23 @@ pub async fn unmute(
     set_mute(&state, &group, body, false).await
 }
 
-/// Hands an operation to the broker's writer and waits for its answer frame.
-async fn through_writer(
-    state: &AppState,
-    op: impl FnOnce(Replier) -> WriteOp,
-) -> AdminResult<Value> {
-    state.through_writer(op).await.map_err(|e| match e {
-        WriterRefusal::ShuttingDown => fail(
+/// The admin API's answer to a write the broker's writer did not do.
+fn write_failed(e: WriteError) -> AdminError {
+    match e {
+        WriteError::ShuttingDown => fail(
             StatusCode::SERVICE_UNAVAILABLE,
             "the server is shutting down",
         ),
-        WriterRefusal::Refused { code, message } => {
+        WriteError::Refused { code, message } => {
             let status = match code {
-                Some(404) => StatusCode::NOT_FOUND,
-                Some(403) => StatusCode::FORBIDDEN,
-                Some(400) => StatusCode::BAD_REQUEST,
+                404 => StatusCode::NOT_FOUND,
+                403 => StatusCode::FORBIDDEN,
+                400 => StatusCode::BAD_REQUEST,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
             fail(status, message)
         }
-    })
+    }
 }
 
 #[utoipa::path(post, path = "/admin/groups/{group}/dissolve", tag = "admin", security(("adminSecret" = [])), params(("group" = String, Path)),
@@ -286,15 +282,12 @@ pub async fn dissolve(
     Path(group): Path<String>,
 ) -> AdminResult {
     let change = GroupChange::Dissolve { group };
-    let v = through_writer(&state, |reply| WriteOp::Group {
-        actor: ADMIN_ACTOR.into(),
-        change,
-        op: "group.dissolve",
-        id: None,
-        reply,
-    })
-    .await?;
-    Ok(Json(json!({"group": v["group"]})).into_response())
+    let group = state
+        .broker
+        .change_group(ADMIN_ACTOR, change, "group.dissolve")
+        .await
+        .map_err(write_failed)?;
+    Ok(Json(json!({"group": group})).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -318,7 +311,7 @@ pub async fn message(
     let text = Content::Text { text: req.text };
     text.validate()
         .map_err(|e| fail(StatusCode::BAD_REQUEST, e))?;
-    text.validate_within(state.broker.options.max_frame)
+    text.validate_within(state.broker.max_frame())
         .map_err(|e| fail(StatusCode::PAYLOAD_TOO_LARGE, e))?;
     let content = serde_json::to_value(&text).expect("content serializes");
     let recipients = match req.to.kind {
@@ -353,11 +346,6 @@ pub async fn message(
         client_msg_id: None,
         recipients: Some(recipients),
     };
-    let v = through_writer(&state, |reply| WriteOp::Send {
-        msg,
-        id: None,
-        reply,
-    })
-    .await?;
-    Ok(Json(json!({"msgId": v["msgId"], "serverTime": v["serverTime"]})).into_response())
+    let m = state.broker.send(msg).await.map_err(write_failed)?;
+    Ok(Json(json!({"msgId": m.msg_id, "serverTime": m.server_time})).into_response())
 }

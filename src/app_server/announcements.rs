@@ -2,11 +2,12 @@
 //! group as a text message from them.
 
 use super::account::AccountError;
-use super::error::{ApiError, ApiResult};
-use super::extract::{ApiJson, AuthUser};
-use super::reply::Reply;
-use super::state::{AppState, WriterRefusal};
-use crate::broker::writer::WriteOp;
+use super::extract::AuthUser;
+use super::state::AppState;
+use crate::http::ApiJson;
+use crate::http::chat::WriteError;
+use crate::http::reply::Reply;
+use crate::http::{ApiError, ApiResult};
 use crate::store::{Announcement, NewMessage};
 use crate::wire::http::{
     ApiResponse, GetAnnouncementRequest, GroupAnnouncement, PutAnnouncementRequest,
@@ -75,7 +76,7 @@ pub async fn put_group_announcement(
         text: req.text.clone(),
     };
     content
-        .validate_within(state.broker.options.max_frame)
+        .validate_within(state.broker.max_frame())
         .map_err(ApiError::InvalidParameter)?;
     // Posted first: a refused post (a muted member) sets nothing.
     post_to_group(&state, &user.id, &req.group_id, content).await?;
@@ -119,21 +120,12 @@ async fn post_to_group(
         client_msg_id: None,
         recipients: None,
     };
-    let answer = state
-        .through_writer(|reply| WriteOp::Send {
-            msg,
-            id: None,
-            reply,
-        })
-        .await;
-    match answer {
+    match state.broker.send(msg).await {
         Ok(_) => Ok(()),
-        Err(WriterRefusal::ShuttingDown) => Err(ApiError::Internal(
-            "the broker's writer has stopped (shutting down)".into(),
-        )),
-        Err(WriterRefusal::Refused { code, message }) => Err(match code {
-            Some(403) => AccountError::NoPermission(message).into(),
-            Some(404) => ApiError::NotFound(message),
+        Err(e @ WriteError::ShuttingDown) => Err(ApiError::Internal(e.to_string())),
+        Err(WriteError::Refused { code, message }) => Err(match code {
+            403 => AccountError::NoPermission(message).into(),
+            404 => ApiError::NotFound(message),
             _ => ApiError::InvalidParameter(message),
         }),
     }

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::qr::{QrError, Status};
 use super::state::AppState;
-use crate::advertise::PublicUrls;
+use crate::http::advertise::PublicUrls;
 use crate::wire::http::{
     DevError, DevPhoneAction, DevSnapshot, PcSessionInfo, SmsEntry, StackStatus, UserSummary,
 };
@@ -172,7 +172,7 @@ fn stack_status(state: &AppState, urls: &PublicUrls, users: usize) -> StackStatu
         route_url: urls.route_url(),
         database: state.database.as_ref().map(|p| p.display().to_string()),
         users,
-        connections: state.broker.hub.connections(),
+        connections: state.broker.connections(),
         qr_sessions: state.qr.states().len(),
         clients: urls.client_settings(),
     }
@@ -196,10 +196,9 @@ async fn snapshot(state: &AppState, urls: &PublicUrls) -> sqlx::Result<DevSnapsh
         pc_sessions,
         connections: state
             .broker
-            .hub
             .list()
             .into_iter()
-            .filter(|c| c.user_id != crate::broker::robot::ROBOT)
+            .filter(|c| c.user_id != crate::wire::ids::ROBOT)
             .take(FEED_LIMIT)
             .collect(),
         messages,

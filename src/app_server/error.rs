@@ -1,102 +1,56 @@
-//! Errors of the login API. Each maps to a Wildfire result code and is sent
-//! as HTTP 200 with `{code, message}`, as Wildfire clients expect.
-
-use axum::Json;
-use axum::response::{IntoResponse, Response};
+//! The app-server's edge: each of its own errors gets its Wildfire code here,
+//! once, and travels as [`ApiError::Refused`].
 
 use super::account::AccountError;
 use super::qr::QrError;
 use super::sms::SmsError;
-use crate::wire::http::{ApiResponse, code};
+use crate::http::ApiError;
+use crate::wire::http::code;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("invalid mobile number {}: expected 1[3-9] followed by 9 digits", short(.0))]
-    InvalidMobile(String),
-    #[error("not logged in: send the authToken header you got from /login or /session_login")]
-    NotLoggedIn,
-    #[error("{0}; log in again to get a new IM token")]
-    BadImToken(String),
-    #[error("user {0:?} is banned by an administrator")]
-    Banned(String),
-    #[error("{0}")]
-    InvalidParameter(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    TooMany(String),
-    #[error(transparent)]
-    Sms(#[from] SmsError),
-    #[error(transparent)]
-    Qr(#[from] QrError),
-    #[error(transparent)]
-    Account(#[from] AccountError),
-    /// Details are logged, never sent.
-    #[error("server error; see the imctl log")]
-    Database(#[from] sqlx::Error),
-    /// Details are logged, never sent.
-    #[error("server error; see the imctl log")]
-    Internal(String),
-}
-
-impl ApiError {
-    pub fn code(&self) -> i32 {
-        match self {
-            ApiError::InvalidMobile(_) => code::INVALID_MOBILE,
-            ApiError::NotLoggedIn | ApiError::BadImToken(_) | ApiError::Banned(_) => {
-                code::NOT_LOGGED_IN
+impl From<SmsError> for ApiError {
+    fn from(e: SmsError) -> Self {
+        let code = match e {
+            SmsError::TooOften { .. } | SmsError::TooManyToday(_) => code::SEND_TOO_OFTEN,
+            SmsError::Expired | SmsError::Burned => code::CODE_EXPIRED,
+            SmsError::NoCode | SmsError::Wrong { .. } | SmsError::WrongAndBurned => {
+                code::CODE_WRONG
             }
-            ApiError::InvalidParameter(_) => code::INVALID_PARAMETER,
-            ApiError::TooMany(_) => code::SEND_TOO_OFTEN,
-            ApiError::NotFound(_) => code::NOT_FOUND,
-            ApiError::Sms(e) => match e {
-                SmsError::TooOften { .. } | SmsError::TooManyToday(_) => code::SEND_TOO_OFTEN,
-                SmsError::Expired | SmsError::Burned => code::CODE_EXPIRED,
-                SmsError::NoCode | SmsError::Wrong { .. } | SmsError::WrongAndBurned => {
-                    code::CODE_WRONG
-                }
-            },
-            ApiError::Qr(e) => match e {
-                QrError::Missing => code::SESSION_EXPIRED,
-                QrError::NotScanned => code::SESSION_NOT_SCANNED,
-                QrError::Cancelled => code::SESSION_CANCELLED,
-                QrError::AlreadyConfirmed | QrError::WrongUser | QrError::AlreadyPolling => {
-                    code::INVALID_PARAMETER
-                }
-                QrError::Full(_) | QrError::FullForClient(_) | QrError::FullForUser(_) => {
-                    code::SEND_TOO_OFTEN
-                }
-            },
-            ApiError::Account(e) => e.code(),
-            ApiError::Database(_) | ApiError::Internal(_) => code::SERVER_ERROR,
-        }
+        };
+        ApiError::refused(code, e)
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        match &self {
-            ApiError::Database(e) => tracing::error!(error = %e, "database error"),
-            ApiError::Internal(e) => tracing::error!(error = %e, "internal error"),
-            _ => {}
-        }
-        Json(ApiResponse::<()> {
-            code: self.code(),
-            message: self.to_string(),
-            result: None,
-        })
-        .into_response()
+impl From<QrError> for ApiError {
+    fn from(e: QrError) -> Self {
+        let code = match e {
+            QrError::Missing => code::SESSION_EXPIRED,
+            QrError::NotScanned => code::SESSION_NOT_SCANNED,
+            QrError::Cancelled => code::SESSION_CANCELLED,
+            QrError::AlreadyConfirmed | QrError::WrongUser | QrError::AlreadyPolling => {
+                code::INVALID_PARAMETER
+            }
+            QrError::Full(_) | QrError::FullForClient(_) | QrError::FullForUser(_) => {
+                code::SEND_TOO_OFTEN
+            }
+        };
+        ApiError::refused(code, e)
     }
 }
 
-/// A client's value quoted in an answer, cut short: answers stay small
-/// whatever was sent.
-pub(crate) fn short(value: &str) -> String {
-    const SHOWN: usize = 32;
-    match value.char_indices().nth(SHOWN) {
-        Some((cut, _)) => format!("{:?}…", &value[..cut]),
-        None => format!("{value:?}"),
+impl From<AccountError> for ApiError {
+    fn from(e: AccountError) -> Self {
+        let code = match e {
+            AccountError::CodeExpired => code::CODE_EXPIRED,
+            AccountError::NoCode | AccountError::CodeWrong(_) | AccountError::WrongCredentials => {
+                code::CODE_WRONG
+            }
+            AccountError::WrongOldPassword => code::PASSWORD_WRONG,
+            AccountError::Locked(_) => code::TOO_MANY_FAILURES,
+            AccountError::WeakPassword => code::WEAK_PASSWORD,
+            AccountError::NameTaken(_) => code::NAME_TAKEN,
+            AccountError::NoPermission(_) => code::NO_PERMISSION,
+            AccountError::NoAnnouncement(_) => code::NO_ANNOUNCEMENT,
+        };
+        ApiError::refused(code, e)
     }
 }
-
-pub type ApiResult<T> = Result<T, ApiError>;

@@ -2,10 +2,11 @@
 
 use axum::extract::{Path, State};
 
-use super::error::{ApiError, ApiResult};
-use super::extract::{ApiJson, AuthUser};
-use super::reply::Reply;
+use super::extract::AuthUser;
 use super::state::AppState;
+use crate::http::ApiJson;
+use crate::http::reply::Reply;
+use crate::http::{ApiError, ApiResult};
 use crate::store::Favorite;
 use crate::wire::http::{
     ApiResponse, Empty, FavoriteAdded, FavoriteItem, FavoriteList, FavoriteListRequest,
@@ -125,7 +126,7 @@ pub async fn delete(
     let id: i64 = id.trim().parse().map_err(|_| {
         ApiError::InvalidParameter(format!(
             "the favorite id {} is not a number",
-            super::error::short(&id)
+            crate::http::error::short(&id)
         ))
     })?;
     if !state.store.delete_favorite(&user.id, id).await? {

@@ -3,12 +3,12 @@
 use axum::extract::State;
 use tracing::info;
 
-use super::error::{ApiError, ApiResult};
-use super::extract::{ApiJson, ClientAddr};
-use super::reply::Reply;
 use super::sms::is_valid_mobile;
 use super::state::AppState;
-use crate::advertise::PublicUrls;
+use crate::http::advertise::PublicUrls;
+use crate::http::reply::Reply;
+use crate::http::{ApiError, ApiResult};
+use crate::http::{ApiJson, ClientAddr};
 use crate::store::User;
 use crate::wire::http::{ApiResponse, LoginRequest, LoginResult, SendCodeRequest, SmsLoginResult};
 

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::state::AppState;
-use crate::advertise::PublicUrls;
+use crate::http::advertise::PublicUrls;
 use crate::store::Media;
 use crate::wire::http::{AUTH_TOKEN_HEADER, DevError, Uploaded};
 

@@ -4,20 +4,16 @@
 pub mod account;
 pub mod admin;
 pub mod announcements;
-pub mod cors;
+pub mod cookie;
 pub mod dev;
 pub mod error;
 pub mod extract;
 pub mod favorites;
-pub mod listen;
 pub mod login;
 pub mod media;
-pub mod openapi;
 pub mod pc;
 pub mod qr;
 pub mod rate;
-pub mod reply;
-pub mod session;
 pub mod sms;
 pub mod state;
 pub mod version;
@@ -34,14 +30,20 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use tower_http::trace::TraceLayer;
 
-pub use listen::{ConnLimits, serve};
+use crate::http::cors::{Origins, is_dev_path};
+pub use crate::http::{ConnLimits, serve};
 pub use state::{AppState, Inner};
 
 use crate::wire::http::code;
 use crate::wire::limits;
 
 /// Every route of the app-server.
-pub fn app(state: AppState, origins: &std::sync::Arc<cors::Origins>) -> Router {
+/// `openapi` is the document `/openapi.json` and `/docs` serve.
+pub fn app(
+    state: AppState,
+    origins: &std::sync::Arc<Origins>,
+    openapi: utoipa::openapi::OpenApi,
+) -> Router {
     Router::new()
         // The Wildfire-compatible login API.
         .route("/send_code", post(login::send_code))
@@ -93,7 +95,7 @@ pub fn app(state: AppState, origins: &std::sync::Arc<cors::Origins>) -> Router {
         .route(
             "/admin/messages",
             post(admin::message).layer(axum::extract::DefaultBodyLimit::max(
-                limits::MAX_JSON_BODY.max(2 * state.broker.options.max_frame),
+                limits::MAX_JSON_BODY.max(2 * state.broker.max_frame()),
             )),
         )
         .route("/admin/export", get(admin::export))
@@ -114,10 +116,7 @@ pub fn app(state: AppState, origins: &std::sync::Arc<cors::Origins>) -> Router {
         .route("/healthz", get(web::healthz))
         .route("/readyz", get(web::readyz))
         .route("/metrics", get(web::metrics))
-        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url(
-            "/openapi.json",
-            openapi::document(&state.base_url, &state.broker_url),
-        ))
+        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(not_found)
         // Every other body is a small JSON object (routes above raise it).
         .layer(axum::extract::DefaultBodyLimit::max(limits::MAX_JSON_BODY))
@@ -128,7 +127,7 @@ pub fn app(state: AppState, origins: &std::sync::Arc<cors::Origins>) -> Router {
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            session::set_cookie,
+            cookie::set_cookie,
         ))
         .layer(origins.layer())
         // Spans name the route pattern, not the URI: QR tokens sit in paths.
@@ -157,7 +156,7 @@ async fn local_host_only(State(state): State<AppState>, req: Request, next: Next
         .get(axum::http::header::HOST)
         .and_then(|h| h.to_str().ok());
     match host {
-        Some(h) if !crate::advertise::is_loopback_host(h) => (
+        Some(h) if !crate::http::advertise::is_loopback_host(h) => (
             axum::http::StatusCode::FORBIDDEN,
             axum::Json(crate::wire::http::DevError {
                 error: format!(
@@ -171,14 +170,8 @@ async fn local_host_only(State(state): State<AppState>, req: Request, next: Next
     }
 }
 
-/// The dev and admin APIs: guarded against rebinding, and never opened to
-/// every origin by `--cors-origin '*'`.
-pub fn is_dev_path(path: &str) -> bool {
-    path.starts_with("/_dev") || path.starts_with("/admin")
-}
-
 async fn not_found(method: Method, uri: Uri) -> Response {
-    let mut r = reply::status(
+    let mut r = crate::http::reply::status(
         code::NOT_FOUND,
         &format!("no such endpoint: {method} {}", uri.path()),
     );
@@ -187,7 +180,7 @@ async fn not_found(method: Method, uri: Uri) -> Response {
 }
 
 async fn wrong_method(method: Method, uri: Uri) -> Response {
-    let mut r = reply::status(
+    let mut r = crate::http::reply::status(
         code::INVALID_PARAMETER,
         &format!(
             "{method} is not allowed on {}; the login API uses POST with a JSON body",
@@ -224,7 +217,7 @@ pub async fn sweep(state: AppState) {
 
 #[cfg(test)]
 mod tests {
-    use crate::advertise::is_loopback_host;
+    use crate::http::advertise::is_loopback_host;
 
     #[test]
     fn loopback_host_names() {

@@ -14,13 +14,14 @@ use futures_util::{StreamExt, stream};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::error::{ApiError, ApiResult};
-use super::extract::{ApiJson, AuthUser, ClientAddr, HeaderUser};
+use super::extract::{AuthUser, HeaderUser};
 use super::login::{check_client, sign_in};
 use super::qr::{PollOutcome, QrError, QrSession, Status};
-use super::reply::{Reply, coded, status};
 use super::state::AppState;
-use crate::advertise::PublicUrls;
+use crate::http::advertise::PublicUrls;
+use crate::http::reply::{Reply, coded, status};
+use crate::http::{ApiError, ApiResult};
+use crate::http::{ApiJson, ClientAddr};
 use crate::qr_image;
 use crate::wire::http::{
     ApiResponse, CancelPcRequest, ConfirmPcRequest, Empty, LoginResult, PcSessionRequest,
@@ -102,7 +103,7 @@ fn tell_devices(state: &AppState, user: &str, s: &QrSession) {
         expires_in_ms: s.expires_in().as_millis() as i64,
     };
     let frame = serde_json::to_string(&push).expect("wire types serialize");
-    state.broker.hub.deliver(user, &frame.into(), None);
+    state.broker.push(user, frame);
 }
 
 /// How a PC's wait ended, as the long poll and the event stream both tell it.

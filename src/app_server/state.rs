@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::qr::QrBook;
 use super::sms::SmsBook;
-use crate::advertise::Advertise;
+use crate::http::advertise::Advertise;
 use crate::store::{AuthSession, Store};
 use crate::token::{ImTokens, random_token};
 
@@ -22,7 +22,7 @@ pub struct Inner {
     pub qr: QrBook,
     pub im_tokens: ImTokens,
     /// The broker's `/route` on the default host (`imctl exec`'s environment);
-    /// handlers hand out [`crate::advertise::PublicUrls::route_url`] instead.
+    /// handlers hand out [`crate::http::advertise::PublicUrls::route_url`] instead.
     pub route_url: String,
     pub super_code: Option<String>,
     /// `/send_code` and `/login` calls per client address per minute
@@ -33,7 +33,7 @@ pub struct Inner {
     pub poll_timeout: Duration,
     pub session_ttl: Duration,
     /// `http://host:port` of this app-server on the default host, where there
-    /// is no request (banner, OpenAPI servers); handlers use [`crate::advertise::PublicUrls`].
+    /// is no request (banner, OpenAPI servers); handlers use [`crate::http::advertise::PublicUrls`].
     pub base_url: String,
     /// How the URLs handed to clients are built.
     pub advertise: Advertise,
@@ -42,7 +42,7 @@ pub struct Inner {
     /// The stack's metrics and change signal.
     pub telemetry: crate::telemetry::Telemetry,
     /// The broker, for the admin API (connections, bans, system messages).
-    pub broker: crate::broker::Broker,
+    pub broker: Arc<dyn crate::http::chat::Chat>,
     pub admin_secret: String,
     /// Where uploads are kept, and how large one may be.
     pub blobs: super::media::Blobs,
@@ -72,17 +72,6 @@ impl FromRef<AppState> for Advertise {
     }
 }
 
-/// Why the broker's writer did not do an operation handed to it over HTTP.
-#[derive(Debug)]
-pub enum WriterRefusal {
-    ShuttingDown,
-    /// The writer's `error` frame: its code (403, 404 …) and message.
-    Refused {
-        code: Option<i64>,
-        message: String,
-    },
-}
-
 /// What a successful login hands the client.
 pub struct Credentials {
     pub auth_token: String,
@@ -97,30 +86,6 @@ impl AppState {
     /// The broker's WebSocket URL.
     pub fn ws_url(&self) -> String {
         format!("{}/ws", self.broker_url.replacen("http://", "ws://", 1))
-    }
-
-    /// Hands an operation to the broker's writer (the admin API's messages,
-    /// group announcements) and waits for its answer frame.
-    pub async fn through_writer(
-        &self,
-        op: impl FnOnce(crate::broker::writer::Replier) -> crate::broker::writer::WriteOp,
-    ) -> Result<serde_json::Value, WriterRefusal> {
-        let (replier, answer) = crate::broker::writer::Replier::once();
-        self.broker
-            .writer
-            .send(op(replier))
-            .await
-            .map_err(|_| WriterRefusal::ShuttingDown)?;
-        let frame = answer.await.map_err(|_| WriterRefusal::ShuttingDown)?;
-        let v: serde_json::Value =
-            serde_json::from_str(frame.as_str()).expect("the writer answers JSON");
-        if v["op"] == "error" {
-            return Err(WriterRefusal::Refused {
-                code: v["code"].as_i64(),
-                message: v["message"].as_str().unwrap_or_default().to_owned(),
-            });
-        }
-        Ok(v)
     }
 
     /// Opens a login session (`authToken`) and issues an IM token for it.

@@ -4,8 +4,8 @@
 use axum::extract::Query;
 use axum::response::Response;
 
-use super::error::{ApiError, ApiResult};
-use super::reply::Reply;
+use crate::http::reply::Reply;
+use crate::http::{ApiError, ApiResult};
 use crate::wire::http::{ApiResponse, AvatarQuery, VersionCheck, VersionCheckQuery};
 use crate::wire::limits;
 

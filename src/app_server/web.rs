@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
 use super::state::AppState;
-use crate::advertise::PublicUrls;
+use crate::http::advertise::PublicUrls;
 use crate::wire::http::ClientConfig;
 
 /// Scripts only from our own files, so text that slipped into the page as
@@ -78,7 +78,7 @@ pub async fn config(State(state): State<AppState>, urls: PublicUrls) -> Json<Cli
         app_server: urls.app_server(),
         route_url: urls.route_url(),
         version: env!("CARGO_PKG_VERSION").into(),
-        max_frame: state.broker.options.max_frame,
+        max_frame: state.broker.max_frame(),
     })
 }
 
@@ -104,7 +104,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus/OpenMetrics text", content_type = "application/openmetrics-text", body = String)))]
 /// Prometheus metrics (OpenMetrics text).
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let platforms = state.broker.hub.platforms();
+    let platforms = state.broker.platforms();
     let text = state.telemetry.metrics.render(platforms, state.qr.states());
     (
         [(

@@ -17,7 +17,7 @@ use super::Broker;
 use super::hub::{ConnHandle, Queue};
 use super::presence;
 use super::writer::{Replier, WriteOp, frame};
-use crate::advertise::PublicUrls;
+use crate::http::advertise::PublicUrls;
 use crate::store::{Before, Delivered, GroupChange, NewMessage, Requested, msg_id, parse_msg_id};
 use crate::token::TokenError;
 use crate::wire::limits::{self, PAGE_BYTES};

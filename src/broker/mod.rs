@@ -5,11 +5,12 @@
 //! through the hub (`hub.rs`). The robot (`robot.rs`) is a user like any other.
 
 mod conn;
-pub mod hub;
+mod handle;
+mod hub;
 mod presence;
 pub mod robot;
 pub mod route;
-pub mod writer;
+mod writer;
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -28,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use robot::spawn as spawn_robot;
 
-use crate::advertise::{Advertise, PublicUrls};
+use crate::http::advertise::{Advertise, PublicUrls};
 use crate::store::Store;
 use crate::telemetry::Telemetry;
 use crate::token::ImTokens;
@@ -86,7 +87,7 @@ pub struct BrokerOptions {
     /// WebSockets held at once, whoever opened them.
     pub max_websockets: usize,
     /// Which pages may open a WebSocket (the app-server's CORS policy).
-    pub origins: std::sync::Arc<crate::app_server::cors::Origins>,
+    pub origins: std::sync::Arc<crate::http::cors::Origins>,
     pub friends_only: bool,
     /// The host of the URLs handed to clients (portraits).
     pub advertise: Advertise,

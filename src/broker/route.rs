@@ -3,10 +3,7 @@
 use axum::extract::State;
 
 use super::Broker;
-use crate::advertise::PublicUrls;
-use crate::app_server::error::{ApiError, ApiResult};
-use crate::app_server::extract::ApiJson;
-use crate::app_server::reply::Reply;
+use crate::http::{ApiError, ApiJson, ApiResult, PublicUrls, Reply};
 use crate::wire::http::ApiResponse;
 use crate::wire::ws::{RouteRequest, RouteResult};
 

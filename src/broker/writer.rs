@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::hub::{ConnHandle, Hub, Out, Pushes};
-use crate::store::{Appended, Delivered, GroupChange, Heads, NewMessage, Store};
+use crate::store::{Appended, Delivered, GroupChange, GroupInfo, Heads, NewMessage, Store};
 use crate::wire::ws::{Ack, ChatMessage, ErrorFrame, code};
 
 /// The most operations committed in one transaction.
@@ -34,26 +34,33 @@ pub enum WriteOp {
 
 /// Where the writer's answer to an operation goes.
 pub enum Replier {
-    /// A WebSocket connection's queue.
+    /// A WebSocket connection's queue: the answer is a frame.
     Conn(ConnHandle),
-    /// An HTTP handler (the admin API) waiting for the one answer frame.
-    Once(std::sync::Mutex<Option<oneshot::Sender<Utf8Bytes>>>),
+    /// An HTTP handler (the admin API, announcements) waiting for the one
+    /// typed answer.
+    Once(std::sync::Mutex<Option<oneshot::Sender<Written>>>),
+}
+
+/// What the writer did with an operation handed to it over HTTP.
+#[derive(Debug)]
+pub enum Written {
+    /// Stored, or found stored already (a retried send).
+    Message(ChatMessage),
+    /// The group after the change.
+    Group(GroupInfo),
+    /// Refused, with the protocol's error code (403, 404 …) and message.
+    Refused { code: i32, message: String },
 }
 
 impl Replier {
-    pub fn once() -> (Self, oneshot::Receiver<Utf8Bytes>) {
+    pub fn once() -> (Self, oneshot::Receiver<Written>) {
         let (tx, rx) = oneshot::channel();
         (Replier::Once(std::sync::Mutex::new(Some(tx))), rx)
     }
 
-    pub fn send(&self, frame: Utf8Bytes) {
-        match self {
-            Replier::Conn(conn) => conn.send(frame),
-            Replier::Once(tx) => {
-                if let Some(tx) = tx.lock().unwrap().take() {
-                    let _ = tx.send(frame);
-                }
-            }
+    fn answer_once(tx: &std::sync::Mutex<Option<oneshot::Sender<Written>>>, written: Written) {
+        if let Some(tx) = tx.lock().unwrap().take() {
+            let _ = tx.send(written);
         }
     }
 
@@ -65,17 +72,78 @@ impl Replier {
         }
     }
 
-    /// Answers in line with a batch's pushes to `user`, the connection's user.
-    fn send_among(&self, pushes: &mut Pushes, user: &str, frame: Utf8Bytes) {
+    /// Refuses the operation `id` at once.
+    fn refuse(&self, id: Option<u64>, code: i32, message: &str) {
+        match self {
+            Replier::Conn(conn) => conn.send(frame(&ErrorFrame::new(id, code, message))),
+            Replier::Once(tx) => Self::answer_once(
+                tx,
+                Written::Refused {
+                    code,
+                    message: message.to_owned(),
+                },
+            ),
+        }
+    }
+
+    /// Refuses a send in line with a batch's pushes to `user`, the connection's user.
+    fn refuse_among(
+        &self,
+        pushes: &mut Pushes,
+        user: &str,
+        id: Option<u64>,
+        code: i32,
+        message: String,
+    ) {
         match self {
             Replier::Conn(conn) => pushes.add(
                 user.to_owned(),
                 Out::Reply {
-                    frame,
+                    frame: frame(&ErrorFrame::new(id, code, message)),
                     conn: conn.clone(),
                 },
             ),
-            Replier::Once(_) => self.send(frame),
+            Replier::Once(tx) => Self::answer_once(tx, Written::Refused { code, message }),
+        }
+    }
+
+    /// Acks a send in line with a batch's pushes to its sender.
+    fn ack_among(
+        &self,
+        pushes: &mut Pushes,
+        user: &str,
+        id: Option<u64>,
+        message: &ChatMessage,
+        seq: i64,
+        duplicate: bool,
+    ) {
+        match self {
+            Replier::Conn(conn) => pushes.add(
+                user.to_owned(),
+                Out::Reply {
+                    frame: frame(&Ack {
+                        id,
+                        op: "ack".into(),
+                        code: 0,
+                        msg_id: message.msg_id.clone(),
+                        server_time: message.server_time,
+                        seq,
+                        duplicate,
+                    }),
+                    conn: conn.clone(),
+                },
+            ),
+            Replier::Once(tx) => Self::answer_once(tx, Written::Message(message.clone())),
+        }
+    }
+
+    /// Answers a group change with the group afterwards.
+    fn group(&self, id: Option<u64>, op: &str, group: &GroupInfo) {
+        match self {
+            Replier::Conn(conn) => conn.send(frame(
+                &serde_json::json!({"id": id, "op": op, "group": group}),
+            )),
+            Replier::Once(tx) => Self::answer_once(tx, Written::Group(group.clone())),
         }
     }
 }
@@ -157,17 +225,15 @@ async fn change_group(
         Err(e) => {
             tracing::error!(error = %e, "group change failed");
             heads.clear();
-            reply.send(frame(&ErrorFrame::new(
+            reply.refuse(
                 id,
                 code::SERVER_ERROR,
                 "the server could not change the group; retry",
-            )));
+            );
         }
-        Ok(Err((code, reason))) => reply.send(frame(&ErrorFrame::new(id, code, reason))),
+        Ok(Err((code, reason))) => reply.refuse(id, code, &reason),
         Ok(Ok(outcome)) => {
-            reply.send(frame(
-                &serde_json::json!({"id": id, "op": op, "group": outcome.group}),
-            ));
+            reply.group(id, op, &outcome.group);
             if let Appended::Stored { message, seqs } = outcome.notification {
                 hub.telemetry.metrics.messages_stored.inc();
                 tracing::info!(group = %message.conv.target, actor, kind = %message.content["kind"], "group changed");
@@ -242,56 +308,39 @@ async fn commit_batch(store: &Store, hub: &Hub, heads: &mut Heads, ops: Vec<Writ
             tracing::error!(error = %e, batch = sends.len(), "commit failed; nothing in the batch was stored");
             heads.clear();
             for (id, reply) in replies {
-                reply.send(frame(&ErrorFrame::new(
+                reply.refuse(
                     id,
                     code::SERVER_ERROR,
                     "the server could not store the message; retry",
-                )));
+                );
             }
             return;
         }
     };
     let mut pushes = Pushes::default();
     for (((id, reply), result), sent) in replies.into_iter().zip(results).zip(&sends) {
-        let answer = match result {
+        match result {
             Appended::Stored { message, seqs } => {
                 let sender_seq = seqs
                     .iter()
                     .find(|(u, _)| *u == sent.sender)
                     .map_or(0, |(_, s)| *s);
-                let ack = frame(&Ack {
-                    id,
-                    op: "ack".into(),
-                    code: 0,
-                    msg_id: message.msg_id.clone(),
-                    server_time: message.server_time,
-                    seq: sender_seq,
-                    duplicate: false,
-                });
-                reply.send_among(&mut pushes, &sent.sender, ack);
+                reply.ack_among(&mut pushes, &sent.sender, id, &message, sender_seq, false);
                 fan_out(
                     &mut pushes,
                     &message,
                     seqs,
                     reply.conn_id().map(|c| (sent.sender.as_str(), c)),
                 );
-                continue;
             }
             Appended::Duplicate {
                 message,
                 sender_seq,
-            } => frame(&Ack {
-                id,
-                op: "ack".into(),
-                code: 0,
-                msg_id: message.msg_id,
-                server_time: message.server_time,
-                seq: sender_seq,
-                duplicate: true,
-            }),
-            Appended::Rejected { code, reason } => frame(&ErrorFrame::new(id, code, reason)),
-        };
-        reply.send_among(&mut pushes, &sent.sender, answer);
+            } => reply.ack_among(&mut pushes, &sent.sender, id, &message, sender_seq, true),
+            Appended::Rejected { code, reason } => {
+                reply.refuse_among(&mut pushes, &sent.sender, id, code, reason)
+            }
+        }
     }
     hub.deliver_batch(pushes);
 }

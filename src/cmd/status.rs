@@ -125,7 +125,7 @@ fn render(s: &StackStatus, output: Output) -> String {
 /// only worth printing for an address a device can reach).
 pub fn is_loopback_url(url: &str) -> bool {
     let authority = url.split_once("://").map_or(url, |(_, rest)| rest);
-    crate::advertise::is_loopback_host(authority.split('/').next().unwrap_or_default())
+    crate::http::advertise::is_loopback_host(authority.split('/').next().unwrap_or_default())
 }
 
 /// The official Wildfire clients' settings, ready to paste.

@@ -36,7 +36,7 @@ pub struct ServeConfig {
     pub host: IpAddr,
 
     /// Host put in every URL handed to clients (routeUrl, wsUrl, portraits, media) [default: loopback when listening on loopback; listening on 0.0.0.0 or ::, the host each request was addressed to]
-    #[arg(long, env = "IMCTL_ADVERTISE_HOST", value_parser = crate::advertise::parse_advertise_host)]
+    #[arg(long, env = "IMCTL_ADVERTISE_HOST", value_parser = crate::http::advertise::parse_advertise_host)]
     pub advertise_host: Option<String>,
 
     /// Port of the app-server (login API, web client, dev API); 0 picks a free port

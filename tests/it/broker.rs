@@ -583,10 +583,10 @@ async fn silent_connections_are_closed_after_the_idle_timeout() {
     let s = start(&["--idle-timeout", "300ms"]).await;
     let (mut c, _) = s.chat("13800000001", "a").await;
     // Not reading means not answering the server's pings either.
-    assert!(s.running.broker.hub.is_online("alice"));
+    assert!(s.running.state.broker.is_online("alice"));
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     assert!(
-        !s.running.broker.hub.is_online("alice"),
+        !s.running.state.broker.is_online("alice"),
         "the server dropped the connection"
     );
     // The close frame (4008) may arrive, or the client's queued pongs hit the closed socket first.

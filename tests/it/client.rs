@@ -55,7 +55,7 @@ fn listener(state: &Path, url: &str, user: &str, count: u32) -> Child {
 
 pub(crate) async fn until_online(s: &TestServer, user: &str) {
     for _ in 0..500 {
-        if s.running.broker.hub.is_online(user) {
+        if s.running.state.broker.is_online(user) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

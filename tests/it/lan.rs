@@ -277,8 +277,8 @@ async fn devices_on_the_lan_and_the_emulator_get_only_urls_on_the_host_they_reac
 #[tokio::test]
 async fn a_host_header_that_is_not_a_plain_host_falls_back_to_the_machine_address() {
     let lan = Lan::start(&[]);
-    let fallback = imctl::advertise::machine_address()
-        .map_or("127.0.0.1".to_owned(), imctl::advertise::url_host);
+    let fallback = imctl::http::advertise::machine_address()
+        .map_or("127.0.0.1".to_owned(), imctl::http::advertise::url_host);
     let long = "a".repeat(300);
     for garbage in ["evil.com/path", "http:", "a b", "[::1", long.as_str()] {
         let r = lan
@@ -296,7 +296,7 @@ async fn a_host_header_that_is_not_a_plain_host_falls_back_to_the_machine_addres
         );
     }
     // The machine's own address is what a device can reach, never loopback.
-    if imctl::advertise::machine_address().is_some() {
+    if imctl::http::advertise::machine_address().is_some() {
         assert!(!fallback.starts_with("127."));
     }
 }

@@ -1,12 +1,15 @@
-//! The OpenAPI 3 document of every HTTP endpoint, generated from the
-//! handlers' `#[utoipa::path]` attributes and the wire types, served at
-//! `/openapi.json` with a Swagger UI at `/docs` (assets built in, no network).
+//! The OpenAPI 3 document of both servers' HTTP endpoints, generated from
+//! the handlers' `#[utoipa::path]` attributes and the wire types; the
+//! app-server serves it at `/openapi.json` with a Swagger UI at `/docs`
+//! (assets built in, no network).
 
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, Server};
 use utoipa::{Modify, OpenApi};
 
-use super::{account, admin, announcements, dev, favorites, login, media, pc, version, web};
+use crate::app_server::{
+    account, admin, announcements, dev, favorites, login, media, pc, version, web,
+};
 use crate::broker;
 
 #[derive(OpenApi)]

@@ -12,7 +12,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use tower_http::cors::{AllowHeaders, AllowOrigin, AllowPrivateNetwork, CorsLayer};
 
-use crate::advertise::{is_loopback_host, request_host};
+use crate::http::advertise::{is_loopback_host, request_host};
 
 /// The pages allowed to call us.
 #[derive(Debug, Clone, Default)]
@@ -89,7 +89,7 @@ impl Origins {
                         .get(header::HOST)
                         .and_then(|h| h.to_str().ok());
                     let path = parts.uri.path();
-                    let dev = super::is_dev_path(path);
+                    let dev = is_dev_path(path);
                     origin.to_str().is_ok_and(|o| {
                         if dev {
                             me.listed(o, host)
@@ -148,6 +148,12 @@ fn is_private(ip: IpAddr) -> bool {
             (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
         }
     }
+}
+
+/// The dev and admin APIs: guarded against rebinding, and never opened to
+/// every origin by `--cors-origin '*'`.
+pub fn is_dev_path(path: &str) -> bool {
+    path.starts_with("/_dev") || path.starts_with("/admin")
 }
 
 #[cfg(test)]

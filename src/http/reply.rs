@@ -34,7 +34,7 @@ impl<T: Serialize> IntoResponse for Reply<T> {
         let mut response = Json(ApiResponse::ok(self.result)).into_response();
         if let Some(token) = self.auth_token {
             let value = HeaderValue::from_str(&token).expect("tokens are hex");
-            // `session::set_cookie` mirrors it into the session cookie.
+            // `app_server::cookie::set_cookie` mirrors it into the session cookie.
             response.headers_mut().insert(AUTH_TOKEN_HEADER, value);
         }
         response

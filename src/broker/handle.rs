@@ -1,0 +1,94 @@
+//! The broker behind [`Chat`], the app-server's view of it: the hub and the
+//! writer stay private to the broker.
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+
+use super::Broker;
+use super::writer::{Replier, WriteOp, Written};
+use crate::http::chat::{Chat, WriteError};
+use crate::store::{GroupChange, GroupInfo, NewMessage};
+use crate::wire::http::ConnInfo;
+use crate::wire::ws::ChatMessage;
+
+impl Chat for Broker {
+    fn connections(&self) -> usize {
+        self.hub.connections()
+    }
+
+    fn list(&self) -> Vec<ConnInfo> {
+        self.hub.list()
+    }
+
+    fn is_online(&self, user: &str) -> bool {
+        self.hub.is_online(user)
+    }
+
+    fn platforms(&self) -> Vec<i32> {
+        self.hub.platforms()
+    }
+
+    fn close_user(&self, user: &str, code: u16, reason: &'static str) -> usize {
+        self.hub.close_user(user, code, reason)
+    }
+
+    fn push(&self, user: &str, frame: String) {
+        self.hub.deliver(user, &frame.into(), None);
+    }
+
+    fn max_frame(&self) -> usize {
+        self.options.max_frame
+    }
+
+    fn send(&self, msg: NewMessage) -> BoxFuture<'_, Result<ChatMessage, WriteError>> {
+        async move {
+            let op = |reply| WriteOp::Send {
+                msg,
+                id: None,
+                reply,
+            };
+            match self.write(op).await? {
+                Written::Message(m) => Ok(m),
+                other => unreachable!("a send is answered with a message, not {other:?}"),
+            }
+        }
+        .boxed()
+    }
+
+    fn change_group<'a>(
+        &'a self,
+        actor: &'a str,
+        change: GroupChange,
+        op: &'static str,
+    ) -> BoxFuture<'a, Result<GroupInfo, WriteError>> {
+        async move {
+            let write = |reply| WriteOp::Group {
+                actor: actor.to_owned(),
+                change,
+                op,
+                id: None,
+                reply,
+            };
+            match self.write(write).await? {
+                Written::Group(g) => Ok(g),
+                other => unreachable!("a group change is answered with a group, not {other:?}"),
+            }
+        }
+        .boxed()
+    }
+}
+
+impl Broker {
+    /// Hands `op` to the single writer and waits for its typed answer.
+    async fn write(&self, op: impl FnOnce(Replier) -> WriteOp) -> Result<Written, WriteError> {
+        let (replier, answer) = Replier::once();
+        self.writer
+            .send(op(replier))
+            .await
+            .map_err(|_| WriteError::ShuttingDown)?;
+        match answer.await.map_err(|_| WriteError::ShuttingDown)? {
+            Written::Refused { code, message } => Err(WriteError::Refused { code, message }),
+            written => Ok(written),
+        }
+    }
+}

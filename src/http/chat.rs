@@ -1,0 +1,55 @@
+//! The chat broker as the app-server sees it: a narrow interface the broker
+//! implements and `server` hands over, so the app-server never names the
+//! broker's hub or writer (nor the broker at all).
+
+use futures_util::future::BoxFuture;
+
+use crate::store::{GroupChange, GroupInfo, NewMessage};
+use crate::wire::http::ConnInfo;
+use crate::wire::ws::ChatMessage;
+
+/// Why the broker's writer did not do an operation.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("the broker's writer has stopped (shutting down)")]
+    ShuttingDown,
+    /// With the chat protocol's error code (403, 404 …).
+    #[error("{message}")]
+    Refused { code: i32, message: String },
+}
+
+pub trait Chat: Send + Sync {
+    /// Open WebSocket connections.
+    fn connections(&self) -> usize;
+
+    /// Every open connection, for `/admin/connections`.
+    fn list(&self) -> Vec<ConnInfo>;
+
+    /// Whether `user` has a connection open.
+    fn is_online(&self, user: &str) -> bool;
+
+    /// The platform of every open connection.
+    fn platforms(&self) -> Vec<i32>;
+
+    /// Closes every connection of `user` with close `code`; returns how many.
+    fn close_user(&self, user: &str, code: u16, reason: &'static str) -> usize;
+
+    /// Queues a frame (a JSON text) on every connection of `user`.
+    fn push(&self, user: &str, frame: String);
+
+    /// The largest frame a client may send (`--max-frame`).
+    fn max_frame(&self) -> usize;
+
+    /// Stores `msg` through the single writer and delivers it; answers the
+    /// stored message (or the one already stored under its clientMsgId).
+    fn send(&self, msg: NewMessage) -> BoxFuture<'_, Result<ChatMessage, WriteError>>;
+
+    /// Applies a group change as `actor` through the single writer; `op`
+    /// names it in the log. Answers the group afterwards.
+    fn change_group<'a>(
+        &'a self,
+        actor: &'a str,
+        change: GroupChange,
+        op: &'static str,
+    ) -> BoxFuture<'a, Result<GroupInfo, WriteError>>;
+}
