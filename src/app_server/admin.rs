@@ -104,7 +104,7 @@ pub async fn users(_: Admin, State(state): State<AppState>) -> AdminResult {
 }
 
 #[utoipa::path(get, path = "/admin/export", tag = "admin", security(("adminSecret" = [])),
-    responses((status = 200, description = "a data snapshot: users, friends, pending friend requests, groups, messages (README, Data snapshots)", body = serde_json::Value), (status = 401, description = "missing or wrong admin secret", body = DevError)))]
+    responses((status = 200, description = "a data snapshot: users, friends, pending friend requests, groups, messages (docs/SNAPSHOTS.md)", body = serde_json::Value), (status = 401, description = "missing or wrong admin secret", body = DevError)))]
 /// A snapshot of the data, for `imctl export` and `imctl serve --import`.
 pub async fn export(_: Admin, State(state): State<AppState>) -> AdminResult {
     let snapshot = state.store.export().await.map_err(db)?;
@@ -120,7 +120,7 @@ pub struct NewUser {
     portrait: Option<String>,
 }
 
-#[utoipa::path(post, path = "/admin/users", tag = "admin", security(("adminSecret" = [])), request_body(content = serde_json::Value, description = "see README, The admin API"),
+#[utoipa::path(post, path = "/admin/users", tag = "admin", security(("adminSecret" = [])), request_body(content = serde_json::Value, description = "see docs/ADMIN.md"),
     responses((status = 201, description = "the created user", body = UserSummary), (status = 400, description = "bad body", body = DevError), (status = 401, description = "missing or wrong admin secret", body = DevError), (status = 409, description = "a user with that id or mobile exists", body = DevError)))]
 pub async fn create_user(
     _: Admin,
@@ -233,7 +233,7 @@ async fn set_mute(
     Ok(Json(json!({"group": group, "userId": req.user_id, "muted": muted})).into_response())
 }
 
-#[utoipa::path(post, path = "/admin/groups/{group}/mute", tag = "admin", security(("adminSecret" = [])), params(("group" = String, Path)), request_body(content = serde_json::Value, description = "see README, The admin API"),
+#[utoipa::path(post, path = "/admin/groups/{group}/mute", tag = "admin", security(("adminSecret" = [])), params(("group" = String, Path)), request_body(content = serde_json::Value, description = "see docs/ADMIN.md"),
     responses((status = 200, description = "muted: the whole group, or `members`", body = serde_json::Value), (status = 400, description = "bad body", body = DevError), (status = 401, description = "missing or wrong admin secret", body = DevError), (status = 404, description = "no such group", body = DevError)))]
 pub async fn mute(
     _: Admin,
@@ -244,7 +244,7 @@ pub async fn mute(
     set_mute(&state, &group, body, true).await
 }
 
-#[utoipa::path(post, path = "/admin/groups/{group}/unmute", tag = "admin", security(("adminSecret" = [])), params(("group" = String, Path)), request_body(content = serde_json::Value, description = "see README, The admin API"),
+#[utoipa::path(post, path = "/admin/groups/{group}/unmute", tag = "admin", security(("adminSecret" = [])), params(("group" = String, Path)), request_body(content = serde_json::Value, description = "see docs/ADMIN.md"),
     responses((status = 200, description = "unmuted", body = serde_json::Value), (status = 400, description = "bad body", body = DevError), (status = 401, description = "missing or wrong admin secret", body = DevError), (status = 404, description = "no such group", body = DevError)))]
 pub async fn unmute(
     _: Admin,
@@ -297,7 +297,7 @@ pub struct SystemMessage {
     text: String,
 }
 
-#[utoipa::path(post, path = "/admin/messages", tag = "admin", security(("adminSecret" = [])), request_body(content = serde_json::Value, description = "see README, The admin API"),
+#[utoipa::path(post, path = "/admin/messages", tag = "admin", security(("adminSecret" = [])), request_body(content = serde_json::Value, description = "see docs/ADMIN.md"),
     responses((status = 200, description = "a system message stored and delivered", body = serde_json::Value), (status = 400, description = "bad body", body = DevError), (status = 401, description = "missing or wrong admin secret", body = DevError), (status = 404, description = "an unknown user or group among the recipients", body = DevError), (status = 413, description = "content larger than --max-frame", body = DevError)))]
 /// Sends a text from the `system` sender to a user or to every member of a group.
 pub async fn message(

@@ -1,7 +1,7 @@
 //! A data snapshot: users, friends, pending friend requests, groups and
 //! messages as one JSON object (`imctl export`, `GET /admin/export`,
-//! `imctl serve --import` and `--export-on-exit`). Documented in the README,
-//! "Data snapshots". Checking one against itself (and the database) is
+//! `imctl serve --import` and `--export-on-exit`), documented in
+//! docs/SNAPSHOTS.md. Checking one against itself (and the database) is
 //! `store::snapshot`'s job.
 
 use serde::{Deserialize, Serialize};
