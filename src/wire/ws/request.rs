@@ -344,4 +344,19 @@ mod tests {
             Request::Ping
         );
     }
+
+    #[test]
+    fn protocol_md_lists_every_request_and_no_other() {
+        let doc = include_str!("../../../docs/PROTOCOL.md");
+        let table = doc
+            .split("### Every request")
+            .nth(1)
+            .and_then(|t| t.split("\n### ").next())
+            .expect("PROTOCOL.md has an \"Every request\" section");
+        let listed: Vec<&str> = table
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `")?.split('`').next())
+            .collect();
+        assert_eq!(listed, Request::OPS);
+    }
 }
