@@ -28,7 +28,7 @@ use crate::wire::http::{
     PcSessionResult, PollTimeout, QrStatusEvent, ScannedResult, code,
 };
 use crate::wire::limits;
-use crate::wire::ws::PcLoginRequest;
+use crate::wire::ws::{PcLoginRequest, Push};
 
 fn session_result(state: &AppState, s: &QrSession) -> PcSessionResult {
     PcSessionResult {
@@ -94,16 +94,14 @@ pub async fn pc_session(
 
 /// Asks every connected device of `user` to confirm a quick login.
 fn tell_devices(state: &AppState, user: &str, s: &QrSession) {
-    let push = PcLoginRequest {
-        op: PcLoginRequest::OP.into(),
+    let push = Push::PcLoginRequest(PcLoginRequest {
         token: s.token.clone(),
         platform: s.platform,
         device_name: s.device_name.clone(),
         client_id: Some(s.client_id.clone()),
         expires_in_ms: s.expires_in().as_millis() as i64,
-    };
-    let frame = serde_json::to_string(&push).expect("wire types serialize");
-    state.broker.push(user, frame);
+    });
+    state.broker.push(user, push.frame());
 }
 
 /// How a PC's wait ended, as the long poll and the event stream both tell it.

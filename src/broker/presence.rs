@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use axum::extract::ws::Utf8Bytes;
 use tokio::time::Instant;
 
 use super::Broker;
-use super::writer::frame;
+use crate::wire::ws::Push;
 
 /// At most one announcement per user in this interval.
 pub const INTERVAL: Duration = Duration::from_millis(500);
@@ -109,9 +110,13 @@ async fn send(broker: &Broker, user: &str, except: Option<u64>) {
     if !broker.presence.record(user, &platforms) {
         return;
     }
-    let push = frame(
-        &serde_json::json!({"op": "presence", "userId": user, "online": !platforms.is_empty(), "platforms": platforms}),
-    );
+    let push: Utf8Bytes = Push::Presence {
+        user_id: user.to_owned(),
+        online: !platforms.is_empty(),
+        platforms,
+    }
+    .frame()
+    .into();
     match broker.store.friends_of(user).await {
         Ok(friends) => friends
             .iter()

@@ -1,6 +1,5 @@
 //! Friends, friend requests and profiles.
 
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{Result, Store, User, now_ms};
@@ -9,15 +8,7 @@ use crate::wire::ws::code;
 /// A refused request: a protocol error code and a reason.
 pub type Refusal = (i32, String);
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
-#[serde(rename_all = "camelCase")]
-pub struct FriendRequest {
-    pub from_user: String,
-    pub to_user: String,
-    pub remark: String,
-    pub status: String,
-    pub created_at: i64,
-}
+pub use crate::wire::ws::FriendRequest;
 
 /// What `friend.request` did.
 #[derive(Debug, Clone, PartialEq)]
@@ -156,14 +147,25 @@ impl Store {
         &self,
         user: &str,
     ) -> Result<(Vec<FriendRequest>, Vec<FriendRequest>)> {
-        let all: Vec<FriendRequest> = sqlx::query_as(
+        let all: Vec<(String, String, String, String, i64)> = sqlx::query_as(
             "SELECT from_user, to_user, remark, status, created_at FROM friend_requests
              WHERE (to_user = ?1 OR from_user = ?1) AND status = 'pending' ORDER BY created_at DESC",
         )
         .bind(user)
         .fetch_all(&self.pool)
         .await?;
-        Ok(all.into_iter().partition(|r| r.to_user == user))
+        Ok(all
+            .into_iter()
+            .map(
+                |(from_user, to_user, remark, status, created_at)| FriendRequest {
+                    from_user,
+                    to_user,
+                    remark,
+                    status,
+                    created_at,
+                },
+            )
+            .partition(|r| r.to_user == user))
     }
 
     /// The users among `ids` that exist, in the order asked.

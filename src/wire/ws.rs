@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+mod push;
 mod request;
+pub use push::{FriendRequest, Notify, PcLoginRequest, Profile, Push, ReceiptKind, msg_push};
 pub use request::{DecodeError, Request};
 
 /// Error codes of `error` frames (docs/PROTOCOL.md has the table).
@@ -527,35 +529,6 @@ impl ErrorFrame {
     }
 }
 
-/// `pc_login_request`: a web or desktop page asks to log in as this user by
-/// quick login (`/pc_session` with `flag: 1`). Sent to every connection of
-/// the user; not stored. The phone answers with `/confirm_pc {token}` or
-/// `/cancel_pc {token}` on the app-server, without `/scan_pc`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PcLoginRequest {
-    /// Always `pc_login_request`.
-    pub op: String,
-    /// The QR session to confirm or cancel.
-    pub token: String,
-    /// The page's platform (Wildfire's numbers: 5 Web, 3 Windows, 4 macOS, 7 Linux).
-    pub platform: i32,
-    pub device_name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_id: Option<String>,
-    /// Milliseconds until the request expires.
-    pub expires_in_ms: i64,
-}
-
-impl PcLoginRequest {
-    pub const OP: &str = "pc_login_request";
-}
-
-/// Serializes the `msg` push for one recipient around a message serialized once.
-pub fn msg_push(seq: i64, message_json: &str) -> String {
-    format!(r#"{{"op":"msg","seq":{seq},"message":{message_json}}}"#)
-}
-
 /// `/route` on the broker port.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -651,24 +624,5 @@ mod tests {
             v,
             json!({"id": 1, "op": "conversations", "conversations": [], "more": true})
         );
-    }
-
-    #[test]
-    fn msg_push_is_valid_json() {
-        let m = ChatMessage {
-            msg_id: "m1".into(),
-            client_msg_id: None,
-            conv: Conversation {
-                kind: ConvType::Single,
-                target: "bob".into(),
-            },
-            from: "alice".into(),
-            content: json!({"type":"text","text":"hi"}),
-            server_time: 1,
-        };
-        let v: Value =
-            serde_json::from_str(&msg_push(7, &serde_json::to_string(&m).unwrap())).unwrap();
-        assert_eq!(v["seq"], 7);
-        assert_eq!(v["message"]["conv"]["target"], "bob");
     }
 }
