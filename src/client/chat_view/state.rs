@@ -21,7 +21,7 @@ pub enum SendState {
     Read,
 }
 
-/// A message this session sent.
+/// A message this chat sent.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
     pub client_msg_id: String,
@@ -36,6 +36,7 @@ pub struct Outgoing {
 /// How many sent messages are remembered for receipts.
 const OUTGOING_KEPT: usize = 1000;
 
+/// What the terminal chat knows; `render` draws it, `cmd::client` feeds it.
 pub struct ChatView {
     me: String,
     current: Option<Conversation>,
@@ -334,7 +335,7 @@ impl ChatView {
     /// A stored message (pushed, synced or from history) as a line; counts
     /// it unread when it is someone else's and not in the current conversation.
     pub fn on_message(&mut self, msg: &ChatMessage) -> Option<Line> {
-        // Our own sends from this session show through their acks.
+        // Our own sends from this chat show through their acks.
         if msg.from == self.me
             && msg
                 .client_msg_id
@@ -419,7 +420,7 @@ impl ChatView {
                 )
             }
             Some((_, text)) => format!("{now} [{label}] ✓✓ {verb} {by}: “{text}”"),
-            // Nothing of this session's: say how far, once it matters.
+            // Nothing this chat sent: say how far, once it matters.
             None if read => format!("{now} [{label}] ✓✓ {verb} {by} up to {up_to_id}"),
             None => return None,
         };
