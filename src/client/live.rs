@@ -12,9 +12,9 @@ use tokio::time::Instant;
 
 use super::app::{AppClient, ClientError, Failure, exit};
 use super::chat::{ChatConn, ChatError};
+use super::chat_view::Outgoing;
 use super::login;
 use super::profiles::{ClientSession, ClientSessions};
-use super::session::Outgoing;
 use crate::wire::http::code as api_code;
 use crate::wire::ids::now_ms;
 use crate::wire::ws::{Ack, InboxEntry, RouteRequest, Synced, close, code};

@@ -2,9 +2,9 @@
 
 pub mod app;
 pub mod chat;
+pub mod chat_view;
 pub mod live;
 pub mod login;
 pub mod profiles;
-pub mod session;
 
 pub use app::{AppClient, ClientError};

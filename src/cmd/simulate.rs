@@ -10,9 +10,9 @@ use serde_json::json;
 
 use super::Failure;
 use crate::client::app::exit;
+use crate::client::chat_view::printable;
 use crate::client::login;
 use crate::client::profiles::{PhoneProfile, Profiles, default_state_dir};
-use crate::client::session::printable;
 use crate::client::{AppClient, ClientError};
 use crate::store::now_ms;
 use crate::wire::http::{LoginResult, PasswordLoginRequest, PcSessionInfo, PcSessionResult, code};

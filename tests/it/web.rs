@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use imctl::app_server::web::{ASSETS, Asset};
+
 use crate::common::{Events, TestServer, start, until_polling};
 
 #[tokio::test]
@@ -227,15 +229,30 @@ async fn the_page_and_its_assets_are_served_with_a_strict_policy() {
     assert_eq!(s.get("/assets/nope.js").await.status(), 404);
 }
 
-/// Peer-controlled text must never reach the DOM as HTML: the script has no
-/// HTML sinks at all, so this cannot regress quietly.
+/// Peer-controlled text must never reach the DOM as HTML: the scripts have no
+/// HTML sinks at all, so this cannot regress quietly. It reads every script
+/// the server serves, and every `.js` file in `web/` must be one of them, so
+/// a new module cannot escape it.
 #[test]
 fn the_script_never_writes_html() {
-    for js in [
-        include_str!("../../src/app_server/web/app.js"),
-        include_str!("../../src/app_server/web/dev.js"),
-        include_str!("../../src/app_server/web/dom.js"),
-    ] {
+    let scripts: Vec<&Asset> = ASSETS.iter().filter(|a| a.name.ends_with(".js")).collect();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/app_server/web");
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.ends_with(".js"))
+        .collect();
+    on_disk.sort();
+    let mut served: Vec<&str> = scripts.iter().map(|a| a.name).collect();
+    served.sort();
+    assert_eq!(
+        served,
+        on_disk,
+        "every script in {} is served",
+        dir.display()
+    );
+    for script in scripts {
+        let js = script.body;
         for sink in [
             "innerHTML",
             "outerHTML",
@@ -244,7 +261,49 @@ fn the_script_never_writes_html() {
             "eval(",
             "new Function",
         ] {
-            assert!(!js.contains(sink), "a page script uses {sink}");
+            assert!(
+                !js.contains(sink),
+                "a page script uses {sink}: {}",
+                script.name
+            );
+        }
+    }
+}
+
+/// The browser refuses a module served as anything but JavaScript, and an
+/// import of a file that is not served breaks the whole page.
+#[tokio::test]
+async fn every_module_is_served_as_javascript_and_imports_only_served_modules() {
+    let s = start(&[]).await;
+    for script in ASSETS.iter().filter(|a| a.name.ends_with(".js")) {
+        let r = s.get(&format!("/assets/{}", script.name)).await;
+        assert_eq!(r.status(), 200, "{}", script.name);
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/javascript"),
+            "{}",
+            script.name
+        );
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+        assert_eq!(r.headers()["cache-control"], "no-cache");
+        assert_eq!(r.text().await.unwrap(), script.body);
+        for line in script.body.lines().filter(|l| l.starts_with("import ")) {
+            let from = line
+                .split_once(" from \"./")
+                .and_then(|(_, rest)| rest.strip_suffix("\";"))
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{}: an import not of the form from \"./x.js\": {line}",
+                        script.name
+                    )
+                });
+            assert!(
+                ASSETS.iter().any(|a| a.name == from),
+                "{} imports {from}, which is not served",
+                script.name
+            );
         }
     }
 }

@@ -1,7 +1,8 @@
 // The dev dashboard: live SMS outbox, QR sessions (with phone buttons),
 // connections and recent messages from GET /_dev/feed (server-sent events).
 // Everything is inserted as text.
-"use strict";
+
+import { $, el } from "./dom.js";
 
 const PLATFORMS = { 0: "robot", 1: "iOS", 2: "Android", 3: "Windows", 4: "macOS", 5: "Web", 6: "mini-program", 7: "Linux", 8: "iPad", 9: "Android pad" };
 

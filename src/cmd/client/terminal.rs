@@ -7,6 +7,7 @@ use std::cell::Cell;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rustyline::completion::Completer;
@@ -20,10 +21,10 @@ use rustyline::{
 };
 use tokio::sync::mpsc;
 
-use super::{Args, Chat, Flow, Screen, Shared, SharedState, open};
+use super::{Args, Chat, Flow, Screen, open};
+use crate::client::chat_view::{Line, command_words};
 use crate::client::live::Wait;
 use crate::client::profiles::default_state_dir;
-use crate::client::session::{Line, command_words};
 
 /// From the line-reading thread to the async side.
 enum Ui {
@@ -33,6 +34,15 @@ enum Ui {
     Eof,
     Failed(String),
 }
+
+/// What the line-reading thread shows: the prompt and the completion words.
+#[derive(Default)]
+struct Shared {
+    prompt: String,
+    words: Vec<String>,
+}
+
+type SharedState = Arc<Mutex<Shared>>;
 
 /// How often "typing" is sent while the user types.
 const TYPING_EVERY: Duration = Duration::from_secs(3);
@@ -233,8 +243,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 fn publish(chat: &Chat, shared: &SharedState) {
     let mut s = shared.lock().expect("shared state lock");
     *s = Shared {
-        prompt: chat.session.prompt(),
-        words: chat.session.completion_words(),
+        prompt: chat.view.prompt(),
+        words: chat.view.completion_words(),
     };
 }
 
