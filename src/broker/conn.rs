@@ -15,6 +15,7 @@ use super::ops::connect::{self, Upgrade};
 use super::ops::{
     Ctx, Identity, Refusal, Request, conversations, groups, messages, presence, refuse, social,
 };
+use super::presence::announce;
 use super::socket::{TOO_SLOW, Wrote, bounded, close_bounded, read_failed, write_all};
 use super::writer::frame;
 use crate::advertise::PublicUrls;
@@ -116,7 +117,7 @@ pub async fn run(
         // While shutting down everybody goes offline and the database is
         // closing: nobody is left to tell.
         if broker.hub.unregister(&who.user_id, handle.id).is_some() && !shutdown.is_cancelled() {
-            super::presence::announce(&broker, &who.user_id, handle.id).await;
+            announce(&broker, &who.user_id, handle.id).await;
         }
         info!(user = ?who.user_id, client = ?who.client_id, "disconnected");
     }

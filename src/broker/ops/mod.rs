@@ -61,6 +61,7 @@ impl Refusal {
     }
 }
 
+/// A handler's refusal, as its result.
 pub fn refuse<T>(code: i32, message: impl Into<String>) -> Result<T, Refusal> {
     Err(Refusal(code, message.into()))
 }
