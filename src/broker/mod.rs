@@ -7,9 +7,12 @@
 mod conn;
 mod handle;
 mod hub;
+mod ops;
 mod presence;
+mod receipts;
 pub mod robot;
 pub mod route;
+mod socket;
 mod writer;
 
 use std::ops::Deref;
@@ -53,8 +56,8 @@ pub struct Inner {
     /// Cancelled once the writer has committed its last batch at shutdown,
     /// so connections close only after their last acks are queued.
     pub writer_done: CancellationToken,
-    /// Per user, how far delivery receipts have been sent (see `conn::recv`).
-    pub receipted: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    /// Per user, how far delivery receipts have been sent.
+    pub receipted: receipts::Watermarks,
     /// Presence announcements, coalesced per user.
     presence: presence::Presence,
     /// Every connection task, so shutdown can wait for their last acks.
@@ -156,7 +159,7 @@ impl Broker {
     }
 
     /// Waits until every connection has closed (after shutdown each takes
-    /// at most a few seconds: see `conn::close_bounded`).
+    /// at most a few seconds: see `socket::close_bounded`).
     pub async fn connections_closed(&self) {
         self.connections.close();
         self.connections.wait().await;

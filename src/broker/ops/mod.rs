@@ -1,0 +1,228 @@
+//! The chat operations' handlers, one module per family. `conn.rs` decodes
+//! a frame's header and dispatches; a handler answers on the connection
+//! (directly, or through the writer once its change is committed) or
+//! returns a [`Refusal`], which becomes an `error` frame while the
+//! connection stays open.
+
+pub mod connect;
+pub mod conversations;
+pub mod groups;
+pub mod messages;
+pub mod presence;
+pub mod social;
+#[cfg(test)]
+mod testkit;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::Broker;
+use super::hub::ConnHandle;
+use super::writer::{WriteOp, frame};
+use crate::wire::ws::{ConvType, Conversation, ErrorFrame, code};
+pub use connect::Identity;
+
+/// What every handler is given.
+pub struct Ctx<'a> {
+    pub broker: &'a Broker,
+    /// The connection the request came on.
+    pub conn: &'a ConnHandle,
+    /// Who is connected on it.
+    pub who: &'a Identity,
+    /// The request's `id`, echoed in its answer.
+    pub id: Option<u64>,
+}
+
+impl Ctx<'_> {
+    /// Answers with `body`, plus the request's `id` and `op`.
+    fn reply(&self, op: &str, mut body: Value) {
+        body["id"] = serde_json::json!(self.id);
+        body["op"] = serde_json::json!(op);
+        self.conn.send(frame(&body));
+    }
+
+    /// The connected user.
+    fn me(&self) -> &str {
+        &self.who.user_id
+    }
+}
+
+/// What a handler returns.
+pub type Handled = Result<(), Refusal>;
+
+/// A failed request: an `error` frame, the connection stays open.
+#[derive(Debug)]
+pub struct Refusal(pub i32, pub String);
+
+impl Refusal {
+    /// Sends the `error` frame answering request `id`.
+    pub fn send(self, conn: &ConnHandle, id: Option<u64>) {
+        conn.send(frame(&ErrorFrame::new(id, self.0, self.1)));
+    }
+}
+
+/// A handler's refusal, as its result.
+pub fn refuse<T>(code: i32, message: impl Into<String>) -> Result<T, Refusal> {
+    Err(Refusal(code, message.into()))
+}
+
+/// A frame's header, decoded before its body.
+pub struct Request {
+    pub id: Option<u64>,
+    pub op: String,
+    /// The whole frame, for the op's own request type.
+    pub body: Value,
+}
+
+/// Decodes `{id, op}`; a refusal says which `id` it answers.
+pub fn decode(text: &str) -> Result<Request, (Option<u64>, Refusal)> {
+    let bad = |id, message: String| Err((id, Refusal(code::BAD_REQUEST, message)));
+    let body: Value = match serde_json::from_str(text) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => return bad(None, "a frame is a JSON object with an \"op\"".into()),
+        Err(e) => return bad(None, format!("invalid JSON: {e}")),
+    };
+    let id = match body.get("id") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64() {
+            Some(n) => Some(n),
+            None => return bad(None, "\"id\" must be a non-negative integer".into()),
+        },
+    };
+    let Some(op) = body.get("op").and_then(Value::as_str).map(str::to_owned) else {
+        return bad(id, "missing \"op\"".into());
+    };
+    Ok(Request { id, op, body })
+}
+
+/// The request type of `op`, or the `bad … frame` refusal.
+fn parse<T: DeserializeOwned>(op: &str, value: Value) -> Result<T, Refusal> {
+    serde_json::from_value(value)
+        .map_err(|e| Refusal(code::BAD_REQUEST, format!("bad {op} frame: {e}")))
+}
+
+fn bad_request(message: String) -> Refusal {
+    Refusal(code::BAD_REQUEST, message)
+}
+
+/// Logs a database error; the client learns only that there was one.
+fn db_error(e: sqlx::Error) -> Refusal {
+    tracing::error!(error = %e, "database error");
+    Refusal(code::SERVER_ERROR, "server error; see the imctl log".into())
+}
+
+fn now_ms() -> i64 {
+    crate::store::now_ms()
+}
+
+/// Hands an operation to the writer; fails only while shutting down.
+async fn to_writer(broker: &Broker, op: WriteOp) -> Handled {
+    broker.writer.send(op).await.map_err(|_| {
+        Refusal(
+            code::SERVER_ERROR,
+            "the server is shutting down; nothing was stored".into(),
+        )
+    })
+}
+
+/// With `--friends-only`, refuses `users` who are not friends of the
+/// connected user (themself and the robot excepted); `what` names the act.
+async fn only_friends(cx: &Ctx<'_>, users: &[String], what: &str) -> Handled {
+    let others = || {
+        users
+            .iter()
+            .filter(|u| *u != cx.me() && u.as_str() != super::robot::ROBOT)
+    };
+    if !cx.broker.options.friends_only || others().next().is_none() {
+        return Ok(());
+    }
+    let friends: std::collections::HashSet<String> = cx
+        .broker
+        .store
+        .friends_of(cx.me())
+        .await
+        .map_err(db_error)?
+        .into_iter()
+        .map(|u| u.id)
+        .collect();
+    let strangers: Vec<&String> = others().filter(|u| !friends.contains(*u)).collect();
+    if strangers.is_empty() {
+        return Ok(());
+    }
+    refuse(
+        code::FORBIDDEN,
+        format!(
+            "you can only {what} friends on this server (--friends-only); send {strangers:?} a friend.request"
+        ),
+    )
+}
+
+/// The other participants of a conversation the connected user is in, or
+/// a refusal.
+async fn participants(cx: &Ctx<'_>, conv: &Conversation) -> Result<Vec<String>, Refusal> {
+    let me = cx.me();
+    match conv.kind {
+        ConvType::Single => Ok(if conv.target == me {
+            vec![]
+        } else {
+            vec![conv.target.clone()]
+        }),
+        ConvType::Group => {
+            let members = cx
+                .broker
+                .store
+                .group_members(&conv.target)
+                .await
+                .map_err(db_error)?;
+            if !members.iter().any(|m| m == me) {
+                return refuse(
+                    code::FORBIDDEN,
+                    format!("you are not a member of group {:?}", conv.target),
+                );
+            }
+            Ok(members.into_iter().filter(|m| m != me).collect())
+        }
+    }
+}
+
+/// The conversation `conv`, addressed by `me`, as its other participants
+/// address it.
+fn conv_for(conv: &Conversation, me: &str) -> Conversation {
+    match conv.kind {
+        ConvType::Single => Conversation {
+            kind: ConvType::Single,
+            target: me.to_owned(),
+        },
+        ConvType::Group => conv.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(text: &str) -> (Option<u64>, i32, String) {
+        let (id, Refusal(code, message)) = decode(text).err().expect("refused");
+        (id, code, message)
+    }
+
+    #[test]
+    fn a_frame_is_a_json_object_with_an_op_and_maybe_an_id() {
+        let r = decode(r#"{"id":7,"op":"sync","since":3}"#).ok().unwrap();
+        assert_eq!(
+            (r.id, r.op.as_str(), &r.body["since"]),
+            (Some(7), "sync", &serde_json::json!(3))
+        );
+        assert_eq!(decode(r#"{"op":"ping","id":null}"#).ok().unwrap().id, None);
+        let bad = code::BAD_REQUEST;
+        let msg = "a frame is a JSON object with an \"op\"";
+        assert_eq!(refused("[1]"), (None, bad, msg.into()));
+        assert!(refused("{").2.starts_with("invalid JSON: "));
+        let msg = "\"id\" must be a non-negative integer";
+        assert_eq!(refused(r#"{"id":-1,"op":"ping"}"#), (None, bad, msg.into()));
+        assert_eq!(
+            refused(r#"{"id":2}"#),
+            (Some(2), bad, "missing \"op\"".into())
+        );
+    }
+}
