@@ -12,14 +12,12 @@ use tracing::{info, warn};
 use super::Broker;
 use super::hub::ConnHandle;
 use super::ops::connect::{self, Upgrade};
-use super::ops::{
-    Ctx, Identity, Refusal, Request, conversations, groups, messages, presence, refuse, social,
-};
+use super::ops::{self, Ctx, Header, Identity, Refusal};
 use super::presence::announce;
 use super::socket::{TOO_SLOW, Wrote, bounded, close_bounded, read_failed, write_all};
 use super::writer::frame;
 use crate::http::advertise::PublicUrls;
-use crate::wire::ws::{ErrorFrame, close, code};
+use crate::wire::ws::{ErrorFrame, Request, close, code};
 
 /// What to do after handling a frame.
 enum Next {
@@ -138,8 +136,8 @@ async fn on_text(
     upgrade: &Upgrade<'_>,
     text: &str,
 ) -> Next {
-    let Request { id, op, body } = match super::ops::decode(text) {
-        Ok(request) => request,
+    let Header { id, op, body } = match ops::header(text) {
+        Ok(header) => header,
         Err((id, refusal)) => return refused(conn, id, refusal),
     };
     let Some(who) = identity.as_ref() else {
@@ -147,7 +145,12 @@ async fn on_text(
             let why = "not connected: the first frame must be {\"op\":\"connect\",\"token\":...}";
             return refused(conn, id, Refusal(code::NOT_CONNECTED, why.into()));
         }
-        return match connect::connect(broker, conn, id, upgrade, body).await {
+        let connected = match ops::request(&op, body) {
+            Ok(Request::Connect(req)) => connect::connect(broker, conn, id, upgrade, req).await,
+            Ok(other) => unreachable!("a connect frame decodes as connect, not {}", other.op()),
+            Err(refusal) => Err(refusal),
+        };
+        return match connected {
             Ok(who) => {
                 *identity = Some(who);
                 Next::Continue
@@ -159,38 +162,20 @@ async fn on_text(
             }
         };
     };
+    // Checked before the body, which a second `connect` need not get right.
+    if op == "connect" {
+        let refusal = Refusal(code::ALREADY_CONNECTED, "already connected".into());
+        return refused(conn, id, refusal);
+    }
     let cx = Ctx {
         broker,
         conn,
         who,
         id,
     };
-    let handled = match op.as_str() {
-        "connect" => refuse(code::ALREADY_CONNECTED, "already connected"),
-        "ping" => connect::ping(&cx),
-        "send" => messages::send(&cx, body).await,
-        "sync" => messages::sync(&cx, body).await,
-        "recv" => messages::recv(&cx, body).await,
-        "history" => messages::history(&cx, body).await,
-        "group.create" | "group.add" | "group.remove" | "group.leave" | "group.dissolve"
-        | "group.rename" | "group.admin" => groups::change(&cx, &op, body).await,
-        "group.info" => groups::info(&cx, body).await,
-        "group.list" => groups::list(&cx).await,
-        "friend.request" => social::friend_request(&cx, body).await,
-        "friend.accept" | "friend.reject" => social::friend_answer(&cx, &op, body).await,
-        "friend.list" => social::friend_list(&cx).await,
-        "friend.pending" => social::friend_pending(&cx).await,
-        "profile.get" => social::profile_get(&cx, body).await,
-        "profile.update" => social::profile_update(&cx, body).await,
-        "presence" => presence::presence(&cx, body).await,
-        "typing" => presence::typing(&cx, body).await,
-        "conversations" => conversations::conversations(&cx, body).await,
-        "read" => conversations::read(&cx, body).await,
-        "conversation.mute" => conversations::mute(&cx, body).await,
-        other => refuse(
-            code::UNKNOWN_OP,
-            format!("unknown op {other:?}; see docs/PROTOCOL.md"),
-        ),
+    let handled = match ops::request(&op, body) {
+        Ok(request) => ops::dispatch(&cx, request).await,
+        Err(refusal) => Err(refusal),
     };
     match handled {
         Ok(()) => Next::Continue,

@@ -36,6 +36,7 @@ use crate::http::advertise::{Advertise, PublicUrls};
 use crate::store::Store;
 use crate::telemetry::Telemetry;
 use crate::token::ImTokens;
+use crate::wire::ws::Profile;
 use hub::Hub;
 use route::RouteStrategy;
 use writer::WriteOp;
@@ -105,18 +106,13 @@ impl FromRef<Broker> for Advertise {
 impl Broker {
     /// A user as others see it (`mobile` only for `viewer` themself),
     /// with a portrait URL on the host of `urls`.
-    pub fn profile(
-        &self,
-        user: &crate::store::User,
-        viewer: &str,
-        urls: &PublicUrls,
-    ) -> serde_json::Value {
-        let portrait = urls.absolute(user.portrait.as_deref());
-        let mut v = serde_json::json!({"userId": user.id, "displayName": user.display_name, "portrait": portrait});
-        if user.id == viewer {
-            v["mobile"] = serde_json::json!(user.mobile);
+    pub fn profile(&self, user: &crate::store::User, viewer: &str, urls: &PublicUrls) -> Profile {
+        Profile {
+            user_id: user.id.clone(),
+            display_name: user.display_name.clone(),
+            portrait: urls.absolute(user.portrait.as_deref()),
+            mobile: user.mobile.clone().filter(|_| user.id == viewer),
         }
-        v
     }
 
     /// The broker state and its writer task.

@@ -3,16 +3,15 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::time::Instant;
 use tracing::info;
 
 use super::presence::TypingLimit;
-use super::{Ctx, Handled, Refusal, db_error, now_ms, parse, refuse};
-use crate::http::advertise::PublicUrls;
+use super::{Ctx, Handled, Refusal, db_error, now_ms, refuse};
 use crate::broker::hub::ConnHandle;
 use crate::broker::writer::frame;
 use crate::broker::{Broker, presence};
+use crate::http::advertise::PublicUrls;
 use crate::token::TokenError;
 use crate::wire::limits::{MAX_CLIENT_ID, check_platform, check_text};
 use crate::wire::ws::{ConnectReq, Connected, close, code};
@@ -44,9 +43,8 @@ pub async fn connect(
     conn: &ConnHandle,
     id: Option<u64>,
     upgrade: &Upgrade<'_>,
-    body: Value,
+    req: ConnectReq,
 ) -> Result<Identity, Refusal> {
-    let req: ConnectReq = parse("connect", body)?;
     let token = req.token.as_deref().or(upgrade.token);
     let Some(token) = token.filter(|t| !t.is_empty()) else {
         return refuse(
@@ -155,7 +153,7 @@ pub fn ping(cx: &Ctx<'_>) -> Handled {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::ops::testkit::{Rig, drain};
+    use crate::broker::ops::testkit::{Rig, connect_frame, drain};
 
     #[tokio::test]
     async fn a_valid_token_connects_and_registers_the_connection() {
@@ -168,7 +166,7 @@ mod tests {
             urls: &urls,
         };
         let body = serde_json::json!({"op": "connect", "token": token, "clientId": "web-9"});
-        let who = connect(&rig.broker, &conn, Some(1), &upgrade, body)
+        let who = connect_frame(&rig.broker, &conn, Some(1), &upgrade, body)
             .await
             .unwrap();
         assert_eq!(
@@ -199,7 +197,7 @@ mod tests {
             token: Some(""),
             urls: &urls,
         };
-        let refused = |body| connect(&rig.broker, &conn, None, &upgrade, body);
+        let refused = |body| connect_frame(&rig.broker, &conn, None, &upgrade, body);
         let Err(r) = refused(serde_json::json!({"op": "connect"})).await else {
             panic!("connected without a token");
         };

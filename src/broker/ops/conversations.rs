@@ -1,16 +1,15 @@
 //! Conversations: the list (`conversations`), read positions (`read`, with
 //! read receipts) and `conversation.mute`.
 
-use serde_json::Value;
+use crate::wire::ws::{Push, ReceiptKind};
+use axum::extract::ws::Utf8Bytes;
 
-use super::{Ctx, Handled, Refusal, conv_for, db_error, parse, participants, refuse};
-use crate::broker::writer::frame;
+use super::{Ctx, Handled, Refusal, conv_for, db_error, participants, refuse};
 use crate::store::{msg_id, parse_msg_id};
 use crate::wire::limits::PAGE_BYTES;
 use crate::wire::ws::{ConversationsReq, MuteReq, ReadReq, code, conversations_frame};
 
-pub async fn conversations(cx: &Ctx<'_>, body: Value) -> Handled {
-    let req: ConversationsReq = parse("conversations", body)?;
+pub async fn conversations(cx: &Ctx<'_>, req: ConversationsReq) -> Handled {
     let limit = req.limit.unwrap_or(100).clamp(1, 1000);
     let before = match req.before.as_deref() {
         None => None,
@@ -33,8 +32,7 @@ pub async fn conversations(cx: &Ctx<'_>, body: Value) -> Handled {
 
 /// Marks a conversation read up to a message; tells the other participants
 /// and my other devices.
-pub async fn read(cx: &Ctx<'_>, body: Value) -> Handled {
-    let req: ReadReq = parse("read", body)?;
+pub async fn read(cx: &Ctx<'_>, req: ReadReq) -> Handled {
     let Some(up_to) = parse_msg_id(&req.up_to) else {
         return refuse(
             code::BAD_REQUEST,
@@ -59,15 +57,19 @@ pub async fn read(cx: &Ctx<'_>, body: Value) -> Handled {
         .mark_read(me, &req.conv, up_to)
         .await
         .map_err(db_error)?;
-    let theirs = frame(
-        &serde_json::json!({"op": "receipt", "kind": "read", "conv": conv_for(&req.conv, me), "by": me, "upTo": msg_id(now)}),
-    );
+    let read = |conv| Push::Receipt {
+        kind: ReceiptKind::Read,
+        conv,
+        by: me.to_owned(),
+        up_to: msg_id(now),
+    };
+    let theirs: Utf8Bytes = read(conv_for(&req.conv, me)).frame().into();
     for other in &others {
         broker.hub.deliver(other, &theirs, None);
     }
     // My other devices clear their unread counts too.
-    let mine = serde_json::json!({"op": "receipt", "kind": "read", "conv": req.conv, "by": me, "upTo": msg_id(now)});
-    broker.hub.deliver(me, &frame(&mine), Some(cx.conn.id));
+    let mine = read(req.conv.clone()).frame().into();
+    broker.hub.deliver(me, &mine, Some(cx.conn.id));
     if cx.id.is_some() {
         cx.reply(
             "read",
@@ -77,8 +79,7 @@ pub async fn read(cx: &Ctx<'_>, body: Value) -> Handled {
     Ok(())
 }
 
-pub async fn mute(cx: &Ctx<'_>, body: Value) -> Handled {
-    let req: MuteReq = parse("conversation.mute", body)?;
+pub async fn mute(cx: &Ctx<'_>, req: MuteReq) -> Handled {
     participants(cx, &req.conv).await?;
     cx.broker
         .store
@@ -97,8 +98,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::broker::ops::messages::send;
-    use crate::broker::ops::testkit::{Rig, drain, next};
+    use crate::broker::ops::testkit::{Rig, drain, next, run};
 
     #[tokio::test]
     async fn read_tells_the_sender_and_my_other_devices() {
@@ -106,13 +106,13 @@ mod tests {
         let (mut alice, mut bob) = (rig.connect("alice").await, rig.connect("bob").await);
         let mut bob_web = rig.connect("bob").await;
         let hi = json!({"op": "send", "conv": {"type": "single", "target": "bob"}, "content": {"type": "text", "text": "hi"}});
-        send(&alice.cx(None), hi).await.unwrap();
+        run(&alice.cx(None), hi).await.unwrap();
         let m = next(&mut alice.queue).await["msgId"].clone();
         drain(&mut bob.queue);
         drain(&mut bob_web.queue);
 
         let alice_conv = json!({"type": "single", "target": "alice"});
-        read(
+        run(
             &bob.cx(Some(4)),
             json!({"op": "read", "conv": alice_conv, "upTo": m}),
         )
@@ -133,7 +133,7 @@ mod tests {
             [json!({"id": 4, "op": "read", "conv": alice_conv, "upTo": m})]
         );
 
-        let r = read(
+        let r = run(
             &bob.cx(None),
             json!({"op": "read", "conv": alice_conv, "upTo": "42"}),
         )
@@ -144,7 +144,7 @@ mod tests {
             (code::BAD_REQUEST, "upTo \"42\" is not a msgId like \"m42\"")
         );
         let carol = json!({"type": "single", "target": "carol"});
-        let r = read(
+        let r = run(
             &bob.cx(None),
             json!({"op": "read", "conv": carol, "upTo": m}),
         )
@@ -163,10 +163,10 @@ mod tests {
         let rig = Rig::new().await;
         let (mut alice, mut bob) = (rig.connect("alice").await, rig.connect("bob").await);
         let hi = json!({"op": "send", "conv": {"type": "single", "target": "bob"}, "content": {"type": "text", "text": "hi"}});
-        send(&alice.cx(None), hi).await.unwrap();
+        run(&alice.cx(None), hi).await.unwrap();
         next(&mut alice.queue).await;
         drain(&mut bob.queue);
-        conversations(&bob.cx(Some(1)), json!({"op": "conversations"}))
+        run(&bob.cx(Some(1)), json!({"op": "conversations"}))
             .await
             .unwrap();
         let list = next(&mut bob.queue).await;
@@ -178,17 +178,17 @@ mod tests {
             list["conversations"][0]["conv"],
             json!({"type": "single", "target": "alice"})
         );
-        let r = conversations(&bob.cx(None), json!({"op": "conversations", "before": "x"}))
+        let r = run(&bob.cx(None), json!({"op": "conversations", "before": "x"}))
             .await
             .unwrap_err();
         assert_eq!(r.1, "before \"x\" is not a msgId like \"m42\"");
 
         let mute_it = json!({"op": "conversation.mute", "conv": {"type": "single", "target": "alice"}, "muted": true});
-        mute(&bob.cx(Some(2)), mute_it).await.unwrap();
+        run(&bob.cx(Some(2)), mute_it).await.unwrap();
         let muted = next(&mut bob.queue).await;
         assert_eq!((&muted["id"], &muted["muted"]), (&json!(2), &json!(true)));
         let in_no_group = json!({"op": "conversation.mute", "conv": {"type": "group", "target": "g404"}, "muted": true});
-        let r = mute(&bob.cx(None), in_no_group).await.unwrap_err();
+        let r = run(&bob.cx(None), in_no_group).await.unwrap_err();
         assert_eq!(
             (r.0, r.1.as_str()),
             (code::FORBIDDEN, "you are not a member of group \"g404\"")

@@ -2,84 +2,34 @@
 //! `.dissolve`, `.admin`, `.rename`), which the writer plans, commits and
 //! announces, and the reads `group.info` and `group.list`.
 
-use serde_json::Value;
-
-use super::{Ctx, Handled, db_error, only_friends, parse, refuse, to_writer};
+use super::{Ctx, Handled, db_error, only_friends, refuse, to_writer};
 use crate::broker::writer::{Replier, WriteOp, frame};
 use crate::store::GroupChange;
-use crate::wire::ws::{
-    GroupAdminReq, GroupCreateReq, GroupMembersReq, GroupRenameReq, GroupReq, code,
-};
+use crate::wire::ws::{GroupCreateReq, GroupMembersReq, GroupReq, code};
 
-/// Every group change `op`; hands it to the writer.
-pub async fn change(cx: &Ctx<'_>, op: &str, body: Value) -> Handled {
-    let (op, change): (&'static str, GroupChange) = match op {
-        "group.create" => {
-            let r: GroupCreateReq = parse(op, body)?;
-            only_friends(cx, &r.members, "put in a group").await?;
-            (
-                "group.create",
-                GroupChange::Create {
-                    name: r.name,
-                    members: r.members,
-                },
-            )
-        }
-        "group.add" => {
-            let r: GroupMembersReq = parse(op, body)?;
-            only_friends(cx, &r.members, "put in a group").await?;
-            (
-                "group.add",
-                GroupChange::Add {
-                    group: r.group,
-                    members: r.members,
-                },
-            )
-        }
-        "group.remove" => {
-            let r: GroupMembersReq = parse(op, body)?;
-            (
-                "group.remove",
-                GroupChange::Remove {
-                    group: r.group,
-                    members: r.members,
-                },
-            )
-        }
-        "group.leave" => (
-            "group.leave",
-            GroupChange::Leave {
-                group: parse::<GroupReq>(op, body)?.group,
-            },
-        ),
-        "group.dissolve" => (
-            "group.dissolve",
-            GroupChange::Dissolve {
-                group: parse::<GroupReq>(op, body)?.group,
-            },
-        ),
-        "group.admin" => {
-            let r: GroupAdminReq = parse(op, body)?;
-            (
-                "group.admin",
-                GroupChange::SetAdmin {
-                    group: r.group,
-                    user: r.user_id,
-                    admin: r.admin,
-                },
-            )
-        }
-        _ => {
-            let r: GroupRenameReq = parse(op, body)?;
-            (
-                "group.rename",
-                GroupChange::Rename {
-                    group: r.group,
-                    name: r.name,
-                },
-            )
-        }
+/// `group.create`: the creator's friends only, with `--friends-only`.
+pub async fn create(cx: &Ctx<'_>, r: GroupCreateReq) -> Handled {
+    only_friends(cx, &r.members, "put in a group").await?;
+    let change = GroupChange::Create {
+        name: r.name,
+        members: r.members,
     };
+    self::change(cx, "group.create", change).await
+}
+
+/// `group.add`: the adder's friends only, with `--friends-only`.
+pub async fn add(cx: &Ctx<'_>, r: GroupMembersReq) -> Handled {
+    only_friends(cx, &r.members, "put in a group").await?;
+    let change = GroupChange::Add {
+        group: r.group,
+        members: r.members,
+    };
+    self::change(cx, "group.add", change).await
+}
+
+/// Every group change, once checked here: the writer plans, commits and
+/// announces it, and answers `op`.
+pub async fn change(cx: &Ctx<'_>, op: &'static str, change: GroupChange) -> Handled {
     let write = WriteOp::Group {
         actor: cx.who.user_id.clone(),
         change,
@@ -90,8 +40,7 @@ pub async fn change(cx: &Ctx<'_>, op: &str, body: Value) -> Handled {
     to_writer(cx.broker, write).await
 }
 
-pub async fn info(cx: &Ctx<'_>, body: Value) -> Handled {
-    let req: GroupReq = parse("group.info", body)?;
+pub async fn info(cx: &Ctx<'_>, req: GroupReq) -> Handled {
     let Some(group) = cx
         .broker
         .store
@@ -126,16 +75,14 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::broker::ops::testkit::{Rig, drain, next};
+    use crate::broker::ops::testkit::{Rig, drain, next, run};
 
     #[tokio::test]
     async fn a_member_creates_and_reads_a_group_and_an_outsider_is_refused() {
         let rig = Rig::new().await;
         let (mut alice, carol) = (rig.connect("alice").await, rig.connect("carol").await);
         let create = json!({"op": "group.create", "name": "Lunch", "members": ["bob"]});
-        change(&alice.cx(Some(1)), "group.create", create)
-            .await
-            .unwrap();
+        run(&alice.cx(Some(1)), create).await.unwrap();
         let created = next(&mut alice.queue).await;
         assert_eq!(
             (&created["op"], &created["id"]),
@@ -144,7 +91,7 @@ mod tests {
         let group = created["group"]["id"].as_str().unwrap().to_owned();
         drain(&mut alice.queue);
 
-        info(
+        run(
             &alice.cx(Some(2)),
             json!({"op": "group.info", "group": group}),
         )
@@ -156,11 +103,13 @@ mod tests {
             (&json!("group.info"), &json!(2))
         );
         assert_eq!(about["group"]["name"], "Lunch");
-        list(&alice.cx(Some(3))).await.unwrap();
+        run(&alice.cx(Some(3)), json!({"op": "group.list"}))
+            .await
+            .unwrap();
         let listed = next(&mut alice.queue).await;
         assert_eq!(listed["groups"][0]["id"], group.as_str());
 
-        let r = info(&carol.cx(None), json!({"op": "group.info", "group": group}))
+        let r = run(&carol.cx(None), json!({"op": "group.info", "group": group}))
             .await
             .unwrap_err();
         assert_eq!(
@@ -170,7 +119,7 @@ mod tests {
                 format!("you are not a member of group {group:?}")
             )
         );
-        let r = info(
+        let r = run(
             &carol.cx(None),
             json!({"op": "group.info", "group": "g404"}),
         )
@@ -185,14 +134,10 @@ mod tests {
         let rig = Rig::new().await;
         let (mut alice, mut carol) = (rig.connect("alice").await, rig.connect("carol").await);
         let create = json!({"op": "group.create", "name": "Lunch", "members": ["bob"]});
-        change(&alice.cx(None), "group.create", create)
-            .await
-            .unwrap();
+        run(&alice.cx(None), create).await.unwrap();
         let group = next(&mut alice.queue).await["group"]["id"].clone();
         let rename = json!({"op": "group.rename", "group": group, "name": "Mine"});
-        change(&carol.cx(Some(5)), "group.rename", rename)
-            .await
-            .unwrap();
+        run(&carol.cx(Some(5)), rename).await.unwrap();
         let refused = next(&mut carol.queue).await;
         assert_eq!(
             (&refused["op"], &refused["id"], &refused["code"]),
@@ -203,7 +148,7 @@ mod tests {
             refused["message"],
             format!("you are not a member of group {group:?}")
         );
-        let r = change(&carol.cx(None), "group.leave", json!({"op": "group.leave"}))
+        let r = run(&carol.cx(None), json!({"op": "group.leave"}))
             .await
             .unwrap_err();
         assert_eq!(r.0, code::BAD_REQUEST);

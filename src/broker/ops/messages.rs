@@ -2,10 +2,11 @@
 //! inbox after a seq), `recv` (a device's delivered position, and the
 //! delivery receipts it newly covers) and `history` (a conversation's past).
 
+use crate::wire::ws::{Push, ReceiptKind};
 use serde_json::Value;
 
-use super::{Ctx, Handled, Refusal, db_error, only_friends, parse, refuse, to_writer};
-use crate::broker::writer::{Replier, WriteOp, frame};
+use super::{Ctx, Handled, Refusal, db_error, only_friends, refuse, to_writer};
+use crate::broker::writer::{Replier, WriteOp};
 use crate::store::{Before, Delivered, NewMessage, msg_id, parse_msg_id};
 use crate::wire::limits::{self, PAGE_BYTES};
 use crate::wire::ws::{
@@ -18,8 +19,7 @@ const MAX_HISTORY: u32 = 200;
 const DEFAULT_HISTORY: u32 = 50;
 
 /// Validates a message and hands it to the writer, which acks it.
-pub async fn send(cx: &Ctx<'_>, body: Value) -> Handled {
-    let req: SendReq = parse("send", body)?;
+pub async fn send(cx: &Ctx<'_>, req: SendReq) -> Handled {
     // No size check here: the frame carrying it is within --max-frame.
     req.content
         .validate()
@@ -60,8 +60,7 @@ pub async fn send(cx: &Ctx<'_>, body: Value) -> Handled {
     .await
 }
 
-pub async fn sync(cx: &Ctx<'_>, body: Value) -> Handled {
-    let req: SyncReq = parse("sync", body)?;
+pub async fn sync(cx: &Ctx<'_>, req: SyncReq) -> Handled {
     if req.since < 0 {
         return refuse(code::BAD_REQUEST, "since must be ≥ 0");
     }
@@ -78,8 +77,7 @@ pub async fn sync(cx: &Ctx<'_>, body: Value) -> Handled {
 
 /// A device acknowledges its inbox up to a seq: tells the senders what that
 /// newly covers and has the writer store the device's position.
-pub async fn recv(cx: &Ctx<'_>, body: Value) -> Handled {
-    let req: RecvReq = parse("recv", body)?;
+pub async fn recv(cx: &Ctx<'_>, req: RecvReq) -> Handled {
     if req.up_to < 0 {
         return refuse(code::BAD_REQUEST, "upTo must be ≥ 0");
     }
@@ -94,8 +92,13 @@ pub async fn recv(cx: &Ctx<'_>, body: Value) -> Handled {
             .await
             .map_err(db_error)?
         {
-            let receipt = serde_json::json!({"op": "receipt", "kind": "delivered", "conv": d.conv, "by": cx.me(), "upTo": msg_id(d.up_to)});
-            cx.broker.hub.deliver(&d.sender, &frame(&receipt), None);
+            let receipt = Push::Receipt {
+                kind: ReceiptKind::Delivered,
+                conv: d.conv,
+                by: cx.me().to_owned(),
+                up_to: msg_id(d.up_to),
+            };
+            cx.push(&d.sender, &receipt);
         }
     }
     let d = Delivered {
@@ -107,8 +110,7 @@ pub async fn recv(cx: &Ctx<'_>, body: Value) -> Handled {
     to_writer(cx.broker, WriteOp::Delivered(d)).await
 }
 
-pub async fn history(cx: &Ctx<'_>, body: Value) -> Handled {
-    let req: HistoryReq = parse("history", body)?;
+pub async fn history(cx: &Ctx<'_>, req: HistoryReq) -> Handled {
     let store = &cx.broker.store;
     if req.conv.kind == ConvType::Group
         && !store
@@ -158,7 +160,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::broker::ops::testkit::{Rig, drain, next};
+    use crate::broker::ops::testkit::{Rig, drain, next, run};
 
     fn hi(to: &str, text: &str) -> Value {
         json!({"op": "send", "conv": {"type": "single", "target": to}, "content": {"type": "text", "text": text}})
@@ -168,7 +170,7 @@ mod tests {
     async fn a_send_is_stored_acked_with_its_seq_and_pushed() {
         let rig = Rig::new().await;
         let (mut alice, mut bob) = (rig.connect("alice").await, rig.connect("bob").await);
-        send(&alice.cx(Some(9)), hi("bob", "hello")).await.unwrap();
+        run(&alice.cx(Some(9)), hi("bob", "hello")).await.unwrap();
         let ack = next(&mut alice.queue).await;
         assert_eq!(
             (&ack["op"], &ack["id"], &ack["seq"], &ack["code"]),
@@ -187,18 +189,18 @@ mod tests {
         let rig = Rig::new().await;
         let alice = rig.connect("alice").await;
         let no_content = json!({"op": "send", "conv": {"type": "single", "target": "bob"}});
-        let r = send(&alice.cx(None), no_content).await.unwrap_err();
+        let r = run(&alice.cx(None), no_content).await.unwrap_err();
         assert_eq!(r.0, code::BAD_REQUEST);
         assert!(
             r.1.starts_with("bad send frame: missing field `content`"),
             "{}",
             r.1
         );
-        let r = send(&alice.cx(None), hi("", "x")).await.unwrap_err();
+        let r = run(&alice.cx(None), hi("", "x")).await.unwrap_err();
         assert_eq!(r.1, "conv.target must not be empty");
         let mut long = hi("bob", "x");
         long["clientMsgId"] = json!("c".repeat(limits::MAX_CLIENT_MSG_ID + 1));
-        let r = send(&alice.cx(None), long).await.unwrap_err();
+        let r = run(&alice.cx(None), long).await.unwrap_err();
         assert_eq!(r.1, "clientMsgId must be 1 to 128 characters");
         assert_eq!(
             rig.broker.store.inbox_head("bob").await.unwrap(),
@@ -212,7 +214,7 @@ mod tests {
     async fn friends_only_refuses_a_message_to_a_stranger() {
         let rig = Rig::friends_only().await;
         let alice = rig.connect("alice").await;
-        let r = send(&alice.cx(None), hi("bob", "x")).await.unwrap_err();
+        let r = run(&alice.cx(None), hi("bob", "x")).await.unwrap_err();
         assert_eq!(
             (r.0, r.1.as_str()),
             (
@@ -221,7 +223,7 @@ mod tests {
             )
         );
         // The robot and oneself are always allowed.
-        send(&alice.cx(None), hi("robot", "x")).await.unwrap();
+        run(&alice.cx(None), hi("robot", "x")).await.unwrap();
         rig.stop().await;
     }
 
@@ -230,11 +232,11 @@ mod tests {
         let rig = Rig::new().await;
         let (mut alice, mut bob) = (rig.connect("alice").await, rig.connect("bob").await);
         for text in ["one", "two", "three"] {
-            send(&alice.cx(None), hi("bob", text)).await.unwrap();
+            run(&alice.cx(None), hi("bob", text)).await.unwrap();
             next(&mut alice.queue).await;
         }
         drain(&mut bob.queue);
-        sync(&bob.cx(Some(3)), json!({"op": "sync", "since": 1}))
+        run(&bob.cx(Some(3)), json!({"op": "sync", "since": 1}))
             .await
             .unwrap();
         let synced = next(&mut bob.queue).await;
@@ -257,7 +259,7 @@ mod tests {
             texts,
             [(json!(2), json!("two")), (json!(3), json!("three"))]
         );
-        let r = sync(&bob.cx(None), json!({"op": "sync", "since": -1}))
+        let r = run(&bob.cx(None), json!({"op": "sync", "since": -1}))
             .await
             .unwrap_err();
         assert_eq!(
@@ -271,11 +273,11 @@ mod tests {
     async fn recv_receipts_what_it_newly_covers_once() {
         let rig = Rig::new().await;
         let (mut alice, mut bob) = (rig.connect("alice").await, rig.connect("bob").await);
-        send(&alice.cx(None), hi("bob", "one")).await.unwrap();
+        run(&alice.cx(None), hi("bob", "one")).await.unwrap();
         let ack = next(&mut alice.queue).await;
         drain(&mut bob.queue);
         // Beyond the head: counts as the head.
-        recv(&bob.cx(None), json!({"op": "recv", "upTo": 5}))
+        run(&bob.cx(None), json!({"op": "recv", "upTo": 5}))
             .await
             .unwrap();
         let receipt = next(&mut alice.queue).await;
@@ -286,7 +288,7 @@ mod tests {
         // A second device acknowledging the same: nothing new to tell (the
         // handler sends receipts itself, before it returns).
         let bob2 = rig.connect("bob").await;
-        recv(&bob2.cx(None), json!({"op": "recv", "upTo": 1}))
+        run(&bob2.cx(None), json!({"op": "recv", "upTo": 1}))
             .await
             .unwrap();
         assert!(drain(&mut alice.queue).is_empty());
@@ -298,7 +300,7 @@ mod tests {
         let rig = Rig::new().await;
         let mut alice = rig.connect("alice").await;
         let group = json!({"type": "group", "target": "g404"});
-        let r = history(&alice.cx(None), json!({"op": "history", "conv": group}))
+        let r = run(&alice.cx(None), json!({"op": "history", "conv": group}))
             .await
             .unwrap_err();
         assert_eq!(
@@ -306,7 +308,7 @@ mod tests {
             (code::FORBIDDEN, "you are not a member of group \"g404\"")
         );
         let bob = json!({"type": "single", "target": "bob"});
-        let r = history(
+        let r = run(
             &alice.cx(None),
             json!({"op": "history", "conv": bob, "before": "x"}),
         )
@@ -316,7 +318,7 @@ mod tests {
             r.1,
             "before \"x\" is neither a msgId like \"m42\" nor a serverTime"
         );
-        history(&alice.cx(Some(2)), json!({"op": "history", "conv": bob}))
+        run(&alice.cx(Some(2)), json!({"op": "history", "conv": bob}))
             .await
             .unwrap();
         let page = next(&mut alice.queue).await;

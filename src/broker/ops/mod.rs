@@ -13,13 +13,12 @@ pub mod social;
 #[cfg(test)]
 mod testkit;
 
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::Broker;
 use super::hub::ConnHandle;
 use super::writer::{WriteOp, frame};
-use crate::wire::ws::{ConvType, Conversation, ErrorFrame, code};
+use crate::wire::ws::{ConvType, Conversation, DecodeError, ErrorFrame, Push, Request, code};
 pub use connect::Identity;
 
 /// What every handler is given.
@@ -39,6 +38,11 @@ impl Ctx<'_> {
         body["id"] = serde_json::json!(self.id);
         body["op"] = serde_json::json!(op);
         self.conn.send(frame(&body));
+    }
+
+    /// Pushes to every connection of `user`.
+    fn push(&self, user: &str, push: &Push) {
+        self.broker.hub.deliver(user, &push.frame().into(), None);
     }
 
     /// The connected user.
@@ -67,7 +71,7 @@ pub fn refuse<T>(code: i32, message: impl Into<String>) -> Result<T, Refusal> {
 }
 
 /// A frame's header, decoded before its body.
-pub struct Request {
+pub struct Header {
     pub id: Option<u64>,
     pub op: String,
     /// The whole frame, for the op's own request type.
@@ -75,7 +79,7 @@ pub struct Request {
 }
 
 /// Decodes `{id, op}`; a refusal says which `id` it answers.
-pub fn decode(text: &str) -> Result<Request, (Option<u64>, Refusal)> {
+pub fn header(text: &str) -> Result<Header, (Option<u64>, Refusal)> {
     let bad = |id, message: String| Err((id, Refusal(code::BAD_REQUEST, message)));
     let body: Value = match serde_json::from_str(text) {
         Ok(v @ Value::Object(_)) => v,
@@ -92,13 +96,75 @@ pub fn decode(text: &str) -> Result<Request, (Option<u64>, Refusal)> {
     let Some(op) = body.get("op").and_then(Value::as_str).map(str::to_owned) else {
         return bad(id, "missing \"op\"".into());
     };
-    Ok(Request { id, op, body })
+    Ok(Header { id, op, body })
 }
 
-/// The request type of `op`, or the `bad … frame` refusal.
-fn parse<T: DeserializeOwned>(op: &str, value: Value) -> Result<T, Refusal> {
-    serde_json::from_value(value)
-        .map_err(|e| Refusal(code::BAD_REQUEST, format!("bad {op} frame: {e}")))
+/// Decodes the body of `op`'s request: an unknown op, or the `bad … frame` refusal.
+pub fn request(op: &str, body: Value) -> Result<Request, Refusal> {
+    Request::decode(op, body).map_err(|e| {
+        let code = match e {
+            DecodeError::UnknownOp(_) => code::UNKNOWN_OP,
+            DecodeError::BadBody { .. } => code::BAD_REQUEST,
+        };
+        Refusal(code, e.to_string())
+    })
+}
+
+/// Runs a connected user's request, one line per op.
+pub async fn dispatch(cx: &Ctx<'_>, request: Request) -> Handled {
+    use crate::store::GroupChange as Change;
+    match request {
+        Request::Connect(_) => refuse(code::ALREADY_CONNECTED, "already connected"),
+        Request::Ping => connect::ping(cx),
+        Request::Send(r) => messages::send(cx, r).await,
+        Request::Sync(r) => messages::sync(cx, r).await,
+        Request::Recv(r) => messages::recv(cx, r).await,
+        Request::History(r) => messages::history(cx, r).await,
+        Request::Read(r) => conversations::read(cx, r).await,
+        Request::Conversations(r) => conversations::conversations(cx, r).await,
+        Request::ConversationMute(r) => conversations::mute(cx, r).await,
+        Request::Typing(r) => presence::typing(cx, r).await,
+        Request::Presence(r) => presence::presence(cx, r).await,
+        Request::GroupCreate(r) => groups::create(cx, r).await,
+        Request::GroupAdd(r) => groups::add(cx, r).await,
+        Request::GroupRemove(r) => {
+            let change = Change::Remove {
+                group: r.group,
+                members: r.members,
+            };
+            groups::change(cx, "group.remove", change).await
+        }
+        Request::GroupLeave(r) => {
+            groups::change(cx, "group.leave", Change::Leave { group: r.group }).await
+        }
+        Request::GroupDissolve(r) => {
+            groups::change(cx, "group.dissolve", Change::Dissolve { group: r.group }).await
+        }
+        Request::GroupRename(r) => {
+            let change = Change::Rename {
+                group: r.group,
+                name: r.name,
+            };
+            groups::change(cx, "group.rename", change).await
+        }
+        Request::GroupAdmin(r) => {
+            let change = Change::SetAdmin {
+                group: r.group,
+                user: r.user_id,
+                admin: r.admin,
+            };
+            groups::change(cx, "group.admin", change).await
+        }
+        Request::GroupInfo(r) => groups::info(cx, r).await,
+        Request::GroupList => groups::list(cx).await,
+        Request::FriendRequest(r) => social::friend_request(cx, r).await,
+        Request::FriendAccept(r) => social::friend_answer(cx, true, r).await,
+        Request::FriendReject(r) => social::friend_answer(cx, false, r).await,
+        Request::FriendList => social::friend_list(cx).await,
+        Request::FriendPending => social::friend_pending(cx).await,
+        Request::ProfileGet(r) => social::profile_get(cx, r).await,
+        Request::ProfileUpdate(r) => social::profile_update(cx, r).await,
+    }
 }
 
 fn bad_request(message: String) -> Refusal {
@@ -202,18 +268,18 @@ mod tests {
     use super::*;
 
     fn refused(text: &str) -> (Option<u64>, i32, String) {
-        let (id, Refusal(code, message)) = decode(text).err().expect("refused");
+        let (id, Refusal(code, message)) = header(text).err().expect("refused");
         (id, code, message)
     }
 
     #[test]
     fn a_frame_is_a_json_object_with_an_op_and_maybe_an_id() {
-        let r = decode(r#"{"id":7,"op":"sync","since":3}"#).ok().unwrap();
+        let r = header(r#"{"id":7,"op":"sync","since":3}"#).ok().unwrap();
         assert_eq!(
             (r.id, r.op.as_str(), &r.body["since"]),
             (Some(7), "sync", &serde_json::json!(3))
         );
-        assert_eq!(decode(r#"{"op":"ping","id":null}"#).ok().unwrap().id, None);
+        assert_eq!(header(r#"{"op":"ping","id":null}"#).ok().unwrap().id, None);
         let bad = code::BAD_REQUEST;
         let msg = "a frame is a JSON object with an \"op\"";
         assert_eq!(refused("[1]"), (None, bad, msg.into()));

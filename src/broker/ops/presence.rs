@@ -2,6 +2,8 @@
 //! platforms) and `typing` (relayed, never stored). The announcements a
 //! connection's coming and going makes are `broker/presence.rs`.
 
+use crate::wire::ws::Push;
+use axum::extract::ws::Utf8Bytes;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -9,8 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::{Ctx, Handled, conv_for, db_error, only_friends, parse, participants, refuse};
-use crate::broker::writer::frame;
+use super::{Ctx, Handled, conv_for, db_error, only_friends, participants, refuse};
 use crate::wire::ws::{ConvReq, ConvType, PresenceReq, code};
 
 /// At most one `typing` per conversation per connection in this interval…
@@ -43,8 +44,7 @@ impl TypingLimit {
     }
 }
 
-pub async fn presence(cx: &Ctx<'_>, body: Value) -> Handled {
-    let req: PresenceReq = parse("presence", body)?;
+pub async fn presence(cx: &Ctx<'_>, req: PresenceReq) -> Handled {
     let store = &cx.broker.store;
     let users = match req.users {
         Some(u) if u.len() > 1000 => {
@@ -78,8 +78,7 @@ pub async fn presence(cx: &Ctx<'_>, body: Value) -> Handled {
     Ok(())
 }
 
-pub async fn typing(cx: &Ctx<'_>, body: Value) -> Handled {
-    let req: ConvReq = parse("typing", body)?;
+pub async fn typing(cx: &Ctx<'_>, req: ConvReq) -> Handled {
     let key = (req.conv.kind, req.conv.target.clone());
     // Rate-limited typing is dropped (never stored), before any database work.
     if cx.who.typing.limited(&key) {
@@ -92,9 +91,12 @@ pub async fn typing(cx: &Ctx<'_>, body: Value) -> Handled {
     if !cx.who.typing.record(key) {
         return Ok(());
     }
-    let push = frame(
-        &serde_json::json!({"op": "typing", "conv": conv_for(&req.conv, cx.me()), "from": cx.me()}),
-    );
+    let push: Utf8Bytes = Push::Typing {
+        conv: conv_for(&req.conv, cx.me()),
+        from: cx.me().to_owned(),
+    }
+    .frame()
+    .into();
     for other in others {
         cx.broker.hub.deliver(&other, &push, None);
     }
@@ -106,14 +108,14 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::broker::ops::testkit::{Rig, drain};
+    use crate::broker::ops::testkit::{Rig, drain, run};
 
     #[tokio::test]
     async fn presence_shows_contacts_and_hides_strangers() {
         let rig = Rig::new().await;
         let (mut alice, mut bob) = (rig.connect("alice").await, rig.connect("bob").await);
         rig.befriend(&mut alice, &mut bob).await;
-        presence(
+        run(
             &alice.cx(Some(4)),
             json!({"op": "presence", "users": ["bob", "carol", "alice"]}),
         )
@@ -132,7 +134,7 @@ mod tests {
             online,
             [(json!("bob"), json!(true)), (json!("alice"), json!(true))]
         );
-        let r = presence(
+        let r = run(
             &alice.cx(None),
             json!({"op": "presence", "users": vec!["x"; 1001]}),
         )
@@ -151,8 +153,8 @@ mod tests {
         let (alice, mut bob) = (rig.connect("alice").await, rig.connect("bob").await);
         drain(&mut bob.queue);
         let frame = json!({"op": "typing", "conv": {"type": "single", "target": "bob"}});
-        typing(&alice.cx(None), frame.clone()).await.unwrap();
-        typing(&alice.cx(None), frame).await.unwrap();
+        run(&alice.cx(None), frame.clone()).await.unwrap();
+        run(&alice.cx(None), frame).await.unwrap();
         let pushes = drain(&mut bob.queue);
         assert_eq!(
             pushes.len(),

@@ -1,16 +1,17 @@
 //! People: friend requests and answers, the friend lists, and profiles
 //! (read, and updated with a push to friends and the user's other devices).
 
+use axum::extract::ws::Utf8Bytes;
 use serde_json::Value;
 
-use super::{Ctx, Handled, Refusal, bad_request, db_error, parse, refuse};
-use crate::broker::writer::frame;
+use super::{Ctx, Handled, Refusal, bad_request, db_error, refuse};
 use crate::store::Requested;
 use crate::wire::limits;
-use crate::wire::ws::{FriendAnswerReq, FriendRequestReq, ProfileGetReq, ProfileUpdateReq, code};
+use crate::wire::ws::{
+    FriendAnswerReq, FriendRequestReq, Notify, ProfileGetReq, ProfileUpdateReq, Push, code,
+};
 
-pub async fn friend_request(cx: &Ctx<'_>, body: Value) -> Handled {
-    let req: FriendRequestReq = parse("friend.request", body)?;
+pub async fn friend_request(cx: &Ctx<'_>, req: FriendRequestReq) -> Handled {
     let remark = req.remark.unwrap_or_default();
     limits::check_optional_text("remark", &remark, limits::MAX_REMARK).map_err(bad_request)?;
     let (broker, me) = (cx.broker, cx.me());
@@ -21,8 +22,12 @@ pub async fn friend_request(cx: &Ctx<'_>, body: Value) -> Handled {
         .map_err(db_error)?;
     match outcome.map_err(|(c, m)| Refusal(c, m))? {
         Requested::Pending(request) => {
-            let push = serde_json::json!({"op": "notify", "kind": "friend_request", "from": me, "remark": remark, "request": request});
-            broker.hub.deliver(&req.target, &frame(&push), None);
+            let push = Push::Notify(Notify::FriendRequest {
+                from: me.to_owned(),
+                remark,
+                request: request.clone(),
+            });
+            cx.push(&req.target, &push);
             cx.reply(
                 "friend.request",
                 serde_json::json!({"request": request, "friends": false}),
@@ -30,8 +35,8 @@ pub async fn friend_request(cx: &Ctx<'_>, body: Value) -> Handled {
         }
         Requested::Befriended => {
             // They had asked first: the request counts as acceptance.
-            let push = serde_json::json!({"op": "notify", "kind": "friend_accepted", "from": me});
-            broker.hub.deliver(&req.target, &frame(&push), None);
+            let from = me.to_owned();
+            cx.push(&req.target, &Push::Notify(Notify::FriendAccepted { from }));
             cx.reply("friend.request", serde_json::json!({"friends": true}));
         }
     }
@@ -39,30 +44,20 @@ pub async fn friend_request(cx: &Ctx<'_>, body: Value) -> Handled {
 }
 
 /// `friend.accept` or `friend.reject`.
-pub async fn friend_answer(cx: &Ctx<'_>, op: &str, body: Value) -> Handled {
-    let req: FriendAnswerReq = parse(op, body)?;
-    let accept = op == "friend.accept";
+pub async fn friend_answer(cx: &Ctx<'_>, accept: bool, req: FriendAnswerReq) -> Handled {
     cx.broker
         .store
         .friend_answer(cx.me(), &req.from, accept)
         .await
         .map_err(db_error)?
         .map_err(|(c, m)| Refusal(c, m))?;
-    let kind = if accept {
-        "friend_accepted"
+    let from = cx.me().to_owned();
+    let (op, notify) = if accept {
+        ("friend.accept", Notify::FriendAccepted { from })
     } else {
-        "friend_rejected"
+        ("friend.reject", Notify::FriendRejected { from })
     };
-    cx.broker.hub.deliver(
-        &req.from,
-        &frame(&serde_json::json!({"op": "notify", "kind": kind, "from": cx.me()})),
-        None,
-    );
-    let op = if accept {
-        "friend.accept"
-    } else {
-        "friend.reject"
-    };
+    cx.push(&req.from, &Push::Notify(notify));
     cx.reply(op, serde_json::json!({"from": req.from}));
     Ok(())
 }
@@ -73,7 +68,8 @@ pub async fn friend_list(cx: &Ctx<'_>) -> Handled {
     let list: Vec<Value> = friends
         .iter()
         .map(|u| {
-            let mut p = broker.profile(u, cx.me(), &cx.who.urls);
+            let profile = broker.profile(u, cx.me(), &cx.who.urls);
+            let mut p = serde_json::to_value(profile).expect("profiles serialize");
             p["online"] = serde_json::json!(broker.hub.is_online(&u.id));
             p
         })
@@ -96,8 +92,7 @@ pub async fn friend_pending(cx: &Ctx<'_>) -> Handled {
     Ok(())
 }
 
-pub async fn profile_get(cx: &Ctx<'_>, body: Value) -> Handled {
-    let req: ProfileGetReq = parse("profile.get", body)?;
+pub async fn profile_get(cx: &Ctx<'_>, req: ProfileGetReq) -> Handled {
     let ids: Vec<String> = match (req.users, req.user_id) {
         (Some(users), _) => users,
         (None, Some(one)) => vec![one],
@@ -111,7 +106,7 @@ pub async fn profile_get(cx: &Ctx<'_>, body: Value) -> Handled {
         .iter()
         .filter(|id| !users.iter().any(|u| &&u.id == id))
         .collect();
-    let profiles: Vec<Value> = users
+    let profiles: Vec<_> = users
         .iter()
         .map(|u| cx.broker.profile(u, cx.me(), &cx.who.urls))
         .collect();
@@ -122,8 +117,7 @@ pub async fn profile_get(cx: &Ctx<'_>, body: Value) -> Handled {
     Ok(())
 }
 
-pub async fn profile_update(cx: &Ctx<'_>, body: Value) -> Handled {
-    let req: ProfileUpdateReq = parse("profile.update", body)?;
+pub async fn profile_update(cx: &Ctx<'_>, req: ProfileUpdateReq) -> Handled {
     let name = req.display_name.as_deref().map(str::trim);
     if let Some(n) = name {
         limits::check_text("displayName", n, limits::MAX_DISPLAY_NAME).map_err(bad_request)?;
@@ -148,8 +142,11 @@ pub async fn profile_update(cx: &Ctx<'_>, body: Value) -> Handled {
     };
     // One frame for every friend's connections, whatever host each reached us by.
     let shared = broker.options.advertise.default_urls();
-    let push =
-        frame(&serde_json::json!({"op": "profile", "user": broker.profile(&user, "", &shared)}));
+    let push: Utf8Bytes = Push::Profile {
+        user: broker.profile(&user, "", &shared),
+    }
+    .frame()
+    .into();
     for friend in broker.store.friends_of(me).await.map_err(db_error)? {
         broker.hub.deliver(&friend.id, &push, None);
     }
@@ -166,14 +163,14 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::broker::ops::testkit::{Rig, drain};
+    use crate::broker::ops::testkit::{Rig, drain, run};
 
     #[tokio::test]
     async fn a_request_and_its_acceptance_reach_both_sides() {
         let rig = Rig::new().await;
         let (mut alice, mut bob) = (rig.connect("alice").await, rig.connect("bob").await);
         let ask = json!({"op": "friend.request", "target": "bob", "remark": "hi"});
-        friend_request(&alice.cx(Some(1)), ask).await.unwrap();
+        run(&alice.cx(Some(1)), ask).await.unwrap();
         let reply = drain(&mut alice.queue).pop().unwrap();
         assert_eq!(
             (&reply["op"], &reply["id"], &reply["friends"]),
@@ -185,12 +182,13 @@ mod tests {
             (&json!("friend_request"), &json!("alice"), &json!("hi"))
         );
 
-        friend_pending(&bob.cx(Some(2))).await.unwrap();
+        run(&bob.cx(Some(2)), json!({"op": "friend.pending"}))
+            .await
+            .unwrap();
         let pending = drain(&mut bob.queue).pop().unwrap();
         assert_eq!(pending["incoming"].as_array().map(Vec::len), Some(1));
-        friend_answer(
+        run(
             &bob.cx(Some(3)),
-            "friend.accept",
             json!({"op": "friend.accept", "from": "alice"}),
         )
         .await
@@ -205,7 +203,9 @@ mod tests {
             json!({"op": "notify", "kind": "friend_accepted", "from": "bob"})
         );
 
-        friend_list(&alice.cx(None)).await.unwrap();
+        run(&alice.cx(None), json!({"op": "friend.list"}))
+            .await
+            .unwrap();
         let list = drain(&mut alice.queue).pop().unwrap();
         assert_eq!(
             (&list["friends"][0]["userId"], &list["friends"][0]["online"]),
@@ -213,9 +213,7 @@ mod tests {
         );
         // Answering again: the store's refusal, unchanged.
         let again = json!({"op": "friend.reject", "from": "alice"});
-        let r = friend_answer(&bob.cx(None), "friend.reject", again)
-            .await
-            .unwrap_err();
+        let r = run(&bob.cx(None), again).await.unwrap_err();
         assert_eq!(
             (r.0, r.1.as_str()),
             (code::NOT_FOUND, "no pending friend request from \"alice\"")
@@ -231,7 +229,7 @@ mod tests {
         rig.befriend(&mut alice, &mut bob).await;
         drain(&mut alice_web.queue);
 
-        profile_get(
+        run(
             &alice.cx(None),
             json!({"op": "profile.get", "users": ["bob", "zed"]}),
         )
@@ -248,7 +246,7 @@ mod tests {
         );
 
         let update = json!({"op": "profile.update", "displayName": "  Alice L  "});
-        profile_update(&alice.cx(Some(7)), update).await.unwrap();
+        run(&alice.cx(Some(7)), update).await.unwrap();
         let reply = drain(&mut alice.queue).pop().unwrap();
         assert_eq!(
             (&reply["id"], &reply["user"]["displayName"]),
@@ -261,7 +259,7 @@ mod tests {
                 (&json!("profile"), &json!("Alice L"))
             );
         }
-        let r = profile_update(&alice.cx(None), json!({"op": "profile.update"}))
+        let r = run(&alice.cx(None), json!({"op": "profile.update"}))
             .await
             .unwrap_err();
         assert_eq!(

@@ -9,16 +9,16 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::connect::{Upgrade, connect};
-use super::social::{friend_answer, friend_request};
-use super::{Ctx, Identity};
-use crate::http::advertise::Advertise;
-use crate::http::cors::Origins;
+use super::{Ctx, Handled, Identity, Refusal};
 use crate::broker::hub::{ConnHandle, MAX_CONNECTIONS_PER_USER, QUEUE_BYTES, Queue};
 use crate::broker::route::{Node, SingleNode};
 use crate::broker::{Broker, BrokerOptions};
+use crate::http::advertise::Advertise;
+use crate::http::cors::Origins;
 use crate::store::{Fixtures, Location, Store};
 use crate::telemetry::Telemetry;
 use crate::token::ImTokens;
+use crate::wire::ws::Request;
 
 pub struct Rig {
     pub broker: Broker,
@@ -97,7 +97,7 @@ impl Rig {
             token: Some(&token),
             urls: &urls,
         };
-        let who = connect(
+        let who = connect_frame(
             &self.broker,
             &conn,
             None,
@@ -117,12 +117,10 @@ impl Rig {
 
     /// Makes `a` and `b` friends, by request and acceptance; empties their queues.
     pub async fn befriend(&self, a: &mut Client, b: &mut Client) {
-        let ask = json!({"target": b.who.user_id});
-        friend_request(&a.cx(None), ask).await.unwrap();
-        let yes = json!({"from": a.who.user_id});
-        friend_answer(&b.cx(None), "friend.accept", yes)
-            .await
-            .unwrap();
+        let ask = json!({"op": "friend.request", "target": b.who.user_id});
+        run(&a.cx(None), ask).await.unwrap();
+        let yes = json!({"op": "friend.accept", "from": a.who.user_id});
+        run(&b.cx(None), yes).await.unwrap();
         drain(&mut a.queue);
         drain(&mut b.queue);
     }
@@ -135,6 +133,30 @@ impl Rig {
 }
 
 /// Every frame queued now, parsed.
+/// Runs `connect` with a frame's body, decoded as the connection would.
+pub async fn connect_frame(
+    broker: &Broker,
+    conn: &ConnHandle,
+    id: Option<u64>,
+    upgrade: &Upgrade<'_>,
+    frame: Value,
+) -> Result<Identity, Refusal> {
+    match super::request("connect", frame)? {
+        Request::Connect(req) => connect(broker, conn, id, upgrade, req).await,
+        other => unreachable!("a connect frame decodes as connect, not {}", other.op()),
+    }
+}
+
+/// Runs a request frame on `cx`'s connection as the connection would once
+/// connected: decoded by its `op`, then dispatched.
+pub async fn run(cx: &Ctx<'_>, frame: Value) -> Handled {
+    let op = frame["op"]
+        .as_str()
+        .expect("test frames carry an op")
+        .to_owned();
+    super::dispatch(cx, super::request(&op, frame)?).await
+}
+
 pub fn drain(queue: &mut Queue) -> Vec<Value> {
     std::iter::from_fn(|| queue.try_recv())
         .map(|f| serde_json::from_str(f.as_str()).unwrap())

@@ -60,7 +60,8 @@ pub enum ReceiptKind {
 pub enum Notify {
     FriendRequest {
         from: String,
-        remark: Option<String>,
+        /// Empty without one.
+        remark: String,
         request: FriendRequest,
     },
     FriendAccepted {
@@ -185,10 +186,10 @@ mod tests {
             (
                 Push::Notify(Notify::FriendRequest {
                     from: "alice".into(),
-                    remark: None,
+                    remark: "hi".into(),
                     request: request.clone(),
                 }),
-                json!({"op": "notify", "kind": "friend_request", "from": "alice", "remark": null, "request": {"fromUser": "alice", "toUser": "bob", "remark": "hi", "status": "pending", "createdAt": 1}}),
+                json!({"op": "notify", "kind": "friend_request", "from": "alice", "remark": "hi", "request": {"fromUser": "alice", "toUser": "bob", "remark": "hi", "status": "pending", "createdAt": 1}}),
             ),
             (
                 Push::Notify(Notify::FriendAccepted { from: "bob".into() }),
