@@ -15,7 +15,7 @@ use super::sms::is_valid_mobile;
 use super::state::AppState;
 use crate::http::advertise::PublicUrls;
 use crate::http::chat::WriteError;
-use crate::store::{GroupChange, NewMessage, User};
+use crate::store::{GroupChange, NewMessage, Refused, User, Why};
 use crate::wire::http::{DevError, UserSummary};
 use crate::wire::limits;
 use crate::wire::ws::{Content, ConvType, Conversation, close};
@@ -262,12 +262,13 @@ fn write_failed(e: WriteError) -> AdminError {
             StatusCode::SERVICE_UNAVAILABLE,
             "the server is shutting down",
         ),
-        WriteError::Refused { code, message } => {
-            let status = match code {
-                404 => StatusCode::NOT_FOUND,
-                403 => StatusCode::FORBIDDEN,
-                400 => StatusCode::BAD_REQUEST,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
+        WriteError::Failed(message) => fail(StatusCode::INTERNAL_SERVER_ERROR, message),
+        WriteError::Refused(Refused { why, message }) => {
+            let status = match why {
+                Why::Missing => StatusCode::NOT_FOUND,
+                Why::NotAllowed => StatusCode::FORBIDDEN,
+                Why::Invalid => StatusCode::BAD_REQUEST,
+                Why::Already => StatusCode::CONFLICT,
             };
             fail(status, message)
         }

@@ -8,7 +8,7 @@ use crate::http::ApiJson;
 use crate::http::chat::WriteError;
 use crate::http::reply::Reply;
 use crate::http::{ApiError, ApiResult};
-use crate::store::{Announcement, NewMessage};
+use crate::store::{Announcement, NewMessage, Refused, Why};
 use crate::wire::http::{
     ApiResponse, GetAnnouncementRequest, GroupAnnouncement, PutAnnouncementRequest,
 };
@@ -122,11 +122,13 @@ async fn post_to_group(
     };
     match state.broker.send(msg).await {
         Ok(_) => Ok(()),
-        Err(e @ WriteError::ShuttingDown) => Err(ApiError::Internal(e.to_string())),
-        Err(WriteError::Refused { code, message }) => Err(match code {
-            403 => AccountError::NoPermission(message).into(),
-            404 => ApiError::NotFound(message),
-            _ => ApiError::InvalidParameter(message),
+        Err(e @ (WriteError::ShuttingDown | WriteError::Failed(_))) => {
+            Err(ApiError::Internal(e.to_string()))
+        }
+        Err(WriteError::Refused(Refused { why, message })) => Err(match why {
+            Why::NotAllowed => AccountError::NoPermission(message).into(),
+            Why::Missing => ApiError::NotFound(message),
+            Why::Invalid | Why::Already => ApiError::InvalidParameter(message),
         }),
     }
 }

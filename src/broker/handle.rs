@@ -87,7 +87,8 @@ impl Broker {
             .await
             .map_err(|_| WriteError::ShuttingDown)?;
         match answer.await.map_err(|_| WriteError::ShuttingDown)? {
-            Written::Refused { code, message } => Err(WriteError::Refused { code, message }),
+            Written::Refused(refused) => Err(WriteError::Refused(refused)),
+            Written::Failed(message) => Err(WriteError::Failed(message)),
             written => Ok(written),
         }
     }

@@ -9,7 +9,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::hub::{ConnHandle, Hub, Out, Pushes};
-use crate::store::{Appended, Delivered, GroupChange, GroupInfo, Heads, NewMessage, Store};
+use super::ops::Refusal;
+use crate::store::{
+    Appended, Delivered, GroupChange, GroupInfo, Heads, NewMessage, Refused, Store,
+};
 use crate::wire::ws::{Ack, ChatMessage, ErrorFrame, code};
 
 /// The most operations committed in one transaction.
@@ -48,8 +51,10 @@ pub enum Written {
     Message(ChatMessage),
     /// The group after the change.
     Group(GroupInfo),
-    /// Refused, with the protocol's error code (403, 404 …) and message.
-    Refused { code: i32, message: String },
+    /// Refused by the store; nothing was written.
+    Refused(Refused),
+    /// The database failed; nothing was written.
+    Failed(&'static str),
 }
 
 impl Replier {
@@ -72,38 +77,38 @@ impl Replier {
         }
     }
 
-    /// Refuses the operation `id` at once.
-    fn refuse(&self, id: Option<u64>, code: i32, message: &str) {
+    /// Answers the operation `id`: the database failed, nothing was written.
+    fn fail(&self, id: Option<u64>, message: &'static str) {
         match self {
-            Replier::Conn(conn) => conn.send(frame(&ErrorFrame::new(id, code, message))),
-            Replier::Once(tx) => Self::answer_once(
-                tx,
-                Written::Refused {
-                    code,
-                    message: message.to_owned(),
-                },
-            ),
+            Replier::Conn(conn) => {
+                conn.send(frame(&ErrorFrame::new(id, code::SERVER_ERROR, message)))
+            }
+            Replier::Once(tx) => Self::answer_once(tx, Written::Failed(message)),
+        }
+    }
+
+    /// Answers the operation `id` with the store's refusal.
+    fn refuse(&self, id: Option<u64>, refused: Refused) {
+        match self {
+            Replier::Conn(conn) => Refusal::from(refused).send(conn, id),
+            Replier::Once(tx) => Self::answer_once(tx, Written::Refused(refused)),
         }
     }
 
     /// Refuses a send in line with a batch's pushes to `user`, the connection's user.
-    fn refuse_among(
-        &self,
-        pushes: &mut Pushes,
-        user: &str,
-        id: Option<u64>,
-        code: i32,
-        message: String,
-    ) {
+    fn refuse_among(&self, pushes: &mut Pushes, user: &str, id: Option<u64>, refused: Refused) {
         match self {
-            Replier::Conn(conn) => pushes.add(
-                user.to_owned(),
-                Out::Reply {
-                    frame: frame(&ErrorFrame::new(id, code, message)),
-                    conn: conn.clone(),
-                },
-            ),
-            Replier::Once(tx) => Self::answer_once(tx, Written::Refused { code, message }),
+            Replier::Conn(conn) => {
+                let Refusal(code, message) = refused.into();
+                pushes.add(
+                    user.to_owned(),
+                    Out::Reply {
+                        frame: frame(&ErrorFrame::new(id, code, message)),
+                        conn: conn.clone(),
+                    },
+                )
+            }
+            Replier::Once(tx) => Self::answer_once(tx, Written::Refused(refused)),
         }
     }
 
@@ -225,13 +230,9 @@ async fn change_group(
         Err(e) => {
             tracing::error!(error = %e, "group change failed");
             heads.clear();
-            reply.refuse(
-                id,
-                code::SERVER_ERROR,
-                "the server could not change the group; retry",
-            );
+            reply.fail(id, "the server could not change the group; retry");
         }
-        Ok(Err((code, reason))) => reply.refuse(id, code, &reason),
+        Ok(Err(refused)) => reply.refuse(id, refused),
         Ok(Ok(outcome)) => {
             reply.group(id, op, &outcome.group);
             if let Appended::Stored { message, seqs } = outcome.notification {
@@ -308,11 +309,7 @@ async fn commit_batch(store: &Store, hub: &Hub, heads: &mut Heads, ops: Vec<Writ
             tracing::error!(error = %e, batch = sends.len(), "commit failed; nothing in the batch was stored");
             heads.clear();
             for (id, reply) in replies {
-                reply.refuse(
-                    id,
-                    code::SERVER_ERROR,
-                    "the server could not store the message; retry",
-                );
+                reply.fail(id, "the server could not store the message; retry");
             }
             return;
         }
@@ -337,8 +334,8 @@ async fn commit_batch(store: &Store, hub: &Hub, heads: &mut Heads, ops: Vec<Writ
                 message,
                 sender_seq,
             } => reply.ack_among(&mut pushes, &sent.sender, id, &message, sender_seq, true),
-            Appended::Rejected { code, reason } => {
-                reply.refuse_among(&mut pushes, &sent.sender, id, code, reason)
+            Appended::Rejected(refused) => {
+                reply.refuse_among(&mut pushes, &sent.sender, id, refused)
             }
         }
     }

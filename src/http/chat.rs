@@ -4,7 +4,7 @@
 
 use futures_util::future::BoxFuture;
 
-use crate::store::{GroupChange, GroupInfo, NewMessage};
+use crate::store::{GroupChange, GroupInfo, NewMessage, Refused};
 use crate::wire::http::ConnInfo;
 use crate::wire::ws::ChatMessage;
 
@@ -13,9 +13,11 @@ use crate::wire::ws::ChatMessage;
 pub enum WriteError {
     #[error("the broker's writer has stopped (shutting down)")]
     ShuttingDown,
-    /// With the chat protocol's error code (403, 404 …).
-    #[error("{message}")]
-    Refused { code: i32, message: String },
+    /// The database failed; nothing was written.
+    #[error("{0}")]
+    Failed(&'static str),
+    #[error(transparent)]
+    Refused(Refused),
 }
 
 pub trait Chat: Send + Sync {

@@ -37,6 +37,38 @@ use crate::wire::http::UserSummary;
 
 pub type Result<T, E = sqlx::Error> = std::result::Result<T, E>;
 
+/// Why the store refused a change; nothing was written. It carries no wire
+/// code: each edge (the broker's `error` frame, the admin API's HTTP
+/// status, a Wildfire code) maps [`Why`] once.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Refused {
+    pub why: Why,
+    /// Says what and how to fix it, for the user.
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// A user, group, message or friend request that does not exist.
+    Missing,
+    /// The actor may not: not a member, muted, not the owner.
+    NotAllowed,
+    /// The request itself is wrong: an empty name, oneself.
+    Invalid,
+    /// It is so already: friends, or asked before.
+    Already,
+}
+
+impl Refused {
+    pub fn new(why: Why, message: impl Into<String>) -> Self {
+        Refused {
+            why,
+            message: message.into(),
+        }
+    }
+}
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Where the database lives.

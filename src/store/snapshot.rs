@@ -627,7 +627,9 @@ async fn insert_all(conn: &mut SqliteConnection, s: &Snapshot, now: i64) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Appended, Before, Fixtures, GroupChange, Heads, Location, NewMessage};
+    use crate::store::{
+        Appended, Before, Fixtures, GroupChange, Heads, Location, NewMessage, Refused, Why,
+    };
     use crate::wire::ws::Conversation;
 
     fn text(from: &str, kind: ConvType, to: &str, cmid: Option<&str>) -> NewMessage {
@@ -768,7 +770,13 @@ mod tests {
         assert!(seqs.contains(&("bob".to_string(), 5)), "{seqs:?}");
         assert!(seqs.contains(&("carol".to_string(), 4)), "{seqs:?}");
         // bob is muted in the group, as he was.
-        assert!(matches!(&out[2], Appended::Rejected { code: 403, .. }));
+        assert!(matches!(
+            &out[2],
+            Appended::Rejected(Refused {
+                why: Why::NotAllowed,
+                ..
+            })
+        ));
 
         // Nothing is imported twice, and fixtures are never seeded on top.
         assert!(!t.import(&back).await.unwrap());

@@ -1,13 +1,11 @@
 //! Friends, friend requests and profiles.
 
+use crate::store::{Refused, Why};
 use serde_json::json;
 
 use super::{Result, Store, User, now_ms};
-use crate::wire::ws::code;
 
 /// A refused request: a protocol error code and a reason.
-pub type Refusal = (i32, String);
-
 pub use crate::wire::ws::FriendRequest;
 
 /// What `friend.request` did.
@@ -35,19 +33,19 @@ impl Store {
         from: &str,
         to: &str,
         remark: &str,
-    ) -> Result<Result<Requested, Refusal>> {
+    ) -> Result<Result<Requested, Refused>> {
         if from == to {
-            return Ok(Err((
-                code::BAD_REQUEST,
-                "you cannot befriend yourself".into(),
+            return Ok(Err(Refused::new(
+                Why::Invalid,
+                "you cannot befriend yourself",
             )));
         }
         if self.user(to).await?.is_none() {
-            return Ok(Err((code::NOT_FOUND, format!("no user {to:?}"))));
+            return Ok(Err(Refused::new(Why::Missing, format!("no user {to:?}"))));
         }
         if self.are_friends(from, to).await? {
-            return Ok(Err((
-                code::CONFLICT,
+            return Ok(Err(Refused::new(
+                Why::Already,
                 format!("you and {to} are already friends"),
             )));
         }
@@ -61,8 +59,8 @@ impl Store {
         }
         let mine = request_status(&mut tx, from, to).await?;
         if mine.as_deref() == Some("pending") {
-            return Ok(Err((
-                code::CONFLICT,
+            return Ok(Err(Refused::new(
+                Why::Already,
                 format!("you already asked {to}; wait for an answer"),
             )));
         }
@@ -95,12 +93,12 @@ impl Store {
         me: &str,
         from: &str,
         accept: bool,
-    ) -> Result<Result<(), Refusal>> {
+    ) -> Result<Result<(), Refused>> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let status = request_status(&mut tx, from, me).await?;
         if status.as_deref() != Some("pending") {
-            return Ok(Err((
-                code::NOT_FOUND,
+            return Ok(Err(Refused::new(
+                Why::Missing,
                 format!("no pending friend request from {from:?}"),
             )));
         }
@@ -251,16 +249,16 @@ mod tests {
                 .await
                 .unwrap()
                 .unwrap_err()
-                .0,
-            code::BAD_REQUEST
+                .why,
+            Why::Invalid
         );
         assert_eq!(
             s.friend_request("alice", "zed", "")
                 .await
                 .unwrap()
                 .unwrap_err()
-                .0,
-            code::NOT_FOUND
+                .why,
+            Why::Missing
         );
         assert!(matches!(
             s.friend_request("alice", "bob", "hi").await.unwrap(),
@@ -271,8 +269,8 @@ mod tests {
                 .await
                 .unwrap()
                 .unwrap_err()
-                .0,
-            code::CONFLICT
+                .why,
+            Why::Already
         );
         let (incoming, _) = s.pending_requests("bob").await.unwrap();
         assert_eq!(
@@ -292,16 +290,16 @@ mod tests {
                 .await
                 .unwrap()
                 .unwrap_err()
-                .0,
-            code::CONFLICT
+                .why,
+            Why::Already
         );
         assert_eq!(
             s.friend_answer("bob", "alice", true)
                 .await
                 .unwrap()
                 .unwrap_err()
-                .0,
-            code::NOT_FOUND
+                .why,
+            Why::Missing
         );
 
         s.friend_request("carol", "alice", "")

@@ -113,14 +113,24 @@ impl Browser {
         }
     }
 
+    /// Clicks the element `css` finds; a page that re-renders (the
+    /// dashboard redraws its tables on every change) may replace it between
+    /// the find and the click, so a stale element is found again.
     async fn click(&self, css: &str) {
-        self.client
-            .find(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("{css}: {e}"))
-            .click()
-            .await
-            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+        for attempt in 1.. {
+            let element = self
+                .client
+                .find(Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("{css}: {e}"));
+            match element.click().await {
+                Ok(_) => return,
+                Err(e) if attempt < 10 && e.to_string().contains("stale element") => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("click {css}: {e}"),
+            }
+        }
     }
 
     async fn type_into(&self, css: &str, text: &str) {

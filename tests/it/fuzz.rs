@@ -478,7 +478,7 @@ fn ws_shared() -> Vec<(&'static str, K, RoundTrip)> {
                 ("clientId", OPT_STR),
                 ("expiresInMs", K::I64),
             ]),
-            round_trip::<PcLoginRequest>,
+            round_trip::<Push>,
         ),
         (
             "ErrorFrame",

@@ -18,6 +18,7 @@ use serde_json::Value;
 use super::Broker;
 use super::hub::ConnHandle;
 use super::writer::{WriteOp, frame};
+use crate::store::{Refused, Why};
 use crate::wire::ws::{ConvType, Conversation, DecodeError, ErrorFrame, Push, Request, code};
 pub use connect::Identity;
 
@@ -57,6 +58,19 @@ pub type Handled = Result<(), Refusal>;
 /// A failed request: an `error` frame, the connection stays open.
 #[derive(Debug)]
 pub struct Refusal(pub i32, pub String);
+
+/// The broker's edge for the store's refusals: one protocol code per reason.
+impl From<Refused> for Refusal {
+    fn from(r: Refused) -> Self {
+        let code = match r.why {
+            Why::Missing => code::NOT_FOUND,
+            Why::NotAllowed => code::FORBIDDEN,
+            Why::Invalid => code::BAD_REQUEST,
+            Why::Already => code::CONFLICT,
+        };
+        Refusal(code, r.message)
+    }
+}
 
 impl Refusal {
     /// Sends the `error` frame answering request `id`.

@@ -20,7 +20,7 @@ pub async fn friend_request(cx: &Ctx<'_>, req: FriendRequestReq) -> Handled {
         .friend_request(me, &req.target, &remark)
         .await
         .map_err(db_error)?;
-    match outcome.map_err(|(c, m)| Refusal(c, m))? {
+    match outcome.map_err(Refusal::from)? {
         Requested::Pending(request) => {
             let push = Push::Notify(Notify::FriendRequest {
                 from: me.to_owned(),
@@ -50,7 +50,7 @@ pub async fn friend_answer(cx: &Ctx<'_>, accept: bool, req: FriendAnswerReq) -> 
         .friend_answer(cx.me(), &req.from, accept)
         .await
         .map_err(db_error)?
-        .map_err(|(c, m)| Refusal(c, m))?;
+        .map_err(Refusal::from)?;
     let from = cx.me().to_owned();
     let (op, notify) = if accept {
         ("friend.accept", Notify::FriendAccepted { from })

@@ -17,8 +17,9 @@ use serde_json::{Value, json};
 use sqlx::{Row, SqliteConnection};
 
 use super::{conv_key, message_columns, message_from_row, msg_id};
+use crate::store::{Refused, Why};
 use crate::store::{Result, Store, now_ms};
-use crate::wire::ws::{ChatMessage, ConvType, Conversation, code};
+use crate::wire::ws::{ChatMessage, ConvType, Conversation};
 
 /// A message to append, already validated by the connection.
 #[derive(Debug, Clone)]
@@ -46,7 +47,7 @@ pub enum Appended {
         sender_seq: i64,
     },
     /// Refused; nothing stored.
-    Rejected { code: i32, reason: String },
+    Rejected(Refused),
 }
 
 /// A device's delivery acknowledgement (`recv`).
@@ -298,7 +299,7 @@ fn resolve_recipients<'a>(
     for &index in fresh {
         match recipients(&batch[index], lookups) {
             Ok(recipients) => accepted.push(Accepted { index, recipients }),
-            Err((code, reason)) => out[index] = Some(Appended::Rejected { code, reason }),
+            Err(refused) => out[index] = Some(Appended::Rejected(refused)),
         }
     }
     accepted
@@ -306,12 +307,12 @@ fn resolve_recipients<'a>(
 
 /// Who gets `m`, or why it is refused: unknown users and groups, senders
 /// who are not members, muted groups and muted members.
-fn recipients<'a>(m: &'a NewMessage, lookups: &'a Lookups) -> Result<Vec<&'a str>, (i32, String)> {
+fn recipients<'a>(m: &'a NewMessage, lookups: &'a Lookups) -> Result<Vec<&'a str>, Refused> {
     let target = m.conv.target.as_str();
     match (&m.recipients, m.conv.kind) {
         (Some(users), _) => Ok(users.iter().map(String::as_str).collect()),
         (None, ConvType::Single) if !lookups.known_users.contains(target) => {
-            Err((code::NOT_FOUND, format!("no user {target:?}")))
+            Err(Refused::new(Why::Missing, format!("no user {target:?}")))
         }
         (None, ConvType::Single) => {
             let mut users = vec![m.sender.as_str()];
@@ -324,20 +325,20 @@ fn recipients<'a>(m: &'a NewMessage, lookups: &'a Lookups) -> Result<Vec<&'a str
             let list = &lookups.members[target];
             let mutes = &lookups.mutes[target];
             if list.is_empty() {
-                Err((code::NOT_FOUND, format!("no group {target:?}")))
+                Err(Refused::new(Why::Missing, format!("no group {target:?}")))
             } else if !list.contains(&m.sender) {
-                Err((
-                    code::FORBIDDEN,
+                Err(Refused::new(
+                    Why::NotAllowed,
                     format!("you are not a member of group {target:?}"),
                 ))
             } else if mutes.iter().any(|u| u.is_empty()) {
-                Err((
-                    code::FORBIDDEN,
+                Err(Refused::new(
+                    Why::NotAllowed,
                     format!("group {target:?} is muted by an administrator"),
                 ))
             } else if mutes.contains(&m.sender) {
-                Err((
-                    code::FORBIDDEN,
+                Err(Refused::new(
+                    Why::NotAllowed,
                     format!("you are muted in group {target:?} by an administrator"),
                 ))
             } else {
@@ -714,7 +715,13 @@ mod tests {
             (dup.msg_id.as_str(), *sender_seq),
             (message.msg_id.as_str(), 1)
         );
-        assert!(matches!(&out[3], Appended::Rejected { code: 404, .. }));
+        assert!(matches!(
+            &out[3],
+            Appended::Rejected(Refused {
+                why: Why::Missing,
+                ..
+            })
+        ));
 
         // A later batch dedupes against the database and continues the seqs.
         let mut fresh = Heads::default();
@@ -828,25 +835,25 @@ mod tests {
         let refused = |m: &NewMessage| recipients(m, &lookups).unwrap_err();
         assert_eq!(
             refused(&text("alice", "zed", None)),
-            (404, "no user \"zed\"".to_owned())
+            Refused::new(Why::Missing, "no user \"zed\"")
         );
         assert_eq!(
             refused(&to_group("alice", "gone")),
-            (404, "no group \"gone\"".to_owned())
+            Refused::new(Why::Missing, "no group \"gone\"")
         );
         assert_eq!(
             refused(&to_group("carol", "g1")),
-            (403, "you are not a member of group \"g1\"".to_owned())
+            Refused::new(Why::NotAllowed, "you are not a member of group \"g1\"")
         );
         assert_eq!(
             refused(&to_group("alice", "g2")),
-            (403, "group \"g2\" is muted by an administrator".to_owned())
+            Refused::new(Why::NotAllowed, "group \"g2\" is muted by an administrator")
         );
         assert_eq!(
             refused(&to_group("bob", "g1")),
-            (
-                403,
-                "you are muted in group \"g1\" by an administrator".to_owned()
+            Refused::new(
+                Why::NotAllowed,
+                "you are muted in group \"g1\" by an administrator"
             )
         );
         let to = |m: &NewMessage| recipients(m, &lookups).unwrap().join(",");
@@ -907,10 +914,10 @@ mod tests {
             seqs: seqs.iter().map(|&(u, s)| (u.to_owned(), s)).collect(),
         };
         out[0] = Some(stored(0, &[("bob", 4), ("alice", 7)]));
-        out[5] = Some(Appended::Rejected {
-            code: 404,
-            reason: "no user \"zed\"".into(),
-        });
+        out[5] = Some(Appended::Rejected(Refused::new(
+            Why::Missing,
+            "no user \"zed\"",
+        )));
         answer_retries_within_batch(copies, &mut out);
         let Some(Appended::Duplicate {
             message,
@@ -922,7 +929,10 @@ mod tests {
         assert_eq!((message.msg_id.as_str(), *sender_seq), ("m10", 7));
         assert!(matches!(
             &out[6],
-            Some(Appended::Rejected { code: 404, .. })
+            Some(Appended::Rejected(Refused {
+                why: Why::Missing,
+                ..
+            }))
         ));
     }
 

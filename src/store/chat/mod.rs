@@ -348,7 +348,7 @@ impl Store {
 mod tests {
     use super::*;
 
-    use crate::store::{Fixtures, Location, now_ms};
+    use crate::store::{Fixtures, Location, Refused, Why, now_ms};
     use serde_json::json;
 
     async fn store() -> Store {
@@ -505,7 +505,13 @@ mod tests {
                 ("carol".to_string(), 2)
             ]
         );
-        assert!(matches!(&out[1], Appended::Rejected { code: 403, .. }));
+        assert!(matches!(
+            &out[1],
+            Appended::Rejected(Refused {
+                why: Why::NotAllowed,
+                ..
+            })
+        ));
         assert!(s.is_group_member(&g1, "carol").await.unwrap());
         assert!(!s.is_group_member(&g2, "carol").await.unwrap());
     }

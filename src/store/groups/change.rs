@@ -8,9 +8,9 @@ use std::collections::HashSet;
 use serde_json::{Value, json};
 use sqlx::SqliteConnection;
 
-use super::{GroupChange, GroupInfo, Refusal, info_in, make_owner};
+use super::{GroupChange, GroupInfo, info_in, make_owner};
 use crate::store::Result;
-use crate::wire::ws::code;
+use crate::store::{Refused, Why};
 
 /// `?` for refusals: returns `Ok(Err(refusal))` from the enclosing step.
 macro_rules! or_refuse {
@@ -36,13 +36,13 @@ pub(super) async fn apply(
     actor: &str,
     change: &GroupChange,
     now: i64,
-) -> Result<Result<Planned, Refusal>> {
+) -> Result<Result<Planned, Refused>> {
     let decided = or_refuse!(decide(conn, actor, change).await?);
     if let Some(users) = decided.plan.must_exist() {
         let unknown = unknown_users(conn, users).await?;
         if !unknown.is_empty() {
             let refusal = format!("no such users: {}", unknown.join(", "));
-            return Ok(Err((code::NOT_FOUND, refusal)));
+            return Ok(Err(Refused::new(Why::Missing, refusal)));
         }
     }
     write(conn, actor, &decided.group, &decided.plan, now).await?;
@@ -67,7 +67,7 @@ async fn decide(
     conn: &mut SqliteConnection,
     actor: &str,
     change: &GroupChange,
-) -> Result<Result<Decided, Refusal>> {
+) -> Result<Result<Decided, Refused>> {
     let group = match change {
         GroupChange::Create { name, members } => {
             return Ok(plan_create(actor, name, members).map(|plan| Decided {
@@ -94,13 +94,14 @@ async fn decide(
 }
 
 /// The group as it is, refusing one that does not exist or was dissolved.
-async fn load(conn: &mut SqliteConnection, id: &str) -> Result<Result<GroupInfo, Refusal>> {
+async fn load(conn: &mut SqliteConnection, id: &str) -> Result<Result<GroupInfo, Refused>> {
     Ok(match info_in(conn, id).await? {
-        Some(g) if g.dissolved_at.is_some() => {
-            Err((code::NOT_FOUND, format!("group {id:?} was dissolved")))
-        }
+        Some(g) if g.dissolved_at.is_some() => Err(Refused::new(
+            Why::Missing,
+            format!("group {id:?} was dissolved"),
+        )),
         Some(g) => Ok(g),
-        None => Err((code::NOT_FOUND, format!("no group {id:?}"))),
+        None => Err(Refused::new(Why::Missing, format!("no group {id:?}"))),
     })
 }
 
@@ -129,14 +130,14 @@ impl Role {
 
 /// Only members change a group; the admin actor (the admin API) acts as
 /// its owner without being a member.
-fn authorise(actor: &str, group: &GroupInfo) -> Result<Role, Refusal> {
+fn authorise(actor: &str, group: &GroupInfo) -> Result<Role, Refused> {
     if actor == crate::wire::ids::ADMIN_ACTOR {
         return Ok(Role::Owner);
     }
     match group.members.iter().find(|m| m.user_id == actor) {
         Some(m) => Ok(Role::of(&m.role)),
-        None => Err((
-            code::FORBIDDEN,
+        None => Err(Refused::new(
+            Why::NotAllowed,
             format!("you are not a member of group {:?}", group.id),
         )),
     }
@@ -192,7 +193,7 @@ impl Plan {
 }
 
 /// A new group: a valid name, and everyone named once (the actor is the owner).
-fn plan_create(actor: &str, name: &str, invited: &[String]) -> Result<Plan, Refusal> {
+fn plan_create(actor: &str, name: &str, invited: &[String]) -> Result<Plan, Refused> {
     let name = check_name(name)?;
     let invited = dedup(invited).into_iter().filter(|u| u != actor).collect();
     Ok(Plan::Create { name, invited })
@@ -204,8 +205,8 @@ fn plan_change(
     change: &GroupChange,
     group: &GroupInfo,
     role: Role,
-) -> Result<Plan, Refusal> {
-    let refuse = |code, text: &str| Err((code, text.to_owned()));
+) -> Result<Plan, Refused> {
+    let refuse = |why, text: &str| Err(Refused::new(why, text));
     match change {
         GroupChange::Create { .. } => unreachable!("a new group is planned by plan_create"),
         GroupChange::Add { members, .. } => plan_add(members, group),
@@ -214,11 +215,11 @@ fn plan_change(
             after: after_leave(actor, group, role),
         }),
         GroupChange::Dissolve { .. } if role != Role::Owner => {
-            refuse(code::FORBIDDEN, "only the owner can dissolve the group")
+            refuse(Why::NotAllowed, "only the owner can dissolve the group")
         }
         GroupChange::Dissolve { .. } => Ok(Plan::Dissolve),
         GroupChange::Rename { .. } if !role.manages() => refuse(
-            code::FORBIDDEN,
+            Why::NotAllowed,
             "only the owner or an admin can rename the group",
         ),
         GroupChange::Rename { name, .. } => Ok(Plan::Rename {
@@ -230,15 +231,15 @@ fn plan_change(
 
 /// Any member may add people; those already in are left out, and a change
 /// that adds no one is refused.
-fn plan_add(invited: &[String], group: &GroupInfo) -> Result<Plan, Refusal> {
+fn plan_add(invited: &[String], group: &GroupInfo) -> Result<Plan, Refused> {
     let new: Vec<String> = dedup(invited)
         .into_iter()
         .filter(|u| !group.members.iter().any(|m| &m.user_id == u))
         .collect();
     if new.is_empty() {
-        return Err((
-            code::BAD_REQUEST,
-            "everyone named is already a member".into(),
+        return Err(Refused::new(
+            Why::Invalid,
+            "everyone named is already a member",
         ));
     }
     Ok(Plan::Add { new })
@@ -246,38 +247,41 @@ fn plan_add(invited: &[String], group: &GroupInfo) -> Result<Plan, Refusal> {
 
 /// Owners and admins remove members; only the owner removes an admin, and
 /// no one removes the owner. The first offending name is the one refused.
-fn plan_remove(removed: &[String], group: &GroupInfo, role: Role) -> Result<Plan, Refusal> {
+fn plan_remove(removed: &[String], group: &GroupInfo, role: Role) -> Result<Plan, Refused> {
     if !role.manages() {
-        return Err((
-            code::FORBIDDEN,
-            "only the owner or an admin can remove members".into(),
+        return Err(Refused::new(
+            Why::NotAllowed,
+            "only the owner or an admin can remove members",
         ));
     }
     let removed = dedup(removed);
     for u in &removed {
         match group.members.iter().find(|m| &m.user_id == u) {
             None => {
-                return Err((
-                    code::NOT_FOUND,
+                return Err(Refused::new(
+                    Why::Missing,
                     format!("{u:?} is not a member of group {:?}", group.id),
                 ));
             }
             Some(m) if m.role == "owner" => {
-                return Err((
-                    code::FORBIDDEN,
-                    "the owner cannot be removed; the owner can dissolve the group".into(),
+                return Err(Refused::new(
+                    Why::NotAllowed,
+                    "the owner cannot be removed; the owner can dissolve the group",
                 ));
             }
             Some(m) if m.role == "admin" && role != Role::Owner => {
-                return Err((code::FORBIDDEN, "only the owner can remove an admin".into()));
+                return Err(Refused::new(
+                    Why::NotAllowed,
+                    "only the owner can remove an admin",
+                ));
             }
             Some(_) => {}
         }
     }
     if removed.is_empty() {
-        return Err((
-            code::BAD_REQUEST,
-            "name at least one member to remove".into(),
+        return Err(Refused::new(
+            Why::Invalid,
+            "name at least one member to remove",
         ));
     }
     Ok(Plan::Remove { removed })
@@ -295,20 +299,20 @@ fn after_leave(actor: &str, group: &GroupInfo, role: Role) -> AfterLeave {
 }
 
 /// Only the owner appoints and dismisses admins, of members other than itself.
-fn plan_set_admin(user: &str, admin: bool, group: &GroupInfo, role: Role) -> Result<Plan, Refusal> {
+fn plan_set_admin(user: &str, admin: bool, group: &GroupInfo, role: Role) -> Result<Plan, Refused> {
     if role != Role::Owner {
-        return Err((
-            code::FORBIDDEN,
-            "only the owner can appoint or dismiss admins".into(),
+        return Err(Refused::new(
+            Why::NotAllowed,
+            "only the owner can appoint or dismiss admins",
         ));
     }
     match group.members.iter().find(|m| m.user_id == user) {
-        None => Err((
-            code::NOT_FOUND,
+        None => Err(Refused::new(
+            Why::Missing,
             format!("{user:?} is not a member of group {:?}", group.id),
         )),
         Some(m) if m.role == "owner" => {
-            Err((code::BAD_REQUEST, "the owner's role cannot change".into()))
+            Err(Refused::new(Why::Invalid, "the owner's role cannot change"))
         }
         Some(_) => Ok(Plan::SetAdmin {
             user: user.to_owned(),
@@ -317,10 +321,10 @@ fn plan_set_admin(user: &str, admin: bool, group: &GroupInfo, role: Role) -> Res
     }
 }
 
-fn check_name(name: &str) -> Result<String, Refusal> {
+fn check_name(name: &str) -> Result<String, Refused> {
     let name = name.trim();
     crate::wire::limits::check_text("a group name", name, crate::wire::limits::MAX_GROUP_NAME)
-        .map_err(|e| (code::BAD_REQUEST, e))?;
+        .map_err(|e| Refused::new(Why::Invalid, e))?;
     Ok(name.to_owned())
 }
 
@@ -529,14 +533,14 @@ mod tests {
     }
 
     /// Plans `change` by `actor` on [`team`] as `decide` does.
-    fn plan(actor: &str, change: GroupChange) -> Result<Plan, Refusal> {
+    fn plan(actor: &str, change: GroupChange) -> Result<Plan, Refused> {
         let group = team();
         let role = authorise(actor, &group)?;
         plan_change(actor, &change, &group, role)
     }
 
-    fn refusal(code: i32, text: &str) -> Result<Plan, Refusal> {
-        Err((code, text.to_owned()))
+    fn refusal(why: Why, text: &str) -> Result<Plan, Refused> {
+        Err(Refused::new(why, text))
     }
 
     #[test]
@@ -544,8 +548,8 @@ mod tests {
         let group = team();
         assert_eq!(
             authorise("zed", &group),
-            Err((
-                code::FORBIDDEN,
+            Err(Refused::new(
+                Why::NotAllowed,
                 "you are not a member of group \"g1\"".to_owned()
             ))
         );
@@ -565,7 +569,7 @@ mod tests {
         };
         assert_eq!(
             plan("carol", add(&["bob", "carol"])),
-            refusal(code::BAD_REQUEST, "everyone named is already a member")
+            refusal(Why::Invalid, "everyone named is already a member")
         );
         assert_eq!(
             plan("carol", add(&["erin", "bob", "", "erin", "frank"])),
@@ -584,29 +588,29 @@ mod tests {
         assert_eq!(
             plan("carol", remove(&["dave"])),
             refusal(
-                code::FORBIDDEN,
+                Why::NotAllowed,
                 "only the owner or an admin can remove members"
             )
         );
         assert_eq!(
             plan("bob", remove(&["dave", "alice"])),
             refusal(
-                code::FORBIDDEN,
+                Why::NotAllowed,
                 "the owner cannot be removed; the owner can dissolve the group"
             )
         );
         assert_eq!(
             plan("bob", remove(&["bob"])),
-            refusal(code::FORBIDDEN, "only the owner can remove an admin")
+            refusal(Why::NotAllowed, "only the owner can remove an admin")
         );
         assert_eq!(
             plan("bob", remove(&["zed", "alice"])),
-            refusal(code::NOT_FOUND, "\"zed\" is not a member of group \"g1\""),
+            refusal(Why::Missing, "\"zed\" is not a member of group \"g1\""),
             "the first offending name is the one refused"
         );
         assert_eq!(
             plan("bob", remove(&[""])),
-            refusal(code::BAD_REQUEST, "name at least one member to remove")
+            refusal(Why::Invalid, "name at least one member to remove")
         );
         assert_eq!(
             plan("alice", remove(&["bob", "carol", "bob"])),
@@ -626,17 +630,17 @@ mod tests {
         assert_eq!(
             plan("bob", set("carol")),
             refusal(
-                code::FORBIDDEN,
+                Why::NotAllowed,
                 "only the owner can appoint or dismiss admins"
             )
         );
         assert_eq!(
             plan("alice", set("alice")),
-            refusal(code::BAD_REQUEST, "the owner's role cannot change")
+            refusal(Why::Invalid, "the owner's role cannot change")
         );
         assert_eq!(
             plan("alice", set("zed")),
-            refusal(code::NOT_FOUND, "\"zed\" is not a member of group \"g1\"")
+            refusal(Why::Missing, "\"zed\" is not a member of group \"g1\"")
         );
         assert_eq!(
             plan("alice", set("carol")),
@@ -657,13 +661,13 @@ mod tests {
         assert_eq!(
             plan("carol", rename("x")),
             refusal(
-                code::FORBIDDEN,
+                Why::NotAllowed,
                 "only the owner or an admin can rename the group"
             )
         );
         assert_eq!(
             plan("bob", rename("  ")),
-            refusal(code::BAD_REQUEST, "a group name must not be empty")
+            refusal(Why::Invalid, "a group name must not be empty")
         );
         assert_eq!(
             plan("bob", rename(" new ")),
@@ -671,7 +675,7 @@ mod tests {
         );
         assert_eq!(
             plan("bob", dissolve.clone()),
-            refusal(code::FORBIDDEN, "only the owner can dissolve the group")
+            refusal(Why::NotAllowed, "only the owner can dissolve the group")
         );
         assert_eq!(plan("alice", dissolve), Ok(Plan::Dissolve));
     }
@@ -708,7 +712,7 @@ mod tests {
         );
         assert_eq!(
             plan_create("alice", "", &[]),
-            refusal(code::BAD_REQUEST, "a group name must not be empty")
+            refusal(Why::Invalid, "a group name must not be empty")
         );
         assert!(
             plan_create("alice", " team ", &[])

@@ -8,6 +8,7 @@ use sqlx::SqliteConnection;
 
 use super::chat::{Appended, Heads, NewMessage, append_in};
 use super::{Result, Store, now_ms};
+use crate::store::Refused;
 use crate::wire::ws::{ConvType, Conversation};
 
 /// A membership change asked for by `actor`.
@@ -73,9 +74,6 @@ pub struct GroupSummary {
     pub member_count: i64,
 }
 
-/// A refused change: an error code of the protocol and a reason.
-pub type Refusal = (i32, String);
-
 /// What a change did: the group afterwards and its notification message.
 #[derive(Debug, Clone)]
 pub struct GroupOutcome {
@@ -134,7 +132,7 @@ impl Store {
         actor: &str,
         change: &GroupChange,
         heads: &mut Heads,
-    ) -> Result<Result<GroupOutcome, Refusal>> {
+    ) -> Result<Result<GroupOutcome, Refused>> {
         let now = now_ms();
         let mut dedicated = self.writer_conn().await;
         let mut tx = self.begin_write(&mut dedicated).await?;
@@ -186,8 +184,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Fixtures, Location};
-    use crate::wire::ws::code;
+    use crate::store::{Fixtures, Location, Why};
 
     async fn store() -> Store {
         let s = Store::open(&Location::Memory).await.unwrap();
@@ -232,7 +229,7 @@ mod tests {
         assert_eq!(message.content["kind"], "created");
         assert_eq!(seqs.len(), 2);
 
-        let refused = |r: Result<Result<GroupOutcome, Refusal>>| r.unwrap().unwrap_err().0;
+        let refused = |r: Result<Result<GroupOutcome, Refused>>| r.unwrap().unwrap_err().why;
         assert_eq!(
             refused(
                 s.change_group(
@@ -245,7 +242,7 @@ mod tests {
                 )
                 .await
             ),
-            code::FORBIDDEN
+            Why::NotAllowed
         );
         assert_eq!(
             refused(
@@ -259,7 +256,7 @@ mod tests {
                 )
                 .await
             ),
-            code::FORBIDDEN
+            Why::NotAllowed
         );
         assert_eq!(
             refused(
@@ -273,7 +270,7 @@ mod tests {
                 )
                 .await
             ),
-            code::NOT_FOUND
+            Why::Missing
         );
         assert_eq!(
             refused(
@@ -287,7 +284,7 @@ mod tests {
                 )
                 .await
             ),
-            code::BAD_REQUEST
+            Why::Invalid
         );
         assert_eq!(
             refused(
@@ -300,7 +297,7 @@ mod tests {
                 )
                 .await
             ),
-            code::NOT_FOUND
+            Why::Missing
         );
 
         s.change_group(
@@ -372,7 +369,7 @@ mod tests {
                 )
                 .await
             ),
-            code::NOT_FOUND
+            Why::Missing
         );
     }
 }
