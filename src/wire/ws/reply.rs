@@ -637,7 +637,9 @@ mod tests {
                 online: true,
                 platforms: vec![],
             },
-            Push::Profile { user: profile(None) },
+            Push::Profile {
+                user: profile(None),
+            },
             Push::Notify(crate::wire::ws::Notify::FriendRequest {
                 from: "a".into(),
                 remark: None,
