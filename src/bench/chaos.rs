@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::{Report, Target, connect_ws};
 use crate::client::chat::ChatConn;
 use crate::wire::http::LoginResult;
+use crate::wire::ws::{ConvType, Conversation, Incoming, Reply, Request, SyncReq};
 
 pub struct ChaosOpts {
     pub pairs: usize,
@@ -75,7 +76,11 @@ pub async fn chaos(target: &mut Target, opts: &ChaosOpts) -> anyhow::Result<Repo
             url_rx.clone(),
             stop_rx.clone(),
         )));
-        let to = json!({"type": "single", "target": receiver.user_id}).to_string();
+        let to = serde_json::to_string(&Conversation {
+            kind: ConvType::Single,
+            target: receiver.user_id.clone(),
+        })
+        .expect("conversations serialize");
         senders.push(tokio::spawn(send_loop(
             sender,
             to,
@@ -324,12 +329,12 @@ async fn send_loop(
                     if unacked.remove(&n).is_none() {
                         continue;
                     }
-                    match (v["op"].as_str(), v["msgId"].as_str()) {
-                        (Some("ack"), Some(msg_id)) => {
-                            if v["duplicate"] == true {
+                    match Incoming::read(v) {
+                        Ok(Incoming::Reply(_, Reply::Ack { msg_id, duplicate, .. })) => {
+                            if duplicate {
                                 out.duplicate_acks += 1;
                             }
-                            out.acked.insert(format!("{prefix}{n}"), msg_id.to_owned());
+                            out.acked.insert(format!("{prefix}{n}"), msg_id);
                         }
                         _ => out.errors += 1,
                     }
@@ -380,23 +385,20 @@ async fn sync_all(
     let mut out = Vec::new();
     let mut since = 0;
     loop {
-        let page = conn
-            .request(json!({"op": "sync", "since": since, "limit": 1000}))
-            .await?;
-        let entries = page["entries"].as_array().cloned().unwrap_or_default();
-        for e in &entries {
-            let seq = e["seq"]
-                .as_i64()
-                .ok_or_else(|| anyhow::anyhow!("a sync entry without a seq: {e}"))?;
-            let m = &e["message"];
-            out.push((
-                seq,
-                m["clientMsgId"].as_str().map(str::to_owned),
-                m["msgId"].as_str().unwrap_or_default().to_owned(),
-            ));
-            since = seq;
+        let sync = Request::Sync(SyncReq {
+            since,
+            limit: Some(1000),
+        });
+        let (entries, more) = match conn.call(&sync).await? {
+            Reply::Synced { entries, more, .. } => (entries, more),
+            other => anyhow::bail!("sync answered {other:?}"),
+        };
+        let empty = entries.is_empty();
+        for e in entries {
+            out.push((e.seq, e.message.client_msg_id, e.message.msg_id));
+            since = e.seq;
         }
-        if entries.is_empty() || page["more"] != true {
+        if empty || !more {
             break;
         }
     }

@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde::Deserialize;
+use serde_json::json;
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{Report, Target, Ws, connect_ws, histogram, latency_json, latency_line, micros_since};
+use crate::wire::ws::{ConvType, Conversation, GroupCreateReq, Reply, Request};
 
 pub struct ChatOpts {
     pub pairs: usize,
@@ -76,7 +77,10 @@ pub async fn chat(target: &Target, opts: &ChatOpts) -> anyhow::Result<Report> {
             t0,
             stop_rx.clone(),
         )));
-        let to = json!({"type": "single", "target": receiver.user_id});
+        let to = Conversation {
+            kind: ConvType::Single,
+            target: receiver.user_id.clone(),
+        };
         senders.push((sws, to, p));
     }
     run_senders(
@@ -106,15 +110,16 @@ pub async fn group(target: &Target, opts: &GroupOpts) -> anyhow::Result<Report> 
     // The first user creates the group with everyone in it.
     let (mut owner, _) =
         crate::client::chat::ChatConn::connect(&ws_url, &users[0].token, "bench-owner", 2).await?;
-    let members: Vec<&str> = users[1..].iter().map(|u| u.user_id.as_str()).collect();
-    let reply = owner
-        .request(json!({"op": "group.create", "name": "bench", "members": members}))
-        .await?;
+    let create = Request::GroupCreate(GroupCreateReq {
+        name: "bench".into(),
+        members: users[1..].iter().map(|u| u.user_id.clone()).collect(),
+    });
+    let reply = owner.call(&create).await?;
     owner.close().await;
-    let group = reply["group"]["id"]
-        .as_str()
-        .ok_or_else(|| anyhow::anyhow!("group.create answered without a group id: {reply}"))?
-        .to_owned();
+    let Reply::GroupCreate { group } = reply else {
+        anyhow::bail!("group.create answered {reply:?}");
+    };
+    let group = group.id;
     let counts = Arc::new(Counts::default());
     let t0 = Instant::now();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -125,7 +130,11 @@ pub async fn group(target: &Target, opts: &GroupOpts) -> anyhow::Result<Report> 
         if i < opts.senders {
             // A sender also receives the others' messages: a second connection.
             let sws = connect_ws(&ws_url, &u.token, &format!("bench-ms{i}")).await?;
-            senders.push((sws, json!({"type": "group", "target": group}), i));
+            let to = Conversation {
+                kind: ConvType::Group,
+                target: group.clone(),
+            };
+            senders.push((sws, to, i));
         }
         receivers.push(tokio::spawn(receive(
             ws,
@@ -154,7 +163,7 @@ pub async fn group(target: &Target, opts: &GroupOpts) -> anyhow::Result<Report> 
 
 #[allow(clippy::too_many_arguments)]
 async fn run_senders(
-    senders: Vec<(Ws, Value, usize)>,
+    senders: Vec<(Ws, Conversation, usize)>,
     counts: Arc<Counts>,
     t0: Instant,
     stop_tx: watch::Sender<bool>,
@@ -310,7 +319,7 @@ struct Sender {
 /// returns the send→ack histogram.
 async fn send_loop(
     ws: Ws,
-    conv: Value,
+    conv: Conversation,
     sender: Sender,
     counts: Arc<Counts>,
     t0: Instant,
@@ -330,7 +339,9 @@ async fn send_loop(
     let mut in_flight = 0u32;
     let mut unflushed = false;
     let mut next_due = tokio::time::Instant::now() + first;
-    let conv = conv.to_string();
+    // Send frames are formatted by hand around this, not built as a
+    // `Request` each: the load generator must cost less than the server.
+    let conv = serde_json::to_string(&conv).expect("conversations serialize");
     let drain_until = stop_at + DRAIN;
     loop {
         let now = Instant::now();

@@ -24,7 +24,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::AppClient;
 use crate::wire::http::LoginResult;
-use crate::wire::ws::RouteRequest;
+use crate::wire::ws::{ConnectReq, Incoming, Reply, Request, RouteRequest};
 
 pub use crate::client::chat::Socket as Ws;
 
@@ -281,15 +281,19 @@ async fn connect_ws_now(ws_url: &str, token: &str, client_id: &str) -> anyhow::R
     let mut ws = crate::client::chat::open_socket(ws_url)
         .await
         .with_context(|| format!("cannot connect to {ws_url}"))?;
-    let hello =
-        json!({"id": 1, "op": "connect", "token": token, "clientId": client_id, "platform": 2});
-    ws.send(Message::text(hello.to_string())).await?;
+    let hello = Request::Connect(ConnectReq {
+        token: Some(token.into()),
+        client_id: Some(client_id.into()),
+        platform: Some(2),
+    });
+    ws.send(Message::text(hello.frame(Some(1)))).await?;
     while let Some(frame) = ws.next().await {
         if let Message::Text(t) = frame? {
-            let v: Value = serde_json::from_str(t.as_str())?;
-            match v["op"].as_str() {
-                Some("connected") => return Ok(ws),
-                Some("error") => anyhow::bail!("connect refused: {}", v["message"]),
+            match Incoming::read(serde_json::from_str(t.as_str())?) {
+                Ok(Incoming::Reply(_, Reply::Connected { .. })) => return Ok(ws),
+                Ok(Incoming::Reply(_, Reply::Error { message, .. })) => {
+                    anyhow::bail!("connect refused: {}", Value::String(message))
+                }
                 _ => {}
             }
         }

@@ -11,7 +11,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 
-use crate::wire::ws::{Ack, Connected};
+use crate::wire::ws::{
+    Ack, ConnectReq, Connected, Content, ConvType, Conversation, Incoming, Reply, Request, SendReq,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
@@ -100,10 +102,30 @@ impl ChatConn {
         platform: i32,
     ) -> Result<(Self, Connected)> {
         let mut conn = Self::open(ws_url).await?;
-        let reply = conn.request(json!({"op": "connect", "token": token, "clientId": client_id, "platform": platform})).await?;
-        let connected =
-            serde_json::from_value(reply).map_err(|e| ChatError::Protocol(e.to_string()))?;
-        Ok((conn, connected))
+        let connect = Request::Connect(ConnectReq {
+            token: Some(token.into()),
+            client_id: Some(client_id.into()),
+            platform: Some(platform),
+        });
+        match conn.call(&connect).await? {
+            Reply::Connected {
+                user_id,
+                head,
+                server_time,
+                node,
+            } => {
+                let connected = Connected {
+                    id: Some(conn.next_id),
+                    op: "connected".into(),
+                    user_id,
+                    head,
+                    server_time,
+                    node,
+                };
+                Ok((conn, connected))
+            }
+            other => Err(unexpected("connected", &other)),
+        }
     }
 
     pub fn set_timeout(&mut self, timeout: Duration) {
@@ -116,14 +138,41 @@ impl ChatConn {
         Ok(())
     }
 
-    /// Sends a frame without an id (e.g. `recv`).
+    /// Sends `request` with a fresh `id` and returns the reply with that id;
+    /// an `error` reply becomes `ChatError::Refused`. Pushes that arrive
+    /// meanwhile are kept for `next_push`.
+    pub async fn call(&mut self, request: &Request) -> Result<Reply> {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.send_raw(&request.frame(Some(id))).await?;
+        let frame = self.reply_to(id).await?;
+        match Incoming::read(frame) {
+            Ok(Incoming::Reply(_, Reply::Error { code, message })) => Err(ChatError::Refused {
+                code: code.into(),
+                message,
+            }),
+            Ok(Incoming::Reply(_, reply)) => Ok(reply),
+            Ok(Incoming::Push(_)) => unreachable!("a frame with an id is a reply"),
+            Err(e) => Err(ChatError::Protocol(format!(
+                "bad {} reply: {e}",
+                request.op()
+            ))),
+        }
+    }
+
+    /// Sends `request` without an id: no reply is asked for (`recv`, `typing`).
+    pub async fn tell(&mut self, request: &Request) -> Result<()> {
+        self.send_raw(&request.frame(None)).await
+    }
+
+    /// Sends a frame without an id as it is, for frames a [`Request`] cannot
+    /// express (the tests' malformed ones).
     pub async fn notify(&mut self, frame: Value) -> Result<()> {
         self.send_raw(&frame.to_string()).await
     }
 
-    /// Sends `frame` with a fresh `id` and returns the reply with that id;
-    /// an `error` reply becomes `ChatError::Refused`. Pushes that arrive
-    /// meanwhile are kept for `next_push`.
+    /// [`ChatConn::call`] for a frame given as JSON, answered as JSON: for
+    /// frames a [`Request`] cannot express (the tests' malformed ones).
     pub async fn request(&mut self, mut frame: Value) -> Result<Value> {
         let reply = self.request_raw(&mut frame).await?;
         if reply["op"] == "error" {
@@ -141,6 +190,11 @@ impl ChatConn {
         let id = self.next_id;
         frame["id"] = json!(id);
         self.send_raw(&frame.to_string()).await?;
+        self.reply_to(id).await
+    }
+
+    /// The frame answering request `id`; the frames before it are kept for `next_push`.
+    async fn reply_to(&mut self, id: u64) -> Result<Value> {
         loop {
             let v = self.read_frame().await?;
             if v.get("id").and_then(Value::as_u64) == Some(id) {
@@ -186,12 +240,39 @@ impl ChatConn {
         text: &str,
         client_msg_id: Option<&str>,
     ) -> Result<Ack> {
-        let mut frame = json!({"op": "send", "conv": {"type": conv_type, "target": target}, "content": {"type": "text", "text": text}});
-        if let Some(c) = client_msg_id {
-            frame["clientMsgId"] = json!(c);
+        let kind: ConvType = serde_json::from_value(json!(conv_type))
+            .map_err(|e| ChatError::Protocol(format!("conversation type {conv_type:?}: {e}")))?;
+        self.send(SendReq {
+            conv: Conversation {
+                kind,
+                target: target.into(),
+            },
+            content: Content::Text { text: text.into() },
+            client_msg_id: client_msg_id.map(Into::into),
+        })
+        .await
+    }
+
+    /// Sends a message; returns the ack.
+    pub async fn send(&mut self, send: SendReq) -> Result<Ack> {
+        match self.call(&Request::Send(send)).await? {
+            Reply::Ack {
+                code,
+                msg_id,
+                server_time,
+                seq,
+                duplicate,
+            } => Ok(Ack {
+                id: Some(self.next_id),
+                op: "ack".into(),
+                code,
+                msg_id,
+                server_time,
+                seq,
+                duplicate,
+            }),
+            other => Err(unexpected("ack", &other)),
         }
-        let reply = self.request(frame).await?;
-        serde_json::from_value(reply).map_err(|e| ChatError::Protocol(e.to_string()))
     }
 
     async fn read_frame(&mut self) -> Result<Value> {
@@ -234,6 +315,11 @@ impl ChatConn {
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
+}
+
+/// A reply of the wrong kind: the broker and this client disagree.
+pub fn unexpected(wanted: &str, got: &Reply) -> ChatError {
+    ChatError::Protocol(format!("expected {wanted}, got {got:?}"))
 }
 
 #[cfg(test)]

@@ -7,17 +7,20 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::time::Instant;
 
 use super::app::{AppClient, ClientError, Failure, exit};
-use super::chat::{ChatConn, ChatError};
+use super::chat::{ChatConn, ChatError, unexpected};
 use super::chat_view::Outgoing;
 use super::login;
 use super::profiles::{ClientSession, ClientSessions};
 use crate::wire::http::code as api_code;
 use crate::wire::ids::now_ms;
-use crate::wire::ws::{Ack, InboxEntry, RouteRequest, Synced, close, code};
+use crate::wire::ws::{
+    Ack, InboxEntry, Incoming, Push, RecvReq, Reply, Request, RouteRequest, SendReq, SyncReq,
+    close, code,
+};
 
 /// How to log in again when the saved token stops working.
 #[derive(Debug, Clone)]
@@ -43,7 +46,16 @@ pub enum Event {
         reconnect: bool,
     },
     /// A server push.
-    Push(Value),
+    Push(Push),
+    /// An `error` that answers no request waiting for it (a frame the
+    /// broker could not read far enough to find its `id`, say).
+    Error { code: i32, message: String },
+    /// A frame this client cannot read; `seq` when it is a `msg` push.
+    Unreadable {
+        op: String,
+        seq: Option<i64>,
+        error: String,
+    },
     /// The connection dropped; reconnecting after `retry_in`.
     Lost { reason: String, retry_in: Duration },
     /// A reconnect attempt failed; trying again after `retry_in`.
@@ -212,22 +224,16 @@ impl Live {
             match tokio::time::timeout(KEEPALIVE, conn.wait_push()).await {
                 Ok(Ok(frame)) => {
                     self.pinged = false;
-                    if frame["op"] == "msg"
-                        && frame["seq"].as_i64().is_some_and(|s| s <= self.synced_max)
-                    {
-                        continue;
+                    if let Some(event) = self.event_of(frame) {
+                        return Wait::Event(event);
                     }
-                    if frame["op"] == "pong" && frame.get("id").is_none() {
-                        continue;
-                    }
-                    return Wait::Event(Event::Push(frame));
                 }
                 Ok(Err(e)) => return Wait::Event(self.lost(e.to_string())),
                 // Quiet for a while: ask; quiet again: the link is dead
                 // (a laptop slept, a network changed) even without a FIN.
                 Err(_) if !self.pinged => {
                     self.pinged = true;
-                    if let Err(e) = conn.notify(json!({"op": "ping"})).await {
+                    if let Err(e) = conn.tell(&Request::Ping).await {
                         return Wait::Event(self.lost(e.to_string()));
                     }
                 }
@@ -235,6 +241,25 @@ impl Live {
                     return Wait::Event(self.lost("the broker stopped answering".into()));
                 }
             }
+        }
+    }
+
+    /// What a frame that answers no waiting request means to the caller:
+    /// pushes (but those a sync already handed out) and stray errors; the
+    /// keepalive's `pong` and late replies mean nothing.
+    fn event_of(&self, frame: Value) -> Option<Event> {
+        match Incoming::read(frame.clone()) {
+            Ok(Incoming::Push(Push::Msg { seq, .. })) if seq <= self.synced_max => None,
+            Ok(Incoming::Push(push)) => Some(Event::Push(push)),
+            Ok(Incoming::Reply(_, Reply::Error { code, message })) => {
+                Some(Event::Error { code, message })
+            }
+            Ok(Incoming::Reply(..)) => None,
+            Err(e) => Some(Event::Unreadable {
+                op: frame["op"].as_str().unwrap_or_default().to_owned(),
+                seq: frame["seq"].as_i64(),
+                error: e.to_string(),
+            }),
         }
     }
 
@@ -332,18 +357,20 @@ impl Live {
         let mut entries = Vec::new();
         if sync {
             loop {
-                let reply = conn
-                    .request(json!({"op": "sync", "since": since, "limit": SYNC_PAGE}))
-                    .await
-                    .map_err(classify)?;
-                let page: Synced = serde_json::from_value(reply)
-                    .map_err(|e| LinkError::Retry(anyhow::anyhow!("bad synced frame: {e}")))?;
-                let Some(last) = page.entries.last() else {
+                let sync = Request::Sync(SyncReq {
+                    since,
+                    limit: Some(SYNC_PAGE),
+                });
+                let (page, more) = match conn.call(&sync).await.map_err(classify)? {
+                    Reply::Synced { entries, more, .. } => (entries, more),
+                    other => return Err(LinkError::Retry(unexpected("synced", &other).into())),
+                };
+                let Some(last) = page.last() else {
                     break;
                 };
                 since = last.seq;
-                entries.extend(page.entries);
-                if !page.more {
+                entries.extend(page);
+                if !more {
                     break;
                 }
             }
@@ -404,7 +431,9 @@ impl Live {
         if self.seqs.done > before
             && let Some(conn) = self.conn.as_mut()
             && let Err(e) = conn
-                .notify(json!({"op": "recv", "upTo": self.seqs.done}))
+                .tell(&Request::Recv(RecvReq {
+                    up_to: self.seqs.done,
+                }))
                 .await
         {
             tracing::debug!(error = %e, "recv not sent; the next sync covers it");
@@ -430,11 +459,13 @@ impl Live {
             self.outbox.push_back(out);
             return Ok(None);
         };
-        let frame = json!({"op": "send", "conv": out.conv, "content": out.content, "clientMsgId": out.client_msg_id});
-        match conn.request(frame).await {
-            Ok(reply) => {
-                let ack: Ack = serde_json::from_value(reply)
-                    .map_err(|e| ChatError::Protocol(e.to_string()))?;
+        let send = SendReq {
+            conv: out.conv.clone(),
+            content: out.content.clone(),
+            client_msg_id: Some(out.client_msg_id.clone()),
+        };
+        match conn.send(send).await {
+            Ok(ack) => {
                 self.seqs.see(ack.seq);
                 Ok(Some(ack))
             }
@@ -477,14 +508,14 @@ impl Live {
     }
 
     /// A request/reply on the connection; an error when disconnected.
-    pub async fn request(&mut self, frame: Value) -> Result<Value, ChatError> {
+    pub async fn request(&mut self, request: &Request) -> Result<Reply, ChatError> {
         let Some(conn) = self.conn.as_mut() else {
             return Err(ChatError::Closed {
                 code: None,
                 reason: Some("not connected; reconnecting".into()),
             });
         };
-        match conn.request(frame).await {
+        match conn.call(request).await {
             Err(e @ (ChatError::Closed { .. } | ChatError::Socket(_) | ChatError::Timeout(_))) => {
                 self.conn = None;
                 self.retry_at = Instant::now() + self.backoff;
@@ -494,10 +525,10 @@ impl Live {
         }
     }
 
-    /// A frame without a reply (`typing`); dropped when disconnected.
-    pub async fn notify(&mut self, frame: Value) {
+    /// A request without a reply (`typing`); dropped when disconnected.
+    pub async fn tell(&mut self, request: &Request) {
         if let Some(conn) = self.conn.as_mut() {
-            let _ = conn.notify(frame).await;
+            let _ = conn.tell(request).await;
         }
     }
 

@@ -8,8 +8,12 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 mod push;
+mod reply;
 mod request;
 pub use push::{FriendRequest, Notify, PcLoginRequest, Profile, Push, ReceiptKind, msg_push};
+pub use reply::{
+    ConversationEntry, Friend, GroupInfo, GroupMember, GroupSummary, Incoming, Reply, UserPresence,
+};
 pub use request::{DecodeError, Request};
 
 /// Error codes of `error` frames (docs/PROTOCOL.md has the table).

@@ -5,7 +5,10 @@ use serde_json::Value;
 
 use super::state::ChatView;
 use crate::wire::ids::now_ms;
-use crate::wire::ws::{ChatMessage, ConvType, Conversation, PcLoginRequest};
+use crate::wire::ws::{
+    ChatMessage, ConvType, Conversation, ConversationEntry, Friend, GroupInfo, Notify,
+    PcLoginRequest, Profile, UserPresence,
+};
 
 /// How a line should look; the terminal picks colours from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,22 +99,21 @@ impl ChatView {
         )
     }
 
-    /// `/history`: oldest first, with the unread marker before the last
-    /// `unread` messages from others.
+    /// `/history` from a `history` page (newest first): oldest first, with
+    /// the unread marker before the last `unread` messages from others.
     pub fn render_history(
         &self,
         conv: &Conversation,
-        reply: &Value,
+        newest_first: &[ChatMessage],
+        more: bool,
         unread: u32,
-    ) -> Result<Vec<Line>, String> {
-        let mut messages: Vec<ChatMessage> =
-            serde_json::from_value(reply["messages"].clone()).map_err(|e| e.to_string())?;
-        messages.reverse();
+    ) -> Vec<Line> {
+        let messages: Vec<&ChatMessage> = newest_first.iter().rev().collect();
         if messages.is_empty() {
-            return Ok(vec![Line::notice(format!(
+            return vec![Line::notice(format!(
                 "no messages with {} yet",
                 self.label(conv)
-            ))]);
+            ))];
         }
         let marker_at = (unread > 0).then(|| {
             // Count back `unread` messages from others.
@@ -129,7 +131,7 @@ impl ChatView {
             at
         });
         let mut lines = Vec::with_capacity(messages.len() + 2);
-        if reply["more"] == true {
+        if more {
             lines.push(Line::new(
                 Style::Status,
                 "      (older messages: /history with a bigger count)",
@@ -141,15 +143,11 @@ impl ChatView {
             }
             lines.push(self.message_line(conv, m));
         }
-        Ok(lines)
+        lines
     }
 
     /// `/convs`.
-    pub fn render_convs(&self, reply: &Value) -> Vec<Line> {
-        let convs = reply["conversations"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+    pub fn render_convs(&self, convs: &[ConversationEntry]) -> Vec<Line> {
         if convs.is_empty() {
             return vec![Line::notice(
                 "no conversations yet: /to USER, then type a message",
@@ -157,12 +155,10 @@ impl ChatView {
         }
         convs
             .iter()
-            .filter_map(|c| {
-                let conv: Conversation = serde_json::from_value(c["conv"].clone()).ok()?;
-                let last: Option<ChatMessage> =
-                    serde_json::from_value(c["lastMessage"].clone()).ok();
-                let unread = c["unread"].as_u64().unwrap_or(0);
-                let mark = if self.current() == Some(&conv) {
+            .map(|c| {
+                let conv = &c.conv;
+                let unread = c.unread;
+                let mark = if self.current() == Some(conv) {
                     "*"
                 } else {
                     " "
@@ -172,31 +168,27 @@ impl ChatView {
                 } else {
                     String::new()
                 };
-                let muted = if c["muted"] == true { " [muted]" } else { "" };
-                let last = last
-                    .map(|m| {
-                        format!(
-                            "{} {}: {}",
-                            clock(m.server_time),
-                            m.from,
-                            preview(&m.content)
-                        )
-                    })
-                    .unwrap_or_default();
-                Some(Line::notice(format!(
+                let muted = if c.muted { " [muted]" } else { "" };
+                let m = &c.last_message;
+                let last = format!(
+                    "{} {}: {}",
+                    clock(m.server_time),
+                    m.from,
+                    preview(&m.content)
+                );
+                Line::notice(format!(
                     "{mark} {:<16} {badge:<12}{muted} {last}",
-                    self.label(&conv)
-                )))
+                    self.label(conv)
+                ))
             })
             .collect()
     }
 }
 
 /// A `presence` push: someone came online or went offline.
-pub(super) fn presence(frame: &Value) -> Line {
-    let user = frame["userId"].as_str().unwrap_or("?");
-    let text = if frame["online"].as_bool() == Some(true) {
-        format!("{user} is online ({})", platforms(&frame["platforms"]))
+pub(super) fn presence(user: &str, online: bool, on: &[i32]) -> Line {
+    let text = if online {
+        format!("{user} is online ({})", platforms(on))
     } else {
         format!("{user} went offline")
     };
@@ -204,20 +196,18 @@ pub(super) fn presence(frame: &Value) -> Line {
 }
 
 /// A `notify` push: a friend request or its answer.
-pub(super) fn notify(frame: &Value) -> Line {
-    let from = frame["from"].as_str().unwrap_or("?");
-    let text = match frame["kind"].as_str().unwrap_or_default() {
-        "friend_request" => {
-            let remark = frame["remark"]
-                .as_str()
+pub(super) fn notify(notify: &Notify) -> Line {
+    let text = match notify {
+        Notify::FriendRequest { from, remark, .. } => {
+            let remark = remark
+                .as_deref()
                 .filter(|r| !r.is_empty())
                 .map(|r| format!(" (“{r}”)"))
                 .unwrap_or_default();
             format!("{from} wants to be your friend{remark}: /friend accept {from}")
         }
-        "friend_accepted" => format!("{from} accepted your friend request"),
-        "friend_rejected" => format!("{from} declined your friend request"),
-        other => format!("{from}: {other}"),
+        Notify::FriendAccepted { from } => format!("{from} accepted your friend request"),
+        Notify::FriendRejected { from } => format!("{from} declined your friend request"),
     };
     Line::notice(format!("{} {text}", clock(now_ms())))
 }
@@ -233,49 +223,40 @@ pub(super) fn web_login_request(req: &PcLoginRequest) -> Line {
 }
 
 /// A `profile` push: someone changed their display name.
-pub(super) fn profile(frame: &Value) -> Line {
-    let user = &frame["user"];
+pub(super) fn profile(user: &Profile) -> Line {
     Line::notice(format!(
         "{} is now called {}",
-        one_line(user["userId"].as_str().unwrap_or("?")),
-        one_line(user["displayName"].as_str().unwrap_or("?"))
+        one_line(&user.user_id),
+        one_line(&user.display_name)
     ))
 }
 
 /// An `error` frame that answers no request of ours.
-pub(super) fn server_error(frame: &Value) -> Line {
-    Line::error(format!(
-        "server: {} (code {})",
-        frame["message"].as_str().unwrap_or("error"),
-        frame["code"]
-    ))
+pub fn server_error(code: i32, message: &str) -> Line {
+    Line::error(format!("server: {message} (code {code})"))
 }
 
 /// `/who`: friends with presence.
-pub fn who(friends: &Value, presence: &Value) -> Vec<Line> {
-    let list = friends["friends"].as_array().cloned().unwrap_or_default();
-    if list.is_empty() {
+pub fn who(friends: &[Friend], presence: &[UserPresence]) -> Vec<Line> {
+    if friends.is_empty() {
         return vec![Line::notice(
             "no friends yet: /friend add USER (presence is shared between friends)",
         )];
     }
     let platforms_of = |user: &str| {
-        presence["users"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|p| p["userId"] == user)
-            .map(|p| p["platforms"].clone())
+        presence
+            .iter()
+            .find(|p| p.user_id == user)
+            .map(|p| p.platforms.as_slice())
     };
-    list.iter()
+    friends
+        .iter()
         .map(|f| {
-            let user = f["userId"].as_str().unwrap_or("?");
-            let name = one_line(f["displayName"].as_str().unwrap_or(""));
+            let user = &f.profile.user_id;
+            let name = one_line(&f.profile.display_name);
             let state = match platforms_of(user) {
-                Some(p) if p.as_array().is_some_and(|a| !a.is_empty()) => {
-                    format!("online ({})", platforms(&p))
-                }
-                _ if f["online"] == true => "online".into(),
+                Some(p) if !p.is_empty() => format!("online ({})", platforms(p)),
+                _ if f.online => "online".into(),
                 _ => "offline".into(),
             };
             Line::notice(format!("  {user:<12} {name:<20} {state}"))
@@ -284,20 +265,15 @@ pub fn who(friends: &Value, presence: &Value) -> Vec<Line> {
 }
 
 /// `/group info`.
-pub fn group_info(reply: &Value) -> Vec<Line> {
-    let g = &reply["group"];
+pub fn group_info(g: &GroupInfo) -> Vec<Line> {
     let mut lines = vec![Line::notice(format!(
         "#{} ({}), owner {}",
-        one_line(g["name"].as_str().unwrap_or("?")),
-        g["id"].as_str().unwrap_or("?"),
-        g["owner"].as_str().unwrap_or("?")
+        one_line(&g.name),
+        g.id,
+        g.owner
     ))];
-    for m in g["members"].as_array().into_iter().flatten() {
-        lines.push(Line::notice(format!(
-            "  {:<12} {}",
-            m["userId"].as_str().unwrap_or("?"),
-            m["role"].as_str().unwrap_or("")
-        )));
+    for m in &g.members {
+        lines.push(Line::notice(format!("  {:<12} {}", m.user_id, m.role)));
     }
     lines
 }
@@ -330,14 +306,8 @@ fn platform_name(p: i64) -> String {
 }
 
 /// Platform numbers as names.
-fn platforms(list: &Value) -> String {
-    let names: Vec<String> = list
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_i64)
-        .map(platform_name)
-        .collect();
+fn platforms(list: &[i32]) -> String {
+    let names: Vec<String> = list.iter().map(|p| platform_name((*p).into())).collect();
     if names.is_empty() {
         "connected".into()
     } else {
@@ -522,8 +492,14 @@ mod tests {
         let s = ChatView::new("alice");
         let m = |id: i64, from: &str| json!({"msgId": format!("m{id}"), "conv": {"type": "single", "target": if from == "alice" {"bob"} else {"alice"}}, "from": from, "content": {"type": "text", "text": format!("t{id}")}, "serverTime": 0});
         // Newest first, as the server answers.
-        let reply = json!({"messages": [m(4, "bob"), m(3, "bob"), m(2, "alice"), m(1, "bob")], "more": false});
-        let lines = s.render_history(&single("bob"), &reply, 2).unwrap();
+        let messages: Vec<ChatMessage> = serde_json::from_value(json!([
+            m(4, "bob"),
+            m(3, "bob"),
+            m(2, "alice"),
+            m(1, "bob")
+        ]))
+        .unwrap();
+        let lines = s.render_history(&single("bob"), &messages, false, 2);
         let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
         assert_eq!(texts.len(), 5, "{texts:?}");
         assert!(texts[0].ends_with("bob: t1"));
@@ -537,16 +513,18 @@ mod tests {
     fn convs_and_who_render() {
         let mut s = ChatView::new("alice");
         s.switch(single("bob"));
-        let lines = s.render_convs(&json!({"conversations": [
+        let convs: Vec<ConversationEntry> = serde_json::from_value(json!([
             {"conv": {"type": "single", "target": "bob"}, "lastMessage": {"msgId": "m1", "conv": {"type": "single", "target": "alice"}, "from": "bob", "content": {"type": "text", "text": "yo"}, "serverTime": 0}, "unread": 2, "muted": false},
-            {"conv": {"type": "single", "target": "carol"}, "unread": 0, "muted": true}
-        ]}));
+            {"conv": {"type": "single", "target": "carol"}, "lastMessage": {"msgId": "m0", "conv": {"type": "single", "target": "carol"}, "from": "alice", "content": {"type": "text", "text": "hi"}, "serverTime": 0}, "unread": 0, "muted": true}
+        ]))
+        .unwrap();
+        let lines = s.render_convs(&convs);
         assert!(lines[0].text.starts_with("* bob"), "{lines:?}");
         assert!(lines[0].text.contains("(2 unread)") && lines[0].text.ends_with("bob: yo"));
         assert!(lines[1].text.contains("[muted]"));
         let who = who(
-            &json!({"friends": [{"userId": "bob", "displayName": "Bob Chen", "online": true}, {"userId": "carol", "displayName": "Carol", "online": false}]}),
-            &json!({"users": [{"userId": "bob", "online": true, "platforms": [2, 7]}]}),
+            &serde_json::from_value::<Vec<Friend>>(json!([{"userId": "bob", "displayName": "Bob Chen", "online": true}, {"userId": "carol", "displayName": "Carol", "online": false}])).unwrap(),
+            &serde_json::from_value::<Vec<UserPresence>>(json!([{"userId": "bob", "online": true, "platforms": [2, 7]}])).unwrap(),
         );
         assert!(who[0].text.contains("online (Android, Linux)"), "{who:?}");
         assert!(who[1].text.ends_with("offline"));

@@ -10,7 +10,9 @@ use serde_json::Value;
 use super::input::Target;
 use super::render::{self, Line, Style, clock, describe, preview};
 use crate::wire::ids::now_ms;
-use crate::wire::ws::{Ack, ChatMessage, ConvType, Conversation, InboxEntry, PcLoginRequest};
+use crate::wire::ws::{
+    Ack, ChatMessage, Content, ConvType, Conversation, GroupSummary, Notify, Push, ReceiptKind,
+};
 
 /// Where a sent message has got to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -26,7 +28,7 @@ pub enum SendState {
 pub struct Outgoing {
     pub client_msg_id: String,
     pub conv: Conversation,
-    pub content: Value,
+    pub content: Content,
     pub msg_id: Option<i64>,
     pub state: SendState,
     delivered_to: BTreeSet<String>,
@@ -103,12 +105,15 @@ impl ChatView {
     }
 
     /// Takes a `group.list` reply's groups.
-    pub fn set_groups(&mut self, list: &Value) {
-        for g in list["groups"].as_array().into_iter().flatten() {
-            if let (Some(id), Some(name)) = (g["id"].as_str(), g["name"].as_str()) {
-                self.groups.insert(id.to_owned(), name.to_owned());
-            }
+    pub fn set_groups(&mut self, groups: &[GroupSummary]) {
+        for g in groups {
+            self.groups.insert(g.id.clone(), g.name.clone());
         }
+    }
+
+    /// A group this chat just created.
+    pub fn add_group(&mut self, id: &str, name: &str) {
+        self.groups.insert(id.to_owned(), name.to_owned());
     }
 
     pub fn knows_group(&self, id: &str) -> bool {
@@ -205,7 +210,7 @@ impl ChatView {
     }
 
     /// Records a message about to be sent and the line that shows it.
-    pub fn compose(&mut self, conv: Conversation, content: Value) -> (Outgoing, Line) {
+    pub fn compose(&mut self, conv: Conversation, content: Content) -> (Outgoing, Line) {
         let out = Outgoing {
             client_msg_id: new_client_msg_id(),
             conv,
@@ -222,7 +227,7 @@ impl ChatView {
                 clock(now_ms()),
                 self.label(&out.conv),
                 self.me,
-                describe(&out.content)
+                describe(&json_of(&out.content))
             ),
         );
         if self.outgoing.len() >= OUTGOING_KEPT {
@@ -244,7 +249,11 @@ impl ChatView {
                 o.msg_id = id;
                 o.state = o.state.max(SendState::Sent);
                 let o = o.clone();
-                format!("[{}] “{}”", self.label(&o.conv), preview(&o.content))
+                format!(
+                    "[{}] “{}”",
+                    self.label(&o.conv),
+                    preview(&json_of(&o.content))
+                )
             }
             None => String::new(),
         };
@@ -270,7 +279,7 @@ impl ChatView {
             format!(
                 "      [{}] “{}” queued: sent when the connection is back",
                 self.label(&out.conv),
-                preview(&out.content)
+                preview(&json_of(&out.content))
             ),
         )
     }
@@ -286,37 +295,42 @@ impl ChatView {
     }
 
     /// Renders a server push into lines (none for pushes not worth showing).
-    pub fn on_push(&mut self, frame: &Value) -> Vec<Line> {
-        match frame["op"].as_str().unwrap_or_default() {
-            "msg" => match serde_json::from_value::<InboxEntry>(frame.clone()) {
-                Ok(entry) => self.on_message(&entry.message).into_iter().collect(),
-                Err(e) => vec![Line::error(format!(
-                    "unreadable message from the server: {e}"
-                ))],
-            },
-            "receipt" => self.on_receipt(frame).into_iter().collect(),
-            "typing" => self.on_typing(frame, now_ms()).into_iter().collect(),
-            "presence" => {
-                self.users
-                    .insert(frame["userId"].as_str().unwrap_or("?").to_owned());
-                vec![render::presence(frame)]
+    pub fn on_push(&mut self, push: &Push) -> Vec<Line> {
+        match push {
+            Push::Msg { message, .. } => self.on_message(message).into_iter().collect(),
+            Push::Receipt {
+                kind,
+                conv,
+                by,
+                up_to,
+            } => self
+                .on_receipt(*kind, conv, by, up_to)
+                .into_iter()
+                .collect(),
+            Push::Typing { conv, from } => {
+                self.on_typing(conv, from, now_ms()).into_iter().collect()
             }
-            "notify" => {
-                self.users
-                    .insert(frame["from"].as_str().unwrap_or("?").to_owned());
-                vec![render::notify(frame)]
+            Push::Presence {
+                user_id,
+                online,
+                platforms,
+            } => {
+                self.users.insert(user_id.clone());
+                vec![render::presence(user_id, *online, platforms)]
             }
-            "pc_login_request" => {
-                let Ok(req) = serde_json::from_value::<PcLoginRequest>(frame.clone()) else {
-                    return vec![Line::error("unreadable web login request from the server")];
-                };
-                let line = render::web_login_request(&req);
-                self.web_login = Some(req.token);
+            Push::Notify(notify) => {
+                let (Notify::FriendRequest { from, .. }
+                | Notify::FriendAccepted { from }
+                | Notify::FriendRejected { from }) = notify;
+                self.users.insert(from.clone());
+                vec![render::notify(notify)]
+            }
+            Push::PcLoginRequest(req) => {
+                let line = render::web_login_request(req);
+                self.web_login = Some(req.token.clone());
                 vec![line]
             }
-            "profile" => vec![render::profile(frame)],
-            "error" => vec![render::server_error(frame)],
-            _ => Vec::new(),
+            Push::Profile { user } => vec![render::profile(user)],
         }
     }
 
@@ -367,12 +381,17 @@ impl ChatView {
         }
     }
 
-    fn on_receipt(&mut self, frame: &Value) -> Option<Line> {
-        let conv: Conversation = serde_json::from_value(frame["conv"].clone()).ok()?;
-        let by = frame["by"].as_str()?.to_owned();
-        let up_to_id = frame["upTo"].as_str()?;
+    fn on_receipt(
+        &mut self,
+        kind: ReceiptKind,
+        conv: &Conversation,
+        by: &str,
+        up_to_id: &str,
+    ) -> Option<Line> {
+        let conv = conv.clone();
+        let by = by.to_owned();
         let up_to = crate::wire::ids::parse_msg_id(up_to_id)?;
-        let read = frame["kind"] == "read";
+        let read = kind == ReceiptKind::Read;
         if by == self.me {
             // Our other device read this conversation.
             if read {
@@ -406,7 +425,7 @@ impl ChatView {
                 count += 1;
                 let id = o.msg_id.expect("filtered");
                 if newest.as_ref().is_none_or(|(n, _)| id > *n) {
-                    newest = Some((id, preview(&o.content)));
+                    newest = Some((id, preview(&json_of(&o.content))));
                 }
             }
         }
@@ -427,15 +446,14 @@ impl ChatView {
         Some(Line::new(Style::Status, text))
     }
 
-    fn on_typing(&mut self, frame: &Value, now: i64) -> Option<Line> {
-        let from = frame["from"].as_str()?.to_owned();
-        let addressed: Conversation = serde_json::from_value(frame["conv"].clone()).ok()?;
+    fn on_typing(&mut self, addressed: &Conversation, from: &str, now: i64) -> Option<Line> {
+        let from = from.to_owned();
         let conv = match addressed.kind {
             ConvType::Single => Conversation {
                 kind: ConvType::Single,
                 target: from.clone(),
             },
-            ConvType::Group => addressed,
+            ConvType::Group => addressed.clone(),
         };
         let key = (conv.clone(), from.clone());
         if self
@@ -467,6 +485,11 @@ impl ChatView {
 
 /// A random id for `clientMsgId`: retries after a reconnect reuse it, so
 /// the server stores the message once.
+/// Content as JSON, as messages from the server carry it, for the words shown.
+fn json_of(content: &Content) -> Value {
+    serde_json::to_value(content).expect("content serializes")
+}
+
 pub fn new_client_msg_id() -> String {
     format!("imctl-{}", crate::token::random_token(12))
 }
@@ -479,8 +502,26 @@ mod tests {
     use crate::client::chat_view::input::{Command, Input, parse_input};
     use crate::client::chat_view::single;
 
-    fn push(seq: i64, id: i64, from: &str, conv: Value, content: Value) -> Value {
-        json!({"op": "msg", "seq": seq, "message": {"msgId": format!("m{id}"), "conv": conv, "from": from, "content": content, "serverTime": 1_700_000_000_000i64}})
+    fn push(seq: i64, id: i64, from: &str, conv: Value, content: Value) -> Push {
+        push_of(
+            json!({"op": "msg", "seq": seq, "message": {"msgId": format!("m{id}"), "conv": conv, "from": from, "content": content, "serverTime": 1_700_000_000_000i64}}),
+        )
+    }
+
+    fn push_of(frame: Value) -> Push {
+        serde_json::from_value(frame).unwrap()
+    }
+
+    fn groups(list: &[(&str, &str)]) -> Vec<GroupSummary> {
+        list.iter()
+            .map(|(id, name)| GroupSummary {
+                id: (*id).into(),
+                name: (*name).into(),
+                owner: "alice".into(),
+                role: "member".into(),
+                member_count: 2,
+            })
+            .collect()
     }
 
     #[test]
@@ -491,10 +532,10 @@ mod tests {
                 .unwrap_err()
                 .contains("no web login request")
         );
-        let lines = s.on_push(
-            &json!({"op": "pc_login_request", "token": "t1", "platform": 5,
+        let lines = s.on_push(&push_of(
+            json!({"op": "pc_login_request", "token": "t1", "platform": 5,
             "deviceName": "Firefox\u{1b}[2J", "clientId": "web-1", "expiresInMs": 300000}),
-        );
+        ));
         assert_eq!(lines.len(), 1);
         assert!(
             lines[0]
@@ -549,7 +590,12 @@ mod tests {
     fn sent_messages_advance_through_states() {
         let mut s = ChatView::new("alice");
         s.switch(single("bob"));
-        let (out, line) = s.compose(single("bob"), json!({"type": "text", "text": "hello"}));
+        let (out, line) = s.compose(
+            single("bob"),
+            Content::Text {
+                text: "hello".into(),
+            },
+        );
         assert!(line.text.contains("alice: hello  ⋯ sending"), "{line:?}");
         assert_eq!(s.state_of(&out.client_msg_id), Some(SendState::Sending));
         let ack: Ack = serde_json::from_value(
@@ -560,16 +606,16 @@ mod tests {
         assert!(line.text.contains("✓ sent (m42)"), "{line:?}");
         assert_eq!(s.state_of(&out.client_msg_id), Some(SendState::Sent));
         // A receipt for an older message does not cover this one.
-        assert!(s.on_push(&json!({"op": "receipt", "kind": "delivered", "conv": {"type": "single", "target": "bob"}, "by": "bob", "upTo": "m41"})).is_empty());
-        let lines = s.on_push(&json!({"op": "receipt", "kind": "delivered", "conv": {"type": "single", "target": "bob"}, "by": "bob", "upTo": "m42"}));
+        assert!(s.on_push(&push_of(json!({"op": "receipt", "kind": "delivered", "conv": {"type": "single", "target": "bob"}, "by": "bob", "upTo": "m41"}))).is_empty());
+        let lines = s.on_push(&push_of(json!({"op": "receipt", "kind": "delivered", "conv": {"type": "single", "target": "bob"}, "by": "bob", "upTo": "m42"})));
         assert!(
             lines[0].text.contains("✓✓ delivered to bob: “hello”"),
             "{lines:?}"
         );
         assert_eq!(s.state_of(&out.client_msg_id), Some(SendState::Delivered));
         // The same receipt twice says nothing new.
-        assert!(s.on_push(&json!({"op": "receipt", "kind": "delivered", "conv": {"type": "single", "target": "bob"}, "by": "bob", "upTo": "m42"})).is_empty());
-        let lines = s.on_push(&json!({"op": "receipt", "kind": "read", "conv": {"type": "single", "target": "bob"}, "by": "bob", "upTo": "m50"}));
+        assert!(s.on_push(&push_of(json!({"op": "receipt", "kind": "delivered", "conv": {"type": "single", "target": "bob"}, "by": "bob", "upTo": "m42"}))).is_empty());
+        let lines = s.on_push(&push_of(json!({"op": "receipt", "kind": "read", "conv": {"type": "single", "target": "bob"}, "by": "bob", "upTo": "m50"})));
         assert!(
             lines[0].text.contains("✓✓ read by bob: “hello”"),
             "{lines:?}"
@@ -580,7 +626,7 @@ mod tests {
     #[test]
     fn group_names_with_spaces_and_twins() {
         let mut s = ChatView::new("alice");
-        s.set_groups(&json!({"groups": [{"id": "g1", "name": "the team"}, {"id": "g2", "name": "dup"}, {"id": "g3", "name": "dup"}]}));
+        s.set_groups(&groups(&[("g1", "the team"), ("g2", "dup"), ("g3", "dup")]));
         let Input::Command(Command::To(t)) = parse_input("/to #the team").unwrap() else {
             panic!("not /to");
         };
@@ -597,12 +643,11 @@ mod tests {
     #[test]
     fn typing_is_shown_once_in_a_while() {
         let mut s = ChatView::new("alice");
-        let frame =
-            json!({"op": "typing", "conv": {"type": "single", "target": "alice"}, "from": "bob"});
-        let first = s.on_typing(&frame, 1_000).unwrap();
+        let to_me = single("alice");
+        let first = s.on_typing(&to_me, "bob", 1_000).unwrap();
         assert!(first.text.ends_with("[bob] bob is typing…"), "{first:?}");
-        assert!(s.on_typing(&frame, 3_000).is_none());
-        assert!(s.on_typing(&frame, 12_000).is_some());
+        assert!(s.on_typing(&to_me, "bob", 3_000).is_none());
+        assert!(s.on_typing(&to_me, "bob", 12_000).is_some());
     }
 
     #[test]
@@ -613,7 +658,7 @@ mod tests {
                 .unwrap_err()
                 .contains("/group create")
         );
-        s.set_groups(&json!({"groups": [{"id": "g1", "name": "Team"}]}));
+        s.set_groups(&groups(&[("g1", "Team")]));
         let by_name = s.resolve(&Target::Group("team".into())).unwrap();
         assert_eq!(by_name.target, "g1");
         assert_eq!(s.resolve(&Target::Group("g1".into())).unwrap(), by_name);

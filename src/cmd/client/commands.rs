@@ -1,18 +1,33 @@
 //! The chat's `/commands`: each asks the broker (or the app-server) and
 //! shows the answer.
 
-use serde_json::{Value, json};
-
 use super::controller::{Chat, Flow, refused, user_error};
 use crate::client::ClientError;
 use crate::client::app::exit;
 use crate::client::chat_view::{self, COMMANDS, Command, Line, render};
 use crate::cmd::Failure;
-use crate::wire::ws::{ConvType, Conversation};
+use crate::wire::ws::{
+    Content, ConvType, Conversation, ConversationsReq, FriendAnswerReq, FriendRequestReq,
+    GroupCreateReq, GroupMembersReq, GroupReq, HistoryReq, PresenceReq, ProfileGetReq,
+    ProfileUpdateReq, ReadReq, Reply, Request,
+};
+
+/// A reply of another kind than the request asks for.
+fn wrong_reply(op: &str) -> anyhow::Error {
+    anyhow::anyhow!("the broker answered {op} with a reply of another kind")
+}
+
+fn history(conv: &Conversation, limit: u32) -> Request {
+    Request::History(HistoryReq {
+        conv: conv.clone(),
+        before: None,
+        limit: Some(limit),
+    })
+}
 
 impl Chat {
-    async fn request(&mut self, frame: Value) -> anyhow::Result<Value> {
-        self.live.request(frame).await.map_err(refused)
+    async fn request(&mut self, request: Request) -> anyhow::Result<Reply> {
+        self.live.request(&request).await.map_err(refused)
     }
 
     pub(super) async fn command(&mut self, cmd: Command) -> anyhow::Result<Flow> {
@@ -23,35 +38,36 @@ impl Chat {
             }
             Command::Msg(target, text) => {
                 let conv = self.resolve(&target).await?;
-                self.send(conv, json!({"type": "text", "text": text}))
-                    .await?;
+                self.send(conv, Content::Text { text }).await?;
             }
             Command::History(n) => {
                 let conv = self.view.require_current().map_err(user_error)?;
-                let reply = self
-                    .request(json!({"op": "history", "conv": conv, "limit": n}))
-                    .await?;
-                let lines = self
-                    .view
-                    .render_history(&conv, &reply, 0)
-                    .map_err(user_error)?;
+                let Reply::History { messages, more } = self.request(history(&conv, n)).await?
+                else {
+                    return Err(wrong_reply("history"));
+                };
+                let lines = self.view.render_history(&conv, &messages, more, 0);
                 self.screen.show(lines);
             }
             Command::Convs => {
-                let reply = self
-                    .request(json!({"op": "conversations", "limit": 50}))
-                    .await?;
-                let lines = self.view.render_convs(&reply);
+                let list = Request::Conversations(ConversationsReq {
+                    limit: Some(50),
+                    before: None,
+                });
+                let Reply::Conversations { conversations, .. } = self.request(list).await? else {
+                    return Err(wrong_reply("conversations"));
+                };
+                let lines = self.view.render_convs(&conversations);
                 self.screen.show(lines);
             }
             Command::Read => {
                 let conv = self.view.require_current().map_err(user_error)?;
-                let reply = self
-                    .request(json!({"op": "history", "conv": conv, "limit": 1}))
-                    .await?;
-                match reply["messages"][0]["msgId"].as_str() {
-                    Some(last) => {
-                        let last = last.to_owned();
+                let Reply::History { messages, .. } = self.request(history(&conv, 1)).await? else {
+                    return Err(wrong_reply("history"));
+                };
+                match messages.into_iter().next() {
+                    Some(newest) => {
+                        let last = newest.msg_id;
                         self.mark_read(&conv, &last).await?;
                         let label = self.view.label(&conv);
                         self.screen
@@ -61,29 +77,33 @@ impl Chat {
                 }
             }
             Command::Who => {
-                let friends = self.request(json!({"op": "friend.list"})).await?;
-                let users: Vec<&str> = friends["friends"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|f| f["userId"].as_str())
-                    .collect();
+                let Reply::FriendList { friends } = self.request(Request::FriendList).await? else {
+                    return Err(wrong_reply("friend.list"));
+                };
+                let users: Vec<String> =
+                    friends.iter().map(|f| f.profile.user_id.clone()).collect();
                 let presence = if users.is_empty() {
-                    json!({})
+                    Vec::new()
                 } else {
-                    self.request(json!({"op": "presence", "users": users}))
-                        .await?
+                    let ask = Request::Presence(PresenceReq { users: Some(users) });
+                    let Reply::Presence { users, .. } = self.request(ask).await? else {
+                        return Err(wrong_reply("presence"));
+                    };
+                    users
                 };
                 let lines = render::who(&friends, &presence);
                 self.screen.show(lines);
             }
             Command::GroupCreate { name, members } => {
-                let reply = self
-                    .request(json!({"op": "group.create", "name": name, "members": members}))
-                    .await?;
-                let group = reply["group"].clone();
-                self.view.set_groups(&json!({"groups": [group.clone()]}));
-                let id = group["id"].as_str().unwrap_or_default().to_owned();
+                let create = Request::GroupCreate(GroupCreateReq {
+                    name: name.clone(),
+                    members,
+                });
+                let Reply::GroupCreate { group } = self.request(create).await? else {
+                    return Err(wrong_reply("group.create"));
+                };
+                self.view.add_group(&group.id, &group.name);
+                let id = group.id;
                 let conv = Conversation {
                     kind: ConvType::Group,
                     target: id.clone(),
@@ -95,8 +115,11 @@ impl Chat {
             }
             Command::GroupAdd(members) => {
                 let conv = self.view.require_group().map_err(user_error)?;
-                self.request(json!({"op": "group.add", "group": conv.target, "members": members}))
-                    .await?;
+                self.request(Request::GroupAdd(GroupMembersReq {
+                    group: conv.target.clone(),
+                    members: members.clone(),
+                }))
+                .await?;
                 let label = self.view.label(&conv);
                 self.screen.show([Line::notice(format!(
                     "added {} to {label}",
@@ -105,9 +128,10 @@ impl Chat {
             }
             Command::GroupRemove(members) => {
                 let conv = self.view.require_group().map_err(user_error)?;
-                self.request(
-                    json!({"op": "group.remove", "group": conv.target, "members": members}),
-                )
+                self.request(Request::GroupRemove(GroupMembersReq {
+                    group: conv.target.clone(),
+                    members: members.clone(),
+                }))
                 .await?;
                 let label = self.view.label(&conv);
                 self.screen.show([Line::notice(format!(
@@ -117,8 +141,10 @@ impl Chat {
             }
             Command::GroupLeave => {
                 let conv = self.view.require_group().map_err(user_error)?;
-                self.request(json!({"op": "group.leave", "group": conv.target}))
-                    .await?;
+                self.request(Request::GroupLeave(GroupReq {
+                    group: conv.target.clone(),
+                }))
+                .await?;
                 let label = self.view.label(&conv);
                 self.view.left_group(&conv.target);
                 self.screen.show([Line::notice(format!(
@@ -127,17 +153,24 @@ impl Chat {
             }
             Command::GroupInfo => {
                 let conv = self.view.require_group().map_err(user_error)?;
-                let reply = self
-                    .request(json!({"op": "group.info", "group": conv.target}))
-                    .await?;
-                let lines = render::group_info(&reply);
+                let info = Request::GroupInfo(GroupReq {
+                    group: conv.target.clone(),
+                });
+                let Reply::GroupInfo { group } = self.request(info).await? else {
+                    return Err(wrong_reply("group.info"));
+                };
+                let lines = render::group_info(&group);
                 self.screen.show(lines);
             }
             Command::FriendAdd { user, remark } => {
-                let reply = self
-                    .request(json!({"op": "friend.request", "target": user, "remark": remark}))
-                    .await?;
-                let text = if reply["friends"] == true {
+                let ask = Request::FriendRequest(FriendRequestReq {
+                    target: user.clone(),
+                    remark,
+                });
+                let Reply::FriendRequest { friends, .. } = self.request(ask).await? else {
+                    return Err(wrong_reply("friend.request"));
+                };
+                let text = if friends {
                     format!("{user} had asked you too: you are friends now")
                 } else {
                     format!("asked {user} to be your friend")
@@ -145,14 +178,18 @@ impl Chat {
                 self.screen.show([Line::notice(text)]);
             }
             Command::FriendAccept(user) => {
-                self.request(json!({"op": "friend.accept", "from": user}))
-                    .await?;
+                self.request(Request::FriendAccept(FriendAnswerReq {
+                    from: user.clone(),
+                }))
+                .await?;
                 self.screen
                     .show([Line::notice(format!("you and {user} are friends now"))]);
             }
             Command::FriendReject(user) => {
-                self.request(json!({"op": "friend.reject", "from": user}))
-                    .await?;
+                self.request(Request::FriendReject(FriendAnswerReq {
+                    from: user.clone(),
+                }))
+                .await?;
                 self.screen
                     .show([Line::notice(format!("declined {user}'s request"))]);
             }
@@ -162,23 +199,29 @@ impl Chat {
                 self.send(conv, content).await?;
             }
             Command::Me(None) => {
-                let reply = self.request(json!({"op": "profile.get"})).await?;
-                let u = if reply["user"].is_object() {
-                    reply["user"].clone()
-                } else {
-                    reply["users"][0].clone()
+                let me = Request::ProfileGet(ProfileGetReq {
+                    users: None,
+                    user_id: None,
+                });
+                let Reply::ProfileGet { users, .. } = self.request(me).await? else {
+                    return Err(wrong_reply("profile.get"));
                 };
+                let u = users.into_iter().next();
+                let u = u.as_ref();
                 self.screen.show([Line::notice(format!(
                     "{} ({}), mobile {}, portrait {}",
-                    u["userId"].as_str().unwrap_or("?"),
-                    chat_view::one_line(u["displayName"].as_str().unwrap_or("")),
-                    u["mobile"].as_str().unwrap_or("-"),
-                    u["portrait"].as_str().unwrap_or("-")
+                    u.map_or("?", |u| &u.user_id),
+                    chat_view::one_line(u.map_or("", |u| &u.display_name)),
+                    u.and_then(|u| u.mobile.as_deref()).unwrap_or("-"),
+                    u.and_then(|u| u.portrait.as_deref()).unwrap_or("-")
                 ))]);
             }
             Command::Me(Some(name)) => {
-                self.request(json!({"op": "profile.update", "displayName": name}))
-                    .await?;
+                self.request(Request::ProfileUpdate(ProfileUpdateReq {
+                    display_name: Some(name.clone()),
+                    portrait: None,
+                }))
+                .await?;
                 self.screen
                     .show([Line::notice(format!("your display name is now {name}"))]);
             }
@@ -221,24 +264,26 @@ impl Chat {
         self.view.switch(conv.clone());
         let label = self.view.label(&conv);
         // Pages end at a byte budget as well as the limit: follow `more`.
-        let mut before = Value::Null;
+        let mut before = None;
         let mut unread = 0;
         for _ in 0..10 {
-            let page = self
-                .request(json!({"op": "conversations", "limit": 500, "before": before}))
-                .await?;
-            let list = page["conversations"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            if let Some(c) = list.iter().find(|c| {
-                serde_json::from_value::<Conversation>(c["conv"].clone()).ok() == Some(conv.clone())
-            }) {
-                unread = c["unread"].as_u64().unwrap_or(0) as u32;
+            let page = Request::Conversations(ConversationsReq {
+                limit: Some(500),
+                before: before.take(),
+            });
+            let Reply::Conversations {
+                conversations,
+                more,
+            } = self.request(page).await?
+            else {
+                return Err(wrong_reply("conversations"));
+            };
+            if let Some(c) = conversations.iter().find(|c| c.conv == conv) {
+                unread = u32::try_from(c.unread).unwrap_or(0);
                 break;
             }
-            match list.last() {
-                Some(last) if page["more"] == true => before = last["lastMessage"]["msgId"].clone(),
+            match conversations.last() {
+                Some(last) if more => before = Some(last.last_message.msg_id.clone()),
                 _ => break,
             }
         }
@@ -248,30 +293,32 @@ impl Chat {
             ))]);
             return Ok(());
         }
-        let reply = self
-            .request(json!({"op": "history", "conv": conv, "limit": (unread + 3).min(200)}))
-            .await?;
-        let lines = self
-            .view
-            .render_history(&conv, &reply, unread)
-            .map_err(user_error)?;
+        let Reply::History { messages, more } =
+            self.request(history(&conv, (unread + 3).min(200))).await?
+        else {
+            return Err(wrong_reply("history"));
+        };
+        let lines = self.view.render_history(&conv, &messages, more, unread);
         self.screen.show(lines);
-        if let Some(last) = reply["messages"][0]["msgId"].as_str() {
-            let last = last.to_owned();
+        if let Some(newest) = messages.first() {
+            let last = newest.msg_id.clone();
             self.mark_read(&conv, &last).await?;
         }
         Ok(())
     }
 
     async fn mark_read(&mut self, conv: &Conversation, up_to: &str) -> anyhow::Result<()> {
-        self.request(json!({"op": "read", "conv": conv, "upTo": up_to}))
-            .await?;
+        self.request(Request::Read(ReadReq {
+            conv: conv.clone(),
+            up_to: up_to.to_owned(),
+        }))
+        .await?;
         self.view.clear_unread(conv);
         Ok(())
     }
 
     /// Uploads a PNG or JPEG to `/media`; returns the image message content.
-    async fn upload_image(&mut self, path: &std::path::Path) -> anyhow::Result<Value> {
+    async fn upload_image(&mut self, path: &std::path::Path) -> anyhow::Result<Content> {
         let bytes = std::fs::read(path)
             .map_err(|e| user_error(format!("cannot read {}: {e}", path.display())))?;
         let format = image::guess_format(&bytes)
@@ -305,6 +352,11 @@ impl Chat {
         let url = answer["url"]
             .as_str()
             .ok_or_else(|| anyhow::anyhow!("the upload answer has no url: {answer}"))?;
-        Ok(json!({"type": "image", "url": url, "w": w, "h": h, "size": size}))
+        Ok(Content::Image {
+            url: url.to_owned(),
+            w,
+            h,
+            size: size as u64,
+        })
     }
 }

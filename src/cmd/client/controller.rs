@@ -4,15 +4,15 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
-
 use super::screen::Screen;
 use crate::client::app::exit;
 use crate::client::chat::ChatError;
-use crate::client::chat_view::{ChatView, Input, Line, Outgoing, Style, Target, parse_input};
+use crate::client::chat_view::{
+    ChatView, Input, Line, Outgoing, Style, Target, parse_input, render,
+};
 use crate::client::live::{Event, Live};
 use crate::cmd::Failure;
-use crate::wire::ws::{ConvType, Conversation, InboxEntry};
+use crate::wire::ws::{Content, ConvReq, ConvType, Conversation, InboxEntry, Push, Reply, Request};
 
 /// Messages shown from a sync at start; the rest are counted, not printed.
 const BACKLOG_SHOWN: usize = 30;
@@ -66,20 +66,15 @@ impl Chat {
             self.view.add_users(users.into_iter().map(|u| u.user_id));
         }
         self.refresh_groups().await;
-        if let Ok(friends) = self.live.request(json!({"op": "friend.list"})).await {
-            self.view.add_users(
-                friends["friends"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|f| f["userId"].as_str().map(str::to_owned)),
-            );
+        if let Ok(Reply::FriendList { friends }) = self.live.request(&Request::FriendList).await {
+            self.view
+                .add_users(friends.into_iter().map(|f| f.profile.user_id));
         }
     }
 
     pub(super) async fn refresh_groups(&mut self) {
-        if let Ok(list) = self.live.request(json!({"op": "group.list"})).await {
-            self.view.set_groups(&list);
+        if let Ok(Reply::GroupList { groups }) = self.live.request(&Request::GroupList).await {
+            self.view.set_groups(&groups);
         }
     }
 
@@ -113,7 +108,11 @@ impl Chat {
 
     /// Sends a message, showing it and its ack, or that it is queued until
     /// the connection is back. A refusal comes back as an error.
-    pub(super) async fn send(&mut self, conv: Conversation, content: Value) -> anyhow::Result<()> {
+    pub(super) async fn send(
+        &mut self,
+        conv: Conversation,
+        content: Content,
+    ) -> anyhow::Result<()> {
         let (out, line) = self.view.compose(conv, content);
         self.screen.show([line]);
         let sent = if self.strict {
@@ -179,23 +178,30 @@ impl Chat {
                     self.screen.show([line]);
                 }
             }
-            Event::Push(frame) => {
-                if frame["op"] == "msg" {
-                    match serde_json::from_value::<InboxEntry>(frame.clone()) {
-                        Ok(entry) => self.show_entries(std::slice::from_ref(&entry), 0).await,
-                        Err(e) => {
-                            self.screen.show([Line::error(format!(
-                                "unreadable message from the server: {e}"
-                            ))]);
-                            // Seen anyway, or it would hold the saved seq back for good.
-                            self.live.seen(frame["seq"].as_i64()).await;
-                        }
-                    }
-                    return;
-                }
-                let lines = self.view.on_push(&frame);
+            Event::Push(Push::Msg { seq, message }) => {
+                let entry = InboxEntry { seq, message };
+                self.show_entries(std::slice::from_ref(&entry), 0).await;
+            }
+            Event::Push(push) => {
+                let lines = self.view.on_push(&push);
                 self.screen.show(lines);
             }
+            Event::Error { code, message } => {
+                self.screen.show([render::server_error(code, &message)]);
+            }
+            Event::Unreadable { op, seq, error } => match op.as_str() {
+                "msg" => {
+                    self.screen.show([Line::error(format!(
+                        "unreadable message from the server: {error}"
+                    ))]);
+                    // Seen anyway, or it would hold the saved seq back for good.
+                    self.live.seen(seq).await;
+                }
+                "pc_login_request" => self
+                    .screen
+                    .show([Line::error("unreadable web login request from the server")]),
+                _ => tracing::debug!(%op, %error, "unreadable frame from the server ignored"),
+            },
             Event::Lost { reason, .. } => {
                 self.screen.show([Line::error(format!(
                     "connection lost ({reason}); reconnecting… (messages you type are queued)"
@@ -245,8 +251,7 @@ impl Chat {
             Input::Empty => {}
             Input::Text(text) => {
                 let conv = self.view.require_current().map_err(user_error)?;
-                self.send(conv, json!({"type": "text", "text": text}))
-                    .await?;
+                self.send(conv, Content::Text { text }).await?;
             }
             Input::Command(cmd) => return self.command(cmd).await,
         }
@@ -256,9 +261,7 @@ impl Chat {
     /// Tells the current conversation that we are typing.
     pub async fn typing(&mut self) {
         if let Some(conv) = self.view.current().cloned() {
-            self.live
-                .notify(json!({"op": "typing", "conv": conv}))
-                .await;
+            self.live.tell(&Request::Typing(ConvReq { conv })).await;
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::client::live::{Event, Live, Relogin};
 use crate::client::login;
 use crate::client::profiles::{ClientSession, ClientSessions, default_state_dir};
 use crate::store::now_ms;
-use crate::wire::ws::InboxEntry;
+use crate::wire::ws::{Content, InboxEntry, Push};
 use controller::{Chat, Flow};
 use screen::Screen;
 
@@ -266,8 +266,9 @@ async fn send_one(args: Args) -> anyhow::Result<()> {
     let mut chat = Chat::new(live, Screen::Plain { json: args.json }, true);
     let sent = tokio::time::timeout_at(deadline, async {
         let conv = chat.resolve(&target).await?;
-        let content = json!({"type": "text", "text": text});
-        let (out, _) = chat.view.compose(conv, content);
+        let (out, _) = chat
+            .view
+            .compose(conv, Content::Text { text: text.clone() });
         let ack = chat.deliver(&out).await?;
         Ok::<_, anyhow::Error>((out, ack))
     })
@@ -303,18 +304,14 @@ async fn listen(args: Args) -> anyhow::Result<()> {
                 }
                 entries
             }
-            Event::Push(frame) if frame["op"] == "msg" => {
-                match serde_json::from_value::<InboxEntry>(frame.clone()) {
-                    Ok(e) => vec![e],
-                    Err(e) => {
-                        eprintln!("unreadable message from the server: {e}");
-                        // Still counts as seen, or it would hold the saved seq back for good.
-                        live.seen(frame["seq"].as_i64()).await;
-                        Vec::new()
-                    }
-                }
+            Event::Push(Push::Msg { seq, message }) => vec![InboxEntry { seq, message }],
+            Event::Unreadable { op, seq, error } if op == "msg" => {
+                eprintln!("unreadable message from the server: {error}");
+                // Still counts as seen, or it would hold the saved seq back for good.
+                live.seen(seq).await;
+                Vec::new()
             }
-            Event::Push(_) => Vec::new(),
+            Event::Push(_) | Event::Error { .. } | Event::Unreadable { .. } => Vec::new(),
             Event::Lost { reason, .. } => {
                 eprintln!("connection lost ({reason}); reconnecting");
                 Vec::new()
