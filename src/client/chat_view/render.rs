@@ -199,8 +199,7 @@ pub(super) fn presence(user: &str, online: bool, on: &[i32]) -> Line {
 pub(super) fn notify(notify: &Notify) -> Line {
     let text = match notify {
         Notify::FriendRequest { from, remark, .. } => {
-            let remark = remark
-                .as_deref()
+            let remark = Some(remark)
                 .filter(|r| !r.is_empty())
                 .map(|r| format!(" (“{r}”)"))
                 .unwrap_or_default();

@@ -61,6 +61,7 @@ pub enum Notify {
     FriendRequest {
         from: String,
         /// Empty without one.
+        #[serde(default)]
         remark: String,
         request: FriendRequest,
     },

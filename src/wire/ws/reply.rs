@@ -642,7 +642,7 @@ mod tests {
             },
             Push::Notify(crate::wire::ws::Notify::FriendRequest {
                 from: "a".into(),
-                remark: None,
+                remark: String::new(),
                 request,
             }),
             Push::PcLoginRequest(crate::wire::ws::PcLoginRequest {
