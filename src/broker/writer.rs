@@ -13,7 +13,7 @@ use super::ops::Refusal;
 use crate::store::{
     Appended, Delivered, GroupChange, GroupInfo, Heads, NewMessage, Refused, Store,
 };
-use crate::wire::ws::{Ack, ChatMessage, ErrorFrame, code};
+use crate::wire::ws::{Ack, ChatMessage, ErrorFrame, Reply, code};
 
 /// The most operations committed in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -143,13 +143,25 @@ impl Replier {
     }
 
     /// Answers a group change with the group afterwards.
-    fn group(&self, id: Option<u64>, op: &str, group: &GroupInfo) {
+    fn group(&self, id: Option<u64>, op: &str, group: GroupInfo) {
         match self {
-            Replier::Conn(conn) => conn.send(frame(
-                &serde_json::json!({"id": id, "op": op, "group": group}),
-            )),
-            Replier::Once(tx) => Self::answer_once(tx, Written::Group(group.clone())),
+            Replier::Conn(conn) => conn.send(group_reply(op, group).frame(id).into()),
+            Replier::Once(tx) => Self::answer_once(tx, Written::Group(group)),
         }
+    }
+}
+
+/// The reply to the group change `op` (one of the `group.*` changes).
+fn group_reply(op: &str, group: GroupInfo) -> Reply {
+    match op {
+        "group.create" => Reply::GroupCreate { group },
+        "group.add" => Reply::GroupAdd { group },
+        "group.remove" => Reply::GroupRemove { group },
+        "group.leave" => Reply::GroupLeave { group },
+        "group.dissolve" => Reply::GroupDissolve { group },
+        "group.rename" => Reply::GroupRename { group },
+        "group.admin" => Reply::GroupAdmin { group },
+        other => unreachable!("{other} is not a group change"),
     }
 }
 
@@ -234,7 +246,7 @@ async fn change_group(
         }
         Ok(Err(refused)) => reply.refuse(id, refused),
         Ok(Ok(outcome)) => {
-            reply.group(id, op, &outcome.group);
+            reply.group(id, op, outcome.group);
             if let Appended::Stored { message, seqs } = outcome.notification {
                 hub.telemetry.metrics.messages_stored.inc();
                 tracing::info!(group = %message.conv.target, actor, kind = %message.content["kind"], "group changed");

@@ -9,12 +9,12 @@ use tracing::info;
 use super::presence::TypingLimit;
 use super::{Ctx, Handled, Refusal, db_error, now_ms, refuse};
 use crate::broker::hub::ConnHandle;
-use crate::broker::writer::frame;
 use crate::broker::{Broker, presence};
 use crate::http::advertise::PublicUrls;
 use crate::token::TokenError;
 use crate::wire::limits::{MAX_CLIENT_ID, check_platform, check_text};
-use crate::wire::ws::{ConnectReq, Connected, close, code};
+use crate::wire::ws::Reply;
+use crate::wire::ws::{ConnectReq, close, code};
 
 /// Who a connection is, once `connect` succeeded.
 pub struct Identity {
@@ -122,14 +122,13 @@ pub async fn connect(
         presence::announce(broker, &who.user_id, conn.id).await;
     }
     info!(user = ?who.user_id, client = ?who.client_id, platform = who.platform, head, "connected");
-    conn.send(frame(&Connected {
-        id,
-        op: "connected".into(),
+    let connected = Reply::Connected {
         user_id: who.user_id.clone(),
         head,
         server_time: now_ms(),
         node: broker.options.node.clone(),
-    }));
+    };
+    conn.send(connected.frame(id).into());
     Ok(who)
 }
 
@@ -144,9 +143,9 @@ pub fn closing(refusal: &Refusal) -> (u16, &'static str) {
 }
 
 pub fn ping(cx: &Ctx<'_>) -> Handled {
-    cx.conn.send(frame(
-        &serde_json::json!({"id": cx.id, "op": "pong", "serverTime": now_ms()}),
-    ));
+    cx.reply(Reply::Pong {
+        server_time: now_ms(),
+    });
     Ok(())
 }
 

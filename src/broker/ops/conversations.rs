@@ -1,6 +1,7 @@
 //! Conversations: the list (`conversations`), read positions (`read`, with
 //! read receipts) and `conversation.mute`.
 
+use crate::wire::ws::Reply;
 use crate::wire::ws::{Push, ReceiptKind};
 use axum::extract::ws::Utf8Bytes;
 
@@ -71,10 +72,10 @@ pub async fn read(cx: &Ctx<'_>, req: ReadReq) -> Handled {
     let mine = read(req.conv.clone()).frame().into();
     broker.hub.deliver(me, &mine, Some(cx.conn.id));
     if cx.id.is_some() {
-        cx.reply(
-            "read",
-            serde_json::json!({"conv": req.conv, "upTo": msg_id(now)}),
-        );
+        cx.reply(Reply::Read {
+            conv: req.conv,
+            up_to: msg_id(now),
+        });
     }
     Ok(())
 }
@@ -86,10 +87,10 @@ pub async fn mute(cx: &Ctx<'_>, req: MuteReq) -> Handled {
         .set_muted(cx.me(), &req.conv, req.muted)
         .await
         .map_err(db_error)?;
-    cx.reply(
-        "conversation.mute",
-        serde_json::json!({"conv": req.conv, "muted": req.muted}),
-    );
+    cx.reply(Reply::ConversationMute {
+        conv: req.conv,
+        muted: req.muted,
+    });
     Ok(())
 }
 

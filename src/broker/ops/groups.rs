@@ -3,8 +3,9 @@
 //! announces, and the reads `group.info` and `group.list`.
 
 use super::{Ctx, Handled, db_error, only_friends, refuse, to_writer};
-use crate::broker::writer::{Replier, WriteOp, frame};
+use crate::broker::writer::{Replier, WriteOp};
 use crate::store::GroupChange;
+use crate::wire::ws::Reply;
 use crate::wire::ws::{GroupCreateReq, GroupMembersReq, GroupReq, code};
 
 /// `group.create`: the creator's friends only, with `--friends-only`.
@@ -56,17 +57,13 @@ pub async fn info(cx: &Ctx<'_>, req: GroupReq) -> Handled {
             format!("you are not a member of group {:?}", req.group),
         );
     }
-    cx.conn.send(frame(
-        &serde_json::json!({"id": cx.id, "op": "group.info", "group": group}),
-    ));
+    cx.reply(Reply::GroupInfo { group });
     Ok(())
 }
 
 pub async fn list(cx: &Ctx<'_>) -> Handled {
     let groups = cx.broker.store.groups_of(cx.me()).await.map_err(db_error)?;
-    cx.conn.send(frame(
-        &serde_json::json!({"id": cx.id, "op": "group.list", "groups": groups}),
-    ));
+    cx.reply(Reply::GroupList { groups });
     Ok(())
 }
 

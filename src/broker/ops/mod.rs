@@ -19,7 +19,9 @@ use super::Broker;
 use super::hub::ConnHandle;
 use super::writer::{WriteOp, frame};
 use crate::store::{Refused, Why};
-use crate::wire::ws::{ConvType, Conversation, DecodeError, ErrorFrame, Push, Request, code};
+use crate::wire::ws::{
+    ConvType, Conversation, DecodeError, ErrorFrame, Push, Reply, Request, code,
+};
 pub use connect::Identity;
 
 /// What every handler is given.
@@ -34,11 +36,9 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Answers with `body`, plus the request's `id` and `op`.
-    fn reply(&self, op: &str, mut body: Value) {
-        body["id"] = serde_json::json!(self.id);
-        body["op"] = serde_json::json!(op);
-        self.conn.send(frame(&body));
+    /// Answers the request with `reply`.
+    fn reply(&self, reply: Reply) {
+        self.conn.send(reply.frame(self.id).into());
     }
 
     /// Pushes to every connection of `user`.

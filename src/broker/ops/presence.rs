@@ -3,12 +3,12 @@
 //! connection's coming and going makes are `broker/presence.rs`.
 
 use crate::wire::ws::Push;
+use crate::wire::ws::{Reply, UserPresence};
 use axum::extract::ws::Utf8Bytes;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::time::Instant;
 
 use super::{Ctx, Handled, conv_for, db_error, only_friends, participants, refuse};
@@ -64,17 +64,18 @@ pub async fn presence(cx: &Ctx<'_>, req: PresenceReq) -> Handled {
     let (visible, hidden): (Vec<String>, Vec<String>) = users
         .into_iter()
         .partition(|u| *u == cx.me() || contacts.contains(u));
-    let list: Vec<Value> = visible
-        .iter()
-        .map(|u| {
-            let platforms = cx.broker.hub.platforms_of(u);
-            serde_json::json!({"userId": u, "online": !platforms.is_empty(), "platforms": platforms})
+    let users = visible
+        .into_iter()
+        .map(|user_id| {
+            let platforms = cx.broker.hub.platforms_of(&user_id);
+            UserPresence {
+                online: !platforms.is_empty(),
+                user_id,
+                platforms,
+            }
         })
         .collect();
-    cx.reply(
-        "presence",
-        serde_json::json!({"users": list, "hidden": hidden}),
-    );
+    cx.reply(Reply::Presence { users, hidden });
     Ok(())
 }
 

@@ -2,11 +2,11 @@
 //! (read, and updated with a push to friends and the user's other devices).
 
 use axum::extract::ws::Utf8Bytes;
-use serde_json::Value;
 
 use super::{Ctx, Handled, Refusal, bad_request, db_error, refuse};
 use crate::store::Requested;
 use crate::wire::limits;
+use crate::wire::ws::{Friend, Reply};
 use crate::wire::ws::{
     FriendAnswerReq, FriendRequestReq, Notify, ProfileGetReq, ProfileUpdateReq, Push, code,
 };
@@ -28,16 +28,19 @@ pub async fn friend_request(cx: &Ctx<'_>, req: FriendRequestReq) -> Handled {
                 request: request.clone(),
             });
             cx.push(&req.target, &push);
-            cx.reply(
-                "friend.request",
-                serde_json::json!({"request": request, "friends": false}),
-            );
+            cx.reply(Reply::FriendRequest {
+                request: Some(request),
+                friends: false,
+            });
         }
         Requested::Befriended => {
             // They had asked first: the request counts as acceptance.
             let from = me.to_owned();
             cx.push(&req.target, &Push::Notify(Notify::FriendAccepted { from }));
-            cx.reply("friend.request", serde_json::json!({"friends": true}));
+            cx.reply(Reply::FriendRequest {
+                request: None,
+                friends: true,
+            });
         }
     }
     Ok(())
@@ -52,29 +55,31 @@ pub async fn friend_answer(cx: &Ctx<'_>, accept: bool, req: FriendAnswerReq) -> 
         .map_err(db_error)?
         .map_err(Refusal::from)?;
     let from = cx.me().to_owned();
-    let (op, notify) = if accept {
+    let (_op, notify) = if accept {
         ("friend.accept", Notify::FriendAccepted { from })
     } else {
         ("friend.reject", Notify::FriendRejected { from })
     };
     cx.push(&req.from, &Push::Notify(notify));
-    cx.reply(op, serde_json::json!({"from": req.from}));
+    cx.reply(if accept {
+        Reply::FriendAccept { from: req.from }
+    } else {
+        Reply::FriendReject { from: req.from }
+    });
     Ok(())
 }
 
 pub async fn friend_list(cx: &Ctx<'_>) -> Handled {
     let broker = cx.broker;
     let friends = broker.store.friends_of(cx.me()).await.map_err(db_error)?;
-    let list: Vec<Value> = friends
+    let friends = friends
         .iter()
-        .map(|u| {
-            let profile = broker.profile(u, cx.me(), &cx.who.urls);
-            let mut p = serde_json::to_value(profile).expect("profiles serialize");
-            p["online"] = serde_json::json!(broker.hub.is_online(&u.id));
-            p
+        .map(|u| Friend {
+            profile: broker.profile(u, cx.me(), &cx.who.urls),
+            online: broker.hub.is_online(&u.id),
         })
         .collect();
-    cx.reply("friend.list", serde_json::json!({"friends": list}));
+    cx.reply(Reply::FriendList { friends });
     Ok(())
 }
 
@@ -85,10 +90,7 @@ pub async fn friend_pending(cx: &Ctx<'_>) -> Handled {
         .pending_requests(cx.me())
         .await
         .map_err(db_error)?;
-    cx.reply(
-        "friend.pending",
-        serde_json::json!({"incoming": incoming, "outgoing": outgoing}),
-    );
+    cx.reply(Reply::FriendPending { incoming, outgoing });
     Ok(())
 }
 
@@ -102,18 +104,18 @@ pub async fn profile_get(cx: &Ctx<'_>, req: ProfileGetReq) -> Handled {
         return refuse(code::BAD_REQUEST, "ask for at most 500 users at once");
     }
     let users = cx.broker.store.users_by_ids(&ids).await.map_err(db_error)?;
-    let unknown: Vec<&String> = ids
-        .iter()
-        .filter(|id| !users.iter().any(|u| &&u.id == id))
+    let unknown: Vec<String> = ids
+        .into_iter()
+        .filter(|id| !users.iter().any(|u| &u.id == id))
         .collect();
     let profiles: Vec<_> = users
         .iter()
         .map(|u| cx.broker.profile(u, cx.me(), &cx.who.urls))
         .collect();
-    cx.reply(
-        "profile.get",
-        serde_json::json!({"users": profiles, "unknown": unknown}),
-    );
+    cx.reply(Reply::ProfileGet {
+        users: profiles,
+        unknown,
+    });
     Ok(())
 }
 
@@ -151,10 +153,9 @@ pub async fn profile_update(cx: &Ctx<'_>, req: ProfileUpdateReq) -> Handled {
         broker.hub.deliver(&friend.id, &push, None);
     }
     broker.hub.deliver(me, &push, Some(cx.conn.id));
-    cx.reply(
-        "profile.update",
-        serde_json::json!({"user": broker.profile(&user, me, &cx.who.urls)}),
-    );
+    cx.reply(Reply::ProfileUpdate {
+        user: broker.profile(&user, me, &cx.who.urls),
+    });
     Ok(())
 }
 

@@ -3,7 +3,6 @@
 
 mod change;
 
-use serde::{Deserialize, Serialize};
 use sqlx::SqliteConnection;
 
 use super::chat::{Appended, Heads, NewMessage, append_in};
@@ -44,35 +43,7 @@ pub enum GroupChange {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
-#[serde(rename_all = "camelCase")]
-pub struct GroupMember {
-    pub user_id: String,
-    pub role: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct GroupInfo {
-    pub id: String,
-    pub name: String,
-    pub owner: String,
-    pub created_at: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dissolved_at: Option<i64>,
-    pub members: Vec<GroupMember>,
-}
-
-/// One of my groups, as `group.list` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
-#[serde(rename_all = "camelCase")]
-pub struct GroupSummary {
-    pub id: String,
-    pub name: String,
-    pub owner: String,
-    pub role: String,
-    pub member_count: i64,
-}
+pub use crate::wire::ws::{GroupInfo, GroupMember, GroupSummary};
 
 /// What a change did: the group afterwards and its notification message.
 #[derive(Debug, Clone)]
@@ -92,13 +63,17 @@ async fn info_in(conn: &mut SqliteConnection, id: &str) -> Result<Option<GroupIn
     else {
         return Ok(None);
     };
-    let members = sqlx::query_as(
+    let members: Vec<(String, String)> = sqlx::query_as(
         "SELECT user_id, role FROM group_members WHERE group_id = ?
          ORDER BY CASE role WHEN 'owner' THEN 0 WHEN 'admin' THEN 1 ELSE 2 END, joined_at, user_id",
     )
     .bind(id)
     .fetch_all(&mut *conn)
     .await?;
+    let members = members
+        .into_iter()
+        .map(|(user_id, role)| GroupMember { user_id, role })
+        .collect();
     Ok(Some(GroupInfo {
         id: id.to_owned(),
         name,
@@ -169,7 +144,7 @@ impl Store {
 
     /// The groups `user` is a member of, by name.
     pub async fn groups_of(&self, user: &str) -> Result<Vec<GroupSummary>> {
-        sqlx::query_as(
+        let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(
             "SELECT g.id, g.name, g.owner, m.role,
                     (SELECT COUNT(*) FROM group_members c WHERE c.group_id = g.id) AS member_count
              FROM group_members m JOIN groups g ON g.id = m.group_id
@@ -177,7 +152,17 @@ impl Store {
         )
         .bind(user)
         .fetch_all(&self.pool)
-        .await
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, name, owner, role, member_count)| GroupSummary {
+                id,
+                name,
+                owner,
+                role,
+                member_count,
+            })
+            .collect())
     }
 }
 
