@@ -34,7 +34,7 @@ fn fail(status: StatusCode, message: impl Into<String>) -> AdminError {
     AdminError(status, message.into())
 }
 
-fn db(e: sqlx::Error) -> AdminError {
+fn db(e: crate::store::Error) -> AdminError {
     tracing::error!(error = %e, "database error");
     fail(
         StatusCode::INTERNAL_SERVER_ERROR,

@@ -122,7 +122,7 @@ pub async fn pc_sessions(
     }
 }
 
-fn db_failed(e: sqlx::Error) -> Response {
+fn db_failed(e: crate::store::Error) -> Response {
     tracing::error!(error = %e, "database error");
     (
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -183,7 +183,7 @@ fn stack_status(state: &AppState, urls: &PublicUrls, users: usize) -> StackStatu
 const FEED_LIMIT: usize = 100;
 
 /// Everything the dashboard shows, now.
-async fn snapshot(state: &AppState, urls: &PublicUrls) -> sqlx::Result<DevSnapshot> {
+async fn snapshot(state: &AppState, urls: &PublicUrls) -> crate::store::Result<DevSnapshot> {
     let users = state.store.first_users(FEED_LIMIT as i64).await?;
     let status = stack_status(state, urls, state.store.user_count().await?);
     let messages = state.store.recent_messages(50).await?;

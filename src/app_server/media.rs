@@ -169,7 +169,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 /// The uploader: an `authToken` header, or `Authorization: Bearer <IM token>`.
 async fn uploader(state: &AppState, headers: &HeaderMap) -> Result<String, Response> {
-    let db_failed = |e: sqlx::Error| {
+    let db_failed = |e: crate::store::Error| {
         tracing::error!(error = %e, "database error");
         error(
             StatusCode::INTERNAL_SERVER_ERROR,

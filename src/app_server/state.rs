@@ -94,7 +94,7 @@ impl AppState {
         user_id: &str,
         client_id: &str,
         platform: i32,
-    ) -> sqlx::Result<Credentials> {
+    ) -> crate::store::Result<Credentials> {
         let auth_token = random_token(24);
         let session = AuthSession {
             user_id: user_id.to_owned(),

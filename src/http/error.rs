@@ -35,7 +35,7 @@ pub enum ApiError {
     Refused(Refused),
     /// Details are logged, never sent.
     #[error("server error; see the imctl log")]
-    Database(#[from] sqlx::Error),
+    Database(#[from] crate::store::Error),
     /// Details are logged, never sent.
     #[error("server error; see the imctl log")]
     Internal(String),

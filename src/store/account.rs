@@ -10,6 +10,7 @@ impl Store {
             .bind(user)
             .fetch_optional(&self.pool)
             .await
+            .map_err(Into::into)
     }
 
     /// Sets (or replaces) a password hash.
@@ -23,7 +24,7 @@ impl Store {
         .bind(now_ms())
         .execute(&self.pool)
         .await
-        .map(drop)
+        .map(drop).map_err(Into::into)
     }
 
     /// Renames a user's display name; `Ok(false)` when another user already

@@ -23,6 +23,7 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await
+        .map_err(Into::into)
     }
 
     /// Creates a user; `Ok(false)` when the id or mobile is taken.

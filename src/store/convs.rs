@@ -87,7 +87,7 @@ impl Store {
         let ids: Vec<i64> = rows
             .iter()
             .map(|r| r.try_get("last_id"))
-            .collect::<Result<_>>()?;
+            .collect::<sqlx::Result<_>>()?;
         // The last messages stream in the list's order, one at a time.
         let sql = concat!(
             "SELECT ",
@@ -117,7 +117,9 @@ impl Store {
         let page = self
             .conversations_page(user, limit, None, usize::MAX)
             .await?;
-        serde_json::from_str(&page.json).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+        serde_json::from_str(&page.json)
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+            .map_err(Into::into)
     }
 
     /// Whether message `id` belongs to `conv` (as `user` addresses it).
@@ -146,7 +148,7 @@ impl Store {
         .bind(conv_key(user, conv))
         .bind(id)
         .fetch_one(&self.pool)
-        .await
+        .await.map_err(Into::into)
     }
 
     pub async fn set_muted(&self, user: &str, conv: &Conversation, muted: bool) -> Result<()> {
@@ -161,6 +163,7 @@ impl Store {
         .execute(&self.pool)
         .await
         .map(drop)
+        .map_err(Into::into)
     }
 
     /// The highest inbox seq any device of `user` has acknowledged.
@@ -169,6 +172,7 @@ impl Store {
             .bind(user)
             .fetch_one(&self.pool)
             .await
+            .map_err(Into::into)
     }
 
     /// Whose messages sit in `user`'s inbox between seqs `after` (exclusive)
@@ -209,6 +213,7 @@ impl Store {
             .bind(group)
             .fetch_all(&self.pool)
             .await
+            .map_err(Into::into)
     }
 }
 

@@ -98,6 +98,7 @@ impl Store {
             .execute(&self.pool)
             .await
             .map(|r| r.rows_affected() == 1)
+            .map_err(Into::into)
     }
 
     /// Replaces a group's announcement; returns it as stored.
@@ -118,7 +119,7 @@ impl Store {
         .bind(text)
         .bind(now_ms())
         .fetch_one(&self.pool)
-        .await
+        .await.map_err(Into::into)
     }
 
     pub async fn announcement(&self, group: &str) -> Result<Option<Announcement>> {
@@ -128,6 +129,7 @@ impl Store {
         .bind(group)
         .fetch_optional(&self.pool)
         .await
+        .map_err(Into::into)
     }
 
     /// Whether `group` exists and is not dissolved, and whether `user` is in it.
@@ -140,6 +142,7 @@ impl Store {
         .bind(group)
         .fetch_optional(&self.pool)
         .await
+        .map_err(Into::into)
     }
 }
 

@@ -35,7 +35,14 @@ use sqlx::{Connection, Sqlite};
 use crate::token::token_hash;
 use crate::wire::http::UserSummary;
 
-pub type Result<T, E = sqlx::Error> = std::result::Result<T, E>;
+/// The database failed (I/O, a full disk, a corrupt file), as opposed to a
+/// [`Refused`] change; callers log it and answer "server error" without
+/// naming the driver.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct Error(#[from] sqlx::Error);
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Why the store refused a change; nothing was written. It carries no wire
 /// code: each edge (the broker's `error` frame, the admin API's HTTP
@@ -147,7 +154,7 @@ impl Store {
             ),
             Location::File(path) => (
                 {
-                    create_private_file(path)?;
+                    create_private_file(path).map_err(sqlx::Error::from)?;
                     SqliteConnectOptions::new()
                 }
                 .filename(path)
@@ -168,7 +175,7 @@ impl Store {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
         let pool = pool.connect_with(options).await?;
-        MIGRATOR.run(&pool).await?;
+        MIGRATOR.run(&pool).await.map_err(sqlx::Error::from)?;
         let dedicated_writer = matches!(location, Location::File(_));
         Ok(Self {
             pool,
@@ -200,8 +207,12 @@ impl Store {
             *dedicated = Some(conn);
         }
         match dedicated.as_deref_mut() {
-            Some(conn) => conn.begin_with("BEGIN IMMEDIATE").await,
-            None => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Some(conn) => conn.begin_with("BEGIN IMMEDIATE").await.map_err(Into::into),
+            None => self
+                .pool
+                .begin_with("BEGIN IMMEDIATE")
+                .await
+                .map_err(Into::into),
         }
     }
 
@@ -272,6 +283,7 @@ impl Store {
             .execute(&self.pool)
             .await
             .map(|_| ())
+            .map_err(Into::into)
     }
 
     pub async fn setting(&self, key: &str) -> Result<Option<String>> {
@@ -279,6 +291,7 @@ impl Store {
             .bind(key)
             .fetch_optional(&self.pool)
             .await
+            .map_err(Into::into)
     }
 
     /// Stores `value` under `key` unless the key exists; returns the stored value.
@@ -326,6 +339,7 @@ impl Store {
             .bind(id)
             .fetch_optional(&self.pool)
             .await
+            .map_err(Into::into)
     }
 
     pub async fn user_by_mobile(&self, mobile: &str) -> Result<Option<User>> {
@@ -333,6 +347,7 @@ impl Store {
             .bind(mobile)
             .fetch_optional(&self.pool)
             .await
+            .map_err(Into::into)
     }
 
     pub async fn users(&self) -> Result<Vec<User>> {
@@ -347,6 +362,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await
+        .map_err(Into::into)
     }
 
     pub async fn user_count(&self) -> Result<usize> {
@@ -401,7 +417,7 @@ impl Store {
         .bind(now + ttl.as_millis() as i64)
         .execute(&self.pool)
         .await
-        .map(|_| ())
+        .map(|_| ()).map_err(Into::into)
     }
 
     /// The live (unexpired) login session of `token`, if any.
@@ -412,7 +428,7 @@ impl Store {
         .bind(token_hash(token))
         .bind(now_ms())
         .fetch_optional(&self.pool)
-        .await
+        .await.map_err(Into::into)
     }
 
     /// The user behind a live login session, and whether they are banned,
@@ -437,6 +453,7 @@ impl Store {
             .execute(&self.pool)
             .await
             .map(|r| r.rows_affected())
+            .map_err(Into::into)
     }
 }
 

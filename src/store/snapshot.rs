@@ -435,6 +435,7 @@ async fn is_empty(conn: &mut SqliteConnection) -> Result<bool> {
     )
     .fetch_one(&mut *conn)
     .await
+    .map_err(Into::into)
 }
 
 /// `items` as one JSON array, for a `json_each` parameter.

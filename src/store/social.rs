@@ -137,7 +137,7 @@ impl Store {
         )
         .bind(user)
         .fetch_all(&self.pool)
-        .await
+        .await.map_err(Into::into)
     }
 
     /// Pending requests to and from `user`, newest first.
@@ -209,6 +209,7 @@ async fn request_status(
         .bind(to)
         .fetch_optional(&mut *conn)
         .await
+        .map_err(Into::into)
 }
 
 async fn accept_in(
@@ -350,6 +351,7 @@ impl Store {
         .execute(&self.pool)
         .await
         .map(drop)
+        .map_err(Into::into)
     }
 
     pub async fn media(&self, id: &str) -> Result<Option<Media>> {
@@ -357,5 +359,6 @@ impl Store {
             .bind(id)
             .fetch_optional(&self.pool)
             .await
+            .map_err(Into::into)
     }
 }

@@ -165,3 +165,22 @@ fn the_reader_sees_grouped_and_nested_imports() {
         ["http", "store", "wire"]
     );
 }
+
+#[test]
+fn only_the_store_names_the_database_driver() {
+    let mut wrong = Vec::new();
+    for (module, _) in LAYERS {
+        if *module == "store" {
+            continue;
+        }
+        for f in sources(module) {
+            if std::fs::read_to_string(&f).unwrap().contains("sqlx::") {
+                wrong.push(f.display().to_string());
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "name store::Error and store::Refused instead of sqlx: {wrong:?}"
+    );
+}

@@ -186,7 +186,7 @@ fn bad_request(message: String) -> Refusal {
 }
 
 /// Logs a database error; the client learns only that there was one.
-fn db_error(e: sqlx::Error) -> Refusal {
+fn db_error(e: crate::store::Error) -> Refusal {
     tracing::error!(error = %e, "database error");
     Refusal(code::SERVER_ERROR, "server error; see the imctl log".into())
 }

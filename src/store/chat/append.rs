@@ -424,7 +424,7 @@ async fn assign_ids(
 fn id_range(first: Option<i64>, n: usize) -> Result<Range<i64>> {
     first
         .and_then(|first| Some(first..first.checked_add(i64::try_from(n).ok()?)?))
-        .ok_or_else(|| sqlx::Error::Protocol("msgIds are exhausted: no room for new messages (import into a fresh store with smaller msgIds)".into()))
+        .ok_or_else(|| sqlx::Error::Protocol("msgIds are exhausted: no room for new messages (import into a fresh store with smaller msgIds)".into())).map_err(Into::into)
 }
 
 /// An accepted message with its id and each recipient's seq.

@@ -29,7 +29,7 @@ pub const MAX_IMPORTED_MSG_ID: i64 = i64::MAX / 2;
 /// know whether more follow) into a page of at most `budget` bytes.
 /// `push` adds one row to the page (see [`PageWriter::push`]).
 pub(super) async fn write_page(
-    rows: &mut (impl futures_util::Stream<Item = Result<sqlx::sqlite::SqliteRow>> + Unpin),
+    rows: &mut (impl futures_util::Stream<Item = sqlx::Result<sqlx::sqlite::SqliteRow>> + Unpin),
     limit: u32,
     budget: usize,
     mut push: impl FnMut(&mut PageWriter, &sqlx::sqlite::SqliteRow) -> Result<bool>,
@@ -168,6 +168,7 @@ impl Store {
             .bind(user)
             .fetch_one(&self.pool)
             .await
+            .map_err(Into::into)
     }
 
     /// Inbox entries with seq > `since`, in order, at most `limit` and at
