@@ -111,7 +111,7 @@ impl Broker {
             user_id: user.id.clone(),
             display_name: user.display_name.clone(),
             portrait: urls.absolute(user.portrait.as_deref()),
-            mobile: user.mobile.clone().filter(|_| user.id == viewer),
+            mobile: (user.id == viewer).then(|| user.mobile.clone()),
         }
     }
 

@@ -1,26 +1,14 @@
 //! Read positions, delivery receipts and the conversation list.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 use sqlx::Row;
 
 use super::chat::{conv_key, message_columns, msg_id, raw_message_from_row, write_page};
 use super::{Result, Store};
-use crate::wire::ws::{ChatMessage, ConvType, Conversation, Page, RawChatMessage};
+use crate::wire::ws::{ConvType, Conversation, Page, RawChatMessage};
 
-/// One row of `conversations`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ConversationEntry {
-    /// As this user sees it: a 1:1 conversation targets the peer.
-    pub conv: Conversation,
-    pub last_message: ChatMessage,
-    pub unread: i64,
-    pub muted: bool,
-    /// The last message this user has read, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub read_up_to: Option<String>,
-}
+pub use crate::wire::ws::ConversationEntry;
 
 /// Someone whose messages a `recv` just covered.
 #[derive(Debug, Clone, PartialEq)]

@@ -5,7 +5,6 @@ use serde_json::json;
 
 use super::{Result, Store, User, now_ms};
 
-/// A refused request: a protocol error code and a reason.
 pub use crate::wire::ws::FriendRequest;
 
 /// What `friend.request` did.

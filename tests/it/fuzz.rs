@@ -759,35 +759,7 @@ const DOCUMENTED_CLOSES: &[u16] = &[
 /// (128) and so keeps its `id` for the answer.
 const DEEPEST_CONTENT: usize = 100;
 
-const OPS: &[&str] = &[
-    "connect",
-    "send",
-    "sync",
-    "recv",
-    "history",
-    "group.create",
-    "group.add",
-    "group.remove",
-    "group.leave",
-    "group.dissolve",
-    "group.rename",
-    "group.admin",
-    "group.info",
-    "group.list",
-    "friend.request",
-    "friend.accept",
-    "friend.reject",
-    "friend.list",
-    "friend.pending",
-    "profile.get",
-    "profile.update",
-    "read",
-    "typing",
-    "presence",
-    "conversations",
-    "conversation.mute",
-    "ping",
-];
+const OPS: &[&str] = Request::OPS;
 
 /// Generates the storm's frames from a seed (printed, so a failure replays).
 struct Storm {

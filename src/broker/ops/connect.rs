@@ -7,11 +7,12 @@ use tokio::time::Instant;
 use tracing::info;
 
 use super::presence::TypingLimit;
-use super::{Ctx, Handled, Refusal, db_error, now_ms, refuse};
+use super::{Ctx, Handled, Refusal, db_error, refuse};
 use crate::broker::hub::ConnHandle;
 use crate::broker::{Broker, presence};
 use crate::http::advertise::PublicUrls;
 use crate::token::TokenError;
+use crate::wire::ids::now_ms;
 use crate::wire::limits::{MAX_CLIENT_ID, check_platform, check_text};
 use crate::wire::ws::Reply;
 use crate::wire::ws::{ConnectReq, close, code};

@@ -191,10 +191,6 @@ fn db_error(e: crate::store::Error) -> Refusal {
     Refusal(code::SERVER_ERROR, "server error; see the imctl log".into())
 }
 
-fn now_ms() -> i64 {
-    crate::store::now_ms()
-}
-
 /// Hands an operation to the writer; fails only while shutting down.
 async fn to_writer(broker: &Broker, op: WriteOp) -> Handled {
     broker.writer.send(op).await.map_err(|_| {

@@ -55,10 +55,10 @@ pub async fn friend_answer(cx: &Ctx<'_>, accept: bool, req: FriendAnswerReq) -> 
         .map_err(db_error)?
         .map_err(Refusal::from)?;
     let from = cx.me().to_owned();
-    let (_op, notify) = if accept {
-        ("friend.accept", Notify::FriendAccepted { from })
+    let notify = if accept {
+        Notify::FriendAccepted { from }
     } else {
-        ("friend.reject", Notify::FriendRejected { from })
+        Notify::FriendRejected { from }
     };
     cx.push(&req.from, &Push::Notify(notify));
     cx.reply(if accept {

@@ -212,7 +212,9 @@ impl Chat {
                     "{} ({}), mobile {}, portrait {}",
                     u.map_or("?", |u| &u.user_id),
                     chat_view::one_line(u.map_or("", |u| &u.display_name)),
-                    u.and_then(|u| u.mobile.as_deref()).unwrap_or("-"),
+                    u.and_then(|u| u.mobile.clone().flatten())
+                        .as_deref()
+                        .unwrap_or("-"),
                     u.and_then(|u| u.portrait.as_deref()).unwrap_or("-")
                 ))]);
             }

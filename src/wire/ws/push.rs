@@ -92,8 +92,9 @@ pub struct Profile {
     pub display_name: String,
     /// An absolute URL, or null without a portrait.
     pub portrait: Option<String>,
+    /// Only in one's own profile: the mobile, or null without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mobile: Option<String>,
+    pub mobile: Option<Option<String>>,
 }
 
 /// The body of a `pc_login_request` push.
@@ -233,5 +234,23 @@ mod tests {
             serde_json::from_str::<Push>(&frame).unwrap(),
             Push::Msg { seq: 7, message: m }
         );
+    }
+
+    #[test]
+    fn ones_own_profile_without_a_mobile_says_null() {
+        let mine = |mobile| Profile {
+            user_id: "u1".into(),
+            display_name: "U".into(),
+            portrait: None,
+            mobile,
+        };
+        let v = |p: Profile| serde_json::to_value(p).unwrap();
+        assert_eq!(v(mine(Some(None)))["mobile"], Value::Null);
+        assert!(v(mine(Some(None))).get("mobile").is_some());
+        assert!(
+            v(mine(None)).get("mobile").is_none(),
+            "others' profiles have none"
+        );
+        assert_eq!(v(mine(Some(Some("1".into()))))["mobile"], "1");
     }
 }

@@ -286,7 +286,7 @@ mod tests {
             user_id: "alice".into(),
             display_name: "Alice".into(),
             portrait: Some("http://h/avatar/alice.svg".into()),
-            mobile: mobile.map(Into::into),
+            mobile: mobile.map(|m| Some(m.into())),
         }
     }
 
