@@ -46,8 +46,8 @@ pub trait Chat: Send + Sync {
     /// stored message (or the one already stored under its clientMsgId).
     fn send(&self, msg: NewMessage) -> BoxFuture<'_, Result<ChatMessage, WriteError>>;
 
-    /// Applies a group change as `actor` through the single writer; `op`
-    /// names it in the log. Answers the group afterwards.
+    /// Applies a group change as `actor` through the single writer; `op` is
+    /// the `group.*` op it stands for. Answers the group afterwards.
     fn change_group<'a>(
         &'a self,
         actor: &'a str,

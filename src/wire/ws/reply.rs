@@ -314,8 +314,8 @@ mod tests {
         }
     }
 
-    /// One reply of every op, with the JSON the broker writes for it (the
-    /// `json!` and struct shapes of `broker::conn` and `broker::writer`).
+    /// One reply of every op, with the JSON the broker wrote for it before
+    /// the replies were typed (its `json!` and struct shapes).
     fn every_reply() -> Vec<(Reply, Value)> {
         let conv_json = json!({"type": "single", "target": "bob"});
         let group_json = json!({"id": "g1", "name": "team", "owner": "alice", "createdAt": 1, "members": [{"userId": "alice", "role": "owner"}]});
