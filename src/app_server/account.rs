@@ -564,10 +564,7 @@ pub async fn destroy(
     // Whatever stays behind, the deletion below removes in one transaction.
     for group in state.store.groups_of(&user.id).await? {
         let change = GroupChange::Leave { group: group.id };
-        let left = state
-            .broker
-            .change_group(&user.id, change, "group.leave")
-            .await;
+        let left = state.broker.change_group(&user.id, change).await;
         if let Err(e) = left {
             tracing::warn!(user = ?user.id, error = ?e, "leaving a group before deletion failed");
         }

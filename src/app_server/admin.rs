@@ -285,7 +285,7 @@ pub async fn dissolve(
     let change = GroupChange::Dissolve { group };
     let group = state
         .broker
-        .change_group(ADMIN_ACTOR, change, "group.dissolve")
+        .change_group(ADMIN_ACTOR, change)
         .await
         .map_err(write_failed)?;
     Ok(Json(json!({"group": group})).into_response())

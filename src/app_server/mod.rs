@@ -30,7 +30,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use tower_http::trace::TraceLayer;
 
-use crate::http::cors::{Origins, is_dev_path};
+use crate::http::cors::Origins;
 pub use crate::http::{ConnLimits, serve};
 pub use state::{AppState, Inner};
 
@@ -129,7 +129,7 @@ pub fn app(
             state.clone(),
             cookie::set_cookie,
         ))
-        .layer(origins.layer())
+        .layer(origins.layer(is_dev_path))
         // Spans name the route pattern, not the URI: QR tokens sit in paths.
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
@@ -141,6 +141,12 @@ pub fn app(
             }),
         )
         .with_state(state)
+}
+
+/// The dev and admin APIs: guarded against rebinding, and never opened to
+/// every origin by `--cors-origin '*'`.
+pub fn is_dev_path(path: &str) -> bool {
+    path.starts_with("/_dev") || path.starts_with("/admin")
 }
 
 /// `/_dev` and `/admin` answer only requests addressed to this machine by a

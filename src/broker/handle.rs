@@ -59,13 +59,11 @@ impl Chat for Broker {
         &'a self,
         actor: &'a str,
         change: GroupChange,
-        op: &'static str,
     ) -> BoxFuture<'a, Result<GroupInfo, WriteError>> {
         async move {
             let write = |reply| WriteOp::Group {
                 actor: actor.to_owned(),
                 change,
-                op,
                 id: None,
                 reply,
             };

@@ -25,11 +25,11 @@ pub enum WriteOp {
         reply: Replier,
     },
     Delivered(Delivered),
-    /// A membership change; answered with `{"id", "op": op, "group"}`.
+    /// A membership change; answered with the group afterwards, in the
+    /// reply of the change's op.
     Group {
         actor: String,
         change: GroupChange,
-        op: &'static str,
         id: Option<u64>,
         reply: Replier,
     },
@@ -143,25 +143,24 @@ impl Replier {
     }
 
     /// Answers a group change with the group afterwards.
-    fn group(&self, id: Option<u64>, op: &str, group: GroupInfo) {
+    fn group(&self, id: Option<u64>, change: &GroupChange, group: GroupInfo) {
         match self {
-            Replier::Conn(conn) => conn.send(group_reply(op, group).frame(id).into()),
+            Replier::Conn(conn) => conn.send(group_reply(change, group).frame(id).into()),
             Replier::Once(tx) => Self::answer_once(tx, Written::Group(group)),
         }
     }
 }
 
-/// The reply to the group change `op` (one of the `group.*` changes).
-fn group_reply(op: &str, group: GroupInfo) -> Reply {
-    match op {
-        "group.create" => Reply::GroupCreate { group },
-        "group.add" => Reply::GroupAdd { group },
-        "group.remove" => Reply::GroupRemove { group },
-        "group.leave" => Reply::GroupLeave { group },
-        "group.dissolve" => Reply::GroupDissolve { group },
-        "group.rename" => Reply::GroupRename { group },
-        "group.admin" => Reply::GroupAdmin { group },
-        other => unreachable!("{other} is not a group change"),
+/// The reply to `change`: the op it was asked by, with the group afterwards.
+fn group_reply(change: &GroupChange, group: GroupInfo) -> Reply {
+    match change {
+        GroupChange::Create { .. } => Reply::GroupCreate { group },
+        GroupChange::Add { .. } => Reply::GroupAdd { group },
+        GroupChange::Remove { .. } => Reply::GroupRemove { group },
+        GroupChange::Leave { .. } => Reply::GroupLeave { group },
+        GroupChange::Dissolve { .. } => Reply::GroupDissolve { group },
+        GroupChange::Rename { .. } => Reply::GroupRename { group },
+        GroupChange::SetAdmin { .. } => Reply::GroupAdmin { group },
     }
 }
 
@@ -214,12 +213,11 @@ async fn commit(store: &Store, hub: &Hub, heads: &mut Heads, ops: Vec<WriteOp>) 
             WriteOp::Group {
                 actor,
                 change,
-                op,
                 id,
                 reply,
             } => {
                 commit_batch(store, hub, heads, std::mem::take(&mut pending)).await;
-                change_group(store, hub, heads, &actor, &change, op, id, &reply).await;
+                change_group(store, hub, heads, &actor, &change, id, &reply).await;
             }
             other => pending.push(other),
         }
@@ -227,14 +225,12 @@ async fn commit(store: &Store, hub: &Hub, heads: &mut Heads, ops: Vec<WriteOp>) 
     commit_batch(store, hub, heads, pending).await;
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn change_group(
     store: &Store,
     hub: &Hub,
     heads: &mut Heads,
     actor: &str,
     change: &GroupChange,
-    op: &str,
     id: Option<u64>,
     reply: &Replier,
 ) {
@@ -246,7 +242,7 @@ async fn change_group(
         }
         Ok(Err(refused)) => reply.refuse(id, refused),
         Ok(Ok(outcome)) => {
-            reply.group(id, op, outcome.group);
+            reply.group(id, change, outcome.group);
             if let Appended::Stored { message, seqs } = outcome.notification {
                 hub.telemetry.metrics.messages_stored.inc();
                 tracing::info!(group = %message.conv.target, actor, kind = %message.content["kind"], "group changed");

@@ -46,12 +46,11 @@ pub trait Chat: Send + Sync {
     /// stored message (or the one already stored under its clientMsgId).
     fn send(&self, msg: NewMessage) -> BoxFuture<'_, Result<ChatMessage, WriteError>>;
 
-    /// Applies a group change as `actor` through the single writer; `op` is
-    /// the `group.*` op it stands for. Answers the group afterwards.
+    /// Applies a group change as `actor` through the single writer; answers
+    /// the group afterwards.
     fn change_group<'a>(
         &'a self,
         actor: &'a str,
         change: GroupChange,
-        op: &'static str,
     ) -> BoxFuture<'a, Result<GroupInfo, WriteError>>;
 }

@@ -78,8 +78,10 @@ impl Origins {
         is_private(ip) || host.and_then(host_ip).is_some_and(|h| h == ip)
     }
 
-    /// The CORS layer of both servers.
-    pub fn layer(self: &Arc<Self>) -> CorsLayer {
+    /// The CORS layer of a server; `listed_only` says which of its paths
+    /// answer only listed origins, never `'*'` (the app-server's dev and
+    /// admin APIs).
+    pub fn layer(self: &Arc<Self>, listed_only: fn(&str) -> bool) -> CorsLayer {
         let me = self.clone();
         CorsLayer::new()
             .allow_origin(AllowOrigin::predicate(
@@ -89,9 +91,9 @@ impl Origins {
                         .get(header::HOST)
                         .and_then(|h| h.to_str().ok());
                     let path = parts.uri.path();
-                    let dev = is_dev_path(path);
+                    let listed = listed_only(path);
                     origin.to_str().is_ok_and(|o| {
-                        if dev {
+                        if listed {
                             me.listed(o, host)
                         } else {
                             me.allows(o, host)
@@ -148,12 +150,6 @@ fn is_private(ip: IpAddr) -> bool {
             (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
         }
     }
-}
-
-/// The dev and admin APIs: guarded against rebinding, and never opened to
-/// every origin by `--cors-origin '*'`.
-pub fn is_dev_path(path: &str) -> bool {
-    path.starts_with("/_dev") || path.starts_with("/admin")
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ pub async fn create(cx: &Ctx<'_>, r: GroupCreateReq) -> Handled {
         name: r.name,
         members: r.members,
     };
-    self::change(cx, "group.create", change).await
+    self::change(cx, change).await
 }
 
 /// `group.add`: the adder's friends only, with `--friends-only`.
@@ -25,16 +25,15 @@ pub async fn add(cx: &Ctx<'_>, r: GroupMembersReq) -> Handled {
         group: r.group,
         members: r.members,
     };
-    self::change(cx, "group.add", change).await
+    self::change(cx, change).await
 }
 
 /// Every group change, once checked here: the writer plans, commits and
-/// announces it, and answers `op`.
-pub async fn change(cx: &Ctx<'_>, op: &'static str, change: GroupChange) -> Handled {
+/// announces it, and answers in the reply of the change's op.
+pub async fn change(cx: &Ctx<'_>, change: GroupChange) -> Handled {
     let write = WriteOp::Group {
         actor: cx.who.user_id.clone(),
         change,
-        op,
         id: cx.id,
         reply: Replier::Conn(cx.conn.clone()),
     };

@@ -146,20 +146,16 @@ pub async fn dispatch(cx: &Ctx<'_>, request: Request) -> Handled {
                 group: r.group,
                 members: r.members,
             };
-            groups::change(cx, "group.remove", change).await
+            groups::change(cx, change).await
         }
-        Request::GroupLeave(r) => {
-            groups::change(cx, "group.leave", Change::Leave { group: r.group }).await
-        }
-        Request::GroupDissolve(r) => {
-            groups::change(cx, "group.dissolve", Change::Dissolve { group: r.group }).await
-        }
+        Request::GroupLeave(r) => groups::change(cx, Change::Leave { group: r.group }).await,
+        Request::GroupDissolve(r) => groups::change(cx, Change::Dissolve { group: r.group }).await,
         Request::GroupRename(r) => {
             let change = Change::Rename {
                 group: r.group,
                 name: r.name,
             };
-            groups::change(cx, "group.rename", change).await
+            groups::change(cx, change).await
         }
         Request::GroupAdmin(r) => {
             let change = Change::SetAdmin {
@@ -167,7 +163,7 @@ pub async fn dispatch(cx: &Ctx<'_>, request: Request) -> Handled {
                 user: r.user_id,
                 admin: r.admin,
             };
-            groups::change(cx, "group.admin", change).await
+            groups::change(cx, change).await
         }
         Request::GroupInfo(r) => groups::info(cx, r).await,
         Request::GroupList => groups::list(cx).await,
