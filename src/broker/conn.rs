@@ -17,7 +17,7 @@ use super::presence::announce;
 use super::socket::{TOO_SLOW, Wrote, bounded, close_bounded, read_failed, write_all};
 use super::writer::frame;
 use crate::http::advertise::PublicUrls;
-use crate::wire::ws::{ErrorFrame, Request, close, code};
+use crate::wire::ws::{ErrorFrame, close, code};
 
 /// What to do after handling a frame.
 enum Next {
@@ -145,12 +145,7 @@ async fn on_text(
             let why = "not connected: the first frame must be {\"op\":\"connect\",\"token\":...}";
             return refused(conn, id, Refusal(code::NOT_CONNECTED, why.into()));
         }
-        let connected = match ops::request(&op, body) {
-            Ok(Request::Connect(req)) => connect::connect(broker, conn, id, upgrade, req).await,
-            Ok(other) => unreachable!("a connect frame decodes as connect, not {}", other.op()),
-            Err(refusal) => Err(refusal),
-        };
-        return match connected {
+        return match connect::connect_frame(broker, conn, id, upgrade, body).await {
             Ok(who) => {
                 *identity = Some(who);
                 Next::Continue

@@ -10,6 +10,8 @@ mod fixtures;
 mod groups;
 pub mod snapshot;
 mod social;
+#[cfg(test)]
+mod testing;
 
 pub use admin::AdminUser;
 pub use chat::{

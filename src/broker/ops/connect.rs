@@ -14,8 +14,8 @@ use crate::http::advertise::PublicUrls;
 use crate::token::TokenError;
 use crate::wire::ids::now_ms;
 use crate::wire::limits::{MAX_CLIENT_ID, check_platform, check_text};
-use crate::wire::ws::Reply;
-use crate::wire::ws::{ConnectReq, close, code};
+use crate::wire::ws::{ConnectReq, Reply, Request, close, code};
+use serde_json::Value;
 
 /// Who a connection is, once `connect` succeeded.
 pub struct Identity {
@@ -36,6 +36,21 @@ pub struct Upgrade<'a> {
     pub token: Option<&'a str>,
     /// The host the client reached us by.
     pub urls: &'a PublicUrls,
+}
+
+/// `connect` with the frame's `body`, decoded first (a bad body is a
+/// `bad connect frame` refusal).
+pub async fn connect_frame(
+    broker: &Broker,
+    conn: &ConnHandle,
+    id: Option<u64>,
+    upgrade: &Upgrade<'_>,
+    body: Value,
+) -> Result<Identity, Refusal> {
+    match super::request("connect", body)? {
+        Request::Connect(req) => connect(broker, conn, id, upgrade, req).await,
+        other => unreachable!("a connect frame decodes as connect, not {}", other.op()),
+    }
 }
 
 /// Authenticates the connection, registers it and answers `connected`.
@@ -153,7 +168,7 @@ pub fn ping(cx: &Ctx<'_>) -> Handled {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::ops::testkit::{Rig, connect_frame, drain};
+    use crate::broker::ops::testkit::{Rig, drain};
 
     #[tokio::test]
     async fn a_valid_token_connects_and_registers_the_connection() {

@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::connect::{Upgrade, connect};
-use super::{Ctx, Handled, Identity, Refusal};
+use super::connect::{Upgrade, connect_frame};
+use super::{Ctx, Handled, Identity};
 use crate::broker::hub::{ConnHandle, MAX_CONNECTIONS_PER_USER, QUEUE_BYTES, Queue};
 use crate::broker::route::{Node, SingleNode};
 use crate::broker::{Broker, BrokerOptions};
@@ -18,7 +18,6 @@ use crate::http::cors::Origins;
 use crate::store::{Fixtures, Location, Store};
 use crate::telemetry::Telemetry;
 use crate::token::ImTokens;
-use crate::wire::ws::Request;
 
 pub struct Rig {
     pub broker: Broker,
@@ -132,21 +131,6 @@ impl Rig {
     }
 }
 
-/// Every frame queued now, parsed.
-/// Runs `connect` with a frame's body, decoded as the connection would.
-pub async fn connect_frame(
-    broker: &Broker,
-    conn: &ConnHandle,
-    id: Option<u64>,
-    upgrade: &Upgrade<'_>,
-    frame: Value,
-) -> Result<Identity, Refusal> {
-    match super::request("connect", frame)? {
-        Request::Connect(req) => connect(broker, conn, id, upgrade, req).await,
-        other => unreachable!("a connect frame decodes as connect, not {}", other.op()),
-    }
-}
-
 /// Runs a request frame on `cx`'s connection as the connection would once
 /// connected: decoded by its `op`, then dispatched.
 pub async fn run(cx: &Ctx<'_>, frame: Value) -> Handled {
@@ -157,6 +141,7 @@ pub async fn run(cx: &Ctx<'_>, frame: Value) -> Handled {
     super::dispatch(cx, super::request(&op, frame)?).await
 }
 
+/// Every frame queued now, parsed.
 pub fn drain(queue: &mut Queue) -> Vec<Value> {
     std::iter::from_fn(|| queue.try_recv())
         .map(|f| serde_json::from_str(f.as_str()).unwrap())

@@ -645,27 +645,9 @@ fn latest_per_device(delivered: &[Delivered]) -> impl Iterator<Item = &Delivered
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Fixtures, Location};
+    use crate::store::testing::{store, text};
+
     use serde_json::json;
-
-    async fn store() -> Store {
-        let s = Store::open(&Location::Memory).await.unwrap();
-        s.seed_once(&Fixtures::builtin()).await.unwrap();
-        s
-    }
-
-    fn text(from: &str, to: &str, cmid: Option<&str>) -> NewMessage {
-        NewMessage {
-            sender: from.into(),
-            conv: Conversation {
-                kind: ConvType::Single,
-                target: to.into(),
-            },
-            content: json!({"type":"text","text":"hi"}),
-            client_msg_id: cmid.map(Into::into),
-            recipients: None,
-        }
-    }
 
     #[test]
     fn chunks_cover_every_row_with_few_sizes() {

@@ -348,28 +348,10 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::testing::{store, text};
 
     use crate::store::{Fixtures, Location, Refused, Why, now_ms};
     use serde_json::json;
-
-    async fn store() -> Store {
-        let s = Store::open(&Location::Memory).await.unwrap();
-        s.seed_once(&Fixtures::builtin()).await.unwrap();
-        s
-    }
-
-    fn text(from: &str, to: &str, cmid: Option<&str>) -> NewMessage {
-        NewMessage {
-            sender: from.into(),
-            conv: Conversation {
-                kind: ConvType::Single,
-                target: to.into(),
-            },
-            content: json!({"type":"text","text":"hi"}),
-            client_msg_id: cmid.map(Into::into),
-            recipients: None,
-        }
-    }
 
     /// A checkpoint beside a busy writer must still let the WAL start over,
     /// or the file grows by everything ever written.

@@ -169,13 +169,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Fixtures, Location, Why};
-
-    async fn store() -> Store {
-        let s = Store::open(&Location::Memory).await.unwrap();
-        s.seed_once(&Fixtures::builtin()).await.unwrap();
-        s
-    }
+    use crate::store::Why;
+    use crate::store::testing::store;
 
     fn names(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
