@@ -11,9 +11,12 @@ pub mod simulate;
 pub mod status;
 
 use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
 
 use crate::client::ClientError;
 pub use crate::client::app::Failure;
@@ -83,6 +86,41 @@ impl Cli {
                 Command::Serve(_) => "info".into(),
                 _ => "warn".into(),
             })
+    }
+}
+
+/// The whole program: parse, set up logging, run the command on a tokio
+/// runtime, pick the exit code. It lives here rather than in `main.rs` so
+/// the async command tree is compiled once, in the library (a binary's
+/// `block_on` would instantiate all of it a second time).
+pub fn main() -> ExitCode {
+    let cli = match parse_from(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = EnvFilter::try_new(cli.log_filter()).unwrap_or_else(|e| {
+        eprintln!("warning: bad log filter ({e}); using info");
+        EnvFilter::new("info")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+
+    let runtime = tokio::runtime::Runtime::new().expect("cannot start the tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `imctl exec` passes its command's exit code on without comment.
+            if e.downcast_ref::<exec::ChildExit>().is_none() {
+                eprintln!("error: {e:#}");
+            }
+            ExitCode::from(exit_code(&e))
+        }
     }
 }
 

@@ -390,3 +390,30 @@ pub async fn login_at(app: &str, mobile: &str, client_id: &str) -> Value {
     assert_eq!(r["code"], 0, "{r}");
     r["result"].clone()
 }
+
+/// A PNG of `width`×`height` pixels, `channels` bytes each (1 grey, 3 RGB),
+/// from `pixel(x, y)`.
+pub fn png(
+    width: u32,
+    height: u32,
+    channels: usize,
+    pixel: impl Fn(u32, u32) -> Vec<u8>,
+) -> Vec<u8> {
+    let color = match channels {
+        1 => png::ColorType::Grayscale,
+        3 => png::ColorType::Rgb,
+        n => panic!("{n} channels"),
+    };
+    let data: Vec<u8> = (0..height)
+        .flat_map(|y| (0..width).map(move |x| (x, y)))
+        .flat_map(|(x, y)| pixel(x, y))
+        .collect();
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, width, height);
+    encoder.set_color(color);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().unwrap();
+    writer.write_image_data(&data).unwrap();
+    writer.finish().unwrap();
+    out
+}

@@ -524,9 +524,11 @@ async fn simulate_phone_panel_scans_cancels_and_approves() {
     // An image: uploaded to /media, sent, shown inline.
     let dir = tempfile::tempdir().unwrap();
     let png = dir.path().join("dot.png");
-    image::RgbImage::from_pixel(40, 30, image::Rgb([200, 30, 30]))
-        .save(&png)
-        .unwrap();
+    std::fs::write(
+        &png,
+        crate::common::png(40, 30, 3, |_, _| vec![200, 30, 30]),
+    )
+    .unwrap();
     b.type_into("#new-chat", "robot\n").await;
     b.until(
         "the robot conversation",

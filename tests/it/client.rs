@@ -496,9 +496,11 @@ async fn send_image_uploads_and_sends() {
     let s = start(&[]).await;
     let dir = tempfile::tempdir().unwrap();
     let png = dir.path().join("cat picture.png");
-    image::RgbImage::from_pixel(64, 48, image::Rgb([200, 100, 50]))
-        .save(&png)
-        .unwrap();
+    std::fs::write(
+        &png,
+        crate::common::png(64, 48, 3, |_, _| vec![200, 100, 50]),
+    )
+    .unwrap();
     let out = script(
         dir.path(),
         &s.url,

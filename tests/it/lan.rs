@@ -423,29 +423,21 @@ fn decode_terminal_qr(lines: &[String]) -> String {
     const SCALE: u32 = 4;
     let rows: Vec<Vec<char>> = lines.iter().map(|l| l.chars().collect()).collect();
     let width = rows.iter().map(Vec::len).max().unwrap() as u32;
-    let mut img = image::GrayImage::new(width * SCALE, rows.len() as u32 * 2 * SCALE);
-    for (y, row) in rows.iter().enumerate() {
-        for (x, c) in row.iter().enumerate() {
-            let (top, bottom) = match c {
-                '█' => (true, true),
-                '▀' => (true, false),
-                '▄' => (false, true),
-                _ => (false, false),
-            };
-            for (half, light) in [(0, top), (1, bottom)] {
-                for dy in 0..SCALE {
-                    for dx in 0..SCALE {
-                        let px = x as u32 * SCALE + dx;
-                        let py = (y as u32 * 2 + half) * SCALE + dy;
-                        img.put_pixel(px, py, image::Luma([if light { 255 } else { 0 }]));
-                    }
-                }
-            }
-        }
-    }
-    let mut png = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut png, image::ImageFormat::Png).unwrap();
-    imctl::qr_image::decode(png.get_ref()).expect("the banner's QR code reads")
+    let light = |x: u32, y: u32| {
+        let (col, line) = ((x / SCALE) as usize, y / SCALE);
+        let c = rows[(line / 2) as usize].get(col).copied().unwrap_or(' ');
+        let (top, bottom) = match c {
+            '█' => (true, true),
+            '▀' => (true, false),
+            '▄' => (false, true),
+            _ => (false, false),
+        };
+        if line % 2 == 0 { top } else { bottom }
+    };
+    let png = crate::common::png(width * SCALE, rows.len() as u32 * 2 * SCALE, 1, |x, y| {
+        vec![if light(x, y) { 255 } else { 0 }]
+    });
+    imctl::qr_image::decode(&png).expect("the banner's QR code reads")
 }
 
 #[tokio::test]

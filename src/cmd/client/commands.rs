@@ -323,21 +323,9 @@ impl Chat {
     async fn upload_image(&mut self, path: &std::path::Path) -> anyhow::Result<Content> {
         let bytes = std::fs::read(path)
             .map_err(|e| user_error(format!("cannot read {}: {e}", path.display())))?;
-        let format = image::guess_format(&bytes)
-            .map_err(|_| user_error(format!("{} is not a PNG or JPEG picture", path.display())))?;
-        let content_type = match format {
-            image::ImageFormat::Png => "image/png",
-            image::ImageFormat::Jpeg => "image/jpeg",
-            _ => {
-                return Err(user_error(format!(
-                    "{} is a {format:?} picture; send PNG or JPEG",
-                    path.display()
-                )));
-            }
-        };
-        let (w, h) = image::ImageReader::with_format(std::io::Cursor::new(&bytes), format)
-            .into_dimensions()
-            .map_err(|e| user_error(format!("cannot read {}: {e}", path.display())))?;
+        let (format, w, h) = crate::qr_image::dimensions(&bytes)
+            .map_err(|e| user_error(format!("{} is {e}", path.display())))?;
+        let content_type = format.content_type();
         let size = bytes.len();
         let token = self.live.im_token().to_owned();
         let answer = self
