@@ -15,6 +15,7 @@
 //! - [`telemetry`] is the metrics and the change signal, shared by both servers.
 //! - [`config`] is `imctl serve`'s options and the `imctl.toml` file.
 //! - [`cmd`] is the command line: one module per subcommand.
+//! - [`pg_local`] starts a throwaway PostgreSQL server for tests and clusters.
 
 pub mod activity;
 pub mod app_server;
@@ -27,6 +28,7 @@ pub mod files;
 pub mod http;
 pub mod metrics;
 pub mod openapi;
+pub mod pg_local;
 pub mod port_owner;
 pub mod qr_image;
 pub mod rlimit;

@@ -16,6 +16,7 @@ use crate::app_server::sms::SmsBook;
 use crate::app_server::{self, AppState, Inner};
 use crate::broker::route::{Node, SingleNode};
 use crate::broker::{self, Broker, BrokerOptions};
+use crate::client::app::{Failure, exit};
 use crate::config::ServeConfig;
 use crate::http::advertise::Advertise;
 use crate::store::{self, Fixtures, Location, Store};
@@ -26,8 +27,10 @@ use crate::token::{ImTokens, random_token};
 pub struct Running {
     pub app_addr: SocketAddr,
     pub broker_addr: SocketAddr,
-    /// The database file, or `None` when ephemeral.
+    /// The SQLite database file; `None` when ephemeral or on PostgreSQL.
     pub database: Option<PathBuf>,
+    /// Which store is in use, as the banner shows it (a password masked).
+    pub store_label: String,
     /// Whether this start seeded a fresh database.
     pub seeded: bool,
     /// Whether this start loaded a snapshot (`--import`).
@@ -141,6 +144,17 @@ async fn export_to(store: &Store, path: &std::path::Path) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// `--data-dir` (or the platform's default), created private if missing.
+fn data_dir(config: &ServeConfig) -> anyhow::Result<PathBuf> {
+    let dir = config
+        .data_dir
+        .clone()
+        .unwrap_or_else(store::default_data_dir);
+    store::create_private_dir(&dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    Ok(dir)
+}
+
 /// Opens storage, seeds it (or imports a snapshot), binds the ports and
 /// starts serving.
 pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
@@ -175,23 +189,43 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
     .await?;
     let broker_addr = broker_listener.local_addr()?;
 
-    let (location, database) = if config.ephemeral {
-        (Location::Memory, None)
-    } else {
-        let dir = config
-            .data_dir
-            .clone()
-            .unwrap_or_else(store::default_data_dir);
-        store::create_private_dir(&dir)
-            .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-        let path = store::database_path(&dir);
-        (Location::File(path.clone()), Some(path))
+    let location = match (&config.database, config.ephemeral) {
+        (_, true) => Location::Memory,
+        (Some(value), false) => Location::parse(value)
+            .map_err(|why| Failure::new(exit::USAGE, format!("--database: {why}")))?,
+        (None, false) => Location::File(store::database_path(&data_dir(config)?)),
     };
+    // Uploads live in a directory: beside a SQLite file, in the data
+    // directory with PostgreSQL, in memory when ephemeral.
+    let (database, media_dir) = match &location {
+        Location::Memory => (None, None),
+        Location::File(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                store::create_private_dir(dir).with_context(|| {
+                    format!("cannot create the database's directory {}", dir.display())
+                })?;
+            }
+            let dir = path
+                .parent()
+                .map_or_else(|| PathBuf::from("media"), |d| d.join("media"));
+            (Some(path.clone()), Some(dir))
+        }
+        Location::Postgres(_) => (None, Some(data_dir(config)?.join("media"))),
+    };
+    let store_label = location.display();
     let store = Store::open(&location)
         .await
-        .with_context(|| match &database {
-            Some(p) => format!("cannot open the database {}", p.display()),
-            None => "cannot open the in-memory database".into(),
+        .map_err(|e| match e.open_problem(&location) {
+            Some((problem, line)) => anyhow::Error::new(Failure::new(
+                match problem {
+                    store::OpenProblem::Settings => exit::USAGE,
+                    store::OpenProblem::Unreachable => exit::UNREACHABLE,
+                },
+                line,
+            )),
+            None => {
+                anyhow::Error::new(e).context(format!("cannot open the database ({store_label})"))
+            }
         })?;
     if let (Some(snapshot), Some(path)) = (&snapshot, &config.import) {
         if !store
@@ -203,9 +237,7 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
                 "cannot import {}: the database {} already has data; --import loads a snapshot only into a new database: \
                  use --ephemeral, or a --data-dir that does not exist yet",
                 path.display(),
-                database
-                    .as_deref()
-                    .map_or_else(|| "in memory".into(), |p| p.display().to_string()),
+                store_label,
             );
         }
         tracing::info!(file = %path.display(), "imported {}", store::snapshot::summary(snapshot));
@@ -286,15 +318,9 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
     );
     broker::spawn_robot(broker.clone()).await?;
     let rate_limited = !config.no_rate_limits;
-    let blobs = match &database {
-        Some(db) => {
-            let dir = db
-                .parent()
-                .expect("the database lives in the data directory")
-                .join("media");
-            Blobs::disk(dir.clone(), config.media_quota())
-                .with_context(|| format!("cannot read the media directory {}", dir.display()))?
-        }
+    let blobs = match media_dir {
+        Some(dir) => Blobs::disk(dir.clone(), config.media_quota())
+            .with_context(|| format!("cannot read the media directory {}", dir.display()))?,
         None => Blobs::memory(config.media_quota()),
     };
     let state = AppState::new(Inner {
@@ -328,7 +354,11 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
             .unwrap_or_else(|| random_token(16)),
         shutdown: shutdown.clone(),
         started_at: crate::store::now_ms(),
-        database: database.clone(),
+        database: match &location {
+            Location::Memory => None,
+            Location::File(path) => Some(path.display().to_string()),
+            Location::Postgres(_) => Some(store_label.clone()),
+        },
         broker_url: public.broker(),
         exposed: !config.host.is_loopback(),
     });
@@ -358,6 +388,7 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
         app_addr,
         broker_addr,
         database,
+        store_label,
         seeded,
         imported: snapshot.is_some(),
         state,

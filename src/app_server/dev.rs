@@ -170,7 +170,7 @@ fn stack_status(state: &AppState, urls: &PublicUrls, users: usize) -> StackStatu
         broker: urls.broker(),
         ws_url: urls.ws_url(),
         route_url: urls.route_url(),
-        database: state.database.as_ref().map(|p| p.display().to_string()),
+        database: state.database.clone(),
         users,
         connections: state.broker.connections(),
         qr_sessions: state.qr.states().len(),

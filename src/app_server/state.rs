@@ -52,7 +52,8 @@ pub struct Inner {
     /// When this stack started (ms since the epoch), for `/_dev/status`.
     pub started_at: i64,
     /// The database file, or `None` when ephemeral.
-    pub database: Option<std::path::PathBuf>,
+    /// The SQLite file, or the masked PostgreSQL URL; `None` in memory.
+    pub database: Option<String>,
     /// `http://host:port` of the broker.
     pub broker_url: String,
     /// Listening beyond loopback (`--host`): the dev API's Host guard is off.

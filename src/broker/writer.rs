@@ -2,6 +2,7 @@
 //! (group commit), acks each send after the commit, then fans messages out.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::{mpsc, oneshot};
@@ -234,7 +235,14 @@ async fn change_group(
     id: Option<u64>,
     reply: &Replier,
 ) {
-    match store.change_group(actor, change, heads).await {
+    let mut unavailable = Unavailable::new();
+    let changed = loop {
+        match store.change_group(actor, change, heads).await {
+            Err(e) if unavailable.wait(&e).await => continue,
+            other => break other,
+        }
+    };
+    match changed {
         Err(e) => {
             tracing::error!(error = %e, "group change failed");
             heads.clear();
@@ -251,6 +259,39 @@ async fn change_group(
                 hub.deliver_batch(pushes);
             }
         }
+    }
+}
+
+/// How long the writer keeps retrying a batch while the database is
+/// unreachable before it fails the batch's sends (clients then resend).
+pub const RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// A commit is run again while the database is unavailable (a PostgreSQL
+/// restart): the batch waits, unacked, instead of failing. Each attempt is
+/// a whole new transaction on a fresh connection; nothing half-done stays.
+struct Unavailable {
+    deadline: tokio::time::Instant,
+    pause: Duration,
+}
+
+impl Unavailable {
+    fn new() -> Self {
+        Self {
+            deadline: tokio::time::Instant::now() + RETRY_FOR,
+            pause: Duration::from_millis(50),
+        }
+    }
+
+    /// Whether to try `e`'s commit again: after a pause, if the database
+    /// was unreachable and [`RETRY_FOR`] has not run out.
+    async fn wait(&mut self, e: &crate::store::Error) -> bool {
+        if !e.is_unavailable() || tokio::time::Instant::now() + self.pause >= self.deadline {
+            return false;
+        }
+        tracing::warn!(error = %e, retry_in = ?self.pause, "the database is unavailable; retrying the batch");
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(Duration::from_secs(1));
+        true
     }
 }
 
@@ -296,7 +337,14 @@ async fn commit_batch(store: &Store, hub: &Hub, heads: &mut Heads, ops: Vec<Writ
         }
     }
     let started = std::time::Instant::now();
-    let results = match store.append(&sends, &delivered, heads).await {
+    let mut unavailable = Unavailable::new();
+    let appended = loop {
+        match store.append(&sends, &delivered, heads).await {
+            Err(e) if unavailable.wait(&e).await => continue,
+            other => break other,
+        }
+    };
+    let results = match appended {
         Ok(r) => {
             let m = &hub.telemetry.metrics;
             m.commit_seconds.observe(started.elapsed().as_secs_f64());
@@ -355,7 +403,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::store::{Fixtures, Location};
+    use crate::store::Fixtures;
     use crate::wire::ws::{ConvType, Conversation};
 
     fn say(from: &str, to: &str) -> NewMessage {
@@ -386,7 +434,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_reaches_every_connection_in_seq_order_acks_included() {
-        let store = Store::open(&Location::Memory).await.unwrap();
+        let store = crate::store::testing::empty_store().await;
         store.seed_once(&Fixtures::builtin()).await.unwrap();
         let hub = Arc::new(Hub::default());
         let (a1, mut ra1) = hub.handle();

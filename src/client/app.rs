@@ -16,6 +16,8 @@ use crate::wire::ws::{RouteRequest, RouteResult};
 /// Exit codes of the CLI, by kind of failure (documented in `--help`).
 pub mod exit {
     pub const ERROR: u8 = 1;
+    /// A wrong flag or setting (clap's own code for usage errors).
+    pub const USAGE: u8 = 2;
     pub const UNREACHABLE: u8 = 3;
     pub const SESSION_GONE: u8 = 4;
     pub const REFUSED: u8 = 5;

@@ -103,6 +103,7 @@ async fn banner(config: &ServeConfig, running: &Running) -> anyhow::Result<Strin
     let url = running.app_url();
     let data = match &running.database {
         Some(p) => p.display().to_string(),
+        None if running.state.store.is_postgres() => running.store_label.clone(),
         None => "in memory (--ephemeral): forgotten on exit".into(),
     };
     let super_code = match config.super_code() {

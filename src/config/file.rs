@@ -270,7 +270,10 @@ pub fn render(settings: &[Setting], file: Option<&Path>) -> String {
             codes = s.values.clone();
             continue;
         }
-        let value = if s.hidden && !s.values.is_empty() {
+        let value = if s.name == "database" && !s.values.is_empty() {
+            // The URL is useful to see; its password is not.
+            toml_str(&crate::store::mask_password(&s.values[0]))
+        } else if s.hidden && !s.values.is_empty() {
             out.push_str(&format!("# {} is set (not shown) {origin}\n", s.name));
             continue;
         } else if s.values.is_empty() {

@@ -51,6 +51,15 @@ pub struct ServeConfig {
     #[arg(long, env = "IMCTL_DATA_DIR", conflicts_with = "ephemeral")]
     pub data_dir: Option<PathBuf>,
 
+    /// The database: a SQLite file (a path, or sqlite://PATH) or a PostgreSQL database (postgres://user:pass@host:port/db, which must exist) [default: imctl.db in the data directory]
+    #[arg(
+        long,
+        env = "IMCTL_DATABASE_URL",
+        conflicts_with = "ephemeral",
+        hide_env_values = true
+    )]
+    pub database: Option<String>,
+
     /// Keep everything in memory and forget it on exit (for CI)
     #[arg(long, env = "IMCTL_EPHEMERAL")]
     pub ephemeral: bool,

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use super::db::on_pool;
 use super::{Result, Store, User, UserStatus, now_ms};
 
 /// A user as the admin API lists it.
@@ -17,19 +18,19 @@ pub struct AdminUser {
 
 impl Store {
     pub async fn admin_users(&self) -> Result<Vec<AdminUser>> {
-        sqlx::query_as(
+        on_pool!(&self.pool, p => sqlx::query_as(
             "SELECT id AS user_id, mobile, display_name, portrait, banned_at IS NOT NULL AS banned
              FROM users ORDER BY created_at, id",
         )
-        .fetch_all(&self.pool)
-        .await
+        .fetch_all(p)
+        .await)
         .map_err(Into::into)
     }
 
     /// Creates a user; `Ok(false)` when the id or mobile is taken.
     pub async fn create_user(&self, user: &User) -> Result<bool> {
-        let done = sqlx::query(
-            "INSERT INTO users (id, mobile, display_name, portrait, created_at) VALUES (?, ?, ?, ?, ?)
+        let done = on_pool!(&self.pool, p => sqlx::query(
+            "INSERT INTO users (id, mobile, display_name, portrait, created_at) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT DO NOTHING",
         )
         .bind(&user.id)
@@ -37,41 +38,40 @@ impl Store {
         .bind(&user.display_name)
         .bind(&user.portrait)
         .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .execute(p)
+        .await.map(|r| r.rows_affected()))?;
+        Ok(done == 1)
     }
 
     /// Bans or unbans; `Ok(false)` for an unknown user.
     pub async fn set_banned(&self, user: &str, banned: bool) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE users SET banned_at = CASE WHEN ? THEN COALESCE(banned_at, ?) END WHERE id = ?",
+        let done = on_pool!(&self.pool, p => sqlx::query(
+            "UPDATE users SET banned_at = CASE WHEN $1 THEN COALESCE(banned_at, $2) END WHERE id = $3",
         )
         .bind(banned)
         .bind(now_ms())
         .bind(user)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .execute(p)
+        .await.map(|r| r.rows_affected()))?;
+        Ok(done == 1)
     }
 
     /// A user and whether they are banned, in one query.
     pub async fn user_status(&self, id: &str) -> Result<Option<(User, bool)>> {
-        let row: Option<UserStatus> = sqlx::query_as(
-            "SELECT id, mobile, display_name, portrait, banned_at IS NOT NULL AS banned FROM users WHERE id = ?",
+        let row: Option<UserStatus> = on_pool!(&self.pool, p => sqlx::query_as(
+            "SELECT id, mobile, display_name, portrait, banned_at IS NOT NULL AS banned FROM users WHERE id = $1",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
+        .fetch_optional(p)
+        .await)?;
         Ok(row.map(|r| (r.user, r.banned)))
     }
 
     pub async fn is_banned(&self, user: &str) -> Result<bool> {
-        let banned: Option<bool> =
-            sqlx::query_scalar("SELECT banned_at IS NOT NULL FROM users WHERE id = ?")
+        let banned: Option<bool> = on_pool!(&self.pool, p => sqlx::query_scalar("SELECT banned_at IS NOT NULL FROM users WHERE id = $1")
                 .bind(user)
-                .fetch_optional(&self.pool)
-                .await?;
+                .fetch_optional(p)
+                .await)?;
         Ok(banned.unwrap_or(false))
     }
 
@@ -83,24 +83,25 @@ impl Store {
         user: Option<&str>,
         muted: bool,
     ) -> Result<bool> {
-        let live: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM groups WHERE id = ? AND dissolved_at IS NULL")
-                .bind(group)
-                .fetch_optional(&self.pool)
-                .await?;
-        if live.is_none() {
+        let live: bool = on_pool!(&self.pool, p => sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM groups WHERE id = $1 AND dissolved_at IS NULL)",
+        )
+        .bind(group)
+        .fetch_one(p)
+        .await)?;
+        if !live {
             return Ok(false);
         }
         let sql = if muted {
-            "INSERT OR IGNORE INTO group_mutes (group_id, user_id) VALUES (?, ?)"
+            "INSERT INTO group_mutes (group_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
         } else {
-            "DELETE FROM group_mutes WHERE group_id = ? AND user_id = ?"
+            "DELETE FROM group_mutes WHERE group_id = $1 AND user_id = $2"
         };
-        sqlx::query(sql)
+        on_pool!(&self.pool, p => sqlx::query(sql)
             .bind(group)
             .bind(user.unwrap_or(""))
-            .execute(&self.pool)
-            .await?;
+            .execute(p)
+            .await.map(|r| r.rows_affected()))?;
         Ok(true)
     }
 }

@@ -1,12 +1,11 @@
 //! Read positions, delivery receipts and the conversation list.
 
-use serde::Serialize;
-use serde_json::json;
-use sqlx::Row;
-
-use super::chat::{conv_key, message_columns, msg_id, raw_message_from_row, write_page};
+use super::chat::{PageWriter, RawRow, conv_key, message_columns, msg_id, write_page};
+use super::db::{Pool, on_pool};
 use super::{Result, Store};
 use crate::wire::ws::{ConvType, Conversation, Page, RawChatMessage};
+use serde::Serialize;
+use serde_json::json;
 
 pub use crate::wire::ws::ConversationEntry;
 
@@ -58,46 +57,62 @@ impl Store {
             #[serde(skip_serializing_if = "Option::is_none")]
             read_up_to: Option<String>,
         }
-        let rows = sqlx::query(
+        #[derive(sqlx::FromRow)]
+        struct Summary {
+            conv_type: String,
+            conv_key: String,
+            last_id: i64,
+            unread: i64,
+            muted: i64,
+            read_up_to: i64,
+        }
+        let rows: Vec<Summary> = on_pool!(&self.pool, p => sqlx::query_as(
             "SELECT m.conv_type, m.conv_key, MAX(m.id) AS last_id,
-                    SUM(CASE WHEN m.id > COALESCE(cs.read_up_to, 0) AND m.sender != ?1 THEN 1 ELSE 0 END) AS unread,
+                    SUM(CASE WHEN m.id > COALESCE(cs.read_up_to, 0) AND m.sender != $1 THEN 1 ELSE 0 END) AS unread,
                     COALESCE(cs.muted, 0) AS muted, COALESCE(cs.read_up_to, 0) AS read_up_to
              FROM inbox i JOIN messages m ON m.id = i.message_id
-             LEFT JOIN conv_state cs ON cs.user_id = ?1 AND cs.conv_type = m.conv_type AND cs.conv_key = m.conv_key
-             WHERE i.user_id = ?1
-             GROUP BY m.conv_type, m.conv_key HAVING MAX(m.id) < ?3 ORDER BY last_id DESC LIMIT ?2",
+             LEFT JOIN conv_state cs ON cs.user_id = $1 AND cs.conv_type = m.conv_type AND cs.conv_key = m.conv_key
+             WHERE i.user_id = $1
+             GROUP BY m.conv_type, m.conv_key, cs.muted, cs.read_up_to HAVING MAX(m.id) < $3 ORDER BY last_id DESC LIMIT $2",
         )
         .bind(user)
         .bind(limit as i64 + 1)
         .bind(before.unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await?;
-        let ids: Vec<i64> = rows
-            .iter()
-            .map(|r| r.try_get("last_id"))
-            .collect::<sqlx::Result<_>>()?;
+        .fetch_all(p)
+        .await)?;
+        let ids: Vec<i64> = rows.iter().map(|r| r.last_id).collect();
         // The last messages stream in the list's order, one at a time.
-        let sql = concat!(
-            "SELECT ",
-            message_columns!(),
-            " FROM messages m WHERE m.id IN (SELECT value FROM json_each(?)) ORDER BY m.id DESC"
-        );
-        let mut last = sqlx::query(sql)
-            .bind(json!(ids).to_string())
-            .fetch(&self.pool);
         let mut summaries = rows.iter();
-        write_page(&mut last, limit, budget, |page, message| {
+        let mut push = |page: &mut PageWriter, message: &dyn RawRow| {
             let r = summaries.next().ok_or(sqlx::Error::RowNotFound)?;
-            let read: i64 = r.try_get("read_up_to")?;
             page.push(&Entry {
-                conv: seen_by(user, r.try_get("conv_type")?, r.try_get("conv_key")?),
-                last_message: raw_message_from_row(message)?,
-                unread: r.try_get("unread")?,
-                muted: r.try_get::<i64, _>("muted")? != 0,
-                read_up_to: (read > 0).then(|| msg_id(read)),
+                conv: seen_by(user, &r.conv_type, &r.conv_key),
+                last_message: message.raw()?,
+                unread: r.unread,
+                muted: r.muted != 0,
+                read_up_to: (r.read_up_to > 0).then(|| msg_id(r.read_up_to)),
             })
-        })
-        .await
+        };
+        match &self.pool {
+            Pool::Sqlite(p) => {
+                let sql = concat!(
+                    "SELECT ",
+                    message_columns!(),
+                    " FROM messages m WHERE m.id IN (SELECT value FROM json_each($1)) ORDER BY m.id DESC"
+                );
+                let mut last = sqlx::query(sql).bind(json!(ids).to_string()).fetch(p);
+                write_page(&mut last, limit, budget, |page, m| push(page, m)).await
+            }
+            Pool::Postgres(p) => {
+                let sql = concat!(
+                    "SELECT ",
+                    message_columns!(),
+                    " FROM messages m WHERE m.id = ANY($1) ORDER BY m.id DESC"
+                );
+                let mut last = sqlx::query(sql).bind(&ids).fetch(p);
+                write_page(&mut last, limit, budget, |page, m| push(page, m)).await
+            }
+        }
     }
 
     /// [`Store::conversations_page`]'s first page, parsed (tests).
@@ -112,54 +127,62 @@ impl Store {
 
     /// Whether message `id` belongs to `conv` (as `user` addresses it).
     pub async fn message_in_conv(&self, user: &str, conv: &Conversation, id: i64) -> Result<bool> {
-        let found: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM messages WHERE id = ? AND conv_type = ? AND conv_key = ?",
+        Ok(on_pool!(&self.pool, p => sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM messages WHERE id = $1 AND conv_type = $2 AND conv_key = $3)",
         )
         .bind(id)
         .bind(conv.kind.as_str())
         .bind(conv_key(user, conv))
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(found.is_some())
+        .fetch_one(p)
+        .await)?)
     }
 
     /// Moves `user`'s read position in `conv` forward to message `id`;
     /// returns the position now (it never moves back).
     pub async fn mark_read(&self, user: &str, conv: &Conversation, id: i64) -> Result<i64> {
-        sqlx::query_scalar(
-            "INSERT INTO conv_state (user_id, conv_type, conv_key, read_up_to) VALUES (?, ?, ?, ?)
-             ON CONFLICT(user_id, conv_type, conv_key) DO UPDATE SET read_up_to = MAX(read_up_to, excluded.read_up_to)
-             RETURNING read_up_to",
-        )
+        let sql = match &self.pool {
+            Pool::Sqlite(_) => {
+                "INSERT INTO conv_state (user_id, conv_type, conv_key, read_up_to) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT(user_id, conv_type, conv_key) DO UPDATE SET read_up_to = MAX(read_up_to, excluded.read_up_to)
+                 RETURNING read_up_to"
+            }
+            Pool::Postgres(_) => {
+                "INSERT INTO conv_state (user_id, conv_type, conv_key, read_up_to) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT(user_id, conv_type, conv_key) DO UPDATE SET read_up_to = GREATEST(conv_state.read_up_to, excluded.read_up_to)
+                 RETURNING read_up_to"
+            }
+        };
+        on_pool!(&self.pool, p => sqlx::query_scalar(sql)
         .bind(user)
         .bind(conv.kind.as_str())
         .bind(conv_key(user, conv))
         .bind(id)
-        .fetch_one(&self.pool)
-        .await.map_err(Into::into)
+        .fetch_one(p)
+        .await)
+        .map_err(Into::into)
     }
 
     pub async fn set_muted(&self, user: &str, conv: &Conversation, muted: bool) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO conv_state (user_id, conv_type, conv_key, muted) VALUES (?, ?, ?, ?)
+        on_pool!(&self.pool, p => sqlx::query(
+            "INSERT INTO conv_state (user_id, conv_type, conv_key, muted) VALUES ($1, $2, $3, $4)
              ON CONFLICT(user_id, conv_type, conv_key) DO UPDATE SET muted = excluded.muted",
         )
         .bind(user)
         .bind(conv.kind.as_str())
         .bind(conv_key(user, conv))
         .bind(muted as i64)
-        .execute(&self.pool)
-        .await
+        .execute(p)
+        .await.map(|r| r.rows_affected()))
         .map(drop)
         .map_err(Into::into)
     }
 
     /// The highest inbox seq any device of `user` has acknowledged.
     pub async fn user_delivered(&self, user: &str) -> Result<i64> {
-        sqlx::query_scalar("SELECT COALESCE(MAX(delivered), 0) FROM devices WHERE user_id = ?")
+        on_pool!(&self.pool, p => sqlx::query_scalar("SELECT COALESCE(MAX(delivered), 0) FROM devices WHERE user_id = $1")
             .bind(user)
-            .fetch_one(&self.pool)
-            .await
+            .fetch_one(p)
+            .await)
             .map_err(Into::into)
     }
 
@@ -171,36 +194,34 @@ impl Store {
         after: i64,
         up_to: i64,
     ) -> Result<Vec<DeliveredTo>> {
-        let rows = sqlx::query(
+        let rows: Vec<(String, String, String, i64)> = on_pool!(&self.pool, p => sqlx::query_as(
             "SELECT m.sender, m.conv_type, m.conv_key, MAX(m.id) AS up_to
              FROM inbox i JOIN messages m ON m.id = i.message_id
-             WHERE i.user_id = ? AND i.seq > ? AND i.seq <= ? AND m.sender != ?
+             WHERE i.user_id = $1 AND i.seq > $2 AND i.seq <= $3 AND m.sender != $4
              GROUP BY m.sender, m.conv_type, m.conv_key",
         )
         .bind(user)
         .bind(after)
         .bind(up_to)
         .bind(user)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let sender: String = r.try_get("sender")?;
-                Ok(DeliveredTo {
-                    conv: seen_by(&sender, r.try_get("conv_type")?, r.try_get("conv_key")?),
-                    sender,
-                    up_to: r.try_get("up_to")?,
-                })
+        .fetch_all(p)
+        .await)?;
+        Ok(rows
+            .into_iter()
+            .map(|(sender, kind, key, up_to)| DeliveredTo {
+                conv: seen_by(&sender, &kind, &key),
+                sender,
+                up_to,
             })
-            .collect()
+            .collect())
     }
 
     /// The members of a group (empty for unknown or dissolved groups).
     pub async fn group_members(&self, group: &str) -> Result<Vec<String>> {
-        sqlx::query_scalar("SELECT user_id FROM group_members WHERE group_id = ?")
+        on_pool!(&self.pool, p => sqlx::query_scalar("SELECT user_id FROM group_members WHERE group_id = $1")
             .bind(group)
-            .fetch_all(&self.pool)
-            .await
+            .fetch_all(p)
+            .await)
             .map_err(Into::into)
     }
 }

@@ -1,5 +1,6 @@
 //! Favorites (what a user kept) and group announcements.
 
+use super::db::{is_postgres, on_pool, on_tx};
 use super::{Result, Store, now_ms};
 
 /// A favorite as stored; `id` and `created_at` are set by the store.
@@ -34,10 +35,18 @@ impl Store {
     /// Adds a favorite for `fav.user_id` unless they hold `max` already;
     /// returns its id, or `None` when full. Count and insert in one transaction.
     pub async fn add_favorite(&self, fav: &Favorite, max: i64) -> Result<Option<i64>> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let (held,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM favorites WHERE user_id = ?")
+        let mut tx = self.begin().await?;
+        let id = on_tx!(&mut tx, c => {
+        if is_postgres(&*c) {
+            // Two imctl processes adding at once must not both pass the count.
+            sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
+                .bind(&fav.user_id)
+                .execute(&mut *c)
+                .await?;
+        }
+        let (held,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM favorites WHERE user_id = $1")
             .bind(&fav.user_id)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut *c)
             .await?;
         if held >= max {
             return Ok(None);
@@ -45,7 +54,7 @@ impl Store {
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO favorites (user_id, message_uid, type, conv_type, conv_target, conv_line,
                  origin, sender, title, url, thumb_url, data, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
         )
         .bind(&fav.user_id)
         .bind(fav.message_uid)
@@ -60,8 +69,10 @@ impl Store {
         .bind(&fav.thumb_url)
         .bind(&fav.data)
         .bind(now_ms())
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut *c)
         .await?;
+        id
+        });
         tx.commit().await?;
         Ok(Some(id))
     }
@@ -75,16 +86,16 @@ impl Store {
         count: i64,
     ) -> Result<(Vec<Favorite>, bool)> {
         let before = if before <= 0 { i64::MAX } else { before };
-        let mut rows: Vec<Favorite> = sqlx::query_as(
+        let mut rows: Vec<Favorite> = on_pool!(&self.pool, p => sqlx::query_as(
             "SELECT id, user_id, message_uid, type AS kind, conv_type, conv_target, conv_line,
                  origin, sender, title, url, thumb_url, data, created_at
-             FROM favorites WHERE user_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+             FROM favorites WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
         )
         .bind(user)
         .bind(before)
         .bind(count + 1)
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(p)
+        .await)?;
         let more = rows.len() as i64 > count;
         rows.truncate(count as usize);
         Ok((rows, more))
@@ -92,12 +103,12 @@ impl Store {
 
     /// Deletes one of `user`'s favorites; `Ok(false)` when they have no such one.
     pub async fn delete_favorite(&self, user: &str, id: i64) -> Result<bool> {
-        sqlx::query("DELETE FROM favorites WHERE id = ? AND user_id = ?")
+        on_pool!(&self.pool, p => sqlx::query("DELETE FROM favorites WHERE id = $1 AND user_id = $2")
             .bind(id)
             .bind(user)
-            .execute(&self.pool)
-            .await
-            .map(|r| r.rows_affected() == 1)
+            .execute(p)
+            .await.map(|r| r.rows_affected()))
+            .map(|n| n == 1)
             .map_err(Into::into)
     }
 
@@ -108,8 +119,8 @@ impl Store {
         author: &str,
         text: &str,
     ) -> Result<Announcement> {
-        sqlx::query_as(
-            "INSERT INTO group_announcements (group_id, author, text, updated_at) VALUES (?, ?, ?, ?)
+        on_pool!(&self.pool, p => sqlx::query_as(
+            "INSERT INTO group_announcements (group_id, author, text, updated_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT(group_id) DO UPDATE SET author = excluded.author, text = excluded.text,
                  updated_at = excluded.updated_at
              RETURNING group_id, author, text, updated_at",
@@ -118,30 +129,30 @@ impl Store {
         .bind(author)
         .bind(text)
         .bind(now_ms())
-        .fetch_one(&self.pool)
-        .await.map_err(Into::into)
+        .fetch_one(p)
+        .await).map_err(Into::into)
     }
 
     pub async fn announcement(&self, group: &str) -> Result<Option<Announcement>> {
-        sqlx::query_as(
-            "SELECT group_id, author, text, updated_at FROM group_announcements WHERE group_id = ?",
+        on_pool!(&self.pool, p => sqlx::query_as(
+            "SELECT group_id, author, text, updated_at FROM group_announcements WHERE group_id = $1",
         )
         .bind(group)
-        .fetch_optional(&self.pool)
-        .await
+        .fetch_optional(p)
+        .await)
         .map_err(Into::into)
     }
 
     /// Whether `group` exists and is not dissolved, and whether `user` is in it.
     pub async fn group_membership(&self, group: &str, user: &str) -> Result<Option<bool>> {
-        sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM group_members WHERE group_id = g.id AND user_id = ?)
-             FROM groups g WHERE g.id = ? AND g.dissolved_at IS NULL",
+        on_pool!(&self.pool, p => sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM group_members WHERE group_id = g.id AND user_id = $1)
+             FROM groups g WHERE g.id = $2 AND g.dissolved_at IS NULL",
         )
         .bind(user)
         .bind(group)
-        .fetch_optional(&self.pool)
-        .await
+        .fetch_optional(p)
+        .await)
         .map_err(Into::into)
     }
 }
@@ -149,11 +160,11 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Fixtures, Location};
+    use crate::store::Fixtures;
 
     #[tokio::test]
     async fn favorites_page_newest_first_and_stay_bounded() {
-        let s = Store::open(&Location::Memory).await.unwrap();
+        let s = crate::store::testing::empty_store().await;
         s.seed_once(&Fixtures::builtin()).await.unwrap();
         let fav = |title: &str| Favorite {
             user_id: "alice".into(),

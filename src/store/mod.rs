@@ -1,17 +1,18 @@
-//! The SQLite store. Every SQL statement of imctl lives in this module, always
-//! with bound parameters.
+//! The store: SQLite embedded, or a PostgreSQL server (`db`). Every SQL
+//! statement of imctl lives in this module, always with bound parameters.
 
 mod account;
 mod admin;
 mod chat;
 mod convs;
+mod db;
 mod favorites;
 mod fixtures;
 mod groups;
 pub mod snapshot;
 mod social;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 pub use admin::AdminUser;
 pub use chat::{
@@ -29,10 +30,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, Sqlite};
+
+pub use db::mask_password;
+use db::{Pool, Tx, on_pool, on_tx};
 
 use crate::token::token_hash;
 use crate::wire::http::UserSummary;
@@ -45,6 +47,40 @@ use crate::wire::http::UserSummary;
 pub struct Error(#[from] sqlx::Error);
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a store could not be opened, as far as the user can fix it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenProblem {
+    /// The URL, user, password or database name is wrong.
+    Settings,
+    /// The server cannot be reached.
+    Unreachable,
+}
+
+impl Error {
+    /// The database cannot be reached right now (a PostgreSQL restart, a
+    /// network cut), as opposed to a statement that failed: worth retrying.
+    pub fn is_unavailable(&self) -> bool {
+        match &self.0 {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
+            // Connection exceptions (class 08), and a server shutting down
+            // or starting up (57P01-57P03).
+            sqlx::Error::Database(db) => db
+                .code()
+                .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+            _ => false,
+        }
+    }
+
+    /// When opening `location` failed for a reason the user can fix: which,
+    /// and one line saying what and how. `None` for anything else.
+    pub fn open_problem(&self, location: &Location) -> Option<(OpenProblem, String)> {
+        let Location::Postgres(url) = location else {
+            return None;
+        };
+        db::open_problem(&self.0, url)
+    }
+}
 
 /// Why the store refused a change; nothing was written. It carries no wire
 /// code: each edge (the broker's `error` frame, the admin API's HTTP
@@ -78,15 +114,60 @@ impl Refused {
     }
 }
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
 /// Where the database lives.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Location {
-    /// One in-memory database, gone when the process ends.
+    /// One in-memory SQLite database, gone when the process ends.
     Memory,
-    /// A file, created if missing.
+    /// A SQLite file, created if missing.
     File(PathBuf),
+    /// A PostgreSQL database, `postgres://user:pass@host:port/db`; it must exist.
+    Postgres(String),
+}
+
+impl Location {
+    /// A `--database` value: `postgres://…` (or `postgresql://…`),
+    /// `sqlite://PATH`, `sqlite::memory:`, or a file path.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let value = value.trim();
+        if value.is_empty() {
+            return Err(
+                "the database is empty: give a path, sqlite://PATH or postgres://user:pass@host/db"
+                    .into(),
+            );
+        }
+        if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+            return Ok(Location::Postgres(value.to_owned()));
+        }
+        if value == "sqlite::memory:" || value == ":memory:" {
+            return Ok(Location::Memory);
+        }
+        if let Some(path) = value
+            .strip_prefix("sqlite://")
+            .or_else(|| value.strip_prefix("sqlite:"))
+        {
+            let path = path.split('?').next().unwrap_or_default();
+            if path.is_empty() {
+                return Err(format!("{value:?} names no file: write sqlite://PATH"));
+            }
+            return Ok(Location::File(PathBuf::from(path)));
+        }
+        if let Some((scheme, _)) = value.split_once("://") {
+            return Err(format!(
+                "unknown database scheme {scheme:?}: use postgres://user:pass@host/db, sqlite://PATH or a file path"
+            ));
+        }
+        Ok(Location::File(PathBuf::from(value)))
+    }
+
+    /// How banners and logs show it: the password masked.
+    pub fn display(&self) -> String {
+        match self {
+            Location::Memory => "SQLite in memory".into(),
+            Location::File(path) => format!("SQLite {}", path.display()),
+            Location::Postgres(url) => format!("PostgreSQL {}", mask_password(url)),
+        }
+    }
 }
 
 /// A row of `users`.
@@ -130,7 +211,7 @@ pub use crate::wire::ids::{is_valid_user_id, now_ms};
 
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: Pool,
     /// The broker writer's own connection (on-disk stores only). In WAL mode
     /// a connection drops its page cache whenever another one has written,
     /// so commits that hop between pool connections start cold; one
@@ -143,47 +224,37 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the database and runs the migrations.
     pub async fn open(location: &Location) -> Result<Self> {
-        let (options, pool) = match location {
-            // Every connection to `:memory:` is its own database, so the
-            // in-memory store keeps exactly one connection for its lifetime.
-            Location::Memory => (
-                SqliteConnectOptions::from_str("sqlite::memory:")?,
-                SqlitePoolOptions::new()
-                    .min_connections(1)
-                    .max_connections(1)
-                    .idle_timeout(None)
-                    .max_lifetime(None),
-            ),
-            Location::File(path) => (
-                {
-                    create_private_file(path).map_err(sqlx::Error::from)?;
-                    SqliteConnectOptions::new()
-                }
-                .filename(path)
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                // In WAL mode NORMAL loses nothing on a process crash
-                // (only on power loss) and saves an fsync per commit.
-                .synchronous(SqliteSynchronous::Normal)
-                // Checkpoints (and their fsyncs) run from `checkpoint`
-                // on another connection, not inside the writer's commits.
-                .pragma("wal_autocheckpoint", "0")
-                // After a burst, a restarted WAL shrinks back to this.
-                .pragma("journal_size_limit", "67108864"),
-                SqlitePoolOptions::new().max_connections(8),
-            ),
+        let (pool, dedicated_writer) = match location {
+            Location::Postgres(url) => {
+                let pool = db::connect_postgres(url).await?;
+                migrate(&db::POSTGRES_MIGRATIONS, &pool).await?;
+                (Pool::Postgres(pool), false)
+            }
+            Location::Memory | Location::File(_) => {
+                let pool = open_sqlite(location).await?;
+                migrate(&db::SQLITE_MIGRATIONS, &pool).await?;
+                (Pool::Sqlite(pool), matches!(location, Location::File(_)))
+            }
         };
-        let options = options
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = pool.connect_with(options).await?;
-        MIGRATOR.run(&pool).await.map_err(sqlx::Error::from)?;
-        let dedicated_writer = matches!(location, Location::File(_));
         Ok(Self {
             pool,
             writer: Arc::new(tokio::sync::Mutex::new(None)),
             dedicated_writer,
         })
+    }
+
+    /// The SQLite pool, for tests of SQLite's own behaviour.
+    #[cfg(test)]
+    pub(crate) fn sqlite_pool(&self) -> &sqlx::SqlitePool {
+        match &self.pool {
+            Pool::Sqlite(pool) => pool,
+            Pool::Postgres(_) => panic!("a SQLite test opened a PostgreSQL store"),
+        }
+    }
+
+    /// Whether this store is a PostgreSQL server (several processes may share it).
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.pool, Pool::Postgres(_))
     }
 
     /// The writer's dedicated connection, if the store has one.
@@ -193,13 +264,18 @@ impl Store {
         self.writer.lock().await
     }
 
-    /// A write transaction on the dedicated connection, else from the pool.
+    /// A write transaction: on SQLite, `BEGIN IMMEDIATE` (on the dedicated
+    /// connection when there is one); on PostgreSQL, from the pool.
     pub(crate) async fn begin_write<'a>(
         &'a self,
         dedicated: &'a mut Option<PoolConnection<Sqlite>>,
-    ) -> Result<sqlx::Transaction<'a, Sqlite>> {
+    ) -> Result<Tx<'a>> {
+        let pool = match &self.pool {
+            Pool::Postgres(pool) => return Ok(Tx::Postgres(pool.begin().await?)),
+            Pool::Sqlite(pool) => pool,
+        };
         if dedicated.is_none() && self.dedicated_writer {
-            let mut conn = self.pool.acquire().await?;
+            let mut conn = pool.acquire().await?;
             // The writer touches the tail pages of every active user's inbox
             // and conversation at each commit: 64 MiB keeps them cached (the
             // default 2 MiB did not at 200 users). Readers keep the default.
@@ -208,18 +284,30 @@ impl Store {
                 .await?;
             *dedicated = Some(conn);
         }
-        match dedicated.as_deref_mut() {
-            Some(conn) => conn.begin_with("BEGIN IMMEDIATE").await.map_err(Into::into),
-            None => self
-                .pool
-                .begin_with("BEGIN IMMEDIATE")
-                .await
-                .map_err(Into::into),
-        }
+        Ok(Tx::Sqlite(match dedicated.as_deref_mut() {
+            Some(conn) => conn.begin_with("BEGIN IMMEDIATE").await?,
+            None => pool.begin_with("BEGIN IMMEDIATE").await?,
+        }))
+    }
+
+    /// A write transaction for the app-server's changes (not the writer's).
+    pub(crate) async fn begin(&self) -> Result<Tx<'static>> {
+        Ok(match &self.pool {
+            Pool::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Pool::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        })
+    }
+
+    /// A read-only transaction: several reads that must agree.
+    pub(crate) async fn begin_read(&self) -> Result<Tx<'static>> {
+        Ok(match &self.pool {
+            Pool::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
+            Pool::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        })
     }
 
     /// Copies the WAL into the database; the server calls it periodically,
-    /// since commits do not (see `open`).
+    /// since commits do not (see `open`). PostgreSQL checkpoints itself.
     ///
     /// A checkpoint running beside a busy writer never catches up with it,
     /// and SQLite only rewinds the WAL to its start for a transaction that
@@ -243,8 +331,11 @@ impl Store {
         meanwhile: impl Future<Output = ()>,
     ) -> Result<i64> {
         const SQL: &str = "PRAGMA wal_checkpoint(PASSIVE)";
+        let Pool::Sqlite(pool) = &self.pool else {
+            return Ok(0);
+        };
         let pass = || async {
-            let (_, log, _): (i64, i64, i64) = sqlx::query_as(SQL).fetch_one(&self.pool).await?;
+            let (_, log, _): (i64, i64, i64) = sqlx::query_as(SQL).fetch_one(pool).await?;
             Ok::<_, sqlx::Error>(log)
         };
         let frames = pass().await?;
@@ -268,7 +359,7 @@ impl Store {
         // while holding the writer would stall its commits behind readers.
         match writer.as_deref_mut() {
             Some(conn) => sqlx::query(SQL).execute(conn).await?,
-            None => sqlx::query(SQL).execute(&self.pool).await?,
+            None => sqlx::query(SQL).execute(pool).await?,
         };
         Ok(frames)
     }
@@ -277,79 +368,82 @@ impl Store {
     pub async fn close(&self) {
         // Back to the pool first: closing waits for every connection.
         drop(self.writer.lock().await.take());
-        self.pool.close().await;
+        on_pool!(&self.pool, p => p.close().await);
     }
 
     pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(Into::into)
+        on_pool!(&self.pool, p => sqlx::query("SELECT 1").execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(())
     }
 
     pub async fn setting(&self, key: &str) -> Result<Option<String>> {
-        sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+        Ok(
+            on_pool!(&self.pool, p => sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
             .bind(key)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(Into::into)
+            .fetch_optional(p)
+            .await)?,
+        )
     }
 
     /// Stores `value` under `key` unless the key exists; returns the stored value.
     pub async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String> {
-        sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO NOTHING")
+        on_pool!(&self.pool, p => sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT(key) DO NOTHING")
             .bind(key)
             .bind(value)
-            .execute(&self.pool)
-            .await?;
+            .execute(p)
+            .await.map(|r| r.rows_affected()))?;
         Ok(self.setting(key).await?.unwrap_or_else(|| value.to_owned()))
     }
 
     /// Seeds the fixtures once, the first time this database is opened.
     /// Returns whether it seeded.
     pub async fn seed_once(&self, fixtures: &Fixtures) -> Result<bool> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let fresh = sqlx::query(
-            "INSERT INTO settings (key, value) VALUES ('seeded', '1') ON CONFLICT(key) DO NOTHING",
-        )
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if fresh {
-            let now = now_ms();
-            for u in &fixtures.users {
-                sqlx::query(
-                    "INSERT INTO users (id, mobile, display_name, portrait, created_at) VALUES (?, ?, ?, ?, ?)",
-                )
-                .bind(&u.user_id)
-                .bind(&u.mobile)
-                .bind(&u.display_name)
-                .bind(&u.portrait)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+        let mut tx = self.begin().await?;
+        let fresh = on_tx!(&mut tx, c => {
+            let fresh = sqlx::query(
+                "INSERT INTO settings (key, value) VALUES ('seeded', '1') ON CONFLICT(key) DO NOTHING",
+            )
+            .execute(&mut *c)
+            .await?
+            .rows_affected()
+                == 1;
+            if fresh {
+                let now = now_ms();
+                for u in &fixtures.users {
+                    sqlx::query(
+                        "INSERT INTO users (id, mobile, display_name, portrait, created_at) VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(&u.user_id)
+                    .bind(&u.mobile)
+                    .bind(&u.display_name)
+                    .bind(&u.portrait)
+                    .bind(now)
+                    .execute(&mut *c)
+                    .await?;
+                }
             }
-        }
+            fresh
+        });
         tx.commit().await?;
         Ok(fresh)
     }
 
     pub async fn user(&self, id: &str) -> Result<Option<User>> {
-        sqlx::query_as("SELECT id, mobile, display_name, portrait FROM users WHERE id = ?")
+        Ok(
+            on_pool!(&self.pool, p => sqlx::query_as("SELECT id, mobile, display_name, portrait FROM users WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(Into::into)
+            .fetch_optional(p)
+            .await)?,
+        )
     }
 
     pub async fn user_by_mobile(&self, mobile: &str) -> Result<Option<User>> {
-        sqlx::query_as("SELECT id, mobile, display_name, portrait FROM users WHERE mobile = ?")
+        Ok(
+            on_pool!(&self.pool, p => sqlx::query_as("SELECT id, mobile, display_name, portrait FROM users WHERE mobile = $1")
             .bind(mobile)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(Into::into)
+            .fetch_optional(p)
+            .await)?,
+        )
     }
 
     pub async fn users(&self) -> Result<Vec<User>> {
@@ -358,19 +452,18 @@ impl Store {
 
     /// The first `limit` users, oldest first.
     pub async fn first_users(&self, limit: i64) -> Result<Vec<User>> {
-        sqlx::query_as(
-            "SELECT id, mobile, display_name, portrait FROM users ORDER BY created_at, id LIMIT ?",
+        Ok(on_pool!(&self.pool, p => sqlx::query_as(
+            "SELECT id, mobile, display_name, portrait FROM users ORDER BY created_at, id LIMIT $1",
         )
         .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(Into::into)
+        .fetch_all(p)
+        .await)?)
     }
 
     pub async fn user_count(&self) -> Result<usize> {
-        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users")
-            .fetch_one(&self.pool)
-            .await?;
+        let (n,): (i64,) = on_pool!(&self.pool, p => sqlx::query_as("SELECT COUNT(*) FROM users")
+            .fetch_one(p)
+            .await)?;
         Ok(n as usize)
     }
 
@@ -407,9 +500,9 @@ impl Store {
         ttl: Duration,
     ) -> Result<()> {
         let now = now_ms();
-        sqlx::query(
+        on_pool!(&self.pool, p => sqlx::query(
             "INSERT INTO auth_sessions (token_hash, user_id, client_id, platform, created_at, expires_at)
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(token_hash(token))
         .bind(&session.user_id)
@@ -417,45 +510,101 @@ impl Store {
         .bind(session.platform)
         .bind(now)
         .bind(now + ttl.as_millis() as i64)
-        .execute(&self.pool)
-        .await
-        .map(|_| ()).map_err(Into::into)
+        .execute(p)
+        .await.map(|r| r.rows_affected()))?;
+        Ok(())
     }
 
     /// The live (unexpired) login session of `token`, if any.
     pub async fn auth_session(&self, token: &str) -> Result<Option<AuthSession>> {
-        sqlx::query_as(
-            "SELECT user_id, client_id, platform FROM auth_sessions WHERE token_hash = ? AND expires_at > ?",
+        Ok(on_pool!(&self.pool, p => sqlx::query_as(
+            "SELECT user_id, client_id, platform FROM auth_sessions WHERE token_hash = $1 AND expires_at > $2",
         )
         .bind(token_hash(token))
         .bind(now_ms())
-        .fetch_optional(&self.pool)
-        .await.map_err(Into::into)
+        .fetch_optional(p)
+        .await)?)
     }
 
     /// The user behind a live login session, and whether they are banned,
     /// in one query (it runs on every phone call of the QR flow).
     pub async fn auth_user(&self, token: &str) -> Result<Option<(User, bool)>> {
-        let row: Option<UserStatus> = sqlx::query_as(
+        let row: Option<UserStatus> = on_pool!(&self.pool, p => sqlx::query_as(
             "SELECT u.id, u.mobile, u.display_name, u.portrait, u.banned_at IS NOT NULL AS banned
              FROM auth_sessions s JOIN users u ON u.id = s.user_id
-             WHERE s.token_hash = ? AND s.expires_at > ?",
+             WHERE s.token_hash = $1 AND s.expires_at > $2",
         )
         .bind(token_hash(token))
         .bind(now_ms())
-        .fetch_optional(&self.pool)
-        .await?;
+        .fetch_optional(p)
+        .await)?;
         Ok(row.map(|r| (r.user, r.banned)))
     }
 
     /// Deletes expired login sessions; returns how many.
     pub async fn purge_expired_sessions(&self) -> Result<u64> {
-        sqlx::query("DELETE FROM auth_sessions WHERE expires_at <= ?")
+        let done = on_pool!(&self.pool, p => sqlx::query("DELETE FROM auth_sessions WHERE expires_at <= $1")
             .bind(now_ms())
-            .execute(&self.pool)
-            .await
-            .map(|r| r.rows_affected())
-            .map_err(Into::into)
+            .execute(p)
+            .await.map(|r| r.rows_affected()))?;
+        Ok(done)
+    }
+}
+
+/// The SQLite pool of an in-memory or file store.
+async fn open_sqlite(location: &Location) -> sqlx::Result<sqlx::SqlitePool> {
+    let (options, pool) = match location {
+        // Every connection to `:memory:` is its own database, so the
+        // in-memory store keeps exactly one connection for its lifetime.
+        Location::File(path) => (
+            {
+                create_private_file(path)?;
+                SqliteConnectOptions::new()
+            }
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // In WAL mode NORMAL loses nothing on a process crash
+            // (only on power loss) and saves an fsync per commit.
+            .synchronous(SqliteSynchronous::Normal)
+            // Checkpoints (and their fsyncs) run from `checkpoint`
+            // on another connection, not inside the writer's commits.
+            .pragma("wal_autocheckpoint", "0")
+            // After a burst, a restarted WAL shrinks back to this.
+            .pragma("journal_size_limit", "67108864"),
+            SqlitePoolOptions::new().max_connections(8),
+        ),
+        _ => (
+            SqliteConnectOptions::from_str("sqlite::memory:")?,
+            SqlitePoolOptions::new()
+                .min_connections(1)
+                .max_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None),
+        ),
+    };
+    let options = options
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(5));
+    pool.connect_with(options).await
+}
+
+/// Applies the embedded migrations; a database that a newer imctl has
+/// migrated further is refused rather than used half-understood.
+async fn migrate<'a, A>(migrator: &sqlx::migrate::Migrator, pool: A) -> Result<()>
+where
+    A: sqlx::Acquire<'a>,
+    <A::Connection as std::ops::Deref>::Target: sqlx::migrate::Migrate,
+{
+    match migrator.run(pool).await {
+        Ok(()) => Ok(()),
+        Err(sqlx::migrate::MigrateError::VersionMissing(v)) => {
+            Err(Error(sqlx::Error::Protocol(format!(
+                "this database was created by a newer imctl (it has schema version {v}, this imctl knows up to {}): upgrade imctl or use another database",
+                migrator.iter().map(|m| m.version).max().unwrap_or(0)
+            ))))
+        }
+        Err(e) => Err(Error(e.into())),
     }
 }
 
@@ -501,7 +650,7 @@ mod tests {
 
     #[tokio::test]
     async fn memory_store_is_one_database_across_calls() {
-        let store = Store::open(&Location::Memory).await.unwrap();
+        let store = crate::store::testing::empty_store().await;
         assert!(store.seed_once(&Fixtures::builtin()).await.unwrap());
         assert!(!store.seed_once(&Fixtures::builtin()).await.unwrap());
         let alice = store.user_by_mobile("13800000001").await.unwrap().unwrap();
@@ -511,7 +660,7 @@ mod tests {
 
     #[tokio::test]
     async fn user_for_mobile_registers_once() {
-        let store = Store::open(&Location::Memory).await.unwrap();
+        let store = crate::store::testing::empty_store().await;
         let (u1, created1) = store.user_for_mobile("13912345678").await.unwrap();
         let (u2, created2) = store.user_for_mobile("13912345678").await.unwrap();
         assert!(created1 && !created2);
@@ -521,7 +670,7 @@ mod tests {
 
     #[tokio::test]
     async fn auth_sessions_store_only_hashes_and_expire() {
-        let store = Store::open(&Location::Memory).await.unwrap();
+        let store = crate::store::testing::empty_store().await;
         store.seed_once(&Fixtures::builtin()).await.unwrap();
         let s = AuthSession {
             user_id: "alice".into(),
@@ -547,12 +696,12 @@ mod tests {
         );
         assert!(store.auth_session("tok-dead").await.unwrap().is_none());
         assert!(store.auth_session("nope").await.unwrap().is_none());
-        let raw: Option<String> =
-            sqlx::query_scalar("SELECT token_hash FROM auth_sessions WHERE token_hash = ?")
+        let raw: Option<String> = on_pool!(&store.pool, p =>
+            sqlx::query_scalar("SELECT token_hash FROM auth_sessions WHERE token_hash = $1")
                 .bind("tok-live")
-                .fetch_optional(&store.pool)
+                .fetch_optional(p)
                 .await
-                .unwrap();
+                .unwrap());
         assert!(raw.is_none(), "the raw token must not be stored");
         assert_eq!(store.purge_expired_sessions().await.unwrap(), 1);
     }

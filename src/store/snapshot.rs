@@ -24,7 +24,9 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
+
+use super::db::{Cols, Tx, on_tx};
 
 use super::chat::{
     MAX_IMPORTED_MSG_ID, conv_key, message_columns, msg_id, parse_msg_id, raw_message_from_row,
@@ -279,12 +281,13 @@ pub fn summary(s: &Snapshot) -> String {
 impl Store {
     /// Everything a snapshot holds, read in one transaction so it is consistent.
     pub async fn export(&self) -> Result<Snapshot> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_read().await?;
+        let (users, friends, friend_requests, groups, messages) = on_tx!(&mut tx, c => {
         let users = sqlx::query(
             "SELECT id, display_name, mobile, portrait, banned_at IS NOT NULL AS banned, created_at
              FROM users ORDER BY created_at, id",
         )
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *c)
         .await?
         .iter()
         .map(|r| {
@@ -299,15 +302,17 @@ impl Store {
         })
         .collect::<Result<_>>()?;
         let friends: Vec<(String, String)> = sqlx::query_as(
-            "SELECT DISTINCT MIN(user_id, friend_id), MAX(user_id, friend_id) FROM friends ORDER BY 1, 2",
+            "SELECT DISTINCT CASE WHEN user_id < friend_id THEN user_id ELSE friend_id END AS a,
+                    CASE WHEN user_id < friend_id THEN friend_id ELSE user_id END AS b
+             FROM friends ORDER BY a, b",
         )
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *c)
         .await?;
         let friend_requests = sqlx::query_as::<_, (String, String, String, i64)>(
             "SELECT from_user, to_user, remark, created_at FROM friend_requests
              WHERE status = 'pending' ORDER BY created_at, from_user, to_user",
         )
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *c)
         .await?
         .into_iter()
         .map(|(from, to, remark, created_at)| SnapshotFriendRequest {
@@ -323,7 +328,7 @@ impl Store {
         >(
             "SELECT id, name, owner, created_at, dissolved_at FROM groups ORDER BY created_at, id",
         )
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *c)
         .await?
         .into_iter()
         .map(
@@ -340,7 +345,7 @@ impl Store {
         .collect();
         let mutes: HashSet<(String, String)> =
             sqlx::query_as("SELECT group_id, user_id FROM group_mutes")
-                .fetch_all(&mut *tx)
+                .fetch_all(&mut *c)
                 .await?
                 .into_iter()
                 .collect();
@@ -348,7 +353,7 @@ impl Store {
             "SELECT group_id, user_id, role, joined_at FROM group_members
              ORDER BY group_id, CASE role WHEN 'owner' THEN 0 WHEN 'admin' THEN 1 ELSE 2 END, joined_at, user_id",
         )
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *c)
         .await?;
         let mut by_group: HashMap<String, Vec<SnapshotMember>> = HashMap::new();
         for (group, user_id, role, joined_at) in members {
@@ -369,7 +374,7 @@ impl Store {
         for (id, user) in sqlx::query_as::<_, (i64, String)>(
             "SELECT message_id, user_id FROM inbox ORDER BY message_id, user_id",
         )
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *c)
         .await?
         {
             recipients.entry(id).or_default().push(user);
@@ -382,9 +387,9 @@ impl Store {
             message_columns!(),
             " FROM messages m ORDER BY m.id"
         ))
-        .fetch(&mut *tx);
+        .fetch(&mut *c);
         while let Some(r) = futures_util::TryStreamExt::try_next(&mut rows).await? {
-            let id: i64 = r.try_get("id")?;
+            let id: i64 = r.int("id")?;
             let m = raw_message_from_row(&r)?;
             messages.push(SnapshotMessage {
                 msg_id: Some(m.msg_id),
@@ -397,6 +402,8 @@ impl Store {
             });
         }
         drop(rows);
+        (users, friends, friend_requests, groups, messages)
+        });
         tx.commit().await?;
         Ok(Snapshot {
             version: VERSION,
@@ -414,7 +421,7 @@ impl Store {
     /// fixtures are never added to it. `Ok(false)`, with nothing changed,
     /// when the database already has data.
     pub async fn import(&self, snapshot: &Snapshot) -> Result<bool> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin().await?;
         if !is_empty(&mut tx).await? {
             return Ok(false);
         }
@@ -426,16 +433,15 @@ impl Store {
 
 /// Whether the database is as migrations left it: no fixtures seeded, no
 /// users, groups, friends or messages.
-async fn is_empty(conn: &mut SqliteConnection) -> Result<bool> {
-    sqlx::query_scalar(
+async fn is_empty(conn: &mut Tx<'_>) -> Result<bool> {
+    Ok(on_tx!(conn, c => sqlx::query_scalar(
         "SELECT NOT (EXISTS (SELECT 1 FROM settings WHERE key = 'seeded')
                   OR EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM groups)
                   OR EXISTS (SELECT 1 FROM friends) OR EXISTS (SELECT 1 FROM friend_requests)
                   OR EXISTS (SELECT 1 FROM messages))",
     )
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(Into::into)
+    .fetch_one(&mut *c)
+    .await)?)
 }
 
 /// `items` as one JSON array, for a `json_each` parameter.
@@ -443,17 +449,55 @@ fn json_rows(items: impl IntoIterator<Item = Value>) -> String {
     Value::Array(items.into_iter().collect()).to_string()
 }
 
+/// Inserts every row of a JSON array of rows (the one parameter), column
+/// `i` from element `i`. Built from constants only. PostgreSQL reads JSON
+/// elements as text, so each column is cast to its type there.
+async fn insert_rows(
+    conn: &mut Tx<'_>,
+    table: &str,
+    columns: &[(&str, &str)],
+    suffix: &str,
+    rows: String,
+) -> Result<()> {
+    let pg = matches!(conn, Tx::Postgres(_));
+    let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
+    let values: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, (_, ty))| match (pg, *ty) {
+            (true, "text") | (false, _) => format!("value->>{i}"),
+            (true, ty) => format!("(value->>{i})::{ty}"),
+        })
+        .collect();
+    let source = if pg {
+        "json_array_elements($1::json)"
+    } else {
+        "json_each($1)"
+    };
+    // `WHERE true`: SQLite reads `ON CONFLICT` after a bare `FROM` as a join's.
+    let sql = format!(
+        "INSERT INTO {table} ({}) SELECT {} FROM {source} WHERE true {suffix}",
+        names.join(", "),
+        values.join(", ")
+    );
+    on_tx!(conn, c => sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(rows)
+        .execute(&mut *c)
+        .await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
 /// Zero (absent) times become the import's time.
 fn or_now(t: i64, now: i64) -> i64 {
     if t == 0 { now } else { t }
 }
 
-async fn insert_all(conn: &mut SqliteConnection, s: &Snapshot, now: i64) -> Result<()> {
-    sqlx::query(
+async fn insert_all(conn: &mut Tx<'_>, s: &Snapshot, now: i64) -> Result<()> {
+    on_tx!(conn, c => sqlx::query(
         "INSERT INTO settings (key, value) VALUES ('seeded', '1') ON CONFLICT(key) DO NOTHING",
     )
-    .execute(&mut *conn)
-    .await?;
+    .execute(&mut *c)
+    .await.map(|r| r.rows_affected()))?;
     let users = s.users.iter().map(|u| {
         json!([
             u.user_id,
@@ -464,37 +508,57 @@ async fn insert_all(conn: &mut SqliteConnection, s: &Snapshot, now: i64) -> Resu
             u.banned.then_some(now)
         ])
     });
-    sqlx::query(
-        "INSERT INTO users (id, mobile, display_name, portrait, created_at, banned_at)
-         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5 FROM json_each(?)",
+    insert_rows(
+        conn,
+        "users",
+        &[
+            ("id", "text"),
+            ("mobile", "text"),
+            ("display_name", "text"),
+            ("portrait", "text"),
+            ("created_at", "bigint"),
+            ("banned_at", "bigint"),
+        ],
+        "",
+        json_rows(users),
     )
-    .bind(json_rows(users))
-    .execute(&mut *conn)
     .await?;
 
     let friends = s
         .friends
         .iter()
-        .flat_map(|(a, b)| [json!([a, b]), json!([b, a])]);
-    sqlx::query(
-        "INSERT OR IGNORE INTO friends (user_id, friend_id, created_at)
-         SELECT value->>0, value->>1, ? FROM json_each(?)",
+        .flat_map(|(a, b)| [json!([a, b, now]), json!([b, a, now])]);
+    insert_rows(
+        conn,
+        "friends",
+        &[
+            ("user_id", "text"),
+            ("friend_id", "text"),
+            ("created_at", "bigint"),
+        ],
+        "ON CONFLICT DO NOTHING",
+        json_rows(friends),
     )
-    .bind(now)
-    .bind(json_rows(friends))
-    .execute(&mut *conn)
     .await?;
 
     let requests = s.friend_requests.iter().map(|r| {
         let at = or_now(r.created_at, now);
-        json!([r.from, r.to, r.remark, at])
+        json!([r.from, r.to, r.remark, "pending", at, at])
     });
-    sqlx::query(
-        "INSERT INTO friend_requests (from_user, to_user, remark, status, created_at, updated_at)
-         SELECT value->>0, value->>1, value->>2, 'pending', value->>3, value->>3 FROM json_each(?)",
+    insert_rows(
+        conn,
+        "friend_requests",
+        &[
+            ("from_user", "text"),
+            ("to_user", "text"),
+            ("remark", "text"),
+            ("status", "text"),
+            ("created_at", "bigint"),
+            ("updated_at", "bigint"),
+        ],
+        "",
+        json_rows(requests),
     )
-    .bind(json_rows(requests))
-    .execute(&mut *conn)
     .await?;
 
     let groups = s.groups.iter().map(|g| {
@@ -506,12 +570,19 @@ async fn insert_all(conn: &mut SqliteConnection, s: &Snapshot, now: i64) -> Resu
             g.dissolved_at
         ])
     });
-    sqlx::query(
-        "INSERT INTO groups (id, name, owner, created_at, dissolved_at)
-         SELECT value->>0, value->>1, value->>2, value->>3, value->>4 FROM json_each(?)",
+    insert_rows(
+        conn,
+        "groups",
+        &[
+            ("id", "text"),
+            ("name", "text"),
+            ("owner", "text"),
+            ("created_at", "bigint"),
+            ("dissolved_at", "bigint"),
+        ],
+        "",
+        json_rows(groups),
     )
-    .bind(json_rows(groups))
-    .execute(&mut *conn)
     .await?;
     let members = s.groups.iter().flat_map(|g| {
         let created = or_now(g.created_at, now);
@@ -524,12 +595,18 @@ async fn insert_all(conn: &mut SqliteConnection, s: &Snapshot, now: i64) -> Resu
             ])
         })
     });
-    sqlx::query(
-        "INSERT INTO group_members (group_id, user_id, role, joined_at)
-         SELECT value->>0, value->>1, value->>2, value->>3 FROM json_each(?)",
+    insert_rows(
+        conn,
+        "group_members",
+        &[
+            ("group_id", "text"),
+            ("user_id", "text"),
+            ("role", "text"),
+            ("joined_at", "bigint"),
+        ],
+        "",
+        json_rows(members),
     )
-    .bind(json_rows(members))
-    .execute(&mut *conn)
     .await?;
     let mutes = s.groups.iter().flat_map(|g| {
         let whole = g.muted.then(|| json!([g.group_id, ""]));
@@ -540,11 +617,13 @@ async fn insert_all(conn: &mut SqliteConnection, s: &Snapshot, now: i64) -> Resu
                 .map(|m| json!([g.group_id, m.user_id])),
         )
     });
-    sqlx::query(
-        "INSERT INTO group_mutes (group_id, user_id) SELECT value->>0, value->>1 FROM json_each(?)",
+    insert_rows(
+        conn,
+        "group_mutes",
+        &[("group_id", "text"), ("user_id", "text")],
+        "",
+        json_rows(mutes),
     )
-    .bind(json_rows(mutes))
-    .execute(&mut *conn)
     .await?;
 
     // Messages keep their ids (AUTOINCREMENT then continues after the
@@ -608,29 +687,53 @@ async fn insert_all(conn: &mut SqliteConnection, s: &Snapshot, now: i64) -> Resu
             sender_seq
         ]));
     }
-    sqlx::query(
-        "INSERT INTO messages (id, sender, client_msg_id, conv_type, conv_key, target, content, server_time, sender_seq)
-         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, value->>8
-         FROM json_each(?)",
+    insert_rows(
+        conn,
+        "messages",
+        &[
+            ("id", "bigint"),
+            ("sender", "text"),
+            ("client_msg_id", "text"),
+            ("conv_type", "text"),
+            ("conv_key", "text"),
+            ("target", "text"),
+            ("content", "text"),
+            ("server_time", "bigint"),
+            ("sender_seq", "bigint"),
+        ],
+        "",
+        json_rows(messages),
     )
-    .bind(json_rows(messages))
-    .execute(&mut *conn)
     .await?;
-    sqlx::query(
-        "INSERT INTO inbox (user_id, seq, message_id) SELECT value->>0, value->>1, value->>2 FROM json_each(?)",
+    insert_rows(
+        conn,
+        "inbox",
+        &[
+            ("user_id", "text"),
+            ("seq", "bigint"),
+            ("message_id", "bigint"),
+        ],
+        "",
+        json_rows(inbox),
     )
-    .bind(json_rows(inbox))
-    .execute(&mut *conn)
     .await?;
+    if let Tx::Postgres(c) = conn {
+        // What SQLite's AUTOINCREMENT and the writer's cache derive by
+        // themselves: the next message id and every user's inbox head.
+        sqlx::query("SELECT setval('messages_id_seq', (SELECT COALESCE(MAX(id), 0) + 1 FROM messages), false)")
+            .execute(&mut **c)
+            .await?;
+        sqlx::query("INSERT INTO inbox_heads (user_id, seq) SELECT user_id, MAX(seq) FROM inbox GROUP BY user_id")
+            .execute(&mut **c)
+            .await?;
+    }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{
-        Appended, Before, Fixtures, GroupChange, Heads, Location, NewMessage, Refused, Why,
-    };
+    use crate::store::{Appended, Before, Fixtures, GroupChange, Heads, NewMessage, Refused, Why};
     use crate::wire::ws::Conversation;
 
     fn text(from: &str, kind: ConvType, to: &str, cmid: Option<&str>) -> NewMessage {
@@ -649,7 +752,7 @@ mod tests {
     /// alice and bob are friends, carol asked alice; a group of three;
     /// 1:1, group and system messages.
     async fn busy_store() -> (Store, String) {
-        let s = Store::open(&Location::Memory).await.unwrap();
+        let s = crate::store::testing::empty_store().await;
         s.seed_once(&Fixtures::builtin()).await.unwrap();
         s.friend_request("alice", "bob", "hi")
             .await
@@ -708,6 +811,43 @@ mod tests {
         assert_eq!(unstamped(got), unstamped(want.clone()));
     }
 
+    /// `imctl export` from one backend, `serve --import` into the other:
+    /// the same data, and the imported store goes on with the next ids and
+    /// seqs (PostgreSQL's sequence and inbox heads are set by the import).
+    #[tokio::test]
+    async fn a_snapshot_moves_between_sqlite_and_postgres() {
+        let (s, _) = busy_store().await;
+        let snap = s.export().await.unwrap();
+        let other = if s.is_postgres() {
+            crate::store::Location::Memory
+        } else {
+            let Some(pg) =
+                crate::pg_local::shared_or_skip("a_snapshot_moves_between_sqlite_and_postgres")
+            else {
+                return;
+            };
+            crate::store::Location::Postgres(pg.fresh_database().unwrap())
+        };
+        let t = Store::open(&other).await.unwrap();
+        assert_ne!(t.is_postgres(), s.is_postgres());
+        assert!(t.import(&snap).await.unwrap());
+        assert_same_data(t.export().await.unwrap(), &snap);
+        let mut heads = Heads::default();
+        let out = t
+            .append(
+                &[text("alice", ConvType::Single, "bob", None)],
+                &[],
+                &mut heads,
+            )
+            .await
+            .unwrap();
+        let Appended::Stored { message, seqs } = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(message.msg_id, "m6");
+        assert_eq!(seqs, &[("alice".to_string(), 4), ("bob".to_string(), 5)]);
+    }
+
     #[tokio::test]
     async fn export_import_round_trip_keeps_ids_seqs_and_dedupe() {
         let (s, group) = busy_store().await;
@@ -719,7 +859,7 @@ mod tests {
         let back = parse(&json).unwrap();
         assert_eq!(back, snap);
 
-        let t = Store::open(&Location::Memory).await.unwrap();
+        let t = crate::store::testing::empty_store().await;
         assert!(t.import(&back).await.unwrap());
         assert_same_data(t.export().await.unwrap(), &snap);
         // Inboxes: gapless from 1, in message order.
@@ -782,7 +922,7 @@ mod tests {
         // Nothing is imported twice, and fixtures are never seeded on top.
         assert!(!t.import(&back).await.unwrap());
         assert!(!t.seed_once(&Fixtures::builtin()).await.unwrap());
-        let seeded = Store::open(&Location::Memory).await.unwrap();
+        let seeded = crate::store::testing::empty_store().await;
         seeded.seed_once(&Fixtures::builtin()).await.unwrap();
         assert!(!seeded.import(&back).await.unwrap());
     }
@@ -813,7 +953,7 @@ mod tests {
     /// A group that carol joins late and bob is removed from, with a system
     /// message to it; a dissolved group; a 1:1 message.
     async fn changing_groups_store() -> (Store, String, String) {
-        let s = Store::open(&Location::Memory).await.unwrap();
+        let s = crate::store::testing::empty_store().await;
         s.seed_once(&Fixtures::builtin()).await.unwrap();
         let mut heads = Heads::default();
         let names = |v: &[&str]| v.iter().map(|u| u.to_string()).collect::<Vec<_>>();
@@ -902,7 +1042,7 @@ mod tests {
         let back = parse(&serde_json::to_string_pretty(&snap).unwrap()).unwrap();
         assert_eq!(back, snap);
 
-        let t = Store::open(&Location::Memory).await.unwrap();
+        let t = crate::store::testing::empty_store().await;
         assert!(t.import(&back).await.unwrap());
         for (u, before) in users.iter().zip(&before) {
             let after = inbox_of(&t, u).await;
@@ -948,7 +1088,7 @@ mod tests {
                 m.recipients = None;
             }
         }
-        let t = Store::open(&Location::Memory).await.unwrap();
+        let t = crate::store::testing::empty_store().await;
         assert!(t.import(&snap).await.unwrap());
         // team's messages go to its current members, alice and carol; the
         // dissolved group's to nobody; m7 and m11 as listed.
@@ -977,7 +1117,7 @@ mod tests {
             r#"{{"users":[{{"userId":"{long}","displayName":""}},{{"userId":"b","displayName":"  "}}]}}"#
         ))
         .unwrap();
-        let s = Store::open(&Location::Memory).await.unwrap();
+        let s = crate::store::testing::empty_store().await;
         s.seed_once(&fixtures).await.unwrap();
         let mut heads = Heads::default();
         s.append(&[text(&long, ConvType::Single, "b", None)], &[], &mut heads)
@@ -985,7 +1125,7 @@ mod tests {
             .unwrap();
         let snap = s.export().await.unwrap();
         let back = parse(&serde_json::to_string(&snap).unwrap()).unwrap();
-        let t = Store::open(&Location::Memory).await.unwrap();
+        let t = crate::store::testing::empty_store().await;
         assert!(t.import(&back).await.unwrap());
         assert_eq!(ids(&inbox_of(&t, "b").await), ["m1"]);
         assert_eq!(ids(&inbox_of(&t, &long).await), ["m1"]);

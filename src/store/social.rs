@@ -3,6 +3,7 @@
 use crate::store::{Refused, Why};
 use serde_json::json;
 
+use super::db::{Pool, Tx, on_pool, on_tx};
 use super::{Result, Store, User, now_ms};
 
 pub use crate::wire::ws::FriendRequest;
@@ -18,13 +19,13 @@ pub enum Requested {
 
 impl Store {
     pub async fn are_friends(&self, a: &str, b: &str) -> Result<bool> {
-        let found: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM friends WHERE user_id = ? AND friend_id = ?")
+        Ok(
+            on_pool!(&self.pool, p => sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM friends WHERE user_id = $1 AND friend_id = $2)")
                 .bind(a)
                 .bind(b)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(found.is_some())
+                .fetch_one(p)
+                .await)?,
+        )
     }
 
     pub async fn friend_request(
@@ -48,7 +49,7 @@ impl Store {
                 format!("you and {to} are already friends"),
             )));
         }
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin().await?;
         let now = now_ms();
         let theirs = request_status(&mut tx, to, from).await?;
         if theirs.as_deref() == Some("pending") {
@@ -63,9 +64,9 @@ impl Store {
                 format!("you already asked {to}; wait for an answer"),
             )));
         }
-        sqlx::query(
+        on_tx!(&mut tx, c => sqlx::query(
             "INSERT INTO friend_requests (from_user, to_user, remark, status, created_at, updated_at)
-             VALUES (?, ?, ?, 'pending', ?, ?)
+             VALUES ($1, $2, $3, 'pending', $4, $5)
              ON CONFLICT(from_user, to_user) DO UPDATE SET
                remark = excluded.remark, status = 'pending', created_at = excluded.created_at, updated_at = excluded.updated_at",
         )
@@ -74,8 +75,8 @@ impl Store {
         .bind(remark)
         .bind(now)
         .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        .execute(&mut *c)
+        .await.map(|r| r.rows_affected()))?;
         tx.commit().await?;
         Ok(Ok(Requested::Pending(FriendRequest {
             from_user: from.into(),
@@ -93,7 +94,7 @@ impl Store {
         from: &str,
         accept: bool,
     ) -> Result<Result<(), Refused>> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin().await?;
         let status = request_status(&mut tx, from, me).await?;
         if status.as_deref() != Some("pending") {
             return Ok(Err(Refused::new(
@@ -105,12 +106,12 @@ impl Store {
         if accept {
             accept_in(&mut tx, from, me, now).await?;
         } else {
-            sqlx::query("UPDATE friend_requests SET status = 'rejected', updated_at = ? WHERE from_user = ? AND to_user = ?")
+            on_tx!(&mut tx, c => sqlx::query("UPDATE friend_requests SET status = 'rejected', updated_at = $1 WHERE from_user = $2 AND to_user = $3")
                 .bind(now)
                 .bind(from)
                 .bind(me)
-                .execute(&mut *tx)
-                .await?;
+                .execute(&mut *c)
+                .await.map(|r| r.rows_affected()))?;
         }
         tx.commit().await?;
         Ok(Ok(()))
@@ -118,25 +119,25 @@ impl Store {
 
     /// Friends and group co-members of `user`: whose presence `user` may see.
     pub async fn contacts_of(&self, user: &str) -> Result<std::collections::HashSet<String>> {
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT friend_id FROM friends WHERE user_id = ?1
+        let ids: Vec<String> = on_pool!(&self.pool, p => sqlx::query_scalar(
+            "SELECT friend_id FROM friends WHERE user_id = $1
              UNION SELECT b.user_id FROM group_members a JOIN group_members b ON b.group_id = a.group_id
-             WHERE a.user_id = ?1",
+             WHERE a.user_id = $1",
         )
         .bind(user)
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(p)
+        .await)?;
         Ok(ids.into_iter().collect())
     }
 
     pub async fn friends_of(&self, user: &str) -> Result<Vec<User>> {
-        sqlx::query_as(
+        on_pool!(&self.pool, p => sqlx::query_as(
             "SELECT u.id, u.mobile, u.display_name, u.portrait FROM friends f JOIN users u ON u.id = f.friend_id
-             WHERE f.user_id = ? ORDER BY u.display_name, u.id",
+             WHERE f.user_id = $1 ORDER BY u.display_name, u.id",
         )
         .bind(user)
-        .fetch_all(&self.pool)
-        .await.map_err(Into::into)
+        .fetch_all(p)
+        .await).map_err(Into::into)
     }
 
     /// Pending requests to and from `user`, newest first.
@@ -144,13 +145,13 @@ impl Store {
         &self,
         user: &str,
     ) -> Result<(Vec<FriendRequest>, Vec<FriendRequest>)> {
-        let all: Vec<(String, String, String, String, i64)> = sqlx::query_as(
+        let all: Vec<(String, String, String, String, i64)> = on_pool!(&self.pool, p => sqlx::query_as(
             "SELECT from_user, to_user, remark, status, created_at FROM friend_requests
-             WHERE (to_user = ?1 OR from_user = ?1) AND status = 'pending' ORDER BY created_at DESC",
+             WHERE (to_user = $1 OR from_user = $1) AND status = 'pending' ORDER BY created_at DESC",
         )
         .bind(user)
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(p)
+        .await)?;
         Ok(all
             .into_iter()
             .map(
@@ -167,12 +168,20 @@ impl Store {
 
     /// The users among `ids` that exist, in the order asked.
     pub async fn users_by_ids(&self, ids: &[String]) -> Result<Vec<User>> {
-        let found: Vec<User> = sqlx::query_as(
-            "SELECT id, mobile, display_name, portrait FROM users WHERE id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(json!(ids).to_string())
-        .fetch_all(&self.pool)
-        .await?;
+        let found: Vec<User> = match &self.pool {
+            Pool::Sqlite(p) => sqlx::query_as(
+                "SELECT id, mobile, display_name, portrait FROM users WHERE id IN (SELECT value FROM json_each($1))",
+            )
+            .bind(json!(ids).to_string())
+            .fetch_all(p)
+            .await?,
+            Pool::Postgres(p) => sqlx::query_as(
+                "SELECT id, mobile, display_name, portrait FROM users WHERE id = ANY($1)",
+            )
+            .bind(ids)
+            .fetch_all(p)
+            .await?,
+        };
         Ok(ids
             .iter()
             .filter_map(|id| found.iter().find(|u| &u.id == id).cloned())
@@ -185,64 +194,55 @@ impl Store {
         display_name: Option<&str>,
         portrait: Option<&str>,
     ) -> Result<Option<User>> {
-        sqlx::query(
-            "UPDATE users SET display_name = COALESCE(?, display_name), portrait = COALESCE(?, portrait) WHERE id = ?",
+        on_pool!(&self.pool, p => sqlx::query(
+            "UPDATE users SET display_name = COALESCE($1, display_name), portrait = COALESCE($2, portrait) WHERE id = $3",
         )
         .bind(display_name)
         .bind(portrait)
         .bind(user)
-        .execute(&self.pool)
-        .await?;
+        .execute(p)
+        .await.map(|r| r.rows_affected()))?;
         self.user(user).await
     }
 }
 
 /// The status of the request `from` sent `to`, if there is one.
-async fn request_status(
-    conn: &mut sqlx::SqliteConnection,
-    from: &str,
-    to: &str,
-) -> Result<Option<String>> {
-    sqlx::query_scalar("SELECT status FROM friend_requests WHERE from_user = ? AND to_user = ?")
+async fn request_status(conn: &mut Tx<'_>, from: &str, to: &str) -> Result<Option<String>> {
+    Ok(
+        on_tx!(conn, c => sqlx::query_scalar("SELECT status FROM friend_requests WHERE from_user = $1 AND to_user = $2")
         .bind(from)
         .bind(to)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(Into::into)
+        .fetch_optional(&mut *c)
+        .await)?,
+    )
 }
 
-async fn accept_in(
-    conn: &mut sqlx::SqliteConnection,
-    from: &str,
-    to: &str,
-    now: i64,
-) -> Result<()> {
-    sqlx::query("UPDATE friend_requests SET status = 'accepted', updated_at = ? WHERE from_user = ? AND to_user = ?")
-        .bind(now)
-        .bind(from)
-        .bind(to)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("INSERT OR IGNORE INTO friends (user_id, friend_id, created_at) VALUES (?, ?, ?), (?, ?, ?)")
-        .bind(from)
-        .bind(to)
-        .bind(now)
-        .bind(to)
-        .bind(from)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+async fn accept_in(conn: &mut Tx<'_>, from: &str, to: &str, now: i64) -> Result<()> {
+    on_tx!(conn, c => {
+        sqlx::query("UPDATE friend_requests SET status = 'accepted', updated_at = $1 WHERE from_user = $2 AND to_user = $3")
+            .bind(now)
+            .bind(from)
+            .bind(to)
+            .execute(&mut *c)
+            .await?;
+        sqlx::query("INSERT INTO friends (user_id, friend_id, created_at) VALUES ($1, $2, $3), ($2, $1, $3) ON CONFLICT DO NOTHING")
+            .bind(from)
+            .bind(to)
+            .bind(now)
+            .execute(&mut *c)
+            .await?;
+    });
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Fixtures, Location};
+    use crate::store::Fixtures;
 
     #[tokio::test]
     async fn requests_accept_reject_and_mutual_requests() {
-        let s = Store::open(&Location::Memory).await.unwrap();
+        let s = crate::store::testing::empty_store().await;
         s.seed_once(&Fixtures::builtin()).await.unwrap();
         assert_eq!(
             s.friend_request("alice", "alice", "")
@@ -339,25 +339,25 @@ pub struct Media {
 
 impl Store {
     pub async fn add_media(&self, media: &Media) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO media (id, owner, content_type, size, created_at) VALUES (?, ?, ?, ?, ?)",
+        on_pool!(&self.pool, p => sqlx::query(
+            "INSERT INTO media (id, owner, content_type, size, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&media.id)
         .bind(&media.owner)
         .bind(&media.content_type)
         .bind(media.size)
         .bind(now_ms())
-        .execute(&self.pool)
-        .await
+        .execute(p)
+        .await.map(|r| r.rows_affected()))
         .map(drop)
         .map_err(Into::into)
     }
 
     pub async fn media(&self, id: &str) -> Result<Option<Media>> {
-        sqlx::query_as("SELECT id, owner, content_type, size FROM media WHERE id = ?")
+        on_pool!(&self.pool, p => sqlx::query_as("SELECT id, owner, content_type, size FROM media WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
-            .await
+            .fetch_optional(p)
+            .await)
             .map_err(Into::into)
     }
 }

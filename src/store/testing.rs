@@ -5,8 +5,25 @@ use serde_json::json;
 use super::{Fixtures, Location, NewMessage, Store};
 use crate::wire::ws::{ConvType, Conversation};
 
-/// An in-memory store with the built-in fixtures (alice, bob, carol, robot).
+/// A store with the built-in fixtures (alice, bob, carol, robot): SQLite in
+/// memory, or a new PostgreSQL database in the suite's PostgreSQL pass.
 pub async fn store() -> Store {
+    let s = empty_store().await;
+    s.seed_once(&Fixtures::builtin()).await.unwrap();
+    s
+}
+
+/// A store as migrations leave it, on the pass's backend (see [`store`]).
+pub async fn empty_store() -> Store {
+    let location = match crate::pg_local::test_database() {
+        Some(url) => Location::Postgres(url),
+        None => Location::Memory,
+    };
+    Store::open(&location).await.unwrap()
+}
+
+/// A seeded in-memory SQLite store, for tests of SQLite's own behaviour.
+pub async fn sqlite_store() -> Store {
     let s = Store::open(&Location::Memory).await.unwrap();
     s.seed_once(&Fixtures::builtin()).await.unwrap();
     s

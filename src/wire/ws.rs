@@ -42,6 +42,9 @@ pub mod code {
     pub const TOKEN_INVALID: i32 = 498;
     /// The server failed; nothing was stored.
     pub const SERVER_ERROR: i32 = 500;
+    /// The database cannot be reached for now (a PostgreSQL restart, a
+    /// network cut); nothing was changed. Retry in a second or two.
+    pub const UNAVAILABLE: i32 = 503;
 }
 
 /// WebSocket close codes the broker uses (docs/PROTOCOL.md has the table).

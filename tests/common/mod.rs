@@ -25,7 +25,8 @@ pub async fn start(extra: &[&str]) -> TestServer {
     start_with(ServeConfig::ephemeral_on_free_ports(extra)).await
 }
 
-pub async fn start_with(config: ServeConfig) -> TestServer {
+pub async fn start_with(mut config: ServeConfig) -> TestServer {
+    on_test_store(&mut config);
     let running = server::start(&config).await.expect("server starts");
     let url = running.app_url();
     TestServer {
@@ -236,6 +237,85 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// The suite runs twice (README): on SQLite, then with
+/// `IMCTL_TEST_STORE=postgres` on PostgreSQL. In that pass a stack's store
+/// moves to the shared test server: `--ephemeral` becomes a new database
+/// (and a scratch data directory for uploads), and a `--data-dir` keeps
+/// one database of its own for as long as the test process runs, so a
+/// restart on the same directory finds its data again.
+pub fn postgres_pass() -> bool {
+    imctl::pg_local::tests_use_postgres()
+}
+
+/// The database for `data_dir` in the PostgreSQL pass (a new one for
+/// `None`, an ephemeral stack), and the data directory to use.
+fn test_database(data_dir: Option<&Path>) -> (String, std::path::PathBuf) {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static BY_DIR: Mutex<Option<HashMap<std::path::PathBuf, String>>> = Mutex::new(None);
+    let pg = imctl::pg_local::shared().unwrap_or_else(|e| panic!("IMCTL_TEST_STORE=postgres: {e}"));
+    let fresh = || pg.fresh_database().expect("a test database");
+    match data_dir {
+        None => (fresh(), pg.scratch_dir().expect("a scratch directory")),
+        Some(dir) => {
+            let mut map = BY_DIR.lock().unwrap();
+            let url = map
+                .get_or_insert_with(HashMap::new)
+                .entry(dir.to_owned())
+                .or_insert_with(fresh)
+                .clone();
+            (url, dir.to_owned())
+        }
+    }
+}
+
+/// In the PostgreSQL pass, the database the stacks on `data_dir` use.
+pub fn test_database_of(data_dir: &Path) -> Option<String> {
+    postgres_pass().then(|| test_database(Some(data_dir)).0)
+}
+
+/// [`postgres_pass`]: points an in-process stack at PostgreSQL.
+fn on_test_store(config: &mut ServeConfig) {
+    if !postgres_pass() || config.database.is_some() {
+        return;
+    }
+    let (url, dir) = test_database(
+        (!config.ephemeral)
+            .then(|| {
+                config
+                    .data_dir
+                    .clone()
+                    .unwrap_or_else(imctl::store::default_data_dir)
+            })
+            .as_deref(),
+    );
+    config.ephemeral = false;
+    config.database = Some(url);
+    config.data_dir = Some(dir);
+}
+
+/// [`postgres_pass`]: the `imctl serve` arguments with the store moved.
+pub fn with_test_store(args: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    if !postgres_pass() || args.iter().any(|a| a.starts_with("--database")) {
+        return out;
+    }
+    if let Some(i) = out.iter().position(|a| a == "--ephemeral") {
+        out.remove(i);
+        let (url, dir) = test_database(None);
+        out.extend([
+            "--database".into(),
+            url,
+            "--data-dir".into(),
+            dir.display().to_string(),
+        ]);
+    } else if let Some(i) = out.iter().position(|a| a == "--data-dir") {
+        let (url, _) = test_database(Some(Path::new(&out[i + 1])));
+        out.extend(["--database".into(), url]);
+    }
+    out
+}
+
 /// Starts the real `imctl serve ARGS` and reads the app-server URL and the
 /// broker's WebSocket URL from its banner.
 pub fn spawn_serve(args: &[&str]) -> (std::process::Child, String, String) {
@@ -247,7 +327,7 @@ pub fn spawn_serve_of(bin: &Path, args: &[&str]) -> (std::process::Child, String
     use std::io::{BufRead, BufReader};
     let mut child = Command::new(bin)
         .arg("serve")
-        .args(args)
+        .args(with_test_store(args))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -14,6 +14,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("activity", 0),
     ("files", 0),
     ("metrics", 0),
+    ("pg_local", 0),
     ("port_owner", 0),
     ("qr_image", 0),
     ("rlimit", 0),

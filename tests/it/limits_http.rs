@@ -645,16 +645,23 @@ async fn admin_users_prints_old_control_characters_escaped_on_one_line() {
     ];
     drop(Served::start(&on_disk));
     // Data written before validation existed: straight into the database.
-    let db = imctl::store::database_path(&data);
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
-    sqlx::query("UPDATE users SET display_name = ? WHERE id = 'alice'")
-        .bind("\u{1b}[2J\nforged  admin  [banned]")
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+    const FORGED: &str = "UPDATE users SET display_name = $1 WHERE id = 'alice'";
+    let name = "\u{1b}[2J\nforged  admin  [banned]";
+    match crate::common::test_database_of(&data) {
+        Some(url) => {
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            sqlx::query(FORGED).bind(name).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        None => {
+            let db = imctl::store::database_path(&data);
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+                .await
+                .unwrap();
+            sqlx::query(FORGED).bind(name).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
     let served = Served::start(&on_disk);
     let out = tokio::task::spawn_blocking({
         let (state, app) = (dir.path().to_owned(), served.app.clone());

@@ -30,6 +30,7 @@ mod metrics;
 mod openapi;
 mod persistence;
 mod pipeline;
+mod postgres;
 mod qr_login;
 mod quick_login;
 mod snapshot;

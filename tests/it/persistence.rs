@@ -21,7 +21,11 @@ async fn users_sessions_and_tokens_survive_a_restart() {
     assert_eq!(first["register"], true);
     let im_token = first["token"].as_str().unwrap().to_owned();
     s.running.stop().await.unwrap();
-    assert!(dir.path().join("imctl.db").exists());
+    // On PostgreSQL the data dir keeps uploads only.
+    assert_eq!(
+        dir.path().join("imctl.db").exists(),
+        !crate::common::postgres_pass()
+    );
 
     let s = start_with(on_disk(dir.path(), &[])).await;
     assert!(!s.running.seeded, "fixtures are seeded once");

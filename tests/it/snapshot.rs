@@ -37,7 +37,7 @@ async fn imctl_async(state: &Path, args: &[&str]) -> Output {
 pub(crate) fn serve_fails(args: &[&str]) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_imctl"))
         .args(["serve", "--app-port", "0", "--broker-port", "0"])
-        .args(args)
+        .args(crate::common::with_test_store(args))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -181,8 +181,16 @@ fn bad_request(message: String) -> Refusal {
     Refusal(code::BAD_REQUEST, message)
 }
 
-/// Logs a database error; the client learns only that there was one.
+/// Logs a database error; the client learns only that there was one, and
+/// whether retrying soon may help (the database is unreachable for now).
 fn db_error(e: crate::store::Error) -> Refusal {
+    if e.is_unavailable() {
+        tracing::warn!(error = %e, "database unavailable");
+        return Refusal(
+            code::UNAVAILABLE,
+            "the database is unavailable for now; retry in a moment".into(),
+        );
+    }
     tracing::error!(error = %e, "database error");
     Refusal(code::SERVER_ERROR, "server error; see the imctl log".into())
 }

@@ -15,7 +15,7 @@ use crate::broker::route::{Node, SingleNode};
 use crate::broker::{Broker, BrokerOptions};
 use crate::http::advertise::Advertise;
 use crate::http::cors::Origins;
-use crate::store::{Fixtures, Location, Store};
+use crate::store::Fixtures;
 use crate::telemetry::Telemetry;
 use crate::token::ImTokens;
 
@@ -56,7 +56,7 @@ impl Rig {
     }
 
     async fn with(friends_only: bool) -> Self {
-        let store = Store::open(&Location::Memory).await.unwrap();
+        let store = crate::store::testing::empty_store().await;
         store.seed_once(&Fixtures::builtin()).await.unwrap();
         let options = BrokerOptions {
             routes: Box::new(SingleNode(Node {

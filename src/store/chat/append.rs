@@ -8,15 +8,20 @@
 //! then applies the delivery acks, commits, and only then advances the heads.
 //!
 //! Every step runs a bounded number of statements whatever the batch's size:
-//! a statement costs a round trip to SQLite's thread.
+//! a statement costs a round trip to SQLite's thread or to the PostgreSQL
+//! server. Only the statements differ per backend; numbering, checks and
+//! outcomes are shared. SQLite has one writer, which caches the heads;
+//! PostgreSQL may have several (several imctl processes), so each batch
+//! locks its recipients' rows of `inbox_heads` instead.
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
 use serde_json::{Value, json};
-use sqlx::{Row, SqliteConnection};
+use sqlx::{PgConnection, SqliteConnection};
 
 use super::{conv_key, message_columns, message_from_row, msg_id};
+use crate::store::db::{Cols, Tx, on_tx};
 use crate::store::{Refused, Why};
 use crate::store::{Result, Store, now_ms};
 use crate::wire::ws::{ChatMessage, ConvType, Conversation};
@@ -59,9 +64,10 @@ pub struct Delivered {
     pub up_to: i64,
 }
 
-/// What the single writer knows of the store: `MAX(seq)` per user, and the
-/// next message id (the writer is the only one adding messages, so it can
-/// choose ids instead of asking SQLite for them row by row).
+/// What SQLite's single writer knows of the store: `MAX(seq)` per user, and
+/// the next message id (the writer is the only one adding messages, so it
+/// can choose ids instead of asking SQLite for them row by row). Unused on
+/// PostgreSQL, where another process may have moved them.
 #[derive(Debug, Default)]
 pub struct Heads {
     seqs: HashMap<String, i64>,
@@ -97,10 +103,11 @@ impl Store {
     /// here, so they are gapless: they only advance in `heads` once the
     /// transaction commits.
     ///
-    /// Statements per batch, not per message: lookups and inbox rows pass as
-    /// one JSON parameter (`json_each`), message rows as multi-row `VALUES`
-    /// of a few fixed sizes with bound parameters. A statement costs a round trip to
-    /// SQLite's thread, so their number must not grow with the batch.
+    /// Statements per batch, not per message: on SQLite lookups and inbox
+    /// rows pass as one JSON parameter (`json_each`), message rows as
+    /// multi-row `VALUES` of a few fixed sizes; on PostgreSQL every step is
+    /// one statement over arrays (`UNNEST`). A statement costs a round trip,
+    /// so their number must not grow with the batch.
     pub async fn append(
         &self,
         batch: &[NewMessage],
@@ -135,7 +142,7 @@ impl Store {
 /// The work of [`Store::append`] inside a transaction the caller commits.
 /// Returns each message's outcome and the heads to advance after the commit.
 pub(in crate::store) async fn append_in(
-    conn: &mut SqliteConnection,
+    conn: &mut Tx<'_>,
     batch: &[NewMessage],
     heads: &mut Heads,
     now: i64,
@@ -165,39 +172,77 @@ pub(in crate::store) async fn append_in(
 /// gets the stored copy back (and its sender's seq) instead of a second
 /// message. One statement for every keyed message of the batch.
 async fn answer_stored_retries(
-    conn: &mut SqliteConnection,
+    conn: &mut Tx<'_>,
     batch: &[NewMessage],
     out: &mut [Option<Appended>],
 ) -> Result<()> {
-    let keyed: Vec<Value> = batch
+    let keyed: Vec<(i64, &str, &str)> = batch
         .iter()
         .enumerate()
-        .filter_map(|(i, m)| m.client_msg_id.as_ref().map(|c| json!([i, m.sender, c])))
+        .filter_map(|(i, m)| Some((i as i64, m.sender.as_str(), m.client_msg_id.as_deref()?)))
         .collect();
     if keyed.is_empty() {
         return Ok(());
     }
     // Messages stored before `sender_seq` existed find it in the inbox
     // (a scan of the sender's inbox; only for those old rows).
-    let sql = concat!(
+    let sqlite = concat!(
         "SELECT j.value->>0 AS idx, COALESCE(m.sender_seq, (SELECT i.seq FROM inbox i WHERE i.user_id = m.sender AND i.message_id = m.id)) AS seq, ",
         message_columns!(),
-        " FROM json_each(?) j
+        " FROM json_each($1) j
          JOIN messages m ON m.sender = j.value->>1 AND m.client_msg_id = j.value->>2"
     );
-    for row in sqlx::query(sql)
-        .bind(Value::Array(keyed).to_string())
-        .fetch_all(&mut *conn)
-        .await?
-    {
-        let idx: i64 = row.try_get("idx")?;
-        let sender_seq: Option<i64> = row.try_get("seq")?;
-        out[idx as usize] = Some(Appended::Duplicate {
-            message: message_from_row(&row)?,
-            sender_seq: sender_seq.unwrap_or(0),
+    let postgres = concat!(
+        "SELECT j.idx, COALESCE(m.sender_seq, (SELECT i.seq FROM inbox i WHERE i.user_id = m.sender AND i.message_id = m.id)) AS seq, ",
+        message_columns!(),
+        " FROM UNNEST($1::bigint[], $2::text[], $3::text[]) AS j(idx, sender, cmid)
+         JOIN messages m ON m.sender = j.sender AND m.client_msg_id = j.cmid"
+    );
+    match conn {
+        Tx::Sqlite(c) => {
+            let rows = sqlx::query(sqlite)
+                .bind(serde_json::to_string(&keyed).expect("tuples serialize"))
+                .fetch_all(&mut **c)
+                .await?;
+            record_found(&rows, out)
+        }
+        Tx::Postgres(c) => {
+            let (idx, senders, cmids) = unzip3(&keyed);
+            let rows = sqlx::query(postgres)
+                .bind(idx)
+                .bind(senders)
+                .bind(cmids)
+                .fetch_all(&mut **c)
+                .await?;
+            record_found(&rows, out)
+        }
+    }
+}
+
+/// Each retry found stored is answered with the stored copy.
+fn record_found(rows: &[impl Cols], out: &mut [Option<Appended>]) -> Result<()> {
+    for row in rows {
+        out[row.int("idx")? as usize] = Some(Appended::Duplicate {
+            message: message_from_row(row)?,
+            sender_seq: row.opt_int("seq")?.unwrap_or(0),
         });
     }
     Ok(())
+}
+
+/// Three columns out of rows, as PostgreSQL's arrays take them.
+fn unzip3<A: Copy, B: Copy, C: Copy>(rows: &[(A, B, C)]) -> (Vec<A>, Vec<B>, Vec<C>) {
+    let mut out = (
+        Vec::with_capacity(rows.len()),
+        Vec::with_capacity(rows.len()),
+        Vec::with_capacity(rows.len()),
+    );
+    for &(a, b, c) in rows {
+        out.0.push(a);
+        out.1.push(b);
+        out.2.push(c);
+    }
+    out
 }
 
 /// Retries within one batch (a client resending before its first ack
@@ -235,11 +280,7 @@ struct Lookups<'a> {
 
 impl<'a> Lookups<'a> {
     /// One statement for all single-chat targets, two per group addressed.
-    async fn load(
-        conn: &mut SqliteConnection,
-        batch: &'a [NewMessage],
-        fresh: &[usize],
-    ) -> Result<Self> {
+    async fn load(conn: &mut Tx<'_>, batch: &'a [NewMessage], fresh: &[usize]) -> Result<Self> {
         let mut lookups = Self::default();
         let targets: Vec<&str> = fresh
             .iter()
@@ -247,14 +288,23 @@ impl<'a> Lookups<'a> {
             .map(|&i| batch[i].conv.target.as_str())
             .collect();
         if !targets.is_empty() {
-            lookups.known_users = sqlx::query_scalar(
-                "SELECT id FROM users WHERE id IN (SELECT value FROM json_each(?))",
-            )
-            .bind(json!(targets).to_string())
-            .fetch_all(&mut *conn)
-            .await?
-            .into_iter()
-            .collect();
+            let known: Vec<String> = match conn {
+                Tx::Sqlite(c) => {
+                    sqlx::query_scalar(
+                        "SELECT id FROM users WHERE id IN (SELECT value FROM json_each($1))",
+                    )
+                    .bind(json!(targets).to_string())
+                    .fetch_all(&mut **c)
+                    .await?
+                }
+                Tx::Postgres(c) => {
+                    sqlx::query_scalar("SELECT id FROM users WHERE id = ANY($1)")
+                        .bind(&targets)
+                        .fetch_all(&mut **c)
+                        .await?
+                }
+            };
+            lookups.known_users = known.into_iter().collect();
         }
         for &i in fresh {
             let conv = &batch[i].conv;
@@ -262,17 +312,17 @@ impl<'a> Lookups<'a> {
                 && batch[i].recipients.is_none()
                 && !lookups.members.contains_key(conv.target.as_str())
             {
-                let list: Vec<String> =
-                    sqlx::query_scalar("SELECT user_id FROM group_members WHERE group_id = ?")
+                let (list, muted): (Vec<String>, Vec<String>) = on_tx!(conn, c => (
+                    sqlx::query_scalar("SELECT user_id FROM group_members WHERE group_id = $1")
                         .bind(&conv.target)
-                        .fetch_all(&mut *conn)
-                        .await?;
+                        .fetch_all(&mut *c)
+                        .await?,
+                    sqlx::query_scalar("SELECT user_id FROM group_mutes WHERE group_id = $1")
+                        .bind(&conv.target)
+                        .fetch_all(&mut *c)
+                        .await?,
+                ));
                 lookups.members.insert(conv.target.as_str(), list);
-                let muted: Vec<String> =
-                    sqlx::query_scalar("SELECT user_id FROM group_mutes WHERE group_id = ?")
-                        .bind(&conv.target)
-                        .fetch_all(&mut *conn)
-                        .await?;
                 lookups.mutes.insert(conv.target.as_str(), muted);
             }
         }
@@ -351,23 +401,38 @@ fn recipients<'a>(m: &'a NewMessage, lookups: &'a Lookups) -> Result<Vec<&'a str
 /// Stores the accepted messages and their inbox entries; returns how the
 /// heads move once the transaction commits.
 async fn store_accepted(
-    conn: &mut SqliteConnection,
+    conn: &mut Tx<'_>,
     batch: &[NewMessage],
     accepted: Vec<Accepted<'_>>,
     heads: &mut Heads,
     now: i64,
     out: &mut [Option<Appended>],
 ) -> Result<Advanced> {
-    load_missing_heads(conn, heads, &accepted).await?;
-    let ids = assign_ids(conn, heads.next_id, accepted.len()).await?;
-    let numbering = number(accepted, &heads.seqs, ids.start);
-    insert_messages(conn, batch, &numbering.rows, now).await?;
-    insert_inbox(conn, &numbering.rows).await?;
-    record_stored(batch, &numbering.rows, now, out);
-    Ok(Advanced {
-        seqs: numbering.heads,
-        next_id: Some(ids.end),
-    })
+    let advanced = match conn {
+        Tx::Sqlite(c) => {
+            load_missing_heads(c, heads, &accepted).await?;
+            let ids = assign_ids(c, heads.next_id, accepted.len()).await?;
+            let numbering = number(accepted, &heads.seqs, ids.clone());
+            insert_messages(c, batch, &numbering.rows, now).await?;
+            insert_inbox(c, &numbering.rows).await?;
+            record_stored(batch, &numbering.rows, now, out);
+            Advanced {
+                seqs: numbering.heads,
+                next_id: Some(ids.end),
+            }
+        }
+        Tx::Postgres(c) => {
+            let locked = pg::lock_heads(c, &accepted).await?;
+            let ids = pg::assign_ids(c, accepted.len()).await?;
+            let numbering = number(accepted, &locked, ids);
+            pg::insert_messages(c, batch, &numbering.rows, now).await?;
+            pg::insert_inbox(c, &numbering.rows).await?;
+            pg::save_heads(c, &numbering.heads).await?;
+            record_stored(batch, &numbering.rows, now, out);
+            Advanced::default()
+        }
+    };
+    Ok(advanced)
 }
 
 /// Reads the inbox heads of recipients the cache does not know yet (after
@@ -387,7 +452,7 @@ async fn load_missing_heads(
         return Ok(());
     }
     let found: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT user_id, MAX(seq) FROM inbox WHERE user_id IN (SELECT value FROM json_each(?)) GROUP BY user_id",
+        "SELECT user_id, MAX(seq) FROM inbox WHERE user_id IN (SELECT value FROM json_each($1)) GROUP BY user_id",
     )
     .bind(json!(missing.iter().collect::<Vec<_>>()).to_string())
     .fetch_all(&mut *conn)
@@ -441,18 +506,18 @@ struct Numbering<'a> {
     heads: Vec<(String, i64)>,
 }
 
-/// Gives the accepted messages consecutive ids from `first_id` and each
-/// recipient the next seqs after its head, in batch order: seqs stay
-/// gapless and follow the order messages were sent in.
+/// Gives the accepted messages the ascending `ids` and each recipient the
+/// next seqs after its head, in batch order: seqs stay gapless and follow
+/// the order messages were sent in.
 fn number<'a>(
     accepted: Vec<Accepted<'a>>,
     heads: &HashMap<String, i64>,
-    first_id: i64,
+    ids: impl IntoIterator<Item = i64>,
 ) -> Numbering<'a> {
     let mut next = HashMap::<&str, i64>::new();
     let rows = accepted
         .into_iter()
-        .zip(first_id..)
+        .zip(ids)
         .map(|(a, id)| Numbered {
             index: a.index,
             id,
@@ -555,7 +620,7 @@ async fn insert_inbox(conn: &mut SqliteConnection, rows: &[Numbered<'_>]) -> Res
     // batch's messages).
     inbox.sort_unstable();
     sqlx::query(
-        "INSERT INTO inbox (user_id, seq, message_id) SELECT value->>0, value->>1, value->>2 FROM json_each(?)",
+        "INSERT INTO inbox (user_id, seq, message_id) SELECT value->>0, value->>1, value->>2 FROM json_each($1)",
     )
     .bind(serde_json::to_string(&inbox).expect("tuples serialize"))
     .execute(&mut *conn)
@@ -605,32 +670,41 @@ fn answer_retries_within_batch(copies: HashMap<usize, usize>, out: &mut [Option<
 }
 
 /// Applies the batch's delivery acks: one upsert per device, keeping only
-/// each device's highest acknowledgement.
-async fn upsert_devices(
-    conn: &mut SqliteConnection,
+/// each device's highest acknowledgement. In key order: two PostgreSQL
+/// writers lock the same devices' rows in the same order, never crosswise.
+pub(in crate::store) async fn upsert_devices(
+    conn: &mut Tx<'_>,
     delivered: &[Delivered],
     now: i64,
 ) -> Result<()> {
-    for d in latest_per_device(delivered) {
-        sqlx::query(
-            "INSERT INTO devices (user_id, client_id, platform, delivered, last_seen) VALUES (?, ?, ?, ?, ?)
+    let sql = match conn {
+        Tx::Sqlite(_) => {
+            "INSERT INTO devices (user_id, client_id, platform, delivered, last_seen) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT(user_id, client_id) DO UPDATE SET
-               delivered = MAX(delivered, excluded.delivered), platform = excluded.platform, last_seen = excluded.last_seen",
-        )
-        .bind(&d.user_id)
-        .bind(&d.client_id)
-        .bind(d.platform)
-        .bind(d.up_to)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+               delivered = MAX(delivered, excluded.delivered), platform = excluded.platform, last_seen = excluded.last_seen"
+        }
+        Tx::Postgres(_) => {
+            "INSERT INTO devices (user_id, client_id, platform, delivered, last_seen) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT(user_id, client_id) DO UPDATE SET
+               delivered = GREATEST(devices.delivered, excluded.delivered), platform = excluded.platform, last_seen = excluded.last_seen"
+        }
+    };
+    for d in latest_per_device(delivered) {
+        on_tx!(conn, c => sqlx::query(sql)
+            .bind(&d.user_id)
+            .bind(&d.client_id)
+            .bind(d.platform)
+            .bind(d.up_to)
+            .bind(now)
+            .execute(&mut *c)
+            .await.map(|r| r.rows_affected()))?;
     }
     Ok(())
 }
 
 /// The highest acknowledgement per device is all that matters.
 fn latest_per_device(delivered: &[Delivered]) -> impl Iterator<Item = &Delivered> {
-    let mut latest = HashMap::<(&str, &str), &Delivered>::new();
+    let mut latest = std::collections::BTreeMap::<(&str, &str), &Delivered>::new();
     for d in delivered {
         let e = latest
             .entry((d.user_id.as_str(), d.client_id.as_str()))
@@ -642,12 +716,257 @@ fn latest_per_device(delivered: &[Delivered]) -> impl Iterator<Item = &Delivered
     latest.into_values()
 }
 
+/// The PostgreSQL statements of the batch: one per step, over arrays.
+mod pg {
+    use super::*;
+
+    /// Locks the recipients' heads, creating missing ones at 0, and
+    /// returns them. Rows are locked in user order, the same in every
+    /// writer, so two writers wait for each other and never deadlock; a
+    /// head stays locked until the batch commits, so no two inbox entries
+    /// of a user get one seq and none is skipped.
+    pub(super) async fn lock_heads(
+        conn: &mut PgConnection,
+        accepted: &[Accepted<'_>],
+    ) -> Result<HashMap<String, i64>> {
+        let mut users: Vec<&str> = accepted
+            .iter()
+            .flat_map(|a| a.recipients.iter().copied())
+            .collect();
+        users.sort_unstable();
+        users.dedup();
+        sqlx::query(
+            "INSERT INTO inbox_heads (user_id, seq)
+             SELECT u, 0 FROM UNNEST($1::text[]) u ORDER BY u ON CONFLICT (user_id) DO NOTHING",
+        )
+        .bind(&users)
+        .execute(&mut *conn)
+        .await?;
+        let heads: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT user_id, seq FROM inbox_heads WHERE user_id = ANY($1) ORDER BY user_id FOR UPDATE",
+        )
+        .bind(&users)
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(heads.into_iter().collect())
+    }
+
+    /// `n` ids from the shared sequence, ascending.
+    pub(super) async fn assign_ids(conn: &mut PgConnection, n: usize) -> Result<Vec<i64>> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT nextval('messages_id_seq') FROM generate_series(1, $1) ORDER BY 1",
+        )
+        .bind(n as i64)
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(ids)
+    }
+
+    pub(super) async fn insert_messages(
+        conn: &mut PgConnection,
+        batch: &[NewMessage],
+        rows: &[Numbered<'_>],
+        now: i64,
+    ) -> Result<()> {
+        let n = rows.len();
+        let (
+            mut ids,
+            mut senders,
+            mut cmids,
+            mut kinds,
+            mut keys,
+            mut targets,
+            mut contents,
+            mut sender_seqs,
+        ) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for row in rows {
+            let m = &batch[row.index];
+            ids.push(row.id);
+            senders.push(m.sender.as_str());
+            cmids.push(m.client_msg_id.as_deref());
+            kinds.push(m.conv.kind.as_str());
+            keys.push(conv_key(&m.sender, &m.conv));
+            targets.push(m.conv.target.as_str());
+            contents.push(m.content.to_string());
+            sender_seqs.push(
+                row.seqs
+                    .iter()
+                    .find(|(u, _)| *u == m.sender)
+                    .map(|(_, s)| *s),
+            );
+        }
+        sqlx::query(
+            "INSERT INTO messages (id, sender, client_msg_id, conv_type, conv_key, target, content, server_time, sender_seq)
+             SELECT id, sender, cmid, kind, key, target, content, $8, sseq
+             FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $9::bigint[])
+               AS r(id, sender, cmid, kind, key, target, content, sseq)",
+        )
+        .bind(ids)
+        .bind(senders)
+        .bind(cmids)
+        .bind(kinds)
+        .bind(keys)
+        .bind(targets)
+        .bind(contents)
+        .bind(now)
+        .bind(sender_seqs)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn insert_inbox(conn: &mut PgConnection, rows: &[Numbered<'_>]) -> Result<()> {
+        let mut inbox: Vec<(&str, i64, i64)> = rows
+            .iter()
+            .flat_map(|row| row.seqs.iter().map(|&(u, seq)| (u, seq, row.id)))
+            .collect();
+        inbox.sort_unstable();
+        let (users, seqs, ids) = unzip3(&inbox);
+        sqlx::query(
+            "INSERT INTO inbox (user_id, seq, message_id) SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[])",
+        )
+        .bind(users)
+        .bind(seqs)
+        .bind(ids)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Moves the locked heads to the batch's last seqs.
+    pub(super) async fn save_heads(conn: &mut PgConnection, heads: &[(String, i64)]) -> Result<()> {
+        let users: Vec<&str> = heads.iter().map(|(u, _)| u.as_str()).collect();
+        let seqs: Vec<i64> = heads.iter().map(|(_, s)| *s).collect();
+        sqlx::query(
+            "UPDATE inbox_heads h SET seq = v.seq FROM UNNEST($1::text[], $2::bigint[]) AS v(user_id, seq)
+             WHERE h.user_id = v.user_id",
+        )
+        .bind(users)
+        .bind(seqs)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::db::on_pool;
     use crate::store::testing::{store, text};
 
     use serde_json::json;
+
+    /// Two imctl processes on one PostgreSQL database (two stores, each
+    /// with its own writer) sending to the same user at once: every inbox
+    /// gets each seq exactly once, none skipped, and every message once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_writers_on_one_postgres_database_keep_seqs_gapless() {
+        let Some(pg) = crate::pg_local::shared_or_skip("two_writers_on_one_postgres_database")
+        else {
+            return;
+        };
+        let url = pg.fresh_database().unwrap();
+        let a = Store::open(&crate::store::Location::Postgres(url.clone()))
+            .await
+            .unwrap();
+        let b = Store::open(&crate::store::Location::Postgres(url))
+            .await
+            .unwrap();
+        a.seed_once(&crate::store::Fixtures::builtin())
+            .await
+            .unwrap();
+        assert!(
+            !b.seed_once(&crate::store::Fixtures::builtin())
+                .await
+                .unwrap()
+        );
+        const BATCHES: usize = 40;
+        const PER_BATCH: usize = 10;
+        // Each writer sends to bob and to the other writer's sender, and to a
+        // group of all four, so the two lock overlapping heads in both orders.
+        let group = {
+            let mut heads = Heads::default();
+            let out = a
+                .change_group(
+                    "alice",
+                    &crate::store::GroupChange::Create {
+                        name: "all".into(),
+                        members: vec!["bob".into(), "carol".into(), "robot".into()],
+                    },
+                    &mut heads,
+                )
+                .await
+                .unwrap()
+                .unwrap();
+            out.group.id
+        };
+        let writer = |s: Store, from: &'static str, other: &'static str, group: String| {
+            tokio::spawn(async move {
+                let mut heads = Heads::default();
+                for i in 0..BATCHES {
+                    let batch: Vec<NewMessage> = (0..PER_BATCH)
+                        .map(|j| match j % 3 {
+                            0 => text(from, "bob", None),
+                            1 => text(from, other, Some(&format!("{from}-{i}-{j}"))),
+                            _ => NewMessage {
+                                conv: crate::wire::ws::Conversation {
+                                    kind: ConvType::Group,
+                                    target: group.clone(),
+                                },
+                                ..text(from, "bob", None)
+                            },
+                        })
+                        .collect();
+                    let out = s.append(&batch, &[], &mut heads).await.unwrap();
+                    assert!(
+                        out.iter().all(|o| matches!(o, Appended::Stored { .. })),
+                        "{out:?}"
+                    );
+                }
+            })
+        };
+        let (x, y) = tokio::join!(
+            writer(a.clone(), "alice", "carol", group.clone()),
+            writer(b.clone(), "carol", "alice", group)
+        );
+        x.unwrap();
+        y.unwrap();
+        for user in ["alice", "bob", "carol", "robot"] {
+            let (entries, more) = a.inbox_since(user, 0, 10_000).await.unwrap();
+            assert!(!more);
+            let seqs: Vec<i64> = entries.iter().map(|e| e.seq).collect();
+            assert_eq!(
+                seqs,
+                (1..=seqs.len() as i64).collect::<Vec<_>>(),
+                "{user}'s seqs"
+            );
+            let mut ids: Vec<&str> = entries.iter().map(|e| e.message.msg_id.as_str()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            assert_eq!(ids.len(), entries.len(), "{user} got a message twice");
+        }
+        // bob: a third of each writer's sends are to him, a third to the group;
+        // robot only the group's (plus the group's creation notice, for all).
+        let per_kind = |k: usize| 2 * BATCHES * (0..PER_BATCH).filter(|j| j % 3 == k).count();
+        assert_eq!(
+            b.inbox_head("bob").await.unwrap() as usize,
+            1 + per_kind(0) + per_kind(2)
+        );
+        assert_eq!(
+            b.inbox_head("robot").await.unwrap() as usize,
+            1 + per_kind(2)
+        );
+    }
 
     #[test]
     fn chunks_cover_every_row_with_few_sizes() {
@@ -722,10 +1041,11 @@ mod tests {
         assert_eq!(seqs[1], ("bob".to_string(), 3));
 
         // Rows stored before `sender_seq` existed: found through the inbox.
-        sqlx::query("UPDATE messages SET sender_seq = NULL")
-            .execute(&s.pool)
+        on_pool!(&s.pool, p => sqlx::query("UPDATE messages SET sender_seq = NULL")
+            .execute(p)
             .await
-            .unwrap();
+            .map(drop))
+        .unwrap();
         let out = s
             .append(&[text("alice", "bob", Some("c1"))], &[], &mut fresh)
             .await
@@ -742,11 +1062,12 @@ mod tests {
 
     #[tokio::test]
     async fn message_ids_never_wrap() {
-        let s = store().await;
+        // SQLite's own id counting (PostgreSQL's sequence refuses to wrap).
+        let s = crate::store::testing::sqlite_store().await;
         let mut heads = Heads::default();
         sqlx::query("INSERT INTO messages (id, sender, conv_type, conv_key, target, content, server_time) VALUES (?, 'alice', 'single', 'alice|bob', 'bob', '{}', 0)")
             .bind(i64::MAX - 2)
-            .execute(&s.pool)
+            .execute(s.sqlite_pool())
             .await
             .unwrap();
         let exhausted = |r: Result<Vec<Appended>>| {
@@ -937,7 +1258,7 @@ mod tests {
         let heads = [("alice", 5), ("bob", 0), ("carol", 9)]
             .map(|(u, s)| (u.to_owned(), s))
             .into();
-        let numbering = number(accepted, &heads, 41);
+        let numbering = number(accepted, &heads, 41..);
         let rows: Vec<_> = numbering
             .rows
             .iter()

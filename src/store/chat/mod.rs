@@ -8,8 +8,8 @@ pub(super) use append::append_in;
 pub use append::{Appended, Delivered, Heads, NewMessage};
 
 use serde_json::{Value, json};
-use sqlx::Row;
 
+use super::db::{Cols, on_pool};
 use super::{Result, Store};
 use crate::wire::ws::{ChatMessage, ConvType, Conversation, InboxEntry, Page, RawChatMessage};
 
@@ -28,11 +28,11 @@ pub const MAX_IMPORTED_MSG_ID: i64 = i64::MAX / 2;
 /// Writes rows (at most `limit` of them; the query asks for one more to
 /// know whether more follow) into a page of at most `budget` bytes.
 /// `push` adds one row to the page (see [`PageWriter::push`]).
-pub(super) async fn write_page(
-    rows: &mut (impl futures_util::Stream<Item = sqlx::Result<sqlx::sqlite::SqliteRow>> + Unpin),
+pub(super) async fn write_page<R: Cols>(
+    rows: &mut (impl futures_util::Stream<Item = sqlx::Result<R>> + Unpin),
     limit: u32,
     budget: usize,
-    mut push: impl FnMut(&mut PageWriter, &sqlx::sqlite::SqliteRow) -> Result<bool>,
+    mut push: impl FnMut(&mut PageWriter, &R) -> Result<bool>,
 ) -> Result<Page> {
     use futures_util::TryStreamExt;
     let mut page = PageWriter::new(budget);
@@ -64,8 +64,8 @@ macro_rules! message_columns {
 }
 pub(super) use message_columns;
 
-pub(super) fn message_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ChatMessage> {
-    let content: &str = row.try_get("content")?;
+pub(super) fn message_from_row(row: &impl Cols) -> Result<ChatMessage> {
+    let content = row.text("content")?;
     // Whatever depth the store holds (an import takes any), this parse
     // cannot fail a commit or a reply over it.
     let content = crate::wire::json::parse_capped(content, STORED_DEPTH)
@@ -75,21 +75,21 @@ pub(super) fn message_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ChatMess
 }
 
 /// A stored message with `content` in place of the stored one.
-fn message_from_row_with(row: &sqlx::sqlite::SqliteRow, content: Value) -> Result<ChatMessage> {
-    let kind = match row.try_get::<&str, _>("conv_type")? {
+fn message_from_row_with(row: &impl Cols, content: Value) -> Result<ChatMessage> {
+    let kind = match row.text("conv_type")? {
         "group" => ConvType::Group,
         _ => ConvType::Single,
     };
     Ok(ChatMessage {
-        msg_id: msg_id(row.try_get("id")?),
-        client_msg_id: row.try_get("client_msg_id")?,
+        msg_id: msg_id(row.int("id")?),
+        client_msg_id: row.opt_text("client_msg_id")?.map(str::to_owned),
         conv: Conversation {
             kind,
-            target: row.try_get("target")?,
+            target: row.text("target")?.to_owned(),
         },
-        from: row.try_get("sender")?,
+        from: row.text("sender")?.to_owned(),
         content,
-        server_time: row.try_get("server_time")?,
+        server_time: row.int("server_time")?,
     })
 }
 
@@ -101,23 +101,34 @@ const FEED_CONTENT: usize = 4096;
 const STORED_DEPTH: usize = 100;
 
 /// A stored message with its content as stored (no parsing, no copy).
-pub(super) fn raw_message_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<RawChatMessage<'_>> {
-    let kind = match row.try_get::<&str, _>("conv_type")? {
+pub(super) fn raw_message_from_row<R: Cols>(row: &R) -> Result<RawChatMessage<'_>> {
+    let kind = match row.text("conv_type")? {
         "group" => ConvType::Group,
         _ => ConvType::Single,
     };
-    let content: &str = row.try_get("content")?;
+    let content = row.text("content")?;
     Ok(RawChatMessage {
-        msg_id: msg_id(row.try_get("id")?),
-        client_msg_id: row.try_get("client_msg_id")?,
+        msg_id: msg_id(row.int("id")?),
+        client_msg_id: row.opt_text("client_msg_id")?,
         conv: Conversation {
             kind,
-            target: row.try_get("target")?,
+            target: row.text("target")?.to_owned(),
         },
-        from: row.try_get("sender")?,
+        from: row.text("sender")?,
         content: serde_json::from_str(content).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-        server_time: row.try_get("server_time")?,
+        server_time: row.int("server_time")?,
     })
+}
+
+/// A message row of either backend, where a closure cannot be generic.
+pub(super) trait RawRow {
+    fn raw(&self) -> Result<RawChatMessage<'_>>;
+}
+
+impl<R: Cols> RawRow for R {
+    fn raw(&self) -> Result<RawChatMessage<'_>> {
+        raw_message_from_row(self)
+    }
 }
 
 /// Writes a [`Page`] item by item, up to a byte budget.
@@ -164,11 +175,12 @@ impl PageWriter {
 impl Store {
     /// The user's inbox head: the highest seq, 0 when empty.
     pub async fn inbox_head(&self, user: &str) -> Result<i64> {
-        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM inbox WHERE user_id = ?")
+        Ok(
+            on_pool!(&self.pool, p => sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM inbox WHERE user_id = $1")
             .bind(user)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(Into::into)
+            .fetch_one(p)
+            .await)?,
+        )
     }
 
     /// Inbox entries with seq > `since`, in order, at most `limit` and at
@@ -190,20 +202,22 @@ impl Store {
             "SELECT i.seq, ",
             message_columns!(),
             " FROM inbox i JOIN messages m ON m.id = i.message_id
-             WHERE i.user_id = ? AND i.seq > ? ORDER BY i.seq LIMIT ?"
+             WHERE i.user_id = $1 AND i.seq > $2 ORDER BY i.seq LIMIT $3"
         );
-        let mut rows = sqlx::query(sql)
-            .bind(user)
-            .bind(since)
-            .bind(limit as i64 + 1)
-            .fetch(&self.pool);
-        write_page(&mut rows, limit, budget, |page, row| {
-            page.push(&Entry {
-                seq: row.try_get("seq")?,
-                message: raw_message_from_row(row)?,
+        on_pool!(&self.pool, p => {
+            let mut rows = sqlx::query(sql)
+                .bind(user)
+                .bind(since)
+                .bind(limit as i64 + 1)
+                .fetch(p);
+            write_page(&mut rows, limit, budget, |page, row| {
+                page.push(&Entry {
+                    seq: row.int("seq")?,
+                    message: raw_message_from_row(row)?,
+                })
             })
+            .await
         })
-        .await
     }
 
     /// Inbox entries with seq > `since`, parsed (tests and snapshots).
@@ -240,8 +254,8 @@ impl Store {
             ConvType::Single => concat!(
                 "SELECT ",
                 message_columns!(),
-                " FROM messages m WHERE m.conv_type = ? AND m.conv_key = ? AND m.id < ? AND m.server_time < ?
-                 ORDER BY m.id DESC LIMIT ?"
+                " FROM messages m WHERE m.conv_type = $1 AND m.conv_key = $2 AND m.id < $3 AND m.server_time < $4
+                 ORDER BY m.id DESC LIMIT $5"
             ),
             // The conversation's index drives, newest first; each message is
             // looked up in the member's inbox (a join would let SQLite carry
@@ -250,25 +264,28 @@ impl Store {
                 "SELECT ",
                 message_columns!(),
                 " FROM messages m
-                 WHERE m.conv_type = ?1 AND m.conv_key = ?2 AND m.id < ?3 AND m.server_time < ?4
-                   AND EXISTS (SELECT 1 FROM inbox i WHERE i.user_id = ?6 AND i.message_id = m.id)
-                 ORDER BY m.id DESC LIMIT ?5"
+                 WHERE m.conv_type = $1 AND m.conv_key = $2 AND m.id < $3 AND m.server_time < $4
+                   AND EXISTS (SELECT 1 FROM inbox i WHERE i.user_id = $6 AND i.message_id = m.id)
+                 ORDER BY m.id DESC LIMIT $5"
             ),
         };
-        let mut q = sqlx::query(sql)
-            .bind(conv.kind.as_str())
-            .bind(conv_key(user, conv))
-            .bind(by_id)
-            .bind(by_time)
-            .bind(limit as i64 + 1);
-        if conv.kind == ConvType::Group {
-            q = q.bind(user);
-        }
-        let mut rows = q.fetch(&self.pool);
-        write_page(&mut rows, limit, budget, |page, row| {
-            page.push(&raw_message_from_row(row)?)
+        let key = conv_key(user, conv);
+        on_pool!(&self.pool, p => {
+            let mut q = sqlx::query(sql)
+                .bind(conv.kind.as_str())
+                .bind(&key)
+                .bind(by_id)
+                .bind(by_time)
+                .bind(limit as i64 + 1);
+            if conv.kind == ConvType::Group {
+                q = q.bind(user);
+            }
+            let mut rows = q.fetch(p);
+            write_page(&mut rows, limit, budget, |page, row| {
+                page.push(&raw_message_from_row(row)?)
+            })
+            .await
         })
-        .await
     }
 
     /// [`Store::history_page`], parsed (tests and snapshots).
@@ -292,15 +309,15 @@ impl Store {
         let sql = concat!(
             "SELECT ",
             message_columns!(),
-            " FROM messages m ORDER BY m.id DESC LIMIT ?"
+            " FROM messages m ORDER BY m.id DESC LIMIT $1"
         );
-        let rows = sqlx::query(sql)
+        on_pool!(&self.pool, p => sqlx::query(sql)
             .bind(limit as i64)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
+            .fetch_all(p)
+            .await?
+            .iter()
             .map(|row| {
-                let content: &str = row.try_get("content")?;
+                let content = row.text("content")?;
                 if content.len() <= FEED_CONTENT {
                     return message_from_row(row);
                 }
@@ -320,27 +337,27 @@ impl Store {
                 });
                 message_from_row_with(row, shown)
             })
-            .collect()
+            .collect())
     }
 
     pub async fn is_group_member(&self, group: &str, user: &str) -> Result<bool> {
-        let found: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM group_members WHERE group_id = ? AND user_id = ?")
+        let found: bool = on_pool!(&self.pool, p =>
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM group_members WHERE group_id = $1 AND user_id = $2)")
                 .bind(group)
                 .bind(user)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(found.is_some())
+                .fetch_one(p)
+                .await)?;
+        Ok(found)
     }
 
     /// The delivered position a device acknowledged, 0 if none.
     pub async fn delivered(&self, user: &str, client_id: &str) -> Result<i64> {
-        let d: Option<i64> =
-            sqlx::query_scalar("SELECT delivered FROM devices WHERE user_id = ? AND client_id = ?")
+        let d: Option<i64> = on_pool!(&self.pool, p =>
+            sqlx::query_scalar("SELECT delivered FROM devices WHERE user_id = $1 AND client_id = $2")
                 .bind(user)
                 .bind(client_id)
-                .fetch_optional(&self.pool)
-                .await?;
+                .fetch_optional(p)
+                .await)?;
         Ok(d.unwrap_or(0))
     }
 }
@@ -368,7 +385,9 @@ mod tests {
         // A transaction open while the checkpoint starts and committed before
         // it ends, as the writer's always are under load: SQLite rewinds the
         // WAL only for a transaction that began with every frame copied.
-        let mut tx = s.pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        let mut tx = crate::store::db::Tx::Sqlite(
+            s.sqlite_pool().begin_with("BEGIN IMMEDIATE").await.unwrap(),
+        );
         let (_, advanced) = append_in(&mut tx, &batch, &mut heads, now_ms())
             .await
             .unwrap();
@@ -385,7 +404,7 @@ mod tests {
             .await
             .unwrap();
         let (_, frames, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-            .fetch_one(&s.pool)
+            .fetch_one(s.sqlite_pool())
             .await
             .unwrap();
         assert!(

@@ -6,10 +6,10 @@
 use std::collections::HashSet;
 
 use serde_json::{Value, json};
-use sqlx::SqliteConnection;
 
 use super::{GroupChange, GroupInfo, info_in, make_owner};
 use crate::store::Result;
+use crate::store::db::{Tx, on_tx};
 use crate::store::{Refused, Why};
 
 /// `?` for refusals: returns `Ok(Err(refusal))` from the enclosing step.
@@ -32,7 +32,7 @@ pub(super) struct Planned {
 /// Checks `change` by `actor` and writes it inside the caller's
 /// transaction. `Ok(Err(..))` is a refusal: nothing was written.
 pub(super) async fn apply(
-    conn: &mut SqliteConnection,
+    conn: &mut Tx<'_>,
     actor: &str,
     change: &GroupChange,
     now: i64,
@@ -64,7 +64,7 @@ struct Decided {
 /// Loads the group a change is about, authorises the actor and plans the
 /// change; a new group has nothing to load.
 async fn decide(
-    conn: &mut SqliteConnection,
+    conn: &mut Tx<'_>,
     actor: &str,
     change: &GroupChange,
 ) -> Result<Result<Decided, Refused>> {
@@ -94,7 +94,15 @@ async fn decide(
 }
 
 /// The group as it is, refusing one that does not exist or was dissolved.
-async fn load(conn: &mut SqliteConnection, id: &str) -> Result<Result<GroupInfo, Refused>> {
+async fn load(conn: &mut Tx<'_>, id: &str) -> Result<Result<GroupInfo, Refused>> {
+    if let Tx::Postgres(c) = conn {
+        // Another imctl process may change the group meanwhile: its row
+        // stays locked until this change commits (SQLite has one writer).
+        sqlx::query("SELECT 1 FROM groups WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .execute(&mut **c)
+            .await?;
+    }
     Ok(match info_in(conn, id).await? {
         Some(g) if g.dissolved_at.is_some() => Err(Refused::new(
             Why::Missing,
@@ -339,28 +347,24 @@ fn dedup(users: &[String]) -> Vec<String> {
 }
 
 /// Writes the plan: a few statements whatever the number of members.
-async fn write(
-    conn: &mut SqliteConnection,
-    actor: &str,
-    group: &str,
-    plan: &Plan,
-    now: i64,
-) -> Result<()> {
+async fn write(conn: &mut Tx<'_>, actor: &str, group: &str, plan: &Plan, now: i64) -> Result<()> {
     match plan {
         Plan::Create { name, invited } => {
-            sqlx::query("INSERT INTO groups (id, name, owner, created_at) VALUES (?, ?, ?, ?)")
-                .bind(group)
-                .bind(name)
-                .bind(actor)
-                .bind(now)
-                .execute(&mut *conn)
-                .await?;
-            sqlx::query("INSERT INTO group_members (group_id, user_id, role, joined_at) VALUES (?, ?, 'owner', ?)")
-                .bind(group)
-                .bind(actor)
-                .bind(now)
-                .execute(&mut *conn)
-                .await?;
+            on_tx!(conn, c => {
+                sqlx::query("INSERT INTO groups (id, name, owner, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind(group)
+                    .bind(name)
+                    .bind(actor)
+                    .bind(now)
+                    .execute(&mut *c)
+                    .await?;
+                sqlx::query("INSERT INTO group_members (group_id, user_id, role, joined_at) VALUES ($1, $2, 'owner', $3)")
+                    .bind(group)
+                    .bind(actor)
+                    .bind(now)
+                    .execute(&mut *c)
+                    .await?;
+            });
             insert_members(conn, group, invited, now).await?;
         }
         Plan::Add { new } => insert_members(conn, group, new, now).await?,
@@ -374,26 +378,26 @@ async fn write(
             }
         }
         Plan::Dissolve => {
-            sqlx::query("DELETE FROM group_members WHERE group_id = ?")
+            on_tx!(conn, c => sqlx::query("DELETE FROM group_members WHERE group_id = $1")
                 .bind(group)
-                .execute(&mut *conn)
-                .await?;
+                .execute(&mut *c)
+                .await.map(|r| r.rows_affected()))?;
             mark_dissolved(conn, group, now).await?;
         }
         Plan::Rename { name } => {
-            sqlx::query("UPDATE groups SET name = ? WHERE id = ?")
+            on_tx!(conn, c => sqlx::query("UPDATE groups SET name = $1 WHERE id = $2")
                 .bind(name)
                 .bind(group)
-                .execute(&mut *conn)
-                .await?;
+                .execute(&mut *c)
+                .await.map(|r| r.rows_affected()))?;
         }
         Plan::SetAdmin { user, admin } => {
-            sqlx::query("UPDATE group_members SET role = ? WHERE group_id = ? AND user_id = ?")
+            on_tx!(conn, c => sqlx::query("UPDATE group_members SET role = $1 WHERE group_id = $2 AND user_id = $3")
                 .bind(if *admin { "admin" } else { "member" })
                 .bind(group)
                 .bind(user)
-                .execute(&mut *conn)
-                .await?;
+                .execute(&mut *c)
+                .await.map(|r| r.rows_affected()))?;
         }
     }
     Ok(())
@@ -451,14 +455,22 @@ fn announce(actor: &str, plan: Plan, members: Vec<String>) -> (Value, Vec<String
     }
 }
 
-async fn unknown_users(conn: &mut SqliteConnection, users: &[String]) -> Result<Vec<String>> {
-    let known: HashSet<String> =
-        sqlx::query_scalar("SELECT id FROM users WHERE id IN (SELECT value FROM json_each(?))")
-            .bind(json!(users).to_string())
-            .fetch_all(&mut *conn)
-            .await?
-            .into_iter()
-            .collect();
+async fn unknown_users(conn: &mut Tx<'_>, users: &[String]) -> Result<Vec<String>> {
+    let known: Vec<String> = match conn {
+        Tx::Sqlite(c) => {
+            sqlx::query_scalar("SELECT id FROM users WHERE id IN (SELECT value FROM json_each($1))")
+                .bind(json!(users).to_string())
+                .fetch_all(&mut **c)
+                .await?
+        }
+        Tx::Postgres(c) => {
+            sqlx::query_scalar("SELECT id FROM users WHERE id = ANY($1)")
+                .bind(users)
+                .fetch_all(&mut **c)
+                .await?
+        }
+    };
+    let known: HashSet<String> = known.into_iter().collect();
     Ok(users
         .iter()
         .filter(|u| !known.contains(*u))
@@ -466,39 +478,60 @@ async fn unknown_users(conn: &mut SqliteConnection, users: &[String]) -> Result<
         .collect())
 }
 
-async fn insert_members(
-    conn: &mut SqliteConnection,
-    group: &str,
-    users: &[String],
-    now: i64,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO group_members (group_id, user_id, role, joined_at)
-         SELECT ?, value, 'member', ? FROM json_each(?)",
-    )
-    .bind(group)
-    .bind(now)
-    .bind(json!(users).to_string())
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-async fn delete_members(conn: &mut SqliteConnection, group: &str, users: &[String]) -> Result<()> {
-    sqlx::query("DELETE FROM group_members WHERE group_id = ? AND user_id IN (SELECT value FROM json_each(?))")
+async fn insert_members(conn: &mut Tx<'_>, group: &str, users: &[String], now: i64) -> Result<()> {
+    match conn {
+        Tx::Sqlite(c) => sqlx::query(
+            "INSERT INTO group_members (group_id, user_id, role, joined_at)
+                 SELECT $1, value, 'member', $2 FROM json_each($3)",
+        )
         .bind(group)
+        .bind(now)
         .bind(json!(users).to_string())
-        .execute(&mut *conn)
-        .await?;
+        .execute(&mut **c)
+        .await?
+        .rows_affected(),
+        Tx::Postgres(c) => sqlx::query(
+            "INSERT INTO group_members (group_id, user_id, role, joined_at)
+                 SELECT $1, u, 'member', $2 FROM UNNEST($3::text[]) u",
+        )
+        .bind(group)
+        .bind(now)
+        .bind(users)
+        .execute(&mut **c)
+        .await?
+        .rows_affected(),
+    };
     Ok(())
 }
 
-async fn mark_dissolved(conn: &mut SqliteConnection, group: &str, now: i64) -> Result<()> {
-    sqlx::query("UPDATE groups SET dissolved_at = ? WHERE id = ?")
+async fn delete_members(conn: &mut Tx<'_>, group: &str, users: &[String]) -> Result<()> {
+    match conn {
+        Tx::Sqlite(c) => {
+            sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND user_id IN (SELECT value FROM json_each($2))")
+                .bind(group)
+                .bind(json!(users).to_string())
+                .execute(&mut **c)
+                .await?
+                .rows_affected()
+        }
+        Tx::Postgres(c) => {
+            sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND user_id = ANY($2)")
+                .bind(group)
+                .bind(users)
+                .execute(&mut **c)
+                .await?
+                .rows_affected()
+        }
+    };
+    Ok(())
+}
+
+async fn mark_dissolved(conn: &mut Tx<'_>, group: &str, now: i64) -> Result<()> {
+    on_tx!(conn, c => sqlx::query("UPDATE groups SET dissolved_at = $1 WHERE id = $2")
         .bind(now)
         .bind(group)
-        .execute(&mut *conn)
-        .await?;
+        .execute(&mut *c)
+        .await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 

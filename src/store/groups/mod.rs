@@ -3,9 +3,8 @@
 
 mod change;
 
-use sqlx::SqliteConnection;
-
 use super::chat::{Appended, Heads, NewMessage, append_in};
+use super::db::{Tx, on_pool, on_tx};
 use super::{Result, Store, now_ms};
 use crate::store::Refused;
 use crate::wire::ws::{ConvType, Conversation};
@@ -52,24 +51,24 @@ pub struct GroupOutcome {
     pub notification: Appended,
 }
 
-async fn info_in(conn: &mut SqliteConnection, id: &str) -> Result<Option<GroupInfo>> {
-    let Some((name, owner, created_at, dissolved_at)) =
+async fn info_in(conn: &mut Tx<'_>, id: &str) -> Result<Option<GroupInfo>> {
+    let Some((name, owner, created_at, dissolved_at)) = on_tx!(conn, c =>
         sqlx::query_as::<_, (String, String, i64, Option<i64>)>(
-            "SELECT name, owner, created_at, dissolved_at FROM groups WHERE id = ?",
+            "SELECT name, owner, created_at, dissolved_at FROM groups WHERE id = $1",
         )
         .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?
+        .fetch_optional(&mut *c)
+        .await)?
     else {
         return Ok(None);
     };
-    let members: Vec<(String, String)> = sqlx::query_as(
-        "SELECT user_id, role FROM group_members WHERE group_id = ?
+    let members: Vec<(String, String)> = on_tx!(conn, c => sqlx::query_as(
+        "SELECT user_id, role FROM group_members WHERE group_id = $1
          ORDER BY CASE role WHEN 'owner' THEN 0 WHEN 'admin' THEN 1 ELSE 2 END, joined_at, user_id",
     )
     .bind(id)
-    .fetch_all(&mut *conn)
-    .await?;
+    .fetch_all(&mut *c)
+    .await)?;
     let members = members
         .into_iter()
         .map(|(user_id, role)| GroupMember { user_id, role })
@@ -85,17 +84,19 @@ async fn info_in(conn: &mut SqliteConnection, id: &str) -> Result<Option<GroupIn
 }
 
 /// Makes `heir` (a member) the owner of `group`.
-pub(super) async fn make_owner(conn: &mut SqliteConnection, group: &str, heir: &str) -> Result<()> {
-    sqlx::query("UPDATE group_members SET role = 'owner' WHERE group_id = ? AND user_id = ?")
-        .bind(group)
-        .bind(heir)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("UPDATE groups SET owner = ? WHERE id = ?")
-        .bind(heir)
-        .bind(group)
-        .execute(&mut *conn)
-        .await?;
+pub(super) async fn make_owner(conn: &mut Tx<'_>, group: &str, heir: &str) -> Result<()> {
+    on_tx!(conn, c => {
+        sqlx::query("UPDATE group_members SET role = 'owner' WHERE group_id = $1 AND user_id = $2")
+            .bind(group)
+            .bind(heir)
+            .execute(&mut *c)
+            .await?;
+        sqlx::query("UPDATE groups SET owner = $1 WHERE id = $2")
+            .bind(heir)
+            .bind(group)
+            .execute(&mut *c)
+            .await?;
+    });
     Ok(())
 }
 
@@ -138,21 +139,24 @@ impl Store {
     }
 
     pub async fn group_info(&self, id: &str) -> Result<Option<GroupInfo>> {
-        let mut conn = self.pool.acquire().await?;
-        info_in(&mut conn, id).await
+        // A read transaction: the group and its members as of one moment.
+        let mut tx = self.begin_read().await?;
+        let info = info_in(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(info)
     }
 
     /// The groups `user` is a member of, by name.
     pub async fn groups_of(&self, user: &str) -> Result<Vec<GroupSummary>> {
-        let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(
+        let rows: Vec<(String, String, String, String, i64)> = on_pool!(&self.pool, p => sqlx::query_as(
             "SELECT g.id, g.name, g.owner, m.role,
                     (SELECT COUNT(*) FROM group_members c WHERE c.group_id = g.id) AS member_count
              FROM group_members m JOIN groups g ON g.id = m.group_id
-             WHERE m.user_id = ? ORDER BY g.name, g.id",
+             WHERE m.user_id = $1 ORDER BY g.name, g.id",
         )
         .bind(user)
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(p)
+        .await)?;
         Ok(rows
             .into_iter()
             .map(|(id, name, owner, role, member_count)| GroupSummary {

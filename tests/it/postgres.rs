@@ -1,0 +1,210 @@
+//! PostgreSQL as the store, whatever the pass: a restart under load, and the
+//! one-line answers to a wrong `--database`. (The rest of the suite runs on
+//! PostgreSQL in the second pass of `scripts/test.sh`.)
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use imctl::client::AppClient;
+use imctl::client::chat::{ChatConn, ChatError};
+use imctl::pg_local::{self, LocalPostgres};
+use serde_json::json;
+
+use crate::common::{Served, stderr};
+
+/// A server of the test's own (it restarts it), or `None` after saying
+/// why it is skipped; missing PostgreSQL fails with `IMCTL_REQUIRE_POSTGRES=1`.
+fn own_server(test: &str) -> Option<LocalPostgres> {
+    match LocalPostgres::start() {
+        Ok(pg) => Some(pg),
+        Err(pg_local::Error::NotInstalled)
+            if std::env::var("IMCTL_REQUIRE_POSTGRES").as_deref() != Ok("1") =>
+        {
+            eprintln!("SKIPPED {test}: PostgreSQL not installed");
+            None
+        }
+        Err(e) => panic!("{test}: {e}"),
+    }
+}
+
+async fn ready(app: &str) -> u16 {
+    match reqwest::get(format!("{app}/readyz")).await {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+/// Every acked send is stored exactly once after PostgreSQL is killed
+/// (`-m immediate`, like a crash) and started again under load; meanwhile
+/// reads answer 503, `/readyz` answers 503, and imctl stays up.
+#[tokio::test]
+async fn a_postgres_restart_under_load_costs_a_pause_not_an_ack() {
+    let Some(mut pg) = own_server("a_postgres_restart_under_load_costs_a_pause_not_an_ack") else {
+        return;
+    };
+    let url = pg.fresh_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let served = Served::start(&[
+        "--database",
+        &url,
+        "--data-dir",
+        data,
+        "--app-port",
+        "0",
+        "--broker-port",
+        "0",
+    ]);
+    let client = AppClient::new(&served.app);
+    let (alice, _) = client
+        .login("13800000001", "66666", "alice-phone", 2)
+        .await
+        .unwrap();
+    let (bob, _) = client
+        .login("13800000002", "66666", "bob-phone", 2)
+        .await
+        .unwrap();
+    let (mut reader, _) = ChatConn::connect(&served.ws, &bob.token, "bob-phone", 2)
+        .await
+        .unwrap();
+    assert_eq!(ready(&served.app).await, 200);
+
+    // alice sends one message after another, each with a clientMsgId, and
+    // resends a send that failed, as a client does.
+    const N: usize = 200;
+    let ws = served.ws.clone();
+    let token = alice.token.clone();
+    let sender = tokio::spawn(async move {
+        let (mut conn, _) = ChatConn::connect(&ws, &token, "alice-phone", 2)
+            .await
+            .unwrap();
+        conn.set_timeout(Duration::from_secs(60));
+        let mut acked = Vec::new();
+        for i in 0..N {
+            let cmid = format!("r-{i}");
+            let ack = loop {
+                match conn
+                    .send_text("single", "bob", &format!("m {i}"), Some(&cmid))
+                    .await
+                {
+                    Ok(ack) => break ack,
+                    Err(ChatError::Refused { code, .. }) if code == 500 || code == 503 => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(e) => panic!("send {i}: {e}"),
+                }
+            };
+            acked.push(ack.msg_id);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        acked
+    });
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    pg.kill_hard();
+    // While it is down: imctl is up, not ready, and a read says 503.
+    let down = Instant::now();
+    let mut saw_not_ready = false;
+    while down.elapsed() < Duration::from_secs(10) && !saw_not_ready {
+        saw_not_ready = ready(&served.app).await == 503;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        saw_not_ready,
+        "/readyz kept answering 200 with PostgreSQL down"
+    );
+    let read = reader
+        .request(json!({"op": "sync", "since": 0, "limit": 10}))
+        .await;
+    match read {
+        Err(ChatError::Refused { code: 503, .. }) => {}
+        other => panic!("a read while PostgreSQL is down: {other:?}"),
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    pg.start_again().unwrap();
+
+    let acked = tokio::time::timeout(Duration::from_secs(90), sender)
+        .await
+        .expect("the sends finish once PostgreSQL is back")
+        .unwrap();
+    let back = Instant::now();
+    while ready(&served.app).await != 200 {
+        assert!(
+            back.elapsed() < Duration::from_secs(10),
+            "/readyz stays 503"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // bob's inbox: every acked message once, in order, seqs 1..=N.
+    let page = reader
+        .request(json!({"op": "sync", "since": 0, "limit": 1000}))
+        .await
+        .unwrap();
+    let entries = page["entries"].as_array().unwrap();
+    let seqs: Vec<i64> = entries.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    let ids: Vec<&str> = entries
+        .iter()
+        .map(|e| e["message"]["msgId"].as_str().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=N as i64).collect::<Vec<_>>());
+    assert_eq!(ids, acked.iter().map(String::as_str).collect::<Vec<_>>());
+    drop(served);
+    drop(pg);
+}
+
+/// A wrong `--database` ends `serve` at once with one line saying which
+/// part is wrong: exit 2 for settings, 3 for a server that cannot be reached.
+#[test]
+fn a_wrong_database_exits_with_one_line_saying_what_to_fix() {
+    let run = |url: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_imctl"))
+            .args([
+                "serve",
+                "--app-port",
+                "0",
+                "--broker-port",
+                "0",
+                "--data-dir",
+            ])
+            .arg(dir.path())
+            .args(["--database", url])
+            .output()
+            .unwrap();
+        let took = started.elapsed();
+        let err = stderr(&out);
+        assert!(took < Duration::from_secs(15), "{url}: {took:?}");
+        assert_eq!(err.trim().lines().count(), 1, "{url}: {err}");
+        (out.status.code(), err)
+    };
+    let (code, err) = run("mysql://u@h/db");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("unknown database scheme \"mysql\""), "{err}");
+    let (code, err) = run("postgres://imctl:secret-pw@127.0.0.1:bad/x");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("not a PostgreSQL URL") && !err.contains("secret-pw"),
+        "{err}"
+    );
+    // Nothing listens on a port just freed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (code, err) = run(&format!("postgres://imctl:secret-pw@127.0.0.1:{port}/x"));
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("cannot reach PostgreSQL") && !err.contains("secret-pw"),
+        "{err}"
+    );
+
+    let Some(pg) = pg_local::shared_or_skip("a_wrong_database_exits: missing database") else {
+        return;
+    };
+    let (code, err) = run(&pg.url("no_such_database"));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no database \"no_such_database\""), "{err}");
+    assert!(err.contains("createdb no_such_database"), "{err}");
+}
