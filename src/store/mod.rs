@@ -705,4 +705,35 @@ mod tests {
         assert!(raw.is_none(), "the raw token must not be stored");
         assert_eq!(store.purge_expired_sessions().await.unwrap(), 1);
     }
+    /// A database migrated by a newer imctl (a migration this one does not
+    /// know) is refused at open, on either backend, saying what to do.
+    #[tokio::test]
+    async fn a_database_from_a_newer_imctl_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut locations = vec![Location::File(dir.path().join("t.db"))];
+        if let Some(pg) =
+            crate::pg_local::shared_or_skip("a_database_from_a_newer_imctl_is_refused")
+        {
+            locations.push(Location::Postgres(pg.fresh_database().unwrap()));
+        }
+        for location in locations {
+            let store = Store::open(&location).await.unwrap();
+            on_pool!(&store.pool, p => sqlx::query(
+                "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+                 VALUES (9999, 'from the future', TRUE, $1, 0)",
+            )
+            .bind(vec![0u8; 48])
+            .execute(p)
+            .await
+            .map(drop))
+            .unwrap();
+            store.close().await;
+            let err = Store::open(&location).await.err().expect("refused");
+            let text = err.to_string();
+            assert!(
+                text.contains("created by a newer imctl") && text.contains("9999"),
+                "{location:?}: {text}"
+            );
+        }
+    }
 }

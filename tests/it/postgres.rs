@@ -45,6 +45,8 @@ async fn a_postgres_restart_under_load_costs_a_pause_not_an_ack() {
     let url = pg.fresh_database().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
+    // Trust authentication ignores the password; it is there to be masked.
+    let url = url.replacen("imctl@", "imctl:pass-word@", 1);
     let served = Served::start(&[
         "--database",
         &url,
@@ -68,6 +70,17 @@ async fn a_postgres_restart_under_load_costs_a_pause_not_an_ack() {
         .await
         .unwrap();
     assert_eq!(ready(&served.app).await, 200);
+    let status: serde_json::Value = reqwest::get(format!("{}/_dev/status", served.app))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let shown = status["database"].as_str().unwrap();
+    assert!(
+        shown.starts_with("PostgreSQL postgres://imctl:***@127.0.0.1:"),
+        "{shown}"
+    );
 
     // alice sends one message after another, each with a clientMsgId, and
     // resends a send that failed, as a client does.
@@ -200,11 +213,79 @@ fn a_wrong_database_exits_with_one_line_saying_what_to_fix() {
         "{err}"
     );
 
-    let Some(pg) = pg_local::shared_or_skip("a_wrong_database_exits: missing database") else {
+    let Some(pg) = own_server("a_wrong_database_exits_with_one_line_saying_what_to_fix") else {
         return;
     };
     let (code, err) = run(&pg.url("no_such_database"));
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("no database \"no_such_database\""), "{err}");
     assert!(err.contains("createdb no_such_database"), "{err}");
+
+    // A user whose password is checked, given the wrong one.
+    let hba = pg.data_dir().join("pg_hba.conf");
+    let trusted = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(
+        &hba,
+        format!("host all pwuser 127.0.0.1/32 scram-sha-256\n{trusted}"),
+    )
+    .unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let admin = sqlx::PgPool::connect(&pg.url("postgres")).await.unwrap();
+        for sql in [
+            "CREATE ROLE pwuser LOGIN PASSWORD 'the-right-one'",
+            "SELECT pg_reload_conf()",
+        ] {
+            sqlx::query(sql).execute(&admin).await.unwrap();
+        }
+        admin.close().await;
+    });
+    let port = pg.port();
+    let (code, err) = run(&format!(
+        "postgres://pwuser:not-the-one@127.0.0.1:{port}/postgres"
+    ));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("refused user \"pwuser\"") && !err.contains("not-the-one"),
+        "{err}"
+    );
+    // With the right password, the check passes and the next one fails.
+    let (code, err) = run(&format!(
+        "postgres://pwuser:the-right-one@127.0.0.1:{port}/nope"
+    ));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no database \"nope\""), "{err}");
+}
+
+/// The store in use is shown everywhere with its password masked: the
+/// effective configuration, `--help` (the environment's value), the status.
+#[test]
+fn the_database_url_is_shown_without_its_password() {
+    let out = Command::new(env!("CARGO_BIN_EXE_imctl"))
+        .args(["serve", "--print-config"])
+        .env(
+            "IMCTL_DATABASE_URL",
+            "postgres://imctl:hunter2@db.local:5432/chat",
+        )
+        .output()
+        .unwrap();
+    let text = crate::common::stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        text.contains("database = \"postgres://imctl:***@db.local:5432/chat\""),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+    let help = Command::new(env!("CARGO_BIN_EXE_imctl"))
+        .args(["serve", "--help"])
+        .env(
+            "IMCTL_DATABASE_URL",
+            "postgres://imctl:hunter2@db.local:5432/chat",
+        )
+        .output()
+        .unwrap();
+    let help = crate::common::stdout(&help);
+    assert!(
+        help.contains("IMCTL_DATABASE_URL") && !help.contains("hunter2"),
+        "{help}"
+    );
 }
