@@ -404,11 +404,17 @@ extern "C" fn stop_shared_at_exit() {
 }
 
 /// For tests that need PostgreSQL whatever the pass: the [`shared`] server,
-/// or `None` after printing `SKIPPED <test>: PostgreSQL not installed` when
-/// it is missing — unless `IMCTL_REQUIRE_POSTGRES=1` (CI), which panics.
+/// or `None` when it is missing (see [`or_skip`]).
 pub fn shared_or_skip(test: &str) -> Option<&'static LocalPostgres> {
-    match shared() {
-        Ok(pg) => Some(pg),
+    or_skip(test, shared())
+}
+
+/// For tests: the value, or `None` after printing `SKIPPED <test>:
+/// PostgreSQL not installed` when it is missing — unless
+/// `IMCTL_REQUIRE_POSTGRES=1` (CI), which panics; any other error panics.
+pub fn or_skip<T>(test: &str, result: Result<T, Error>) -> Option<T> {
+    match result {
+        Ok(v) => Some(v),
         Err(Error::NotInstalled)
             if std::env::var("IMCTL_REQUIRE_POSTGRES").as_deref() != Ok("1") =>
         {
@@ -621,25 +627,6 @@ fn detail(source: &str, text: &str) -> String {
 mod tests {
     use super::*;
     use std::net::{SocketAddr, TcpStream};
-
-    /// The value, or `None` after saying on stderr that the test is skipped
-    /// because PostgreSQL is missing (a failure with `IMCTL_REQUIRE_POSTGRES=1`).
-    fn or_skip<T>(test: &str, result: Result<T, Error>) -> Option<T> {
-        match result {
-            Ok(v) => Some(v),
-            Err(Error::NotInstalled)
-                if std::env::var("IMCTL_REQUIRE_POSTGRES").as_deref() != Ok("1") =>
-            {
-                // Straight to stderr, past the test harness's capture, so it is seen.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "SKIPPED {test}: PostgreSQL not installed"
-                );
-                None
-            }
-            Err(e) => panic!("{test}: {e}"),
-        }
-    }
 
     fn accepts_tcp(port: u16) -> bool {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));

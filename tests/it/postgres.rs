@@ -12,19 +12,10 @@ use serde_json::json;
 
 use crate::common::{Served, stderr};
 
-/// A server of the test's own (it restarts it), or `None` after saying
-/// why it is skipped; missing PostgreSQL fails with `IMCTL_REQUIRE_POSTGRES=1`.
+/// A server of the test's own (it restarts it or changes its settings),
+/// or `None` after saying why the test is skipped.
 fn own_server(test: &str) -> Option<LocalPostgres> {
-    match LocalPostgres::start() {
-        Ok(pg) => Some(pg),
-        Err(pg_local::Error::NotInstalled)
-            if std::env::var("IMCTL_REQUIRE_POSTGRES").as_deref() != Ok("1") =>
-        {
-            eprintln!("SKIPPED {test}: PostgreSQL not installed");
-            None
-        }
-        Err(e) => panic!("{test}: {e}"),
-    }
+    pg_local::or_skip(test, LocalPostgres::start())
 }
 
 async fn ready(app: &str) -> u16 {
