@@ -280,3 +280,89 @@ fn the_database_url_is_shown_without_its_password() {
         "{help}"
     );
 }
+
+/// Two `imctl serve` processes on one database, as a staging backend or a
+/// cluster runs them: an IM token made by one is good on the other (one
+/// secret), and alice and carol sending to bob through different
+/// processes at once give bob one gapless inbox with every acked message
+/// once.
+#[tokio::test]
+async fn two_imctl_processes_share_one_database() {
+    let Some(pg) = pg_local::shared_or_skip("two_imctl_processes_share_one_database") else {
+        return;
+    };
+    let url = pg.fresh_database().unwrap();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let served: Vec<Served> = dirs
+        .iter()
+        .map(|d| {
+            Served::start(&[
+                "--database",
+                &url,
+                "--data-dir",
+                d.path().to_str().unwrap(),
+                "--app-port",
+                "0",
+                "--broker-port",
+                "0",
+            ])
+        })
+        .collect();
+    // Logged in on the first process, connected to the second.
+    let (alice, _) = AppClient::new(&served[0].app)
+        .login("13800000001", "66666", "alice-phone", 2)
+        .await
+        .unwrap();
+    let (carol, _) = AppClient::new(&served[1].app)
+        .login("13800000003", "66666", "carol-phone", 2)
+        .await
+        .unwrap();
+    let (bob, _) = AppClient::new(&served[0].app)
+        .login("13800000002", "66666", "bob-phone", 2)
+        .await
+        .unwrap();
+    const N: usize = 150;
+    let sender = |ws: String, token: String, who: &'static str| {
+        tokio::spawn(async move {
+            let (mut conn, _) = ChatConn::connect(&ws, &token, &format!("{who}-phone"), 2)
+                .await
+                .unwrap();
+            let mut acked = Vec::new();
+            for i in 0..N {
+                let ack = conn
+                    .send_text(
+                        "single",
+                        "bob",
+                        &format!("{who} {i}"),
+                        Some(&format!("{who}-{i}")),
+                    )
+                    .await
+                    .unwrap();
+                acked.push(ack.msg_id);
+            }
+            acked
+        })
+    };
+    let a = sender(served[1].ws.clone(), alice.token.clone(), "alice");
+    let c = sender(served[0].ws.clone(), carol.token.clone(), "carol");
+    let (a, c) = (a.await.unwrap(), c.await.unwrap());
+    let (mut reader, connected) = ChatConn::connect(&served[1].ws, &bob.token, "bob-phone", 2)
+        .await
+        .unwrap();
+    assert_eq!(connected.head, 2 * N as i64);
+    let page = reader
+        .request(json!({"op": "sync", "since": 0, "limit": 1000}))
+        .await
+        .unwrap();
+    let entries = page["entries"].as_array().unwrap();
+    let seqs: Vec<i64> = entries.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=2 * N as i64).collect::<Vec<_>>());
+    let mut got: Vec<&str> = entries
+        .iter()
+        .map(|e| e["message"]["msgId"].as_str().unwrap())
+        .collect();
+    got.sort_unstable();
+    let mut want: Vec<&str> = a.iter().chain(&c).map(String::as_str).collect();
+    want.sort_unstable();
+    assert_eq!(got, want, "every acked message once");
+}
