@@ -235,7 +235,7 @@ async fn change_group(
     id: Option<u64>,
     reply: &Replier,
 ) {
-    let mut unavailable = Unavailable::new();
+    let mut unavailable = Unavailable::for_group_change();
     let changed = loop {
         match store.change_group(actor, change, heads).await {
             Err(e) if unavailable.wait(&e).await => continue,
@@ -266,26 +266,49 @@ async fn change_group(
 /// unreachable before it fails the batch's sends (clients then resend).
 pub const RETRY_FOR: Duration = Duration::from_secs(30);
 
-/// A commit is run again while the database is unavailable (a PostgreSQL
-/// restart): the batch waits, unacked, instead of failing. Each attempt is
-/// a whole new transaction on a fresh connection; nothing half-done stays.
+/// When a failed commit is run again, each time as a whole new transaction
+/// (on a fresh connection; nothing half-done stays), within [`RETRY_FOR`]:
+/// - after a conflict with another imctl process on the same PostgreSQL
+///   database (a deadlock, or that process storing the same retried send
+///   first, which the next attempt answers as a duplicate), at once;
+/// - while the database is unavailable (a PostgreSQL restart), after a
+///   growing pause, the batch's sends unacked meanwhile. Only sends are
+///   retried this way: a `COMMIT` whose answer was lost may have happened,
+///   and only a send carries a key (`clientMsgId`) that makes running it
+///   twice harmless; a group change fails and its client decides.
 struct Unavailable {
     deadline: tokio::time::Instant,
     pause: Duration,
+    wait_for_database: bool,
 }
 
 impl Unavailable {
-    fn new() -> Self {
+    fn for_sends() -> Self {
         Self {
             deadline: tokio::time::Instant::now() + RETRY_FOR,
             pause: Duration::from_millis(50),
+            wait_for_database: true,
         }
     }
 
-    /// Whether to try `e`'s commit again: after a pause, if the database
-    /// was unreachable and [`RETRY_FOR`] has not run out.
+    fn for_group_change() -> Self {
+        Self {
+            wait_for_database: false,
+            ..Self::for_sends()
+        }
+    }
+
+    /// Whether to try `e`'s commit again (see the type).
     async fn wait(&mut self, e: &crate::store::Error) -> bool {
-        if !e.is_unavailable() || tokio::time::Instant::now() + self.pause >= self.deadline {
+        if tokio::time::Instant::now() + self.pause >= self.deadline {
+            return false;
+        }
+        if e.is_conflict() {
+            tracing::info!(error = %e, "another writer got in the way; committing again");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            return true;
+        }
+        if !(self.wait_for_database && e.is_unavailable()) {
             return false;
         }
         tracing::warn!(error = %e, retry_in = ?self.pause, "the database is unavailable; retrying the batch");
@@ -337,7 +360,7 @@ async fn commit_batch(store: &Store, hub: &Hub, heads: &mut Heads, ops: Vec<Writ
         }
     }
     let started = std::time::Instant::now();
-    let mut unavailable = Unavailable::new();
+    let mut unavailable = Unavailable::for_sends();
     let appended = loop {
         match store.append(&sends, &delivered, heads).await {
             Err(e) if unavailable.wait(&e).await => continue,

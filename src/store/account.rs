@@ -1,7 +1,7 @@
 //! What a user changes about their own account: password, display name, and
 //! deleting the account altogether.
 
-use super::db::{Tx, on_pool, on_tx};
+use super::db::{Tx, is_postgres, on_pool, on_tx};
 use super::{Result, Store, now_ms};
 
 impl Store {
@@ -34,9 +34,14 @@ impl Store {
     pub async fn change_display_name(&self, user: &str, name: &str) -> Result<bool> {
         let mut tx = self.begin().await?;
         let renamed = on_tx!(&mut tx, c => {
-            let taken: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM users WHERE lower(display_name) = lower($1) AND id != $2)",
-            )
+            // ASCII case folded on both sides: the column is byte-wise on
+            // PostgreSQL, the parameter would take the database's locale.
+            let sql = if is_postgres(&*c) {
+                "SELECT EXISTS (SELECT 1 FROM users WHERE lower(display_name) = lower($1 COLLATE \"C\") AND id != $2)"
+            } else {
+                "SELECT EXISTS (SELECT 1 FROM users WHERE lower(display_name) = lower($1) AND id != $2)"
+            };
+            let taken: bool = sqlx::query_scalar(sql)
             .bind(name)
             .bind(user)
             .fetch_one(&mut *c)
@@ -63,7 +68,14 @@ impl Store {
     /// `Ok(false)` for an unknown user.
     pub async fn delete_user(&self, user: &str) -> Result<bool> {
         let mut tx = self.begin().await?;
-        let mut tables = vec![
+        // On PostgreSQL the inbox head goes first: its row lock is the one a
+        // writer takes first, so a batch to this user finishes before the
+        // inbox is cleared (no stray rows) and the two never deadlock.
+        let mut tables = vec![];
+        if let Tx::Postgres(_) = tx {
+            tables.push("DELETE FROM inbox_heads WHERE user_id = $1");
+        }
+        tables.extend([
             "DELETE FROM auth_sessions WHERE user_id = $1",
             "DELETE FROM passwords WHERE user_id = $1",
             "DELETE FROM favorites WHERE user_id = $1",
@@ -74,10 +86,7 @@ impl Store {
             "DELETE FROM group_members WHERE user_id = $1",
             "DELETE FROM friends WHERE user_id = $1 OR friend_id = $1",
             "DELETE FROM friend_requests WHERE from_user = $1 OR to_user = $1",
-        ];
-        if let Tx::Postgres(_) = tx {
-            tables.push("DELETE FROM inbox_heads WHERE user_id = $1");
-        }
+        ]);
         let owned: Vec<String> = on_tx!(&mut tx, c => {
             let owned = sqlx::query_scalar(
                 "SELECT group_id FROM group_members WHERE user_id = $1 AND role = 'owner'",

@@ -199,7 +199,7 @@ pub(super) fn open_problem(e: &sqlx::Error, url: &str) -> Option<(super::OpenPro
         sqlx::Error::Tls(why) => (
             Settings,
             format!(
-                "cannot speak TLS with PostgreSQL at {at} ({why}): add ?sslmode=disable to --database, or set up TLS"
+                "cannot speak TLS with PostgreSQL at {at} ({why}): imctl connects without TLS; use a server that accepts that (?sslmode=disable)"
             ),
         ),
         _ => return None,
@@ -208,19 +208,34 @@ pub(super) fn open_problem(e: &sqlx::Error, url: &str) -> Option<(super::OpenPro
 
 /// `url` with its password replaced by `***`, for banners and logs.
 pub fn mask_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, tail) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+    // Everything before the last '@' is taken for user information, so a
+    // password holding '/' or '@' is masked whole (a malformed URL too).
+    let masked = match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+                None => url.to_owned(),
+            },
             None => url.to_owned(),
         },
         None => url.to_owned(),
+    };
+    // And a `password=` parameter, which the driver accepts too.
+    match masked.split_once('?') {
+        Some((base, query)) => {
+            let params: Vec<&str> = query
+                .split('&')
+                .map(|p| {
+                    if p.starts_with("password=") {
+                        "password=***"
+                    } else {
+                        p
+                    }
+                })
+                .collect();
+            format!("{base}?{}", params.join("&"))
+        }
+        None => masked,
     }
 }
 
@@ -238,10 +253,18 @@ mod tests {
             mask_password("postgres://imctl@127.0.0.1/chat"),
             "postgres://imctl@127.0.0.1/chat"
         );
-        // An '@' inside the password does not leak its tail.
+        // An '@' or a '/' inside the password does not leak it.
         assert_eq!(
             mask_password("postgresql://u:p@ss@h/d?sslmode=disable"),
             "postgresql://u:***@h/d?sslmode=disable"
+        );
+        assert_eq!(
+            mask_password("postgres://u:pa/ss@h/d"),
+            "postgres://u:***@h/d"
+        );
+        assert_eq!(
+            mask_password("postgres://u@h/d?sslmode=disable&password=s3cret"),
+            "postgres://u@h/d?sslmode=disable&password=***"
         );
     }
 }

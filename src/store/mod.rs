@@ -60,6 +60,21 @@ pub enum OpenProblem {
 impl Error {
     /// The database cannot be reached right now (a PostgreSQL restart, a
     /// network cut), as opposed to a statement that failed: worth retrying.
+    /// Worth committing the same batch again at once: another imctl
+    /// process on the same PostgreSQL database got in the way (a deadlock
+    /// or a serialization failure, or it stored the same retried send
+    /// first, which the next attempt answers as a duplicate).
+    pub fn is_conflict(&self) -> bool {
+        let sqlx::Error::Database(db) = &self.0 else {
+            return false;
+        };
+        match db.code().as_deref() {
+            Some("40P01") | Some("40001") => true,
+            Some("23505") => db.constraint() == Some("messages_dedupe"),
+            _ => false,
+        }
+    }
+
     pub fn is_unavailable(&self) -> bool {
         match &self.0 {
             sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
@@ -298,11 +313,16 @@ impl Store {
         })
     }
 
-    /// A read-only transaction: several reads that must agree.
+    /// A read-only transaction: several reads that must agree. SQLite's
+    /// first read fixes its snapshot; PostgreSQL's default (read committed)
+    /// would take a new one per statement, so it asks for one snapshot.
     pub(crate) async fn begin_read(&self) -> Result<Tx<'static>> {
         Ok(match &self.pool {
             Pool::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
-            Pool::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+            Pool::Postgres(pool) => Tx::Postgres(
+                pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    .await?,
+            ),
         })
     }
 

@@ -45,6 +45,10 @@ pub const MAX_FAVORITE_FIELD: usize = 256;
 /// Bytes of a favorite's `data` (the kept message's own JSON or text).
 pub const MAX_FAVORITE_DATA: usize = 16 * 1024;
 
+/// Characters of a conversation target (a user or group id; imported ids
+/// may be longer than the admin API's 64).
+pub const MAX_TARGET: usize = 128;
+
 /// Why a field was refused, as a sentence for the client.
 pub type Refused = String;
 

@@ -27,13 +27,20 @@ pub async fn send(cx: &Ctx<'_>, req: SendReq) -> Handled {
     if req.conv.target.is_empty() {
         return refuse(code::BAD_REQUEST, "conv.target must not be empty");
     }
+    // Bounded and printable before they reach the store: the batch binds
+    // every send's target and clientMsgId together, and PostgreSQL
+    // refuses a NUL in text (for the whole batch, not just this send).
+    limits::check_text("conv.target", &req.conv.target, limits::MAX_TARGET)
+        .map_err(|e| Refusal(code::BAD_REQUEST, e))?;
     if let Some(c) = &req.client_msg_id
-        && (c.is_empty() || c.chars().count() > limits::MAX_CLIENT_MSG_ID)
+        && (c.is_empty()
+            || c.chars().count() > limits::MAX_CLIENT_MSG_ID
+            || c.chars().any(char::is_control))
     {
         return refuse(
             code::BAD_REQUEST,
             format!(
-                "clientMsgId must be 1 to {} characters",
+                "clientMsgId must be 1 to {} characters, none a control character",
                 limits::MAX_CLIENT_MSG_ID
             ),
         );
@@ -201,7 +208,24 @@ mod tests {
         let mut long = hi("bob", "x");
         long["clientMsgId"] = json!("c".repeat(limits::MAX_CLIENT_MSG_ID + 1));
         let r = run(&alice.cx(None), long).await.unwrap_err();
-        assert_eq!(r.1, "clientMsgId must be 1 to 128 characters");
+        assert_eq!(
+            r.1,
+            "clientMsgId must be 1 to 128 characters, none a control character"
+        );
+        // A NUL would fail the whole batch on PostgreSQL: refused here.
+        let mut nul = hi("bob", "x");
+        nul["clientMsgId"] = json!("c\u{0}1");
+        let r = run(&alice.cx(None), nul).await.unwrap_err();
+        assert!(r.1.starts_with("clientMsgId must be"), "{}", r.1);
+        let r = run(&alice.cx(None), hi("bob\u{0}", "x")).await.unwrap_err();
+        assert_eq!(r.1, "conv.target must not contain control characters");
+        let r = run(
+            &alice.cx(None),
+            hi(&"b".repeat(limits::MAX_TARGET + 1), "x"),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(r.1, "conv.target has at most 128 characters");
         assert_eq!(
             rig.broker.store.inbox_head("bob").await.unwrap(),
             0,
