@@ -247,34 +247,30 @@ fn a_wrong_database_exits_with_one_line_saying_what_to_fix() {
     assert!(err.contains("no database \"nope\""), "{err}");
 }
 
-/// The store in use is shown everywhere with its password masked: the
-/// effective configuration, `--help` (the environment's value), the status.
+/// The store in use is shown with its password masked in the effective
+/// configuration and in `--help` (the environment's value); the restart
+/// test checks `/_dev/status`.
 #[test]
 fn the_database_url_is_shown_without_its_password() {
-    let out = Command::new(env!("CARGO_BIN_EXE_imctl"))
-        .args(["serve", "--print-config"])
-        .env(
-            "IMCTL_DATABASE_URL",
-            "postgres://imctl:hunter2@db.local:5432/chat",
-        )
-        .output()
-        .unwrap();
-    let text = crate::common::stdout(&out);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let serve = |flag: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_imctl"))
+            .args(["serve", flag])
+            .env(
+                "IMCTL_DATABASE_URL",
+                "postgres://imctl:hunter2@db.local:5432/chat",
+            )
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{flag}: {}", stderr(&out));
+        crate::common::stdout(&out)
+    };
+    let text = serve("--print-config");
     assert!(
         text.contains("database = \"postgres://imctl:***@db.local:5432/chat\""),
         "{text}"
     );
     assert!(!text.contains("hunter2"), "{text}");
-    let help = Command::new(env!("CARGO_BIN_EXE_imctl"))
-        .args(["serve", "--help"])
-        .env(
-            "IMCTL_DATABASE_URL",
-            "postgres://imctl:hunter2@db.local:5432/chat",
-        )
-        .output()
-        .unwrap();
-    let help = crate::common::stdout(&help);
+    let help = serve("--help");
     assert!(
         help.contains("IMCTL_DATABASE_URL") && !help.contains("hunter2"),
         "{help}"
