@@ -14,9 +14,10 @@ use crate::app_server::media::Blobs;
 use crate::app_server::qr::QrBook;
 use crate::app_server::sms::SmsBook;
 use crate::app_server::{self, AppState, Inner};
-use crate::broker::route::{Node, SingleNode};
+use crate::broker::route::{Node, Routes};
 use crate::broker::{self, Broker, BrokerOptions};
 use crate::client::app::{Failure, exit};
+use crate::cluster::{self, Cluster};
 use crate::config::ServeConfig;
 use crate::http::advertise::Advertise;
 use crate::store::{self, Fixtures, Location, Store};
@@ -296,12 +297,26 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
         !config.host.is_loopback(),
     ));
     let telemetry = Telemetry::default();
+    let cluster = match &config.nats {
+        Some(url) => Some(
+            join_cluster(
+                config,
+                url,
+                broker_addr.port(),
+                public.app_server(),
+                &shutdown,
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let (broker, writer) = Broker::new(
         store.clone(),
         im_tokens.clone(),
         BrokerOptions {
-            routes: Box::new(SingleNode(node)),
+            routes: Routes::new(config.route_strategy, node, cluster.clone()),
             node: config.node.clone(),
+            cluster: cluster.clone(),
             max_frame: config.max_frame as usize,
             idle_timeout: config.idle_timeout,
             connect_timeout: config.connect_timeout,
@@ -324,6 +339,7 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
         None => Blobs::memory(config.media_quota()),
     };
     let state = AppState::new(Inner {
+        cluster: cluster.clone(),
         store,
         sms: SmsBook::new(config.sms_ttl, config.sms_interval, config.sms_max_attempts)
             .with_test_codes(config.sms_test_code.iter().cloned())
@@ -362,6 +378,9 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
         broker_url: public.broker(),
         exposed: !config.host.is_loopback(),
     });
+    if let Some(cluster) = &cluster {
+        share_login_state(&state, cluster, config).await?;
+    }
     tokio::spawn(app_server::sweep(state.clone()));
     if database.is_some() {
         tokio::spawn(checkpoints(state.store.clone(), shutdown.clone()));
@@ -400,6 +419,89 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
         export_on_exit: config.export_on_exit.clone(),
         shutdown_timeout: config.shutdown_timeout,
     })
+}
+
+/// Joins the cluster of `--nats`; an unreachable NATS or a taken node
+/// name is one line and an exit code.
+async fn join_cluster(
+    config: &ServeConfig,
+    url: &str,
+    broker_port: u16,
+    app_url: String,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Cluster> {
+    let settings = cluster::Settings {
+        url: url.to_owned(),
+        node: config.node.clone(),
+        host: config.advertise_host.clone(),
+        broker_port,
+        app_url,
+    };
+    Cluster::join(settings, shutdown.clone())
+        .await
+        .map_err(|e| {
+            let code = match e {
+                cluster::Error::NameTaken(_) => exit::USAGE,
+                _ => exit::UNREACHABLE,
+            };
+            anyhow::Error::new(Failure::new(code, e.to_string()))
+        })
+}
+
+/// Moves QR sessions and SMS codes into the cluster's buckets and keeps
+/// this node's mirror and outbox fed from them.
+async fn share_login_state(
+    state: &AppState,
+    cluster: &Cluster,
+    config: &ServeConfig,
+) -> anyhow::Result<()> {
+    use crate::cluster::kv::Bucket;
+    use futures_util::StreamExt;
+    let unreachable = |e: cluster::Error| Failure::new(exit::UNREACHABLE, e.to_string());
+    // Entries outlive their own expiry a little; the server drops them after.
+    let qr = Bucket::open(cluster, "imctl_qr", config.qr_ttl + Duration::from_secs(60))
+        .await
+        .map_err(unreachable)?;
+    let sms = Bucket::open(cluster, "imctl_sms", Duration::from_secs(25 * 3600))
+        .await
+        .map_err(unreachable)?;
+    state.qr.share(qr.clone());
+    state.sms.share(sms, cluster.clone());
+    let mirror = state.clone();
+    let stop = state.shutdown.clone();
+    tokio::spawn(async move {
+        // A watch that ends (NATS gone for good) is opened again.
+        while !stop.is_cancelled() {
+            match qr.watch().await {
+                Ok(changes) => {
+                    let mut changes = std::pin::pin!(changes.take_until(stop.cancelled()));
+                    while let Some(change) = changes.next().await {
+                        mirror.qr.apply(change);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch the cluster's QR sessions; retrying")
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    });
+    let mut outbox = cluster
+        .subscribe(app_server::sms::OUTBOX_SUBJECT.into())
+        .await
+        .map_err(unreachable)?;
+    let books = state.clone();
+    tokio::spawn(async move {
+        while let Some(msg) = outbox.next().await {
+            if let Ok(entry) = serde_json::from_slice(&msg.payload) {
+                books.sms.arrived(entry);
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Checkpoints the WAL every 250 ms, off the writer's path.

@@ -389,7 +389,7 @@ async fn target_user(
 }
 
 /// Sends a one-time code to `user`'s mobile through the dev outbox.
-fn send_code(state: &AppState, purpose: Purpose, user: &User) -> ApiResult<()> {
+async fn send_code(state: &AppState, purpose: Purpose, user: &User) -> ApiResult<()> {
     let mobile = user.mobile.clone().ok_or_else(|| {
         ApiError::InvalidParameter(format!(
             "user {:?} has no mobile to send a code to",
@@ -403,16 +403,19 @@ fn send_code(state: &AppState, purpose: Purpose, user: &User) -> ApiResult<()> {
         Purpose::Destroy => "account deletion",
     };
     let sent_at = now_ms();
-    state.sms.send_text(SmsEntry {
-        mobile,
-        text: format!(
-            "[imctl] Your {what} code is {code}. It expires in {}.",
-            humantime::format_duration(ttl)
-        ),
-        code,
-        sent_at,
-        expires_at: sent_at + ttl.as_millis() as i64,
-    })?;
+    state
+        .sms
+        .send_text(SmsEntry {
+            mobile,
+            text: format!(
+                "[imctl] Your {what} code is {code}. It expires in {}.",
+                humantime::format_duration(ttl)
+            ),
+            code,
+            sent_at,
+            expires_at: sent_at + ttl.as_millis() as i64,
+        })
+        .await?;
     tracing::info!(user = ?user.id, what, "account code sent (read it from /_dev/sms)");
     Ok(())
 }
@@ -429,7 +432,7 @@ pub async fn send_reset_code(
     let (user, key) = target_user(&state, req.mobile.as_deref(), caller).await?;
     state.accounts.hit(key)?;
     match user {
-        Some(user) => send_code(&state, Purpose::Reset, &user)?,
+        Some(user) => send_code(&state, Purpose::Reset, &user).await?,
         // The same answer: whether a mobile has an account is not told.
         None => tracing::debug!("reset code asked for a mobile without an account"),
     }
@@ -544,7 +547,7 @@ pub async fn send_destroy_code(
 ) -> ApiResult<Reply<&'static str>> {
     per_address(&state, addr)?;
     state.accounts.hit(user.id.clone())?;
-    send_code(&state, Purpose::Destroy, &user)?;
+    send_code(&state, Purpose::Destroy, &user).await?;
     Ok(Reply::ok("SUCCESS"))
 }
 
@@ -573,7 +576,8 @@ pub async fn destroy(
     state.accounts.forget(&user.id);
     let closed = state
         .broker
-        .close_user(&user.id, close::AUTH_FAILED, "account deleted");
+        .close_user(&user.id, close::AUTH_FAILED, "account deleted")
+        .await;
     tracing::info!(user = ?user.id, closed, "account deleted by its user");
     Ok(Reply::ok(Empty {}))
 }

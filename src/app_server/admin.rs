@@ -170,7 +170,7 @@ pub async fn create_user(
 #[utoipa::path(get, path = "/admin/connections", tag = "admin", security(("adminSecret" = [])),
     responses((status = 200, description = "live WebSocket connections", body = serde_json::Value), (status = 401, description = "missing or wrong admin secret", body = DevError)))]
 pub async fn connections(_: Admin, State(state): State<AppState>) -> AdminResult {
-    Ok(Json(json!({"connections": state.broker.list()})).into_response())
+    Ok(Json(json!({"connections": state.broker.list().await})).into_response())
 }
 
 #[utoipa::path(post, path = "/admin/users/{user}/ban", tag = "admin", security(("adminSecret" = [])), params(("user" = String, Path)),
@@ -181,7 +181,8 @@ pub async fn ban(_: Admin, State(state): State<AppState>, Path(user): Path<Strin
     }
     let closed = state
         .broker
-        .close_user(&user, close::BANNED, "banned by an administrator");
+        .close_user(&user, close::BANNED, "banned by an administrator")
+        .await;
     tracing::info!(user = ?user, closed, "user banned");
     Ok(Json(json!({"userId": user, "banned": true, "closedConnections": closed})).into_response())
 }

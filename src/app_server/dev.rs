@@ -15,7 +15,8 @@ use super::qr::{QrError, Status};
 use super::state::AppState;
 use crate::http::advertise::PublicUrls;
 use crate::wire::http::{
-    DevError, DevPhoneAction, DevSnapshot, PcSessionInfo, SmsEntry, StackStatus, UserSummary,
+    ClusterStatus, DevError, DevPhoneAction, DevSnapshot, PcSessionInfo, SmsEntry, StackStatus,
+    UserSummary,
 };
 
 /// The longest `/_dev/sms?wait=` honoured.
@@ -175,6 +176,12 @@ fn stack_status(state: &AppState, urls: &PublicUrls, users: usize) -> StackStatu
         connections: state.broker.connections(),
         qr_sessions: state.qr.states().len(),
         clients: urls.client_settings(),
+        cluster: state.cluster.as_ref().map(|c| ClusterStatus {
+            node: c.node().to_owned(),
+            nats_connected: c.is_connected(),
+            nodes: c.live_nodes(),
+            dropped_pushes: c.dropped_pushes(),
+        }),
     }
 }
 
@@ -197,6 +204,7 @@ async fn snapshot(state: &AppState, urls: &PublicUrls) -> crate::store::Result<D
         connections: state
             .broker
             .list()
+            .await
             .into_iter()
             .filter(|c| c.user_id != crate::wire::ids::ROBOT)
             .take(FEED_LIMIT)
@@ -298,12 +306,12 @@ pub async fn phone_action(
     };
     let mut result = Ok(());
     if session.status() == Status::Created || action == "scan" {
-        result = qr.scan(&token, user.summary()).map(drop);
+        result = qr.scan(&token, user.summary()).await.map(drop);
     }
     if result.is_ok() {
         result = match action.as_str() {
-            "approve" => qr.confirm(&token, &user.id).map(drop),
-            "cancel" => qr.cancel(&token, &user.id).map(drop),
+            "approve" => qr.confirm(&token, &user.id).await.map(drop),
+            "cancel" => qr.cancel(&token, &user.id).await.map(drop),
             _ => Ok(()),
         };
     }

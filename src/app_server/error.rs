@@ -15,6 +15,7 @@ impl From<SmsError> for ApiError {
             SmsError::NoCode | SmsError::Wrong { .. } | SmsError::WrongAndBurned => {
                 code::CODE_WRONG
             }
+            SmsError::Unavailable(_) => code::SERVER_ERROR,
         };
         ApiError::refused(code, e)
     }
@@ -32,6 +33,7 @@ impl From<QrError> for ApiError {
             QrError::Full(_) | QrError::FullForClient(_) | QrError::FullForUser(_) => {
                 code::SEND_TOO_OFTEN
             }
+            QrError::Unavailable(_) => code::SERVER_ERROR,
         };
         ApiError::refused(code, e)
     }

@@ -26,7 +26,7 @@ pub async fn send_code(
     if !state.sms.has_test_code(mobile) {
         per_address(&state, addr)?;
     }
-    let sms = state.sms.send(mobile)?;
+    let sms = state.sms.send(mobile).await?;
     state.telemetry.metrics.sms_sent.inc();
     let expires = chrono::DateTime::from_timestamp_millis(sms.expires_at)
         .map(|t| {
@@ -94,7 +94,7 @@ pub async fn login(
         if !state.sms.has_test_code(mobile) {
             per_address(&state, addr)?;
         }
-        state.sms.verify(mobile, code)?;
+        state.sms.verify(mobile, code).await?;
     }
     let (user, register) = state.store.user_for_mobile(mobile).await?;
     let reply = logged_in(

@@ -75,19 +75,19 @@ pub async fn pc_session(
     let user = user.filter(|AuthUser(u)| quick && named.is_none_or(|n| n == u.id));
     let session = match user {
         Some(AuthUser(user)) => {
-            let session = state.qr.create_quick(
-                addr,
-                &req.client_id,
-                req.platform,
-                device,
-                user.summary(),
-            )?;
+            let session = state
+                .qr
+                .create_quick(addr, &req.client_id, req.platform, device, user.summary())
+                .await?;
             tell_devices(&state, &user.id, &session);
             session
         }
-        None => state
-            .qr
-            .create(addr, &req.client_id, req.platform, device)?,
+        None => {
+            state
+                .qr
+                .create(addr, &req.client_id, req.platform, device)
+                .await?
+        }
     };
     Ok(Reply::ok(session_result(&state, &session)))
 }
@@ -306,7 +306,7 @@ pub async fn scan_pc(
     HeaderUser(user): HeaderUser,
     Path(token): Path<String>,
 ) -> ApiResult<Reply<PcSessionResult>> {
-    let session = state.qr.scan(&token, user.summary())?;
+    let session = state.qr.scan(&token, user.summary()).await?;
     Ok(Reply::ok(session_result(&state, &session)))
 }
 
@@ -317,7 +317,7 @@ pub async fn confirm_pc(
     HeaderUser(user): HeaderUser,
     ApiJson(req): ApiJson<ConfirmPcRequest>,
 ) -> ApiResult<Reply<PcSessionResult>> {
-    let session = state.qr.confirm(&req.token, &user.id)?;
+    let session = state.qr.confirm(&req.token, &user.id).await?;
     Ok(Reply::ok(session_result(&state, &session)))
 }
 
@@ -328,7 +328,7 @@ pub async fn cancel_pc(
     HeaderUser(user): HeaderUser,
     ApiJson(req): ApiJson<CancelPcRequest>,
 ) -> ApiResult<Reply<PcSessionResult>> {
-    let session = state.qr.cancel(&req.token, &user.id)?;
+    let session = state.qr.cancel(&req.token, &user.id).await?;
     Ok(Reply::ok(session_result(&state, &session)))
 }
 

@@ -1,11 +1,16 @@
 //! QR login sessions. Each session's state sits in a `watch` channel, so a
 //! waiting `/session_login` long poll wakes the moment `scan_pc`, `confirm_pc`
 //! or `cancel_pc` changes it: no timers, no re-reads.
+//!
+//! In a cluster ([`QrBook::share`]) the sessions live in a NATS key-value
+//! bucket: every change is a compare-and-set there, and each node keeps a
+//! mirror fed by the bucket's watch ([`QrBook::apply`]), whose `watch`
+//! channels wake the long polls waiting on that node.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -13,6 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::cluster::kv::{Bucket, Change, Write};
 use crate::store::now_ms;
 use crate::wire::http::{PcSessionInfo, UserSummary};
 
@@ -41,6 +47,51 @@ impl Status {
     fn is_scanned(self) -> bool {
         matches!(self, Status::Scanned | Status::ScanSeen)
     }
+
+    fn from_i32(n: i32) -> Option<Self> {
+        [
+            Status::Created,
+            Status::Scanned,
+            Status::Confirmed,
+            Status::ScanSeen,
+            Status::Cancelled,
+        ]
+        .into_iter()
+        .find(|s| *s as i32 == n)
+    }
+}
+
+/// A session as the cluster's bucket holds it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    token: String,
+    creator: IpAddr,
+    client_id: String,
+    platform: i32,
+    device_name: String,
+    quick: bool,
+    created_ms: i64,
+    expires_ms: i64,
+    status: i32,
+    scanner: Option<UserSummary>,
+    scan_told: bool,
+}
+
+impl Record {
+    fn state(&self) -> State {
+        State {
+            status: Status::from_i32(self.status).unwrap_or(Status::Cancelled),
+            scanner: self.scanner.clone(),
+            scan_told: self.scan_told,
+        }
+    }
+
+    fn set(&mut self, state: &State) {
+        self.status = state.status as i32;
+        self.scanner = state.scanner.clone();
+        self.scan_told = state.scan_told;
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -67,6 +118,8 @@ pub struct QrSession {
     expires: Instant,
     state: watch::Sender<State>,
     polling: AtomicBool,
+    /// The bucket revision `state` is at (in a cluster).
+    revision: AtomicU64,
 }
 
 impl QrSession {
@@ -90,6 +143,60 @@ impl QrSession {
     /// The token shortened for logs: enough to tell sessions apart, not to use one.
     fn short(&self) -> &str {
         &self.token[..8]
+    }
+
+    fn record(&self) -> Record {
+        let state = self.state.borrow();
+        Record {
+            token: self.token.clone(),
+            creator: self.creator,
+            client_id: self.client_id.clone(),
+            platform: self.platform,
+            device_name: self.device_name.clone(),
+            quick: self.quick,
+            created_ms: self.created_ms,
+            expires_ms: self.created_ms
+                + self.expires.duration_since(self.created).as_millis() as i64,
+            status: state.status as i32,
+            scanner: state.scanner.clone(),
+            scan_told: state.scan_told,
+        }
+    }
+
+    /// A session another node created, from its record.
+    fn from_record(r: Record, revision: u64) -> Self {
+        let now = Instant::now();
+        let now_ms = now_ms();
+        let ago = Duration::from_millis(now_ms.saturating_sub(r.created_ms).max(0) as u64);
+        let left = Duration::from_millis(r.expires_ms.saturating_sub(now_ms).max(0) as u64);
+        let state = r.state();
+        QrSession {
+            created: now.checked_sub(ago).unwrap_or(now),
+            expires: now + left,
+            token: r.token,
+            creator: r.creator,
+            client_id: r.client_id,
+            platform: r.platform,
+            device_name: r.device_name,
+            quick: r.quick,
+            created_ms: r.created_ms,
+            state: watch::Sender::new(state),
+            polling: AtomicBool::new(false),
+            revision: AtomicU64::new(revision),
+        }
+    }
+
+    /// Takes `state` if it is newer than what the session has.
+    fn apply(&self, state: State, revision: u64) {
+        self.state.send_if_modified(|s| {
+            // Under the channel's lock: a stale watch event cannot undo a newer change.
+            if revision <= self.revision.load(Ordering::Acquire) {
+                return false;
+            }
+            self.revision.store(revision, Ordering::Release);
+            *s = state;
+            true
+        });
     }
 }
 
@@ -121,6 +228,14 @@ pub enum QrError {
         "this user has {0} live quick-login requests, the most one user may have; answer or cancel one on the phone, or wait for some to expire"
     )]
     FullForUser(usize),
+    #[error("the cluster's shared QR state is unreachable ({0}); try again in a moment")]
+    Unavailable(String),
+}
+
+impl QrError {
+    fn unavailable(e: crate::cluster::Error) -> Self {
+        QrError::Unavailable(e.to_string())
+    }
 }
 
 /// How a long poll ended.
@@ -158,6 +273,8 @@ pub struct QrBook {
     pub prefix: String,
     /// Bumped on every create, state change and removal.
     pub activity: crate::activity::Activity,
+    /// The cluster's bucket, when sessions are shared.
+    shared: OnceLock<Bucket<Record>>,
 }
 
 impl QrBook {
@@ -169,7 +286,36 @@ impl QrBook {
             max_per_client: usize::MAX,
             prefix,
             activity: Default::default(),
+            shared: OnceLock::new(),
         }
+    }
+
+    /// Shares the sessions through `bucket` from now on; the caller feeds
+    /// the bucket's watch to [`apply`](Self::apply).
+    pub fn share(&self, bucket: Bucket<Record>) {
+        let _ = self.shared.set(bucket);
+    }
+
+    /// Takes a change another node (or this one) made in the bucket.
+    pub fn apply(&self, change: Change<Record>) {
+        let mut sessions = self.sessions.lock().unwrap();
+        match change.value {
+            Some(record) => match sessions.get(&change.key) {
+                Some(s) => s.apply(record.state(), change.revision),
+                None if record.expires_ms > now_ms() => {
+                    let s = QrSession::from_record(record, change.revision);
+                    sessions.insert(change.key, Arc::new(s));
+                }
+                None => return,
+            },
+            None => {
+                if sessions.remove(&change.key).is_none() {
+                    return;
+                }
+            }
+        }
+        drop(sessions);
+        self.activity.bump();
     }
 
     /// Caps live sessions: `max` in all, `per_client` per creating address.
@@ -182,7 +328,7 @@ impl QrBook {
         format!("{}{}", self.prefix, token)
     }
 
-    pub fn create(
+    pub async fn create(
         &self,
         creator: IpAddr,
         client_id: &str,
@@ -190,12 +336,13 @@ impl QrBook {
         device_name: &str,
     ) -> Result<Arc<QrSession>, QrError> {
         self.insert(creator, client_id, platform, device_name, None)
+            .await
     }
 
     /// A quick-login session (`flag: 1`): already scanned by `user`, so the
     /// phone only confirms or cancels. Besides the usual caps, a user has at
     /// most `max_per_client` live quick-login sessions.
-    pub fn create_quick(
+    pub async fn create_quick(
         &self,
         creator: IpAddr,
         client_id: &str,
@@ -204,9 +351,39 @@ impl QrBook {
         user: UserSummary,
     ) -> Result<Arc<QrSession>, QrError> {
         self.insert(creator, client_id, platform, device_name, Some(user))
+            .await
     }
 
-    fn insert(
+    async fn insert(
+        &self,
+        creator: IpAddr,
+        client_id: &str,
+        platform: i32,
+        device_name: &str,
+        quick_user: Option<UserSummary>,
+    ) -> Result<Arc<QrSession>, QrError> {
+        let session = self.insert_here(creator, client_id, platform, device_name, quick_user)?;
+        if let Some(bucket) = self.shared.get() {
+            let created = bucket.create(&session.token, &session.record()).await;
+            match created {
+                Ok(Some(revision)) => session.revision.store(revision, Ordering::Release),
+                // 24 random bytes do not collide; a taken key is an error all the same.
+                Ok(None) => {
+                    self.remove(&session.token);
+                    return Err(QrError::Unavailable("token taken".into()));
+                }
+                Err(e) => {
+                    self.remove(&session.token);
+                    return Err(QrError::unavailable(e));
+                }
+            }
+        }
+        self.activity.bump();
+        Ok(session)
+    }
+
+    /// Checks the caps and adds the session to this node's map.
+    fn insert_here(
         &self,
         creator: IpAddr,
         client_id: &str,
@@ -255,6 +432,7 @@ impl QrBook {
                 scan_told: false,
             }),
             polling: AtomicBool::new(false),
+            revision: AtomicU64::new(0),
         });
         info!(
             session = session.short(),
@@ -265,9 +443,71 @@ impl QrBook {
             "QR session created"
         );
         sessions.insert(session.token.clone(), session.clone());
-        drop(sessions);
-        self.activity.bump();
         Ok(session)
+    }
+
+    /// Changes the session's state with `f` (which says whether it changed
+    /// anything): here, or as a compare-and-set on the cluster's bucket.
+    async fn transition(
+        &self,
+        token: &str,
+        f: impl Fn(&mut State) -> Result<bool, QrError>,
+    ) -> Result<(Arc<QrSession>, bool), QrError> {
+        let session = self.get(token)?;
+        let Some(bucket) = self.shared.get() else {
+            let mut result = Ok(false);
+            session.state.send_if_modified(|s| {
+                result = f(s);
+                result == Ok(true)
+            });
+            return result.map(|changed| (session, changed));
+        };
+        let changed = bucket
+            .change(token, |record: Option<Record>| {
+                let mut record = record.ok_or(QrError::Missing)?;
+                let mut state = record.state();
+                if !f(&mut state)? {
+                    return Ok((Write::Keep, None));
+                }
+                record.set(&state);
+                Ok((Write::Put(record), Some(state)))
+            })
+            .await
+            .map_err(QrError::unavailable)??;
+        let (state, revision) = changed;
+        let changed = state.is_some();
+        if let (Some(state), Some(revision)) = (state, revision) {
+            session.apply(state, revision);
+        }
+        Ok((session, changed))
+    }
+
+    /// Ends a confirmed or cancelled session for the one poll that answers
+    /// it; `false` when another node's poll did first.
+    async fn consume(&self, token: &str, status: Status) -> bool {
+        self.remove(token);
+        let Some(bucket) = self.shared.get() else {
+            return true;
+        };
+        let taken = bucket
+            .change(token, |record: Option<Record>| {
+                Ok::<_, ()>(match record {
+                    Some(r) if r.status == status as i32 => (Write::Delete, true),
+                    _ => (Write::Keep, false),
+                })
+            })
+            .await;
+        matches!(taken, Ok(Ok((true, _))))
+    }
+
+    /// Drops an expired session here and in the cluster's bucket.
+    async fn expire(&self, token: &str) {
+        self.remove(token);
+        if let Some(bucket) = self.shared.get()
+            && let Err(e) = bucket.delete(token).await
+        {
+            tracing::debug!(error = %e, "could not delete an expired QR session from the bucket");
+        }
     }
 
     /// The live session of `token`; an expired one is dropped on the way.
@@ -288,69 +528,60 @@ impl QrBook {
     }
 
     /// Status 0 → 1. Scanning again as the same user is harmless.
-    pub fn scan(&self, token: &str, scanner: UserSummary) -> Result<Arc<QrSession>, QrError> {
-        let session = self.get(token)?;
-        let mut result = Ok(());
-        session.state.send_if_modified(|s| match s.status {
-            Status::Created => {
-                s.status = Status::Scanned;
-                s.scanner = Some(scanner.clone());
-                true
-            }
-            st if st.is_scanned()
-                && s.scanner.as_ref().map(|u| &u.user_id) == Some(&scanner.user_id) =>
-            {
-                false
-            }
-            st => {
-                result = Err(match st {
-                    Status::Confirmed => QrError::AlreadyConfirmed,
-                    Status::Cancelled => QrError::Cancelled,
-                    _ => QrError::WrongUser,
-                });
-                false
-            }
-        });
-        result?;
+    pub async fn scan(&self, token: &str, scanner: UserSummary) -> Result<Arc<QrSession>, QrError> {
+        let (session, _) = self
+            .transition(token, |s| match s.status {
+                Status::Created => {
+                    s.status = Status::Scanned;
+                    s.scanner = Some(scanner.clone());
+                    Ok(true)
+                }
+                st if st.is_scanned()
+                    && s.scanner.as_ref().map(|u| &u.user_id) == Some(&scanner.user_id) =>
+                {
+                    Ok(false)
+                }
+                Status::Confirmed => Err(QrError::AlreadyConfirmed),
+                Status::Cancelled => Err(QrError::Cancelled),
+                _ => Err(QrError::WrongUser),
+            })
+            .await?;
         self.activity.bump();
         info!(session = session.short(), user = ?scanner.user_id, "QR session scanned");
         Ok(session)
     }
 
     /// Status 1 or 3 → 2, by the user who scanned.
-    pub fn confirm(&self, token: &str, user_id: &str) -> Result<Arc<QrSession>, QrError> {
-        self.decide(token, user_id, Status::Confirmed)
+    pub async fn confirm(&self, token: &str, user_id: &str) -> Result<Arc<QrSession>, QrError> {
+        self.decide(token, user_id, Status::Confirmed).await
     }
 
     /// Status 1 or 3 → 4, by the user who scanned.
-    pub fn cancel(&self, token: &str, user_id: &str) -> Result<Arc<QrSession>, QrError> {
-        self.decide(token, user_id, Status::Cancelled)
+    pub async fn cancel(&self, token: &str, user_id: &str) -> Result<Arc<QrSession>, QrError> {
+        self.decide(token, user_id, Status::Cancelled).await
     }
 
-    fn decide(&self, token: &str, user_id: &str, to: Status) -> Result<Arc<QrSession>, QrError> {
-        let session = self.get(token)?;
-        let mut result = Ok(());
-        session.state.send_if_modified(|s| {
-            let check = match s.status {
+    async fn decide(
+        &self,
+        token: &str,
+        user_id: &str,
+        to: Status,
+    ) -> Result<Arc<QrSession>, QrError> {
+        let (session, _) = self
+            .transition(token, |s| match s.status {
                 Status::Created => Err(QrError::NotScanned),
                 Status::Confirmed => Err(QrError::AlreadyConfirmed),
                 Status::Cancelled => Err(QrError::Cancelled),
                 Status::Scanned | Status::ScanSeen => {
                     if s.scanner.as_ref().is_some_and(|u| u.user_id == user_id) {
-                        Ok(())
+                        s.status = to;
+                        Ok(true)
                     } else {
                         Err(QrError::WrongUser)
                     }
                 }
-            };
-            let changed = check.is_ok();
-            if changed {
-                s.status = to;
-            }
-            result = check;
-            changed
-        });
-        result?;
+            })
+            .await?;
         self.activity.bump();
         info!(
             session = session.short(),
@@ -404,14 +635,25 @@ impl QrBook {
                 // Code 9 comes before 0 even when the confirm came first;
                 // the session stays confirmed for the next poll.
                 Status::Scanned | Status::Confirmed if !state.scan_told => {
-                    session.state.send_if_modified(|s| {
-                        let first = !s.scan_told;
-                        s.scan_told = true;
-                        if s.status == Status::Scanned {
-                            s.status = Status::ScanSeen;
+                    let told = self
+                        .transition(token, |s| {
+                            let first = !s.scan_told;
+                            s.scan_told = true;
+                            if s.status == Status::Scanned {
+                                s.status = Status::ScanSeen;
+                            }
+                            Ok(first)
+                        })
+                        .await;
+                    match told {
+                        Ok(_) => {}
+                        Err(QrError::Missing) => return PollOutcome::Expired,
+                        // The cluster's bucket is unreachable: look again shortly.
+                        Err(_) => {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
                         }
-                        first
-                    });
+                    }
                     waiter.rx.borrow_and_update();
                     self.activity.bump();
                     info!(session = session.short(), "QR session scan seen by the PC");
@@ -420,7 +662,9 @@ impl QrBook {
                     );
                 }
                 Status::Confirmed => {
-                    self.remove(token);
+                    if !self.consume(token, Status::Confirmed).await {
+                        return PollOutcome::Expired;
+                    }
                     let user = state.scanner.expect("confirmed sessions have a scanner");
                     info!(session = session.short(), user = ?user.user_id, "QR session logged in; token used up");
                     return PollOutcome::Confirmed {
@@ -433,7 +677,7 @@ impl QrBook {
                 // starts over on 18 whatever came before, and a declined
                 // login has no one to show.
                 Status::Cancelled => {
-                    self.remove(token);
+                    self.consume(token, Status::Cancelled).await;
                     return PollOutcome::Cancelled;
                 }
                 Status::Created | Status::Scanned | Status::ScanSeen => {}
@@ -443,7 +687,7 @@ impl QrBook {
                 _ = waiter.rx.changed() => {}
                 _ = tokio::time::sleep_until(deadline) => return PollOutcome::TimedOut(session.status()),
                 _ = tokio::time::sleep_until(session.expires) => {
-                    self.remove(token);
+                    self.expire(token).await;
                     info!(session = session.short(), "QR session expired");
                     return PollOutcome::Expired;
                 }
@@ -558,7 +802,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn full_flow_wakes_the_poll_at_each_step() {
         let b = book();
-        let s = b.create(LOCAL, "pc-1", 5, "Chrome").unwrap();
+        let s = b.create(LOCAL, "pc-1", 5, "Chrome").await.unwrap();
         let never = CancellationToken::new();
         let t = s.token.clone();
 
@@ -567,7 +811,7 @@ mod tests {
             tokio::spawn(async move { b.poll(&t, Duration::from_secs(50), &never).await })
         };
         tokio::task::yield_now().await;
-        b.scan(&t, user("alice")).unwrap();
+        b.scan(&t, user("alice")).await.unwrap();
         assert_eq!(poll.await.unwrap(), Ok(PollOutcome::Scanned(user("alice"))));
         assert_eq!(s.status(), Status::ScanSeen);
 
@@ -576,7 +820,7 @@ mod tests {
             tokio::spawn(async move { b.poll(&t, Duration::from_secs(50), &never).await })
         };
         tokio::task::yield_now().await;
-        b.confirm(&t, "alice").unwrap();
+        b.confirm(&t, "alice").await.unwrap();
         let out = poll.await.unwrap().unwrap();
         assert_eq!(
             out,
@@ -597,10 +841,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_confirm_before_any_poll_still_answers_9_then_0() {
         let b = book();
-        let t = b.create(LOCAL, "pc", 5, "d").unwrap().token.clone();
+        let t = b.create(LOCAL, "pc", 5, "d").await.unwrap().token.clone();
         let never = CancellationToken::new();
-        b.scan(&t, user("alice")).unwrap();
-        b.confirm(&t, "alice").unwrap();
+        b.scan(&t, user("alice")).await.unwrap();
+        b.confirm(&t, "alice").await.unwrap();
         let poll = || b.poll(&t, Duration::from_secs(1), &never);
         assert_eq!(poll().await, Ok(PollOutcome::Scanned(user("alice"))));
         // Still confirmed, and still there for the next poll.
@@ -612,12 +856,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_told_scan_is_not_told_again_after_the_confirm() {
         let b = book();
-        let t = b.create(LOCAL, "pc", 5, "d").unwrap().token.clone();
+        let t = b.create(LOCAL, "pc", 5, "d").await.unwrap().token.clone();
         let never = CancellationToken::new();
-        b.scan(&t, user("alice")).unwrap();
+        b.scan(&t, user("alice")).await.unwrap();
         let poll = || b.poll(&t, Duration::from_secs(1), &never);
         assert_eq!(poll().await, Ok(PollOutcome::Scanned(user("alice"))));
-        b.confirm(&t, "alice").unwrap();
+        b.confirm(&t, "alice").await.unwrap();
         assert!(matches!(poll().await, Ok(PollOutcome::Confirmed { .. })));
     }
 
@@ -626,14 +870,18 @@ mod tests {
         let b = book();
         let s = b
             .create_quick(LOCAL, "pc", 5, "Chrome", user("alice"))
+            .await
             .unwrap();
         let t = s.token.clone();
         assert_eq!(s.status(), Status::Scanned);
         assert!(s.quick && b.list(1)[0].quick_login);
-        assert_eq!(b.scan(&t, user("bob")).err(), Some(QrError::WrongUser));
-        assert_eq!(b.confirm(&t, "bob").err(), Some(QrError::WrongUser));
+        assert_eq!(
+            b.scan(&t, user("bob")).await.err(),
+            Some(QrError::WrongUser)
+        );
+        assert_eq!(b.confirm(&t, "bob").await.err(), Some(QrError::WrongUser));
         // The phone confirms without scanning; the PC still hears 9 first.
-        b.confirm(&t, "alice").unwrap();
+        b.confirm(&t, "alice").await.unwrap();
         let never = CancellationToken::new();
         let poll = || b.poll(&t, Duration::from_secs(1), &never);
         assert_eq!(poll().await, Ok(PollOutcome::Scanned(user("alice"))));
@@ -652,10 +900,11 @@ mod tests {
         let b = book();
         let t = b
             .create_quick(LOCAL, "pc", 5, "d", user("alice"))
+            .await
             .unwrap()
             .token
             .clone();
-        b.cancel(&t, "alice").unwrap();
+        b.cancel(&t, "alice").await.unwrap();
         let never = CancellationToken::new();
         assert_eq!(
             b.poll(&t, Duration::from_secs(1), &never).await,
@@ -663,49 +912,67 @@ mod tests {
         );
     }
 
-    #[test]
-    fn quick_sessions_are_capped_per_user_too() {
+    #[tokio::test]
+    async fn quick_sessions_are_capped_per_user_too() {
         let b = QrBook::new(Duration::from_secs(300), "p/".into()).with_caps(100, 2);
         let ip = |n| IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, n));
         for n in 0..QUICK_PER_USER as u8 {
-            b.create_quick(ip(n), "pc", 5, "d", user("alice")).unwrap();
+            b.create_quick(ip(n), "pc", 5, "d", user("alice"))
+                .await
+                .unwrap();
         }
         assert_eq!(
-            b.create_quick(ip(99), "pc", 5, "d", user("alice")).err(),
+            b.create_quick(ip(99), "pc", 5, "d", user("alice"))
+                .await
+                .err(),
             Some(QrError::FullForUser(QUICK_PER_USER))
         );
-        b.create_quick(ip(99), "pc", 5, "d", user("bob")).unwrap();
-        b.create(ip(99), "pc", 5, "d").unwrap();
+        b.create_quick(ip(99), "pc", 5, "d", user("bob"))
+            .await
+            .unwrap();
+        b.create(ip(99), "pc", 5, "d").await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
     async fn refusals_change_nothing() {
         let b = book();
-        let t = b.create(LOCAL, "pc", 5, "d").unwrap().token.clone();
-        assert_eq!(b.confirm(&t, "alice").err(), Some(QrError::NotScanned));
-        assert_eq!(b.cancel(&t, "alice").err(), Some(QrError::NotScanned));
-        b.scan(&t, user("alice")).unwrap();
-        b.scan(&t, user("alice")).unwrap();
-        assert_eq!(b.scan(&t, user("bob")).err(), Some(QrError::WrongUser));
-        assert_eq!(b.confirm(&t, "bob").err(), Some(QrError::WrongUser));
-        assert_eq!(b.get(&t).unwrap().status(), Status::Scanned);
-        b.confirm(&t, "alice").unwrap();
+        let t = b.create(LOCAL, "pc", 5, "d").await.unwrap().token.clone();
         assert_eq!(
-            b.confirm(&t, "alice").err(),
+            b.confirm(&t, "alice").await.err(),
+            Some(QrError::NotScanned)
+        );
+        assert_eq!(b.cancel(&t, "alice").await.err(), Some(QrError::NotScanned));
+        b.scan(&t, user("alice")).await.unwrap();
+        b.scan(&t, user("alice")).await.unwrap();
+        assert_eq!(
+            b.scan(&t, user("bob")).await.err(),
+            Some(QrError::WrongUser)
+        );
+        assert_eq!(b.confirm(&t, "bob").await.err(), Some(QrError::WrongUser));
+        assert_eq!(b.get(&t).unwrap().status(), Status::Scanned);
+        b.confirm(&t, "alice").await.unwrap();
+        assert_eq!(
+            b.confirm(&t, "alice").await.err(),
             Some(QrError::AlreadyConfirmed)
         );
-        assert_eq!(b.cancel(&t, "alice").err(), Some(QrError::AlreadyConfirmed));
+        assert_eq!(
+            b.cancel(&t, "alice").await.err(),
+            Some(QrError::AlreadyConfirmed)
+        );
         assert_eq!(b.get(&t).unwrap().status(), Status::Confirmed);
-        assert_eq!(b.confirm("nope", "alice").err(), Some(QrError::Missing));
+        assert_eq!(
+            b.confirm("nope", "alice").await.err(),
+            Some(QrError::Missing)
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn cancel_answers_18_once() {
         let b = book();
-        let t = b.create(LOCAL, "pc", 5, "d").unwrap().token.clone();
-        b.scan(&t, user("alice")).unwrap();
-        b.cancel(&t, "alice").unwrap();
-        assert_eq!(b.confirm(&t, "alice").err(), Some(QrError::Cancelled));
+        let t = b.create(LOCAL, "pc", 5, "d").await.unwrap().token.clone();
+        b.scan(&t, user("alice")).await.unwrap();
+        b.cancel(&t, "alice").await.unwrap();
+        assert_eq!(b.confirm(&t, "alice").await.err(), Some(QrError::Cancelled));
         let never = CancellationToken::new();
         // The scan was never reported; the PC now learns of the cancel.
         assert_eq!(
@@ -718,7 +985,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn poll_times_out_then_session_expires() {
         let b = Arc::new(QrBook::new(Duration::from_secs(120), "x/".into()));
-        let t = b.create(LOCAL, "pc", 5, "d").unwrap().token.clone();
+        let t = b.create(LOCAL, "pc", 5, "d").await.unwrap().token.clone();
         let never = CancellationToken::new();
         assert_eq!(
             b.poll(&t, Duration::from_secs(50), &never).await,
@@ -739,7 +1006,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn second_concurrent_poll_is_refused_and_the_first_keeps_its_place() {
         let b = book();
-        let t = b.create(LOCAL, "pc", 5, "d").unwrap().token.clone();
+        let t = b.create(LOCAL, "pc", 5, "d").await.unwrap().token.clone();
         let never = CancellationToken::new();
         let first = {
             let (b, t, never) = (b.clone(), t.clone(), never.clone());
@@ -762,7 +1029,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn shutdown_answers_waiting_polls() {
         let b = book();
-        let t = b.create(LOCAL, "pc", 5, "d").unwrap().token.clone();
+        let t = b.create(LOCAL, "pc", 5, "d").await.unwrap().token.clone();
         let stop = CancellationToken::new();
         let poll = {
             let (b, t, stop) = (b.clone(), t.clone(), stop.clone());
@@ -776,10 +1043,20 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn list_is_newest_first_with_scanner() {
         let b = book();
-        let a = b.create(LOCAL, "pc", 5, "first").unwrap().token.clone();
+        let a = b
+            .create(LOCAL, "pc", 5, "first")
+            .await
+            .unwrap()
+            .token
+            .clone();
         tokio::time::advance(Duration::from_millis(5)).await;
-        let c = b.create(LOCAL, "pc", 3, "second").unwrap().token.clone();
-        b.scan(&a, user("bob")).unwrap();
+        let c = b
+            .create(LOCAL, "pc", 3, "second")
+            .await
+            .unwrap()
+            .token
+            .clone();
+        b.scan(&a, user("bob")).await.unwrap();
         let list = b.list(usize::MAX);
         assert_eq!(
             list.iter().map(|s| s.token.clone()).collect::<Vec<_>>(),
@@ -790,17 +1067,20 @@ mod tests {
         assert_eq!(list[1].qr_text, format!("imctl://pcsession/{a}"));
     }
 
-    #[test]
-    fn caps_count_live_sessions_in_all_and_per_client() {
+    #[tokio::test]
+    async fn caps_count_live_sessions_in_all_and_per_client() {
         let b = QrBook::new(Duration::from_secs(300), "p/".into()).with_caps(3, 2);
         let other = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
-        b.create(LOCAL, "pc", 5, "d").unwrap();
-        b.create(LOCAL, "pc", 5, "d").unwrap();
+        b.create(LOCAL, "pc", 5, "d").await.unwrap();
+        b.create(LOCAL, "pc", 5, "d").await.unwrap();
         assert_eq!(
-            b.create(LOCAL, "pc", 5, "d").err(),
+            b.create(LOCAL, "pc", 5, "d").await.err(),
             Some(QrError::FullForClient(2))
         );
-        b.create(other, "pc", 5, "d").unwrap();
-        assert_eq!(b.create(other, "pc", 5, "d").err(), Some(QrError::Full(3)));
+        b.create(other, "pc", 5, "d").await.unwrap();
+        assert_eq!(
+            b.create(other, "pc", 5, "d").await.err(),
+            Some(QrError::Full(3))
+        );
     }
 }

@@ -1,14 +1,20 @@
 //! SMS codes: issuing, resend limits, verification with a burn-after-N rule,
 //! and the dev outbox that stands in for the phone network.
+//!
+//! Each mobile's state is one [`MobileState`]: here in a map, or in a
+//! cluster ([`SmsBook::share`]) in a NATS key-value bucket changed by
+//! compare-and-set, so a code sent through one node is checked (and used
+//! up, or burned) on any other. Sent SMS are broadcast to every node's outbox.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::store::now_ms;
+use crate::cluster::Cluster;
+use crate::cluster::kv::{Bucket, Write};
 use crate::wire::http::SmsEntry;
 
 /// The window of `--sms-per-mobile-per-day`.
@@ -16,6 +22,9 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// How many SMS the dev outbox remembers.
 const OUTBOX_CAPACITY: usize = 1000;
+
+/// Where nodes tell each other of the SMS they sent.
+pub const OUTBOX_SUBJECT: &str = "imctl.sms";
 
 pub use crate::wire::ids::is_valid_mobile;
 
@@ -39,21 +48,28 @@ pub enum SmsError {
         "wrong code; that was the last try, so this code is burned: request a new one with /send_code"
     )]
     WrongAndBurned,
+    #[error("the cluster's shared SMS state is unreachable ({0}); try again in a moment")]
+    Unavailable(String),
 }
 
-#[derive(Debug)]
-struct Pending {
-    code: String,
-    expires: Instant,
+/// What is known of one mobile; times in milliseconds on [`SmsBook::now`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MobileState {
+    /// The pending code, until used, expired and seen, or replaced.
+    code: Option<String>,
+    expires: i64,
     wrong: u32,
+    /// When the last SMS went out, while the resend limit holds.
+    last_sent: Option<i64>,
+    /// When the 24-hour window began, and SMS sent in it.
+    day_start: i64,
+    day_count: u32,
 }
 
 #[derive(Default)]
 struct Inner {
-    pending: HashMap<String, Pending>,
-    last_sent: HashMap<String, Instant>,
-    /// Per mobile: when its 24-hour window began and codes sent in it.
-    today: HashMap<String, (Instant, u32)>,
+    mobiles: HashMap<String, MobileState>,
     outbox: VecDeque<SmsEntry>,
 }
 
@@ -68,6 +84,11 @@ pub struct SmsBook {
     per_day: Option<u32>,
     /// Fixed codes per mobile (`--sms-test-code`), for scripts and CI.
     test_codes: HashMap<String, String>,
+    /// The clock: the wall clock at start, advanced by the monotonic one
+    /// (which tests can pause and advance).
+    start: (Instant, i64),
+    /// The cluster's bucket and NATS, when the state is shared.
+    shared: OnceLock<(Bucket<MobileState>, Cluster)>,
 }
 
 impl SmsBook {
@@ -80,7 +101,20 @@ impl SmsBook {
             max_attempts,
             per_day: None,
             test_codes: HashMap::new(),
+            start: (Instant::now(), crate::store::now_ms()),
+            shared: OnceLock::new(),
         }
+    }
+
+    /// Keeps every mobile's state in `bucket` and tells other nodes of each
+    /// SMS; the caller feeds their SMS to [`arrived`](Self::arrived).
+    pub fn share(&self, bucket: Bucket<MobileState>, cluster: Cluster) {
+        let _ = self.shared.set((bucket, cluster));
+    }
+
+    /// Milliseconds since the epoch, by this book's clock.
+    fn now(&self) -> i64 {
+        self.start.1 + self.start.0.elapsed().as_millis() as i64
     }
 
     /// Changes whenever an SMS is sent.
@@ -106,16 +140,52 @@ impl SmsBook {
         self.test_codes.contains_key(mobile)
     }
 
+    /// Runs `f` on `mobile`'s state and keeps what it changed: here, or as a
+    /// compare-and-set on the cluster's bucket (`f` may run more than once).
+    async fn with_mobile<R>(
+        &self,
+        mobile: &str,
+        mut f: impl FnMut(&mut MobileState) -> Result<R, SmsError>,
+    ) -> Result<R, SmsError> {
+        let Some((bucket, _)) = self.shared.get() else {
+            let mut inner = self.inner.lock().unwrap();
+            return f(inner.mobiles.entry(mobile.to_owned()).or_default());
+        };
+        let changed = bucket
+            .change(mobile, |state: Option<MobileState>| {
+                let before = state.unwrap_or_default();
+                let mut after = before.clone();
+                let result = f(&mut after);
+                // A wrong code is counted even though the answer is an error.
+                let write = if after == before {
+                    Write::Keep
+                } else {
+                    Write::Put(after)
+                };
+                Ok::<_, SmsError>((write, result))
+            })
+            .await
+            .map_err(|e| SmsError::Unavailable(e.to_string()))?;
+        changed.and_then(|(result, _)| result)
+    }
+
     /// Issues a fresh 6-digit code for `mobile` (which must already be valid).
-    pub fn send(&self, mobile: &str) -> Result<SmsEntry, SmsError> {
-        let now = Instant::now();
-        let mut inner = self.inner.lock().unwrap();
-        self.admit(&mut inner, mobile, now)?;
+    pub async fn send(&self, mobile: &str) -> Result<SmsEntry, SmsError> {
         let code = match self.test_codes.get(mobile) {
             Some(fixed) => fixed.clone(),
             None => format!("{:06}", rand::random_range(0..1_000_000u32)),
         };
-        let sent_at = now_ms();
+        let ttl = self.ttl.as_millis() as i64;
+        let now = self.now();
+        let sent_at = self
+            .with_mobile(mobile, |m| {
+                self.admit(m, mobile, now)?;
+                m.code = Some(code.clone());
+                m.expires = now + ttl;
+                m.wrong = 0;
+                Ok(now)
+            })
+            .await?;
         let entry = SmsEntry {
             mobile: mobile.to_owned(),
             code: code.clone(),
@@ -124,30 +194,22 @@ impl SmsBook {
                 humantime::format_duration(self.ttl)
             ),
             sent_at,
-            expires_at: sent_at + self.ttl.as_millis() as i64,
+            expires_at: sent_at + ttl,
         };
-        inner.pending.insert(
-            mobile.to_owned(),
-            Pending {
-                code,
-                expires: now + self.ttl,
-                wrong: 0,
-            },
-        );
-        drop(inner);
-        self.push(entry.clone());
+        self.push(entry.clone()).await;
         Ok(entry)
     }
 
     /// Counts an SMS to `mobile` against its limits (one per `--sms-interval`,
     /// `--sms-per-mobile-per-day`), whatever code it carries.
-    fn admit(&self, inner: &mut Inner, mobile: &str, now: Instant) -> Result<(), SmsError> {
-        if let Some(&last) = inner.last_sent.get(mobile) {
+    fn admit(&self, m: &mut MobileState, mobile: &str, now: i64) -> Result<(), SmsError> {
+        let interval = self.interval.as_millis() as i64;
+        if let Some(last) = m.last_sent {
             let since = now - last;
-            if since < self.interval {
+            if since < interval {
                 return Err(SmsError::TooOften {
-                    since,
-                    retry_in: self.interval - since,
+                    since: Duration::from_millis(since.max(0) as u64),
+                    retry_in: Duration::from_millis((interval - since) as u64),
                 });
             }
         }
@@ -155,34 +217,41 @@ impl SmsBook {
             .per_day
             .filter(|_| !self.test_codes.contains_key(mobile))
         {
-            let day = inner.today.entry(mobile.to_owned()).or_insert((now, 0));
-            if now - day.0 >= DAY {
-                *day = (now, 0);
+            if now - m.day_start >= DAY.as_millis() as i64 {
+                (m.day_start, m.day_count) = (now, 0);
             }
-            if day.1 >= limit {
+            if m.day_count >= limit {
                 return Err(SmsError::TooManyToday(limit));
             }
-            day.1 += 1;
+            m.day_count += 1;
         }
-        inner.last_sent.insert(mobile.to_owned(), now);
+        m.last_sent = Some(now);
         Ok(())
     }
 
     /// Sends an SMS whose code is checked elsewhere (the account codes of
     /// `/send_reset_code` and `/send_destroy_code`), under the same
     /// per-mobile limits as login codes.
-    pub fn send_text(&self, entry: SmsEntry) -> Result<(), SmsError> {
-        self.admit(
-            &mut self.inner.lock().unwrap(),
-            &entry.mobile,
-            Instant::now(),
-        )?;
-        self.push(entry);
+    pub async fn send_text(&self, entry: SmsEntry) -> Result<(), SmsError> {
+        let now = self.now();
+        self.with_mobile(&entry.mobile, |m| self.admit(m, &entry.mobile, now))
+            .await?;
+        self.push(entry).await;
         Ok(())
     }
 
-    /// Puts an SMS in the dev outbox (the stand-in for the phone network).
-    fn push(&self, entry: SmsEntry) {
+    /// Puts an SMS in the dev outbox (the stand-in for the phone network),
+    /// every node's in a cluster.
+    async fn push(&self, entry: SmsEntry) {
+        if let Some((_, cluster)) = self.shared.get() {
+            let body = serde_json::to_vec(&entry).expect("serializable");
+            cluster.broadcast(OUTBOX_SUBJECT.into(), body.into()).await;
+        }
+        self.arrived(entry);
+    }
+
+    /// Puts an SMS another node sent in this node's outbox.
+    pub fn arrived(&self, entry: SmsEntry) {
         let mut inner = self.inner.lock().unwrap();
         if inner.outbox.len() == OUTBOX_CAPACITY {
             inner.outbox.pop_back();
@@ -194,36 +263,37 @@ impl SmsBook {
 
     /// Checks `code` for `mobile`. A right code is used up; a wrong one counts
     /// towards burning the pending code.
-    pub fn verify(&self, mobile: &str, code: &str) -> Result<(), SmsError> {
-        let now = Instant::now();
-        let mut inner = self.inner.lock().unwrap();
-        if self.test_codes.get(mobile).is_some_and(|c| c == code) {
-            inner.pending.remove(mobile);
-            inner.last_sent.remove(mobile);
-            return Ok(());
-        }
-        let pending = inner.pending.get_mut(mobile).ok_or(SmsError::NoCode)?;
-        if now >= pending.expires {
-            inner.pending.remove(mobile);
-            return Err(SmsError::Expired);
-        }
-        if pending.wrong >= self.max_attempts {
-            return Err(SmsError::Burned);
-        }
-        if pending.code != code {
-            pending.wrong += 1;
-            let left = self.max_attempts - pending.wrong;
-            return Err(if left == 0 {
-                SmsError::WrongAndBurned
-            } else {
-                SmsError::Wrong { left }
-            });
-        }
-        inner.pending.remove(mobile);
-        // The resend limit guards a pending code; once it is used, the next
-        // login may ask for a new one at once (scripts log in back to back).
-        inner.last_sent.remove(mobile);
-        Ok(())
+    pub async fn verify(&self, mobile: &str, code: &str) -> Result<(), SmsError> {
+        let now = self.now();
+        let fixed = self.test_codes.get(mobile).is_some_and(|c| c == code);
+        self.with_mobile(mobile, |m| {
+            if fixed {
+                (m.code, m.last_sent) = (None, None);
+                return Ok(());
+            }
+            let pending = m.code.as_deref().ok_or(SmsError::NoCode)?;
+            if now >= m.expires {
+                m.code = None;
+                return Err(SmsError::Expired);
+            }
+            if m.wrong >= self.max_attempts {
+                return Err(SmsError::Burned);
+            }
+            if pending != code {
+                m.wrong += 1;
+                let left = self.max_attempts - m.wrong;
+                return Err(if left == 0 {
+                    SmsError::WrongAndBurned
+                } else {
+                    SmsError::Wrong { left }
+                });
+            }
+            // The resend limit guards a pending code; once it is used, the next
+            // login may ask for a new one at once (scripts log in back to back).
+            (m.code, m.last_sent) = (None, None);
+            Ok(())
+        })
+        .await
     }
 
     /// The outbox, newest first, optionally for one mobile and newer than `since_ms`.
@@ -261,14 +331,22 @@ impl SmsBook {
         }
     }
 
-    /// Forgets expired codes and resend limits that no longer apply.
+    /// Forgets expired codes and resend limits that no longer apply (the
+    /// cluster's bucket ages its entries out by itself).
     pub fn sweep(&self) {
-        let now = Instant::now();
+        let now = self.now();
+        let interval = self.interval.as_millis() as i64;
+        let day = DAY.as_millis() as i64;
         let mut inner = self.inner.lock().unwrap();
-        inner.pending.retain(|_, p| p.expires > now);
-        let interval = self.interval;
-        inner.last_sent.retain(|_, &mut t| now - t < interval);
-        inner.today.retain(|_, &mut (since, _)| now - since < DAY);
+        inner.mobiles.retain(|_, m| {
+            if m.code.is_some() && m.expires <= now {
+                m.code = None;
+            }
+            if m.last_sent.is_some_and(|t| now - t >= interval) {
+                m.last_sent = None;
+            }
+            m.code.is_some() || m.last_sent.is_some() || now - m.day_start < day
+        });
     }
 }
 
@@ -302,48 +380,48 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn codes_are_six_digits_single_use_and_rate_limited() {
         let b = book();
-        let sms = b.send(M).unwrap();
+        let sms = b.send(M).await.unwrap();
         assert_eq!(sms.code.len(), 6);
         assert!(sms.code.bytes().all(|c| c.is_ascii_digit()));
         assert!(sms.text.contains(&sms.code));
-        assert!(matches!(b.send(M), Err(SmsError::TooOften { .. })));
-        b.verify(M, &sms.code).unwrap();
-        assert_eq!(b.verify(M, &sms.code), Err(SmsError::NoCode));
+        assert!(matches!(b.send(M).await, Err(SmsError::TooOften { .. })));
+        b.verify(M, &sms.code).await.unwrap();
+        assert_eq!(b.verify(M, &sms.code).await, Err(SmsError::NoCode));
         // A used code does not hold back the next one.
-        let next = b.send(M).unwrap();
-        assert!(matches!(b.send(M), Err(SmsError::TooOften { .. })));
+        let next = b.send(M).await.unwrap();
+        assert!(matches!(b.send(M).await, Err(SmsError::TooOften { .. })));
         tokio::time::advance(Duration::from_secs(61)).await;
-        let latest = b.send(M).unwrap();
+        let latest = b.send(M).await.unwrap();
         // The newest code replaces the older pending one.
         if latest.code != next.code {
-            assert!(b.verify(M, &next.code).is_err());
+            assert!(b.verify(M, &next.code).await.is_err());
         }
-        b.verify(M, &latest.code).unwrap();
+        b.verify(M, &latest.code).await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
     async fn codes_expire() {
         let b = book();
-        let sms = b.send(M).unwrap();
+        let sms = b.send(M).await.unwrap();
         tokio::time::advance(Duration::from_secs(301)).await;
-        assert_eq!(b.verify(M, &sms.code), Err(SmsError::Expired));
-        assert_eq!(b.verify(M, &sms.code), Err(SmsError::NoCode));
+        assert_eq!(b.verify(M, &sms.code).await, Err(SmsError::Expired));
+        assert_eq!(b.verify(M, &sms.code).await, Err(SmsError::NoCode));
     }
 
-    #[test]
-    fn five_wrong_codes_burn_the_code() {
+    #[tokio::test]
+    async fn five_wrong_codes_burn_the_code() {
         let b = book();
-        let sms = b.send(M).unwrap();
+        let sms = b.send(M).await.unwrap();
         let wrong = if sms.code == "000000" {
             "111111"
         } else {
             "000000"
         };
         for left in (1..5).rev() {
-            assert_eq!(b.verify(M, wrong), Err(SmsError::Wrong { left }));
+            assert_eq!(b.verify(M, wrong).await, Err(SmsError::Wrong { left }));
         }
-        assert_eq!(b.verify(M, wrong), Err(SmsError::WrongAndBurned));
-        assert_eq!(b.verify(M, &sms.code), Err(SmsError::Burned));
+        assert_eq!(b.verify(M, wrong).await, Err(SmsError::WrongAndBurned));
+        assert_eq!(b.verify(M, &sms.code).await, Err(SmsError::Burned));
     }
 
     #[tokio::test(start_paused = true)]
@@ -354,8 +432,8 @@ mod tests {
             tokio::spawn(async move { b.wait_outbox(Some(M), None, Duration::from_secs(30)).await })
         };
         tokio::time::sleep(Duration::from_secs(1)).await;
-        b.send("13800000002").unwrap();
-        b.send(M).unwrap();
+        b.send("13800000002").await.unwrap();
+        b.send(M).await.unwrap();
         let got = waiter.await.unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].mobile, M);
@@ -370,13 +448,13 @@ mod tests {
         let b = SmsBook::new(Duration::from_secs(300), Duration::ZERO, 5)
             .with_daily_limit(Some(2))
             .with_test_codes([("13800000009".to_owned(), "1234".to_owned())]);
-        b.send(M).unwrap();
-        b.send(M).unwrap();
-        assert_eq!(b.send(M).unwrap_err(), SmsError::TooManyToday(2));
+        b.send(M).await.unwrap();
+        b.send(M).await.unwrap();
+        assert_eq!(b.send(M).await.unwrap_err(), SmsError::TooManyToday(2));
         for _ in 0..5 {
-            b.send("13800000009").unwrap();
+            b.send("13800000009").await.unwrap();
         }
         tokio::time::advance(DAY).await;
-        b.send(M).unwrap();
+        b.send(M).await.unwrap();
     }
 }

@@ -17,6 +17,8 @@ use crate::token::{ImTokens, random_token};
 pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
+    /// The cluster this node is in (`--nats`).
+    pub cluster: Option<crate::cluster::Cluster>,
     pub store: Store,
     pub sms: SmsBook,
     pub qr: QrBook,

@@ -9,15 +9,24 @@ use super::writer::{Replier, WriteOp, Written};
 use crate::http::chat::{Chat, WriteError};
 use crate::store::{GroupChange, GroupInfo, NewMessage};
 use crate::wire::http::ConnInfo;
-use crate::wire::ws::ChatMessage;
+use crate::wire::ws::{ChatMessage, close};
 
 impl Chat for Broker {
     fn connections(&self) -> usize {
-        self.hub.connections()
+        match &self.options.cluster {
+            Some(cluster) => cluster.live_nodes().iter().map(|n| n.connections).sum(),
+            None => self.hub.connections(),
+        }
     }
 
-    fn list(&self) -> Vec<ConnInfo> {
-        self.hub.list()
+    fn list(&self) -> BoxFuture<'_, Vec<ConnInfo>> {
+        async move {
+            match &self.options.cluster {
+                Some(cluster) => cluster.list().await,
+                None => self.hub.list(),
+            }
+        }
+        .boxed()
     }
 
     fn is_online(&self, user: &str) -> bool {
@@ -28,8 +37,20 @@ impl Chat for Broker {
         self.hub.platforms()
     }
 
-    fn close_user(&self, user: &str, code: u16, reason: &'static str) -> usize {
-        self.hub.close_user(user, code, reason)
+    fn close_user<'a>(
+        &'a self,
+        user: &'a str,
+        code: u16,
+        reason: &'static str,
+    ) -> BoxFuture<'a, usize> {
+        async move {
+            match &self.options.cluster {
+                // Every node closes its own with the same code.
+                Some(cluster) => cluster.close_user(user, code).await,
+                None => self.hub.close_user(user, code, reason),
+            }
+        }
+        .boxed()
     }
 
     fn push(&self, user: &str, frame: String) {
@@ -73,6 +94,36 @@ impl Chat for Broker {
             }
         }
         .boxed()
+    }
+}
+
+/// The broker as the cluster sees it.
+pub struct InCluster(pub Broker);
+
+impl crate::cluster::Local for InCluster {
+    fn deliver(&self, user: &str, frames: &str) {
+        self.0.hub.deliver_relayed(user, frames);
+    }
+
+    fn close_user(&self, user: &str, code: u16) -> usize {
+        self.0.hub.close_user(user, code, close_reason(code))
+    }
+
+    fn list(&self) -> Vec<ConnInfo> {
+        self.0.hub.list()
+    }
+
+    fn connections(&self) -> usize {
+        self.0.hub.connections()
+    }
+}
+
+/// The reason sent with a close another node asked for.
+fn close_reason(code: u16) -> &'static str {
+    match code {
+        close::BANNED => "banned by an administrator",
+        close::AUTH_FAILED => "account deleted",
+        _ => "closed by another node",
     }
 }
 

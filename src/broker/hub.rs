@@ -8,6 +8,7 @@ use axum::extract::ws::Utf8Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::Cluster;
 use crate::telemetry::Telemetry;
 use crate::wire::ws::close;
 
@@ -120,6 +121,8 @@ pub struct Hub {
     next_id: AtomicU64,
     /// The stack's metrics and change signal (handed in by the stack).
     pub telemetry: Telemetry,
+    /// The other nodes, in a cluster: every push also goes there.
+    cluster: Option<Cluster>,
 }
 
 impl Default for Hub {
@@ -138,7 +141,14 @@ impl Hub {
             max_per_user,
             next_id: Default::default(),
             telemetry,
+            cluster: None,
         }
+    }
+
+    /// Relays every push to the cluster's other nodes too.
+    pub fn with_cluster(mut self, cluster: Option<Cluster>) -> Self {
+        self.cluster = cluster;
+        self
     }
 
     /// A new connection handle and the receiving end of its queue.
@@ -181,6 +191,7 @@ impl Hub {
             client_id: client_id.to_owned(),
             platform,
             since: crate::store::now_ms(),
+            node: None,
         };
         conns.push((conn, info));
         let after = platforms(conns);
@@ -215,8 +226,24 @@ impl Hub {
             .unwrap_or_default()
     }
 
-    /// Queues `frame` on every connection of `user` except `except`.
+    /// Queues `frame` on every connection of `user` except `except`, here
+    /// and on the cluster's other nodes.
     pub fn deliver(&self, user: &str, frame: &Utf8Bytes, except: Option<u64>) {
+        if let Some(cluster) = &self.cluster {
+            cluster.relay(user, frame.as_str().to_owned());
+        }
+        self.deliver_here(user, frame, except);
+    }
+
+    /// Queues pushes another node relayed (JSON texts, one per line) on
+    /// `user`'s connections here.
+    pub fn deliver_relayed(&self, user: &str, frames: &str) {
+        for frame in frames.lines() {
+            self.deliver_here(user, &Utf8Bytes::from(frame), None);
+        }
+    }
+
+    fn deliver_here(&self, user: &str, frame: &Utf8Bytes, except: Option<u64>) {
         let users = self.users.lock().unwrap();
         let mut sent = 0;
         for (conn, _) in users.get(user).into_iter().flatten() {
@@ -234,6 +261,21 @@ impl Hub {
     pub fn deliver_batch(&self, pushes: Pushes) {
         let mut sent = 0;
         for (user, outs) in pushes.outs {
+            if let Some(cluster) = &self.cluster {
+                // One relayed message per user and batch.
+                let frames: Vec<String> = outs
+                    .iter()
+                    .filter_map(|out| match out {
+                        Out::Msg { seq, message, .. } => {
+                            Some(crate::wire::ws::msg_push(*seq, message))
+                        }
+                        Out::Reply { .. } => None,
+                    })
+                    .collect();
+                if !frames.is_empty() {
+                    cluster.relay(&user, frames.join("\n"));
+                }
+            }
             let users = self.users.lock().unwrap();
             let conns = users.get(&user).map(Vec::as_slice).unwrap_or_default();
             for out in outs {

@@ -32,13 +32,14 @@ use tokio_util::sync::CancellationToken;
 
 pub use robot::spawn as spawn_robot;
 
+use crate::cluster::Cluster;
 use crate::http::advertise::{Advertise, PublicUrls};
 use crate::store::Store;
 use crate::telemetry::Telemetry;
 use crate::token::ImTokens;
 use crate::wire::ws::Profile;
 use hub::Hub;
-use route::RouteStrategy;
+use route::Routes;
 use writer::WriteOp;
 
 /// Sends waiting for the writer before connections wait in turn.
@@ -76,8 +77,10 @@ impl Deref for Broker {
 }
 
 pub struct BrokerOptions {
-    pub routes: Box<dyn RouteStrategy>,
+    pub routes: Routes,
     pub node: String,
+    /// The other nodes, when this one is in a cluster (`--nats`).
+    pub cluster: Option<Cluster>,
     pub max_frame: usize,
     pub idle_timeout: Duration,
     /// How long a new connection has to send `connect`.
@@ -124,11 +127,14 @@ impl Broker {
         shutdown: CancellationToken,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let options_max = options.max_websockets;
-        let hub = Arc::new(Hub::new(
-            options.queue_bytes,
-            options.max_connections_per_user,
-            telemetry,
-        ));
+        let hub = Arc::new(
+            Hub::new(
+                options.queue_bytes,
+                options.max_connections_per_user,
+                telemetry,
+            )
+            .with_cluster(options.cluster.clone()),
+        );
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let writer_done = CancellationToken::new();
         let writer = writer::spawn(
@@ -151,6 +157,9 @@ impl Broker {
             connections: Default::default(),
             sockets: Arc::new(tokio::sync::Semaphore::new(options_max)),
         }));
+        if let Some(cluster) = &broker.options.cluster {
+            cluster.attach(Arc::new(handle::InCluster(broker.clone())));
+        }
         (broker, writer)
     }
 

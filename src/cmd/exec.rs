@@ -10,6 +10,7 @@ use anyhow::Context;
 use tokio::process::Command;
 
 use super::Failure;
+use super::cluster::LocalCluster;
 use crate::client::app::exit;
 use crate::config::ServeConfig;
 use crate::server;
@@ -18,6 +19,12 @@ use crate::server;
 pub struct Args {
     #[command(flatten)]
     pub config: ServeConfig,
+
+    /// Run a cluster of this many nodes (NATS and PostgreSQL in a temporary
+    /// directory, as `imctl cluster` does) instead of one stack; the nodes
+    /// take their settings from IMCTL_* and imctl.toml
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub nodes: Option<u16>,
 
     /// The command to run, and its arguments, after `--`
     #[arg(last = true, required = true, value_name = "CMD")]
@@ -30,6 +37,9 @@ CMD's environment gets:
   IMCTL_BROKER_URL    the broker's WebSocket, e.g. ws://127.0.0.1:41235/ws
   IMCTL_ROUTE_URL     the broker's /route
   IMCTL_ADMIN_SECRET  the admin API's secret
+  IMCTL_NODES         with --nodes: every node's URLs and pid, as JSON
+                      [{\"node\":\"n1\",\"appServer\":…,\"brokerUrl\":…,\"routeUrl\":…,\"pid\":…}, …]
+                      (the variables above then name node n1)
 The stack is ephemeral and on free ports unless --data-dir, --app-port or --broker-port
 (or IMCTL_*, or imctl.toml) say otherwise.
 
@@ -57,13 +67,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         int: signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?,
         term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
     };
+    let stack = match args.nodes {
+        Some(nodes) => {
+            let ports = (super::cluster::free_port()?, super::cluster::free_port()?);
+            let strategy = args.config.route_strategy;
+            Stack::Cluster(Box::new(LocalCluster::start(nodes, ports, strategy).await?))
+        }
+        None => Stack::One(Box::new(server::start(&args.config).await?)),
+    };
     // Orphans of CMD (a server it started in the background) become our
-    // children, so they can be stopped too.
+    // children, so they can be stopped too. After the stack started: a
+    // cluster's PostgreSQL is nobody's orphan to stop.
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
-    let running = server::start(&args.config).await?;
-    let app = running.app_url();
-    let ws = running.state.ws_url();
+    let (app, ws, route, secret) = stack.urls();
     let (program, rest) = args.command.split_first().expect("clap requires CMD");
     eprintln!(
         "imctl exec: stack ready (app-server {app}, broker {ws}); running {}",
@@ -77,9 +94,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     cmd.args(rest)
         .env("IMCTL_APP_SERVER", &app)
         .env("IMCTL_BROKER_URL", &ws)
-        .env("IMCTL_ROUTE_URL", &running.state.route_url)
-        .env("IMCTL_ADMIN_SECRET", &running.state.admin_secret)
+        .env("IMCTL_ROUTE_URL", &route)
+        .env("IMCTL_ADMIN_SECRET", &secret)
         .kill_on_drop(true);
+    if let Stack::Cluster(cluster) = &stack {
+        cmd.env("IMCTL_NODES", cluster.nodes_json());
+    }
     // If imctl dies (even by SIGKILL), CMD is told.
     // SAFETY: only an async-signal-safe prctl between fork and exec.
     unsafe {
@@ -96,10 +116,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         )
         .into()),
     };
-    stop_leftovers().await;
+    stop_leftovers(&stack.pids()).await;
     // Stop the stack; a second Ctrl-C (or SIGTERM) leaves at once.
     tokio::select! {
-        stopped = tokio::time::timeout(STOP_TIMEOUT, running.stop()) => match stopped {
+        stopped = tokio::time::timeout(STOP_TIMEOUT, stack.stop()) => match stopped {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!("stopping the stack failed: {e:#}"),
             Err(_) => tracing::error!("the stack did not stop within {STOP_TIMEOUT:?}; leaving anyway"),
@@ -112,6 +132,53 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Ok(())
     } else {
         Err(ChildExit(code).into())
+    }
+}
+
+/// What CMD runs against.
+enum Stack {
+    One(Box<server::Running>),
+    Cluster(Box<LocalCluster>),
+}
+
+impl Stack {
+    /// The app-server, broker WebSocket, route URL and admin secret (node 1's).
+    fn urls(&self) -> (String, String, String, String) {
+        match self {
+            Stack::One(r) => (
+                r.app_url(),
+                r.state.ws_url(),
+                r.state.route_url.clone(),
+                r.state.admin_secret.clone(),
+            ),
+            Stack::Cluster(c) => {
+                let n1 = &c.nodes[0];
+                (
+                    n1.app_server.clone(),
+                    n1.broker_url.clone(),
+                    n1.route_url.clone(),
+                    c.admin_secret.clone(),
+                )
+            }
+        }
+    }
+
+    /// Processes of the stack itself, which are our children too.
+    fn pids(&self) -> Vec<libc::pid_t> {
+        match self {
+            Stack::One(_) => Vec::new(),
+            Stack::Cluster(c) => c.pids().into_iter().map(|p| p as libc::pid_t).collect(),
+        }
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        match self {
+            Stack::One(r) => r.stop().await,
+            Stack::Cluster(c) => {
+                c.stop().await;
+                Ok(())
+            }
+        }
     }
 }
 
@@ -179,8 +246,11 @@ async fn supervise(mut child: tokio::process::Child, signals: &mut Signals) -> a
 
 /// Stops what CMD left behind (now our children, as subreaper): SIGTERM,
 /// then SIGKILL after GRACE, and reaps them.
-async fn stop_leftovers() {
-    let left = children();
+async fn stop_leftovers(except: &[libc::pid_t]) {
+    let left: Vec<_> = children()
+        .into_iter()
+        .filter(|p| !except.contains(p))
+        .collect();
     if left.is_empty() {
         return;
     }
@@ -193,18 +263,30 @@ async fn stop_leftovers() {
         unsafe { libc::kill(pid, libc::SIGTERM) };
     }
     let deadline = tokio::time::Instant::now() + GRACE;
-    while !reap().is_empty() || !children().is_empty() {
+    let others = || -> Vec<libc::pid_t> {
+        children()
+            .into_iter()
+            .filter(|p| !except.contains(p))
+            .collect()
+    };
+    while !others().is_empty() {
+        reap(&left);
         if tokio::time::Instant::now() > deadline {
-            for pid in children() {
+            for pid in others() {
                 // SAFETY: as above.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
-            reap();
-            return;
+            break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    reap(
+        &others()
+            .into_iter()
+            .chain(left.iter().copied())
+            .collect::<Vec<_>>(),
+    );
 }
 
 /// Our live child processes, from `/proc/*/stat`.
@@ -225,15 +307,11 @@ fn children() -> Vec<libc::pid_t> {
         .collect()
 }
 
-/// Reaps exited children; returns their pids.
-fn reap() -> Vec<libc::pid_t> {
-    let mut reaped = Vec::new();
-    loop {
-        // SAFETY: waitpid with a valid out-pointer.
-        let pid = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
-        if pid <= 0 {
-            return reaped;
-        }
-        reaped.push(pid);
+/// Reaps those of `pids` that exited (not any child: the stack's own are
+/// waited for by their owners).
+fn reap(pids: &[libc::pid_t]) {
+    for &pid in pids {
+        // SAFETY: waitpid on one pid with a null status pointer.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
     }
 }

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod bench;
 pub mod client;
+pub mod cluster;
 pub mod docs;
 pub mod exec;
 pub mod export;
@@ -48,6 +49,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the app-server (SMS and QR login), the broker, the web client and the dev API
     Serve(serve::Args),
+    /// Run a cluster on this machine: nats-server, PostgreSQL and N nodes, until Ctrl-C
+    Cluster(cluster::Args),
     /// Run a command against a fresh stack: ephemeral, free ports, shut down after
     #[command(after_help = exec::AFTER_HELP)]
     Exec(exec::Args),
@@ -133,6 +136,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Client(args) => client::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Exec(args) => exec::run(args).await,
+        Command::Cluster(args) => cluster::run(args).await,
         Command::Status(args) => status::status(args).await,
         Command::WaitReady(args) => status::wait_ready(args).await,
         Command::Completions(args) => docs::completions(args),

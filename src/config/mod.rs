@@ -192,9 +192,17 @@ pub struct ServeConfig {
     #[arg(long, env = "IMCTL_FRIENDS_ONLY")]
     pub friends_only: bool,
 
-    /// Name of this broker node, reported by /route and `connected`
-    #[arg(long, env = "IMCTL_NODE", default_value = "n1")]
+    /// Name of this broker node, reported by /route and `connected`; unique in a cluster
+    #[arg(long, env = "IMCTL_NODE", default_value = "n1", value_parser = node_name)]
     pub node: String,
+
+    /// Join a cluster through this NATS server (nats://host:4222): pushes to other nodes, the node registry and the QR and SMS state go through it; every node uses the same PostgreSQL --database
+    #[arg(long, env = "IMCTL_NATS_URL", hide_env_values = true)]
+    pub nats: Option<String>,
+
+    /// How /route picks a node in a cluster: hash (a user's devices meet on one node; a node leaving moves only its users), round-robin, least-connections
+    #[arg(long, env = "IMCTL_ROUTE_STRATEGY", value_enum, default_value_t = crate::cluster::RouteStrategy::Hash)]
+    pub route_strategy: crate::cluster::RouteStrategy,
 
     /// Lifetime of an authToken (the app-server login session)
     #[arg(long, env = "IMCTL_SESSION_TTL", default_value = "30d", value_parser = duration)]
@@ -222,6 +230,20 @@ fn is_origin(origin: &str) -> bool {
         && !rest.chars().any(|c| {
             matches!(c, '/' | '*' | '?' | '#' | '@') || c.is_whitespace() || c.is_control()
         })
+}
+
+/// A node name: one NATS subject token, short enough to read in logs.
+fn node_name(s: &str) -> Result<String, String> {
+    let ok = (1..=32).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?}: a node name has 1 to 32 letters, digits, '-' or '_' (e.g. n2)"
+        ))
+    }
 }
 
 /// `MOBILE=CODE`, with a valid mobile and a code of 4 to 8 digits.
@@ -252,6 +274,17 @@ impl ServeConfig {
             anyhow::bail!(
                 "--admin-secret must not be blank or start or end with spaces (an empty X-Admin-Secret header would match it); \
                  choose a real secret, or leave it out for a random one shown in the banner"
+            );
+        }
+        if self.nats.is_some()
+            && !self
+                .database
+                .as_deref()
+                .is_some_and(|d| d.starts_with("postgres://") || d.starts_with("postgresql://"))
+        {
+            anyhow::bail!(
+                "--nats: the nodes of a cluster share one PostgreSQL database; add --database postgres://USER:PASS@HOST:PORT/DB \
+                 (the same on every node), or try `imctl cluster --nodes 3`, which starts everything"
             );
         }
         if self.super_code.trim().is_empty() {

@@ -21,11 +21,12 @@ pub enum WriteError {
 }
 
 pub trait Chat: Send + Sync {
-    /// Open WebSocket connections.
+    /// Open WebSocket connections (on every node of a cluster, as of their
+    /// last heartbeat).
     fn connections(&self) -> usize;
 
-    /// Every open connection, for `/admin/connections`.
-    fn list(&self) -> Vec<ConnInfo>;
+    /// Every open connection (on every node), for `/admin/connections`.
+    fn list(&self) -> BoxFuture<'_, Vec<ConnInfo>>;
 
     /// Whether `user` has a connection open.
     fn is_online(&self, user: &str) -> bool;
@@ -33,8 +34,14 @@ pub trait Chat: Send + Sync {
     /// The platform of every open connection.
     fn platforms(&self) -> Vec<i32>;
 
-    /// Closes every connection of `user` with close `code`; returns how many.
-    fn close_user(&self, user: &str, code: u16, reason: &'static str) -> usize;
+    /// Closes every connection of `user` (on every node) with close `code`;
+    /// returns how many.
+    fn close_user<'a>(
+        &'a self,
+        user: &'a str,
+        code: u16,
+        reason: &'static str,
+    ) -> BoxFuture<'a, usize>;
 
     /// Queues a frame (a JSON text) on every connection of `user`.
     fn push(&self, user: &str, frame: String);

@@ -291,6 +291,23 @@ pub struct StackStatus {
     /// status was asked for by.
     #[serde(default)]
     pub clients: ClientSettings,
+    /// This node and the live ones it knows, when in a cluster (`--nats`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStatus>,
+}
+
+/// A node's view of its cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    /// This node's name.
+    pub node: String,
+    pub nats_connected: bool,
+    /// Every live node, this one included, sorted by name.
+    pub nodes: Vec<crate::wire::cluster::NodeInfo>,
+    /// Pushes for other nodes dropped since the start (NATS slow or down);
+    /// their clients get them by `sync`.
+    pub dropped_pushes: u64,
 }
 
 /// The official Wildfire clients' settings that point them at this stack.
@@ -355,6 +372,9 @@ pub struct ConnInfo {
     pub platform: i32,
     /// Milliseconds since the epoch.
     pub since: i64,
+    /// The node holding it, in a cluster (`--nats`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// `POST /_dev/pc_sessions/{token}/{action}`: who plays the phone.

@@ -13,6 +13,7 @@ mod chaos;
 mod cli;
 mod client;
 mod clients;
+mod cluster;
 mod cors;
 mod cors_browser;
 mod dashboard;

@@ -28,6 +28,8 @@ pub struct Identity {
     pub urls: PublicUrls,
     /// How often this connection may relay `typing`.
     pub typing: TypingLimit,
+    /// Keeps this node subscribed to the user's pushes from other nodes.
+    pub _relayed: Option<crate::cluster::UserHold>,
 }
 
 /// What the WebSocket upgrade knew before `connect`.
@@ -82,13 +84,14 @@ pub async fn connect(
     let platform = req.platform.unwrap_or(claims.plt);
     check_platform(platform).map_err(|e| Refusal(code::BAD_REQUEST, e))?;
     let expires_in = Duration::from_millis((claims.exp * 1000 - now_ms()).max(0) as u64);
-    let who = Identity {
+    let mut who = Identity {
         client_id,
         platform,
         user_id: claims.sub,
         expires: Instant::now() + expires_in,
         urls: upgrade.urls.clone(),
         typing: TypingLimit::default(),
+        _relayed: None,
     };
     // Register before checking the ban and reading the head: a ban from now
     // on finds this connection, a message committed from now on is pushed,
@@ -105,6 +108,10 @@ pub async fn connect(
                 ),
             )
         })?;
+    // Likewise pushes committed on other nodes from now on reach this one.
+    if let Some(cluster) = &broker.options.cluster {
+        who._relayed = Some(cluster.hold(&who.user_id).await);
+    }
     let checked = async {
         match broker
             .store

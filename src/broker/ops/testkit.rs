@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::connect::{Upgrade, connect_frame};
 use super::{Ctx, Handled, Identity};
 use crate::broker::hub::{ConnHandle, MAX_CONNECTIONS_PER_USER, QUEUE_BYTES, Queue};
-use crate::broker::route::{Node, SingleNode};
+use crate::broker::route::{Node, Routes};
 use crate::broker::{Broker, BrokerOptions};
 use crate::http::advertise::Advertise;
 use crate::http::cors::Origins;
@@ -59,12 +59,13 @@ impl Rig {
         let store = crate::store::testing::empty_store().await;
         store.seed_once(&Fixtures::builtin()).await.unwrap();
         let options = BrokerOptions {
-            routes: Box::new(SingleNode(Node {
+            routes: Routes::single(Node {
                 name: "test".into(),
                 host: None,
                 port: 8083,
-            })),
+            }),
             node: "test".into(),
+            cluster: None,
             max_frame: 64 * 1024,
             idle_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),

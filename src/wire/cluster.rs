@@ -1,0 +1,51 @@
+//! What imctl nodes say to each other over NATS (`--nats`). Clients never
+//! see these; nodes of different versions must still read each other's, so
+//! fields are only ever added, with defaults.
+
+use serde::{Deserialize, Serialize};
+
+use super::http::ConnInfo;
+
+/// A node's heartbeat on `imctl.nodes`, sent every second; a node not heard
+/// from for a few seconds has left.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeInfo {
+    /// `--node`, unique in the cluster.
+    pub name: String,
+    /// Random per process: tells a restarted node from the one before it.
+    pub instance: String,
+    /// `--advertise-host`; `None` when the node did not set one, in which
+    /// case clients reach it by the host they reached the route by.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// The broker's port (WebSocket at `/ws`).
+    pub broker_port: u16,
+    /// The app-server's base URL as the node sees it.
+    pub app_url: String,
+    /// Live client connections on the node.
+    #[serde(default)]
+    pub connections: usize,
+    /// Set in the last heartbeat of a node shutting down.
+    #[serde(default)]
+    pub leaving: bool,
+}
+
+/// `imctl.close`: close every connection of a user on every node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CloseUser {
+    pub user_id: String,
+    pub code: u16,
+}
+
+/// A node's answer to `imctl.close` and `imctl.conns`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeAnswer {
+    pub node: String,
+    #[serde(default)]
+    pub closed: usize,
+    #[serde(default)]
+    pub connections: Vec<ConnInfo>,
+}

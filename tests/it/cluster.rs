@@ -1,0 +1,544 @@
+//! Several real `imctl serve` nodes joined through a real nats-server and
+//! one PostgreSQL database: cross-node delivery, a QR login spread over
+//! three nodes, `/route` by hash, a ban on every node, and a node killed
+//! under load losing no acknowledged message.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use imctl::client::AppClient;
+use imctl::client::chat::{ChatConn, ChatError};
+use imctl::nats_local::{self, LocalNats};
+use imctl::pg_local;
+use serde_json::{Value, json};
+
+use crate::common::Served;
+
+/// NATS of the test's own (subjects are the same in every cluster) and
+/// nodes on one new database.
+struct TestCluster {
+    nats: LocalNats,
+    database: String,
+    dirs: Vec<tempfile::TempDir>,
+    nodes: Vec<Option<Served>>,
+}
+
+impl TestCluster {
+    /// `None` after saying why the test is skipped (NATS or PostgreSQL missing).
+    fn start(test: &str, nodes: usize, extra: &[&str]) -> Option<Self> {
+        let nats = nats_local::or_skip(test, LocalNats::start())?;
+        let pg = pg_local::shared_or_skip(test)?;
+        let mut cluster = TestCluster {
+            nats,
+            database: pg.fresh_database().unwrap(),
+            dirs: Vec::new(),
+            nodes: Vec::new(),
+        };
+        // One at a time: the first migrates and seeds the database.
+        for i in 1..=nodes {
+            cluster.add_node(i, extra);
+        }
+        Some(cluster)
+    }
+
+    fn add_node(&mut self, i: usize, extra: &[&str]) {
+        let dir = tempfile::tempdir().unwrap();
+        let name = format!("n{i}");
+        let mut args = vec![
+            "--node",
+            &name,
+            "--nats",
+            &self.nats.url(),
+            "--database",
+            &self.database,
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--app-port",
+            "0",
+            "--broker-port",
+            "0",
+            "--admin-secret",
+            "cluster-secret",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.nodes.push(Some(Served::start(&args)));
+        self.dirs.push(dir);
+    }
+
+    fn node(&self, i: usize) -> &Served {
+        self.nodes[i].as_ref().expect("node running")
+    }
+
+    /// Waits until every node's `/_dev/status` counts `n` nodes.
+    async fn until_nodes(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for served in self.nodes.iter().flatten() {
+            loop {
+                let status: Value = reqwest::get(format!("{}/_dev/status", served.app))
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                if status["cluster"]["nodes"].as_array().map(Vec::len) == Some(n) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "nodes never saw {n} nodes: {status}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn login(app: &str, mobile: &str, client_id: &str) -> String {
+    let (result, _) = AppClient::new(app)
+        .login(mobile, "66666", client_id, 2)
+        .await
+        .unwrap();
+    result.token
+}
+
+async fn connect(ws: &str, token: &str, client_id: &str) -> ChatConn {
+    let (conn, connected) = ChatConn::connect(ws, token, client_id, 2).await.unwrap();
+    assert!(!connected.node.is_empty());
+    conn
+}
+
+/// The next `msg` push, skipping presence and the like.
+async fn next_msg(conn: &mut ChatConn) -> Value {
+    loop {
+        let push = conn.wait_push().await.unwrap();
+        if push["op"] == "msg" {
+            return push;
+        }
+    }
+}
+
+#[tokio::test]
+async fn messages_cross_nodes_one_to_one_and_in_groups() {
+    let test = "messages_cross_nodes_one_to_one_and_in_groups";
+    let Some(cluster) = TestCluster::start(test, 3, &[]) else {
+        return;
+    };
+    cluster.until_nodes(3).await;
+    let (n1, n2, n3) = (cluster.node(0), cluster.node(1), cluster.node(2));
+    let alice = login(&n1.app, "13800000001", "alice-pc").await;
+    let bob = login(&n2.app, "13800000002", "bob-pc").await;
+    let carol = login(&n3.app, "13800000003", "carol-pc").await;
+    let mut a = connect(&n1.ws, &alice, "alice-pc").await;
+    let mut b = connect(&n2.ws, &bob, "bob-pc").await;
+    let mut c = connect(&n3.ws, &carol, "carol-pc").await;
+
+    let ack = a
+        .send_text("single", "bob", "hi bob", Some("a-1"))
+        .await
+        .unwrap();
+    let push = next_msg(&mut b).await;
+    assert_eq!(push["message"]["msgId"], ack.msg_id.as_str());
+    assert_eq!(push["message"]["content"]["text"], "hi bob", "{push}");
+
+    let group = a
+        .request(json!({"op": "group.create", "name": "across", "members": ["bob", "carol"]}))
+        .await
+        .unwrap();
+    let gid = group["group"]["id"].as_str().unwrap().to_owned();
+    let ack = a
+        .send_text("group", &gid, "hi all", Some("a-2"))
+        .await
+        .unwrap();
+    for conn in [&mut b, &mut c] {
+        // Group notifications may come first; the message comes.
+        let push = loop {
+            let push = next_msg(conn).await;
+            if push["message"]["msgId"] == ack.msg_id.as_str() {
+                break push;
+            }
+        };
+        assert_eq!(push["message"]["content"]["text"], "hi all");
+    }
+    // And back: carol on n3 to alice on n1.
+    let ack = c
+        .send_text("single", "alice", "hi alice", Some("c-1"))
+        .await
+        .unwrap();
+    let push = loop {
+        let push = next_msg(&mut a).await;
+        if push["message"]["msgId"] == ack.msg_id.as_str() {
+            break push;
+        }
+    };
+    assert_eq!(push["message"]["content"]["text"], "hi alice");
+}
+
+#[tokio::test]
+async fn a_qr_login_works_with_each_call_on_another_node() {
+    let test = "a_qr_login_works_with_each_call_on_another_node";
+    let Some(cluster) = TestCluster::start(test, 3, &[]) else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let post = |app: &str, path: &str, body: Value, auth: Option<&str>| {
+        let mut req = http.post(format!("{app}{path}")).json(&body);
+        if let Some(token) = auth {
+            req = req.header("authToken", token);
+        }
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let (n1, n2, n3) = (
+        &cluster.node(0).app,
+        &cluster.node(1).app,
+        &cluster.node(2).app,
+    );
+    // The page creates the session on n1 and polls n3; the phone is on n2.
+    let created = post(
+        n1,
+        "/pc_session",
+        json!({"clientId": "web-1", "platform": 5}),
+        None,
+    )
+    .await;
+    assert_eq!(created["code"], 0, "{created}");
+    let token = created["result"]["token"].as_str().unwrap().to_owned();
+    let poll = {
+        let (n3, token) = (n3.clone(), token.clone());
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("{n3}/session_login/{token}"))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
+    };
+    let (_, auth) = AppClient::new(n2)
+        .login("13800000001", "66666", "alice-phone", 2)
+        .await
+        .unwrap();
+    let auth = auth.as_str();
+    // Let the poll reach n3 first, so the scan must wake it across nodes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let scanned = post(n2, &format!("/scan_pc/{token}"), json!({}), Some(auth)).await;
+    assert_eq!(scanned["code"], 0, "{scanned}");
+    let first = poll.await.unwrap();
+    assert_eq!(
+        first["code"], 9,
+        "the poll on n3 saw the scan on n2: {first}"
+    );
+    // Status 3 (seen) everywhere, then confirmed on n3, answered on n1.
+    let confirm = post(n3, "/confirm_pc", json!({"token": token}), Some(auth)).await;
+    assert_eq!(confirm["code"], 0, "{confirm}");
+    let done = post(n1, &format!("/session_login/{token}"), json!({}), None).await;
+    assert_eq!(done["code"], 0, "{done}");
+    assert_eq!(done["result"]["userId"], "alice", "{done}");
+    // Used up on every node.
+    for app in [n1, n2, n3] {
+        let again = post(app, &format!("/session_login/{token}"), json!({}), None).await;
+        assert_ne!(again["code"], 0, "a QR login is used once: {again}");
+    }
+}
+
+#[tokio::test]
+async fn an_sms_code_sent_through_one_node_logs_in_on_another_once() {
+    let test = "an_sms_code_sent_through_one_node_logs_in_on_another_once";
+    let Some(cluster) = TestCluster::start(test, 2, &[]) else {
+        return;
+    };
+    let (n1, n2) = (&cluster.node(0).app, &cluster.node(1).app);
+    let http = reqwest::Client::new();
+    let sent: Value = http
+        .post(format!("{n1}/send_code"))
+        .json(&json!({"mobile": "13900000077"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sent["code"], 0, "{sent}");
+    // The SMS is in n2's outbox too.
+    let outbox: Value = http
+        .get(format!("{n2}/_dev/sms?mobile=13900000077&wait=5"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let code = outbox[0]["code"]
+        .as_str()
+        .expect("n2's outbox has the SMS")
+        .to_owned();
+    // Too soon for another code through n2: the limit is shared.
+    let again: Value = http
+        .post(format!("{n2}/send_code"))
+        .json(&json!({"mobile": "13900000077"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(
+        again["code"], 0,
+        "the resend limit holds across nodes: {again}"
+    );
+    let login = |app: String| {
+        let code = code.clone();
+        async move {
+            reqwest::Client::new()
+                .post(format!("{app}/login"))
+                .json(
+                    &json!({"mobile": "13900000077", "code": code, "clientId": "c", "platform": 2}),
+                )
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let first = login(n2.clone()).await;
+    assert_eq!(first["code"], 0, "{first}");
+    let second = login(n1.clone()).await;
+    assert_ne!(
+        second["code"], 0,
+        "a code is used once on any node: {second}"
+    );
+}
+
+#[tokio::test]
+async fn route_by_hash_is_stable_and_a_node_leaving_moves_only_its_users() {
+    let test = "route_by_hash_is_stable_and_a_node_leaving_moves_only_its_users";
+    let Some(mut cluster) = TestCluster::start(test, 3, &["--no-rate-limits"]) else {
+        return;
+    };
+    cluster.until_nodes(3).await;
+    let n1 = cluster.node(0).app.clone();
+    let mut tokens = Vec::new();
+    for i in 0..24 {
+        tokens.push(login(&n1, &format!("139000001{i:02}"), "pc").await);
+    }
+    let route_of = |ws: &str| ws.replace("ws://", "http://").replace("/ws", "/route");
+    let routes = |route_url: String, tokens: Vec<String>| async move {
+        let http = reqwest::Client::new();
+        let mut nodes = Vec::new();
+        for token in tokens {
+            let r: Value = http
+                .post(&route_url)
+                .json(&json!({"token": token}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(r["code"], 0, "{r}");
+            nodes.push(r["result"]["node"].as_str().unwrap().to_owned());
+        }
+        nodes
+    };
+    let before = routes(route_of(&cluster.node(0).ws), tokens.clone()).await;
+    let distinct: HashSet<&String> = before.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        3,
+        "24 users spread over the 3 nodes: {before:?}"
+    );
+    // Any node answers the same.
+    assert_eq!(
+        routes(route_of(&cluster.node(2).ws), tokens.clone()).await,
+        before
+    );
+    // n2 stops: only its users move.
+    drop(cluster.nodes[1].take());
+    cluster.until_nodes(2).await;
+    let after = routes(route_of(&cluster.node(0).ws), tokens.clone()).await;
+    for (b, a) in before.iter().zip(&after) {
+        assert_ne!(a, "n2");
+        if b != "n2" {
+            assert_eq!(a, b, "a user of a live node moved");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_ban_closes_the_users_connections_on_every_node() {
+    let test = "a_ban_closes_the_users_connections_on_every_node";
+    let Some(cluster) = TestCluster::start(test, 3, &[]) else {
+        return;
+    };
+    cluster.until_nodes(3).await;
+    let bob = login(&cluster.node(0).app, "13800000002", "bob-pc").await;
+    let mut on2 = connect(&cluster.node(1).ws, &bob, "bob-pc").await;
+    let mut on3 = connect(&cluster.node(2).ws, &bob, "bob-phone").await;
+    let listed: Value = reqwest::Client::new()
+        .get(format!("{}/admin/connections", cluster.node(0).app))
+        .header("X-Admin-Secret", "cluster-secret")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bobs: Vec<&str> = listed["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["userId"] == "bob")
+        .map(|c| c["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        bobs.len(),
+        2,
+        "n1 lists bob's connections on n2 and n3: {listed}"
+    );
+    assert!(bobs.contains(&"n2") && bobs.contains(&"n3"), "{listed}");
+    let banned: Value = reqwest::Client::new()
+        .post(format!("{}/admin/users/bob/ban", cluster.node(0).app))
+        .header("X-Admin-Secret", "cluster-secret")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(banned["closedConnections"], 2, "{banned}");
+    for conn in [&mut on2, &mut on3] {
+        let closed = loop {
+            match conn.wait_push().await {
+                Ok(_) => continue,
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            matches!(
+                closed,
+                ChatError::Closed {
+                    code: Some(4003),
+                    ..
+                }
+            ),
+            "closed as banned: {closed:?}"
+        );
+    }
+}
+
+/// One sender through a node that is killed: it reconnects through `/route`
+/// to a live node and resends what was not acked (same clientMsgId).
+async fn send_through_kill(
+    route_url: String,
+    token: String,
+    first_ws: String,
+    count: usize,
+    killed: tokio::sync::watch::Receiver<bool>,
+) -> (Vec<String>, usize) {
+    let mut acked = Vec::new();
+    let mut reconnects = 0;
+    let mut conn = connect(&first_ws, &token, "alice-pc").await;
+    let mut i = 0;
+    while i < count {
+        let sent = conn
+            .send_text(
+                "single",
+                "bob",
+                &format!("m{i}"),
+                Some(&format!("kill-{i}")),
+            )
+            .await;
+        match sent {
+            Ok(ack) => {
+                acked.push(ack.msg_id);
+                i += 1;
+            }
+            Err(_) => {
+                assert!(*killed.borrow(), "a send failed before the kill");
+                reconnects += 1;
+                conn = loop {
+                    let r: Value = reqwest::Client::new()
+                        .post(&route_url)
+                        .json(&json!({"token": token}))
+                        .send()
+                        .await
+                        .unwrap()
+                        .json()
+                        .await
+                        .unwrap();
+                    let ws = r["result"]["wsUrl"].as_str().unwrap().to_owned();
+                    match ChatConn::connect(&ws, &token, "alice-pc", 2).await {
+                        Ok((c, _)) => break c,
+                        // Routed to the dead node until its heartbeats time out.
+                        Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    }
+                };
+            }
+        }
+    }
+    (acked, reconnects)
+}
+
+#[tokio::test]
+async fn a_node_killed_under_load_loses_no_acknowledged_message() {
+    let test = "a_node_killed_under_load_loses_no_acknowledged_message";
+    // Round-robin: the sender's reconnect lands on a live node.
+    let Some(mut cluster) = TestCluster::start(test, 3, &["--route-strategy", "round-robin"])
+    else {
+        return;
+    };
+    cluster.until_nodes(3).await;
+    let alice = login(&cluster.node(0).app, "13800000001", "alice-pc").await;
+    let bob = login(&cluster.node(0).app, "13800000002", "bob-pc").await;
+    // bob reads on n3 throughout; alice sends through n2, which dies.
+    let mut reader = connect(&cluster.node(2).ws, &bob, "bob-pc").await;
+    const N: usize = 400;
+    let (killed_tx, killed) = tokio::sync::watch::channel(false);
+    let sender = tokio::spawn(send_through_kill(
+        cluster
+            .node(0)
+            .ws
+            .replace("ws://", "http://")
+            .replace("/ws", "/route"),
+        alice,
+        cluster.node(1).ws.clone(),
+        N,
+        killed,
+    ));
+    // Kill n2 once bob has seen a quarter of the messages arrive live.
+    let mut live = HashSet::new();
+    while live.len() < N / 4 {
+        let push = next_msg(&mut reader).await;
+        live.insert(push["message"]["msgId"].as_str().unwrap().to_owned());
+    }
+    killed_tx.send(true).unwrap();
+    let mut n2 = cluster.nodes[1].take().unwrap();
+    n2.child.kill().unwrap();
+    n2.child.wait().unwrap();
+    let (acked, reconnects) = sender.await.unwrap();
+    assert_eq!(acked.len(), N);
+    assert!(reconnects >= 1, "the kill cut the sender off");
+    // bob syncs on n3: every acked message once, seqs gapless.
+    let page = reader
+        .request(json!({"op": "sync", "since": 0, "limit": 1000}))
+        .await
+        .unwrap();
+    let entries = page["entries"].as_array().unwrap();
+    let seqs: Vec<i64> = entries.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "gapless");
+    let stored: Vec<&str> = entries
+        .iter()
+        .map(|e| e["message"]["msgId"].as_str().unwrap())
+        .collect();
+    let unique: HashSet<&str> = stored.iter().copied().collect();
+    assert_eq!(unique.len(), stored.len(), "no message stored twice");
+    let acked: HashSet<&str> = acked.iter().map(String::as_str).collect();
+    assert_eq!(unique, acked, "exactly the acked messages are stored");
+}
