@@ -3,6 +3,8 @@
 //! leave on); gauges that describe current state (connections, QR sessions,
 //! memory) are read when scraped.
 
+use std::borrow::Cow;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -48,7 +50,20 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("imctl");
+        Self::labelled(None)
+    }
+}
+
+impl Metrics {
+    /// Metrics whose every series carries `node="NAME"` (a cluster's node),
+    /// so one Prometheus can scrape every node and tell them apart.
+    pub fn for_node(node: &str) -> Self {
+        Self::labelled(Some(node))
+    }
+
+    fn labelled(node: Option<&str>) -> Self {
+        let labels = node.map(|n| (Cow::Borrowed("node"), Cow::Owned(n.to_owned())));
+        let mut registry = Registry::with_prefix_and_labels("imctl", labels.into_iter());
         let messages_stored = Counter::default();
         registry.register(
             "messages_stored",
@@ -213,5 +228,21 @@ mod tests {
         let text = m.render([5], []);
         assert!(!text.contains("platform=\"android\""), "{text}");
         assert!(!text.contains("imctl_qr_sessions{"), "{text}");
+    }
+
+    #[test]
+    fn a_clusters_node_labels_every_series() {
+        let m = Metrics::for_node("n2");
+        m.messages_stored.inc();
+        let text = m.render([5], []);
+        assert!(
+            text.contains("imctl_messages_stored_total{node=\"n2\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("imctl_connections{node=\"n2\",platform=\"web\"} 1")
+                || text.contains("imctl_connections{platform=\"web\",node=\"n2\"} 1"),
+            "{text}"
+        );
     }
 }

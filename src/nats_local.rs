@@ -151,6 +151,13 @@ impl LocalNats {
         self.dir.path().join("nats.log")
     }
 
+    /// The server's process id while it runs (for callers that reap other
+    /// children and must leave this one alone).
+    pub fn pid(&self) -> Option<u32> {
+        let child = self.child.lock().unwrap_or_else(PoisonError::into_inner);
+        child.as_ref().map(std::process::Child::id)
+    }
+
     /// Whether the server process is alive (it may have died on its own).
     pub fn is_running(&self) -> bool {
         let mut child = self.child.lock().unwrap_or_else(PoisonError::into_inner);

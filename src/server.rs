@@ -296,7 +296,10 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
         &config.cors_origin,
         !config.host.is_loopback(),
     ));
-    let telemetry = Telemetry::default();
+    let telemetry = match config.nats {
+        Some(_) => Telemetry::for_node(&config.node),
+        None => Telemetry::default(),
+    };
     let cluster = match &config.nats {
         Some(url) => Some(
             join_cluster(

@@ -13,3 +13,13 @@ pub struct Telemetry {
     /// Bumped when a connection comes or goes, or messages are stored.
     pub activity: Arc<Activity>,
 }
+
+impl Telemetry {
+    /// Telemetry whose metrics carry `node="NAME"` (a cluster's node).
+    pub fn for_node(node: &str) -> Self {
+        Self {
+            metrics: Arc::new(Metrics::for_node(node)),
+            activity: Default::default(),
+        }
+    }
+}

@@ -237,7 +237,7 @@ pub async fn session_events(
     urls: PublicUrls,
     Path(token): Path<String>,
 ) -> Response {
-    let waiter = match state.qr.wait_on(&token) {
+    let waiter = match state.qr.wait_on(&token).await {
         Ok(w) => w,
         Err(e) => {
             let http = match e {

@@ -260,6 +260,16 @@ pub enum PollOutcome {
     ShuttingDown,
 }
 
+/// How [`QrBook::consume`] went.
+enum Consumed {
+    /// This poll ends the session.
+    Taken,
+    /// Another node's poll ended it first.
+    Gone,
+    /// The cluster's bucket did not answer; the session is left as it was.
+    Unavailable,
+}
+
 /// Live quick-login requests one user may have: each one rings the user's
 /// phones, so a page cannot ring them much.
 pub const QUICK_PER_USER: usize = 5;
@@ -366,7 +376,9 @@ impl QrBook {
         if let Some(bucket) = self.shared.get() {
             let created = bucket.create(&session.token, &session.record()).await;
             match created {
-                Ok(Some(revision)) => session.revision.store(revision, Ordering::Release),
+                Ok(Some(revision)) => {
+                    session.revision.fetch_max(revision, Ordering::AcqRel);
+                }
                 // 24 random bytes do not collide; a taken key is an error all the same.
                 Ok(None) => {
                     self.remove(&session.token);
@@ -453,7 +465,7 @@ impl QrBook {
         token: &str,
         f: impl Fn(&mut State) -> Result<bool, QrError>,
     ) -> Result<(Arc<QrSession>, bool), QrError> {
-        let session = self.get(token)?;
+        let session = self.find(token).await?;
         let Some(bucket) = self.shared.get() else {
             let mut result = Ok(false);
             session.state.send_if_modified(|s| {
@@ -482,12 +494,30 @@ impl QrBook {
         Ok((session, changed))
     }
 
+    /// The live session of `token`: here, or (in a cluster, when this
+    /// node's mirror has not caught up yet) read from the bucket.
+    async fn find(&self, token: &str) -> Result<Arc<QrSession>, QrError> {
+        let here = self.get(token);
+        let Some(bucket) = self.shared.get().filter(|_| here.is_err()) else {
+            return here;
+        };
+        match bucket.get(token).await {
+            Ok(Some((record, revision))) if record.expires_ms > now_ms() => {
+                let session = Arc::new(QrSession::from_record(record, revision));
+                let mut sessions = self.sessions.lock().unwrap();
+                Ok(sessions.entry(token.to_owned()).or_insert(session).clone())
+            }
+            Ok(_) => Err(QrError::Missing),
+            Err(e) => Err(QrError::unavailable(e)),
+        }
+    }
+
     /// Ends a confirmed or cancelled session for the one poll that answers
-    /// it; `false` when another node's poll did first.
-    async fn consume(&self, token: &str, status: Status) -> bool {
-        self.remove(token);
+    /// it (a delete-if-unchanged in a cluster, so one node's poll wins).
+    async fn consume(&self, token: &str, status: Status) -> Consumed {
         let Some(bucket) = self.shared.get() else {
-            return true;
+            self.remove(token);
+            return Consumed::Taken;
         };
         let taken = bucket
             .change(token, |record: Option<Record>| {
@@ -497,7 +527,18 @@ impl QrBook {
                 })
             })
             .await;
-        matches!(taken, Ok(Ok((true, _))))
+        match taken {
+            Ok(Ok((true, _))) => {
+                self.remove(token);
+                Consumed::Taken
+            }
+            Ok(_) => {
+                self.remove(token);
+                Consumed::Gone
+            }
+            // Still there for the next poll.
+            Err(_) => Consumed::Unavailable,
+        }
     }
 
     /// Drops an expired session here and in the cluster's bucket.
@@ -595,8 +636,8 @@ impl QrBook {
     /// Takes the session's one waiter slot (a `/session_login` long poll or
     /// an event stream); freed when the `Waiter` is dropped, however its
     /// request ends.
-    pub fn wait_on(&self, token: &str) -> Result<Waiter, QrError> {
-        let session = self.get(token)?;
+    pub async fn wait_on(&self, token: &str) -> Result<Waiter, QrError> {
+        let session = self.find(token).await?;
         if session.polling.swap(true, Ordering::AcqRel) {
             return Err(QrError::AlreadyPolling);
         }
@@ -612,7 +653,7 @@ impl QrBook {
         timeout: Duration,
         shutdown: &CancellationToken,
     ) -> Result<PollOutcome, QrError> {
-        let mut waiter = self.wait_on(token)?;
+        let mut waiter = self.wait_on(token).await?;
         Ok(self
             .next(&mut waiter, Instant::now() + timeout, shutdown)
             .await)
@@ -646,24 +687,26 @@ impl QrBook {
                         })
                         .await;
                     match told {
-                        Ok(_) => {}
-                        Err(QrError::Missing) => return PollOutcome::Expired,
-                        // The cluster's bucket is unreachable: look again shortly.
-                        Err(_) => {
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            continue;
+                        Ok((_, true)) => {
+                            waiter.rx.borrow_and_update();
+                            self.activity.bump();
+                            info!(session = session.short(), "QR session scan seen by the PC");
+                            return PollOutcome::Scanned(
+                                state.scanner.expect("scanned sessions have a scanner"),
+                            );
                         }
+                        // Another node's poll told it: wait for this node's mirror.
+                        Ok((_, false)) => {}
+                        Err(QrError::Missing) => return PollOutcome::Expired,
+                        // The cluster's bucket is unreachable: the PC polls again.
+                        Err(_) => return PollOutcome::TimedOut(session.status()),
                     }
-                    waiter.rx.borrow_and_update();
-                    self.activity.bump();
-                    info!(session = session.short(), "QR session scan seen by the PC");
-                    return PollOutcome::Scanned(
-                        state.scanner.expect("scanned sessions have a scanner"),
-                    );
                 }
                 Status::Confirmed => {
-                    if !self.consume(token, Status::Confirmed).await {
-                        return PollOutcome::Expired;
+                    match self.consume(token, Status::Confirmed).await {
+                        Consumed::Taken => {}
+                        Consumed::Gone => return PollOutcome::Expired,
+                        Consumed::Unavailable => return PollOutcome::TimedOut(Status::Confirmed),
                     }
                     let user = state.scanner.expect("confirmed sessions have a scanner");
                     info!(session = session.short(), user = ?user.user_id, "QR session logged in; token used up");

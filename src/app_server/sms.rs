@@ -84,8 +84,8 @@ pub struct SmsBook {
     per_day: Option<u32>,
     /// Fixed codes per mobile (`--sms-test-code`), for scripts and CI.
     test_codes: HashMap<String, String>,
-    /// The clock: the wall clock at start, advanced by the monotonic one
-    /// (which tests can pause and advance).
+    /// The tests' clock: the wall clock at start, advanced by tokio's (which
+    /// they pause and advance).
     start: (Instant, i64),
     /// The cluster's bucket and NATS, when the state is shared.
     shared: OnceLock<(Bucket<MobileState>, Cluster)>,
@@ -112,9 +112,14 @@ impl SmsBook {
         let _ = self.shared.set((bucket, cluster));
     }
 
-    /// Milliseconds since the epoch, by this book's clock.
+    /// Milliseconds since the epoch: the wall clock, which every node of a
+    /// cluster shares (and which a laptop's suspend does not stop).
     fn now(&self) -> i64 {
-        self.start.1 + self.start.0.elapsed().as_millis() as i64
+        if cfg!(test) {
+            self.start.1 + self.start.0.elapsed().as_millis() as i64
+        } else {
+            crate::store::now_ms()
+        }
     }
 
     /// Changes whenever an SMS is sent.

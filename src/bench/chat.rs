@@ -61,7 +61,6 @@ pub async fn chat(target: &Target, opts: &ChatOpts) -> anyhow::Result<Report> {
         );
     }
     let users = target.users(CHAT_BASE, opts.pairs * 2, 50).await?;
-    let ws_url = target.ws_url(&users[0]).await?;
     let counts = Arc::new(Counts::default());
     let t0 = Instant::now();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -69,8 +68,11 @@ pub async fn chat(target: &Target, opts: &ChatOpts) -> anyhow::Result<Report> {
     let mut senders = Vec::new();
     for (p, pair) in users.chunks(2).enumerate() {
         let (sender, receiver) = (&pair[0], &pair[1]);
-        let rws = connect_ws(&ws_url, &receiver.token, &format!("bench-r{p}")).await?;
-        let sws = connect_ws(&ws_url, &sender.token, &format!("bench-s{p}")).await?;
+        // Each user where `/route` sends them: on a cluster, across nodes.
+        let rurl = target.ws_url(receiver).await?;
+        let rws = connect_ws(&rurl, &receiver.token, &format!("bench-r{p}")).await?;
+        let surl = target.ws_url(sender).await?;
+        let sws = connect_ws(&surl, &sender.token, &format!("bench-s{p}")).await?;
         receivers.push(tokio::spawn(receive(
             rws,
             counts.clone(),
@@ -126,10 +128,11 @@ pub async fn group(target: &Target, opts: &GroupOpts) -> anyhow::Result<Report> 
     let mut receivers = Vec::new();
     let mut senders = Vec::new();
     for (i, u) in users.iter().enumerate() {
-        let ws = connect_ws(&ws_url, &u.token, &format!("bench-m{i}")).await?;
+        let url = target.ws_url(u).await?;
+        let ws = connect_ws(&url, &u.token, &format!("bench-m{i}")).await?;
         if i < opts.senders {
             // A sender also receives the others' messages: a second connection.
-            let sws = connect_ws(&ws_url, &u.token, &format!("bench-ms{i}")).await?;
+            let sws = connect_ws(&url, &u.token, &format!("bench-ms{i}")).await?;
             let to = Conversation {
                 kind: ConvType::Group,
                 target: group.clone(),

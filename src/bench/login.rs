@@ -13,6 +13,8 @@ use crate::wire::http::code;
 pub struct LoginOpts {
     pub flows: usize,
     pub concurrency: usize,
+    /// Where the phone scans and confirms, when not at the page's app-server.
+    pub phone: Option<AppClient>,
 }
 
 const PHONE_BASE: u64 = 40_000_000;
@@ -20,12 +22,12 @@ const PHONE_BASE: u64 = 40_000_000;
 pub async fn login(target: &Target, opts: &LoginOpts) -> anyhow::Result<Report> {
     anyhow::ensure!(opts.flows > 0, "--flows must be at least 1");
     let workers = opts.concurrency.clamp(1, opts.flows);
+    let phone_app = opts.phone.clone().unwrap_or_else(|| target.app.clone());
     // One phone per worker.
     let mut phones = Vec::with_capacity(workers);
     for i in 0..workers {
         let mobile = super::bench_mobile(PHONE_BASE + i as u64);
-        let (user, auth) = target
-            .app
+        let (user, auth) = phone_app
             .login(&mobile, &target.super_code, &format!("bench-phone-{i}"), 2)
             .await
             .with_context(|| format!("phone login of {mobile}"))?;
@@ -39,13 +41,13 @@ pub async fn login(target: &Target, opts: &LoginOpts) -> anyhow::Result<Report> 
     for (user_id, auth) in phones {
         let n = per_worker.min(left);
         left -= n;
-        let app = target.app.clone();
+        let (app, phone) = (target.app.clone(), phone_app.clone());
         tasks.push(tokio::spawn(async move {
             let mut confirm = histogram();
             let mut flow = histogram();
             for _ in 0..n {
                 let t = Instant::now();
-                let waited = one_flow(&app, &user_id, &auth).await?;
+                let waited = one_flow(&app, &phone, &user_id, &auth).await?;
                 let _ = confirm.record((waited.as_micros() as u64).max(1));
                 let _ = flow.record((t.elapsed().as_micros() as u64).max(1));
             }
@@ -91,9 +93,11 @@ pub async fn login(target: &Target, opts: &LoginOpts) -> anyhow::Result<Report> 
     })
 }
 
-/// One QR login; returns the time from sending confirm to the long poll's answer.
+/// One QR login, the page on `app` and the phone on `phone`; returns the
+/// time from sending confirm to the long poll's answer.
 async fn one_flow(
     app: &AppClient,
+    phone: &AppClient,
     user_id: &str,
     auth: &str,
 ) -> anyhow::Result<std::time::Duration> {
@@ -104,7 +108,7 @@ async fn one_flow(
         let (app, token) = (app.clone(), token.clone());
         tokio::spawn(async move { app.session_login(&token).await })
     };
-    app.scan_pc(auth, &token).await?;
+    phone.scan_pc(auth, &token).await?;
     let scanned = poll.await??;
     anyhow::ensure!(
         scanned.code == code::SESSION_SCANNED,
@@ -122,7 +126,7 @@ async fn one_flow(
     // Give the second poll a moment to park, as a browser would have.
     tokio::task::yield_now().await;
     let sent = Instant::now();
-    app.confirm_pc(auth, &token, user_id).await?;
+    phone.confirm_pc(auth, &token, user_id).await?;
     let (answer, at) = poll.await?;
     let answer = answer?;
     anyhow::ensure!(

@@ -109,6 +109,10 @@ impl crate::cluster::Local for InCluster {
         self.0.hub.close_user(user, code, close_reason(code))
     }
 
+    fn close_all(&self, reason: &'static str) -> usize {
+        self.0.hub.close_all(close::TOO_SLOW, reason)
+    }
+
     fn list(&self) -> Vec<ConnInfo> {
         self.0.hub.list()
     }

@@ -329,6 +329,20 @@ impl Hub {
         conns.len()
     }
 
+    /// Closes every client connection (not the robot's) with `code`;
+    /// returns how many.
+    pub fn close_all(&self, code: u16, reason: &'static str) -> usize {
+        let users = self.users.lock().unwrap();
+        let mut closed = 0;
+        for (user, conns) in users.iter() {
+            if user.as_str() != super::robot::ROBOT {
+                conns.iter().for_each(|(c, _)| c.close(code, reason));
+                closed += conns.len();
+            }
+        }
+        closed
+    }
+
     /// Live client connections in all (the built-in robot is not one).
     pub fn connections(&self) -> usize {
         self.users

@@ -560,6 +560,10 @@ fn classify(e: ChatError) -> LinkError {
         ChatError::Refused { code: c, .. } if *c == i64::from(code::FORBIDDEN) => {
             LinkError::Fatal(Failure::new(exit::REFUSED, e.to_string()).into())
         }
+        // A cluster's node that cannot serve now: route again.
+        ChatError::Refused { code: c, .. } if *c == i64::from(code::UNAVAILABLE) => {
+            LinkError::Retry(e.into())
+        }
         ChatError::Refused { .. } => LinkError::Fatal(e.into()),
         ChatError::Connect { .. } => LinkError::Retry(
             Failure::new(

@@ -20,6 +20,16 @@ use super::{Cluster, Error};
 /// node changed the key in between).
 const CAS_TRIES: usize = 16;
 
+/// How long one call may take in all, NATS slow or down included (the
+/// client's queue waits for a reconnect): then it is an error.
+pub const KV_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn bounded<T>(f: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    tokio::time::timeout(KV_TIMEOUT, f)
+        .await
+        .unwrap_or_else(|_| Err(Error::Nats(format!("no answer within {KV_TIMEOUT:?}"))))
+}
+
 /// One bucket of `T` values.
 #[derive(Clone)]
 pub struct Bucket<T> {
@@ -68,7 +78,7 @@ impl<T: Serialize + DeserializeOwned> Bucket<T> {
 
     /// The value of `key` and its revision.
     pub async fn get(&self, key: &str) -> Result<Option<(T, u64)>, Error> {
-        let entry = self.store.entry(key).await.map_err(Error::nats)?;
+        let entry = bounded(async { self.store.entry(key).await.map_err(Error::nats) }).await?;
         Ok(entry.and_then(|e| match e.operation {
             Operation::Put => serde_json::from_slice(&e.value)
                 .ok()
@@ -79,17 +89,28 @@ impl<T: Serialize + DeserializeOwned> Bucket<T> {
 
     /// Writes `value` if `key` holds nothing; its revision, or `None` when taken.
     pub async fn create(&self, key: &str, value: &T) -> Result<Option<u64>, Error> {
-        match self.store.create(key, encode(value)).await {
-            Ok(rev) => Ok(Some(rev)),
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
-            Err(e) => Err(Error::nats(e)),
-        }
+        bounded(async {
+            match self.store.create(key, encode(value)).await {
+                Ok(rev) => Ok(Some(rev)),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
+                Err(e) => Err(Error::nats(e)),
+            }
+        })
+        .await
     }
 
     /// Changes `key` with `decide`, which sees the current value (if any)
     /// and answers the new one (`None` deletes, `Keep` writes nothing) with
     /// its result. Retried when another node wrote the key in between.
     pub async fn change<R, E>(
+        &self,
+        key: &str,
+        decide: impl FnMut(Option<T>) -> Result<(Write<T>, R), E>,
+    ) -> Result<Result<(R, Option<u64>), E>, Error> {
+        bounded(self.change_unbounded(key, decide)).await
+    }
+
+    async fn change_unbounded<R, E>(
         &self,
         key: &str,
         mut decide: impl FnMut(Option<T>) -> Result<(Write<T>, R), E>,
@@ -136,7 +157,12 @@ impl<T: Serialize + DeserializeOwned> Bucket<T> {
                     .delete_expect_revision(key, rev)
                     .await
                     .map(|_| None)
-                    .map_err(|e| (true, e.to_string())),
+                    .map_err(|e| {
+                        (
+                            e.kind() == kv::UpdateErrorKind::WrongLastRevision,
+                            e.to_string(),
+                        )
+                    }),
             };
             match written {
                 Ok(rev) => return Ok(Ok((result, rev))),
@@ -152,7 +178,7 @@ impl<T: Serialize + DeserializeOwned> Bucket<T> {
 
     /// Deletes `key` whatever it holds.
     pub async fn delete(&self, key: &str) -> Result<(), Error> {
-        self.store.delete(key).await.map_err(Error::nats)
+        bounded(async { self.store.delete(key).await.map_err(Error::nats) }).await
     }
 
     /// Every key's latest value, then every change as it happens.

@@ -4,26 +4,27 @@
 //! carries what moves between them:
 //! - `imctl.nodes`: every node's heartbeat, the registry `/route` picks from;
 //! - `imctl.u.<user>`: pushes for a user, subscribed by the nodes holding
-//!   one of the user's connections (NATS routes by interest);
+//!   one of the user's connections (NATS routes by interest; [`relay`]);
+//! - `imctl.resync`: users who may have missed a relayed push, whose
+//!   connections are closed with 4009 so they reconnect and `sync`;
 //! - `imctl.close`, `imctl.conns`: requests every node answers (bans, listings);
 //! - key-value buckets ([`kv`]) for the login API's short-lived state.
-//!
-//! A push is sent after its commit, so one lost in transit (NATS down, a
-//! full relay queue) is still in the store: the client finds it by `sync`.
 
 pub mod kv;
+mod relay;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use async_nats::{Client, Subject};
+use async_nats::Client;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::{OnceCell, mpsc};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+pub use relay::{RELAY_BYTES, RELAY_QUEUE, UserHold, user_subject};
 
 use crate::wire::cluster::{CloseUser, NodeAnswer, NodeInfo};
 use crate::wire::http::ConnInfo;
@@ -34,18 +35,15 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 pub const NODE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a request to every node waits for the slowest answer.
 pub const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
-/// Pushes waiting to be published; beyond it they are dropped (and
-/// counted): the store has them, clients `sync`.
-pub const RELAY_QUEUE: usize = 16 * 1024;
 /// How long joining waits for NATS.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 const NODES: &str = "imctl.nodes";
 const CLOSE: &str = "imctl.close";
 const CONNS: &str = "imctl.conns";
-/// Nothing answers it: a request there comes back "no responders" once the
-/// server has read everything this client sent before it.
-const ROUND_TRIP: &str = "imctl.roundtrip";
+
+/// Why a node closes its connections when its NATS link comes back.
+const LINK_WAS_DOWN: &str = "this node lost the cluster for a moment: reconnect and sync";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -70,8 +68,11 @@ pub trait Local: Send + Sync {
     /// Queues pushes that came from another node on `user`'s connections
     /// here; `frames` are JSON texts, one per line.
     fn deliver(&self, user: &str, frames: &str);
-    /// Closes `user`'s connections here; returns how many.
+    /// Closes `user`'s connections here with `code`; returns how many.
     fn close_user(&self, user: &str, code: u16) -> usize;
+    /// Closes every client connection here with 4009 and `reason` (they
+    /// may have missed pushes); returns how many.
+    fn close_all(&self, reason: &'static str) -> usize;
     /// This node's connections.
     fn list(&self) -> Vec<ConnInfo>;
     /// How many client connections this node holds.
@@ -110,18 +111,8 @@ struct Inner {
     me: NodeInfo,
     peers: Mutex<HashMap<String, (NodeInfo, Instant)>>,
     local: OnceLock<Arc<dyn Local>>,
-    relay: mpsc::Sender<(Subject, Bytes)>,
-    holds: Mutex<HashMap<String, Arc<Hold>>>,
-    /// Pushes not handed to NATS (queue full or NATS refused them).
-    dropped: AtomicU64,
+    relay: relay::Relay,
     shutdown: CancellationToken,
-}
-
-/// One user's subscription, shared by their connections on this node.
-struct Hold {
-    count: AtomicUsize,
-    ready: OnceCell<()>,
-    stop: CancellationToken,
 }
 
 impl Cluster {
@@ -132,15 +123,17 @@ impl Cluster {
             url: settings.url.clone(),
             why,
         };
-        let node = settings.node.clone();
+        let (events_tx, events) = mpsc::channel(64);
         let client = async_nats::ConnectOptions::new()
-            .name(format!("imctl {node}"))
+            .name(format!("imctl {}", settings.node))
             .no_echo()
             .connection_timeout(CONNECT_TIMEOUT)
             .max_reconnects(None)
             .event_callback(move |event| {
-                let node = node.clone();
-                async move { log_event(&node, event) }
+                let events = events_tx.clone();
+                async move {
+                    let _ = events.try_send(event);
+                }
             })
             .connect(&settings.url)
             .await
@@ -151,7 +144,7 @@ impl Cluster {
         if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), asked).await {
             return Err(Error::NameTaken(settings.node));
         }
-        let (relay, relayed) = mpsc::channel(RELAY_QUEUE);
+        let (relay, relayed) = relay::Relay::new();
         let me = NodeInfo {
             name: settings.node.clone(),
             instance: crate::token::random_token(8),
@@ -167,30 +160,20 @@ impl Cluster {
             peers: Mutex::default(),
             local: OnceLock::new(),
             relay,
-            holds: Mutex::default(),
-            dropped: AtomicU64::new(0),
             shutdown: shutdown.clone(),
         }));
-        let whos = cluster.0.client.subscribe(who).await.map_err(Error::nats)?;
-        let heartbeats = cluster
-            .0
-            .client
-            .subscribe(NODES)
-            .await
-            .map_err(Error::nats)?;
-        let closes = cluster
-            .0
-            .client
-            .subscribe(CLOSE)
-            .await
-            .map_err(Error::nats)?;
-        let conns = cluster
-            .0
-            .client
-            .subscribe(CONNS)
-            .await
-            .map_err(Error::nats)?;
+        let subscribe = |subject: String| {
+            let client = cluster.0.client.clone();
+            async move { client.subscribe(subject).await.map_err(Error::nats) }
+        };
+        let whos = subscribe(who).await?;
+        let heartbeats = subscribe(NODES.into()).await?;
+        let closes = subscribe(CLOSE.into()).await?;
+        let conns = subscribe(CONNS.into()).await?;
+        let resyncs = subscribe(relay::RESYNC.into()).await?;
         tokio::spawn(cluster.clone().publish_relayed(relayed));
+        tokio::spawn(cluster.clone().resync(resyncs));
+        tokio::spawn(cluster.clone().watch_link(events));
         tokio::spawn(cluster.clone().answer(whos, |_, _| Some(Bytes::new())));
         tokio::spawn(cluster.clone().answer(closes, |c, body| {
             let req: CloseUser = serde_json::from_slice(body).ok()?;
@@ -205,6 +188,39 @@ impl Cluster {
         tokio::spawn(cluster.clone().heartbeat());
         tracing::info!(node = %cluster.0.me.name, nats = %settings.url, "joined the cluster");
         Ok(cluster)
+    }
+
+    /// Follows the NATS link. While it is down the node serves its own
+    /// connections; when it comes back, they may have missed pushes from
+    /// other nodes (published while nobody here listened), so they are
+    /// closed with 4009 to reconnect and `sync`.
+    async fn watch_link(self, mut events: mpsc::Receiver<async_nats::Event>) {
+        use async_nats::Event;
+        let node = self.0.me.name.clone();
+        let mut was_down = false;
+        while let Some(event) = events.recv().await {
+            match event {
+                Event::Disconnected => {
+                    was_down = true;
+                    tracing::warn!(
+                        node,
+                        "NATS disconnected: serving this node's connections; pushes to other nodes are dropped until it is back"
+                    );
+                }
+                Event::Connected => {
+                    tracing::info!(node, "NATS connected");
+                    if std::mem::take(&mut was_down) {
+                        let closed = self.local().map_or(0, |l| l.close_all(LINK_WAS_DOWN));
+                        tracing::warn!(
+                            node,
+                            closed,
+                            "NATS is back: closed this node's connections (4009) so they sync what they missed"
+                        );
+                    }
+                }
+                other => tracing::warn!(node, "NATS: {other}"),
+            }
+        }
     }
 
     /// Hands the cluster this node's broker (once, at start).
@@ -244,110 +260,9 @@ impl Cluster {
         }
     }
 
-    /// Pushes not relayed to other nodes since the start.
-    pub fn dropped_pushes(&self) -> u64 {
-        self.0.dropped.load(Ordering::Relaxed)
-    }
-
     /// Whether the NATS connection is up.
     pub fn is_connected(&self) -> bool {
         self.0.client.connection_state() == async_nats::connection::State::Connected
-    }
-
-    /// Sends `frames` (JSON texts, one per line) to `user`'s connections on
-    /// the other nodes. Never waits: a full queue drops them (see [`RELAY_QUEUE`]).
-    pub fn relay(&self, user: &str, frames: String) {
-        let subject = Subject::from(user_subject(user));
-        if self.0.relay.try_send((subject, frames.into())).is_err() {
-            self.dropped();
-        }
-    }
-
-    fn dropped(&self) {
-        let before = self.0.dropped.fetch_add(1, Ordering::Relaxed);
-        if before.is_power_of_two() || before == 0 {
-            tracing::warn!(
-                dropped = before + 1,
-                "pushes to other nodes dropped (NATS slow or down); clients recover them with sync"
-            );
-        }
-    }
-
-    async fn publish_relayed(self, mut relayed: mpsc::Receiver<(Subject, Bytes)>) {
-        while let Some((subject, frames)) = relayed.recv().await {
-            if self.0.client.publish(subject, frames).await.is_err() {
-                self.dropped();
-            }
-        }
-    }
-
-    /// Subscribes this node to `user`'s pushes from other nodes for as long
-    /// as the returned hold lives. Returns once NATS has the subscription,
-    /// so a push committed after this is relayed here; a NATS that is down
-    /// gets it when it is back (the client syncs what it missed).
-    pub async fn hold(&self, user: &str) -> UserHold {
-        let hold = {
-            let mut holds = self.0.holds.lock().unwrap();
-            let hold = holds.entry(user.to_owned()).or_insert_with(|| {
-                Arc::new(Hold {
-                    count: AtomicUsize::new(0),
-                    ready: OnceCell::new(),
-                    stop: self.0.shutdown.child_token(),
-                })
-            });
-            // Changed only under the map's lock.
-            hold.count.fetch_add(1, Ordering::Relaxed);
-            hold.clone()
-        };
-        let guard = UserHold {
-            cluster: self.clone(),
-            user: user.to_owned(),
-        };
-        hold.ready
-            .get_or_init(|| self.subscribe_user(user.to_owned(), hold.stop.clone()))
-            .await;
-        guard
-    }
-
-    async fn subscribe_user(&self, user: String, stop: CancellationToken) {
-        let subscriber = match self.0.client.subscribe(user_subject(&user)).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(user = ?user, error = %e, "cannot subscribe to a user's pushes from other nodes");
-                return;
-            }
-        };
-        // Wait until the server has the subscription (bounded: NATS may be down).
-        let trip = self.0.client.request(ROUND_TRIP, Bytes::new());
-        let _ = tokio::time::timeout(Duration::from_secs(1), trip).await;
-        let cluster = self.clone();
-        tokio::spawn(async move {
-            let mut subscriber = subscriber;
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    msg = subscriber.next() => match msg {
-                        Some(msg) => {
-                            if let (Some(local), Ok(frames)) = (cluster.local(), std::str::from_utf8(&msg.payload)) {
-                                local.deliver(&user, frames);
-                            }
-                        }
-                        None => break,
-                    },
-                }
-            }
-        });
-    }
-
-    fn release(&self, user: &str) {
-        let mut holds = self.0.holds.lock().unwrap();
-        if let Some(hold) = holds.get(user)
-            && hold.count.fetch_sub(1, Ordering::Relaxed) == 1
-        {
-            // A `hold` still subscribing finds `stop` cancelled and lets go.
-            hold.stop.cancel();
-            holds.remove(user);
-        }
     }
 
     /// Closes `user`'s connections on every node; returns how many closed.
@@ -389,17 +304,48 @@ impl Cluster {
     }
 
     /// Asks every other live node and collects their answers until all
-    /// have answered or [`GATHER_TIMEOUT`] has passed.
+    /// have answered or [`GATHER_TIMEOUT`] has passed; a node that does not
+    /// answer is named in the log.
     async fn gather(&self, subject: &'static str, req: &impl serde::Serialize) -> Vec<NodeAnswer> {
-        let expected = self.live_nodes().len() - 1;
+        let others: Vec<String> = self
+            .live_nodes()
+            .into_iter()
+            .map(|n| n.name)
+            .filter(|n| *n != self.0.me.name)
+            .collect();
         let mut answers = Vec::new();
-        if expected == 0 {
+        if others.is_empty() {
             return answers;
         }
+        if self.is_connected() {
+            let asked = self.ask(subject, req, others.len(), &mut answers);
+            let _ = tokio::time::timeout(GATHER_TIMEOUT, asked).await;
+        }
+        let missing: Vec<&String> = others
+            .iter()
+            .filter(|n| !answers.iter().any(|a| &&a.node == n))
+            .collect();
+        if !missing.is_empty() {
+            tracing::warn!(
+                subject,
+                ?missing,
+                "nodes did not answer within {GATHER_TIMEOUT:?}"
+            );
+        }
+        answers
+    }
+
+    async fn ask(
+        &self,
+        subject: &'static str,
+        req: &impl serde::Serialize,
+        expected: usize,
+        answers: &mut Vec<NodeAnswer>,
+    ) {
         let client = &self.0.client;
         let inbox = client.new_inbox();
         let Ok(mut replies) = client.subscribe(inbox.clone()).await else {
-            return answers;
+            return;
         };
         let body: Bytes = serde_json::to_vec(req).expect("serializable").into();
         if client
@@ -407,20 +353,16 @@ impl Cluster {
             .await
             .is_err()
         {
-            return answers;
+            return;
         }
-        let deadline = Instant::now() + GATHER_TIMEOUT;
         while answers.len() < expected {
-            match tokio::time::timeout_at(deadline, replies.next()).await {
-                Ok(Some(msg)) => {
-                    if let Ok(a) = serde_json::from_slice::<NodeAnswer>(&msg.payload) {
-                        answers.push(a);
-                    }
-                }
-                _ => break,
+            let Some(msg) = replies.next().await else {
+                return;
+            };
+            if let Ok(a) = serde_json::from_slice::<NodeAnswer>(&msg.payload) {
+                answers.push(a);
             }
         }
-        answers
     }
 
     /// Answers each request on `requests` with `f`'s reply, if any.
@@ -514,66 +456,17 @@ impl Cluster {
         async_nats::jetstream::new(self.0.client.clone())
     }
 
-    /// Publishes `body` on `subject` to every node (fire and forget).
+    /// Publishes `body` on `subject` to every node (fire and forget; not
+    /// while NATS is down, and never waiting more than a second).
     pub async fn broadcast(&self, subject: String, body: Bytes) {
-        let _ = self.0.client.publish(subject, body).await;
+        if self.is_connected() {
+            let publish = self.0.client.publish(subject, body);
+            let _ = tokio::time::timeout(Duration::from_secs(1), publish).await;
+        }
     }
 
     /// Subscribes to what other nodes [`broadcast`](Self::broadcast) on `subject`.
     pub async fn subscribe(&self, subject: String) -> Result<async_nats::Subscriber, Error> {
         self.0.client.subscribe(subject).await.map_err(Error::nats)
-    }
-}
-
-/// Keeps this node subscribed to a user's pushes; see [`Cluster::hold`].
-pub struct UserHold {
-    cluster: Cluster,
-    user: String,
-}
-
-impl Drop for UserHold {
-    fn drop(&mut self) {
-        self.cluster.release(&self.user);
-    }
-}
-
-/// `imctl.u.<user>`: the user id itself when it is a plain subject token,
-/// else `imctl.ux.<hex>` (ids may hold dots, spaces or `*`).
-pub fn user_subject(user: &str) -> String {
-    let plain = !user.is_empty()
-        && user
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if plain {
-        format!("imctl.u.{user}")
-    } else {
-        format!("imctl.ux.{}", hex::encode(user))
-    }
-}
-
-fn log_event(node: &str, event: async_nats::Event) {
-    use async_nats::Event;
-    match event {
-        Event::Connected => tracing::info!(node, "NATS connected"),
-        Event::Disconnected => tracing::warn!(
-            node,
-            "NATS disconnected: serving this node's connections; pushes to other nodes wait or drop until it is back"
-        ),
-        other => tracing::warn!(node, "NATS: {other}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn user_subjects_are_one_token_and_never_collide() {
-        assert_eq!(user_subject("alice"), "imctl.u.alice");
-        assert_eq!(user_subject("a.b"), "imctl.ux.612e62");
-        assert_eq!(user_subject("a*"), "imctl.ux.612a");
-        assert_eq!(user_subject(""), "imctl.ux.");
-        // A plain id that looks like hex stays under `u`, apart from `ux`.
-        assert_ne!(user_subject("612e62"), user_subject("a.b"));
     }
 }

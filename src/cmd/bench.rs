@@ -103,6 +103,10 @@ pub enum Scenario {
         flows: usize,
         #[arg(long, default_value_t = 50)]
         concurrency: usize,
+        /// The phone's app-server (scan, confirm) when not the page's: on a
+        /// cluster, another node, to time a confirm crossing nodes
+        #[arg(long, value_name = "URL")]
+        phone_app_server: Option<String>,
     },
 }
 
@@ -217,8 +221,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             )
             .await?
         }
-        Scenario::Login { flows, concurrency } => {
-            bench::login(&target, &LoginOpts { flows, concurrency }).await?
+        Scenario::Login {
+            flows,
+            concurrency,
+            phone_app_server,
+        } => {
+            let phone = phone_app_server
+                .as_deref()
+                .map(crate::client::AppClient::new);
+            let opts = LoginOpts {
+                flows,
+                concurrency,
+                phone,
+            };
+            bench::login(&target, &opts).await?
         }
     };
     if args.json {

@@ -225,9 +225,11 @@ impl LocalCluster {
         serde_json::to_string(&self.nodes).expect("serializable")
     }
 
-    /// The pids of the nodes (for `exec` to leave alone).
+    /// The pids of the nodes and of nats-server, our children (for `exec`
+    /// to leave alone; PostgreSQL runs detached).
     pub fn pids(&self) -> Vec<u32> {
-        self.nodes.iter().map(|n| n.pid).collect()
+        let nodes = self.nodes.iter().map(|n| n.pid);
+        nodes.chain(self._nats.pid()).collect()
     }
 
     /// Nodes that exited since the last call, with how.

@@ -49,3 +49,14 @@ pub struct NodeAnswer {
     #[serde(default)]
     pub connections: Vec<ConnInfo>,
 }
+
+/// `imctl.resync`: users who may have missed pushes from the sending node
+/// (or everyone); the nodes holding them close their connections with 4009.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resync {
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub everyone: bool,
+}

@@ -59,6 +59,9 @@ pub mod close {
     pub const INVALID_PAYLOAD: u16 = 1007;
     /// A frame was larger than `--max-frame`.
     pub const TOO_BIG: u16 = 1009;
+    /// `connect` refused for now (error 503: a cluster's node that cannot
+    /// reach NATS): reconnect through `/route`, which may pick another node.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
     /// `connect` failed (bad or expired token, unknown user, a bad
     /// `platform` or `clientId`), no `connect` within `--connect-timeout`, or
     /// the token expired while connected: log in again or fix the frame.

@@ -542,3 +542,108 @@ async fn a_node_killed_under_load_loses_no_acknowledged_message() {
     let acked: HashSet<&str> = acked.iter().map(String::as_str).collect();
     assert_eq!(unique, acked, "exactly the acked messages are stored");
 }
+
+#[tokio::test]
+async fn nats_restarting_costs_a_pause_not_a_message() {
+    let test = "nats_restarting_costs_a_pause_not_a_message";
+    let Some(mut cluster) = TestCluster::start(test, 2, &[]) else {
+        return;
+    };
+    cluster.until_nodes(2).await;
+    let urls = |s: &Served| (s.app.clone(), s.ws.clone());
+    let (n1, n2) = (urls(cluster.node(0)), urls(cluster.node(1)));
+    let alice = login(&n1.0, "13800000001", "alice-pc").await;
+    let bob = login(&n2.0, "13800000002", "bob-pc").await;
+    let mut a = connect(&n1.1, &alice, "alice-pc").await;
+    let mut b = connect(&n2.1, &bob, "bob-pc").await;
+    let ack = a
+        .send_text("single", "bob", "before", Some("before"))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_msg(&mut b).await["message"]["msgId"],
+        ack.msg_id.as_str()
+    );
+    // A QR session made before NATS goes down outlives its restart.
+    let http = reqwest::Client::new();
+    let created: Value = http
+        .post(format!("{}/pc_session", n1.0))
+        .json(&json!({"clientId": "web-1", "platform": 5}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = created["result"]["token"].as_str().unwrap().to_owned();
+
+    cluster.nats.kill_hard();
+    // n1 still serves its own connections: a send is committed and acked.
+    let during = a
+        .send_text("single", "bob", "during", Some("during"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.nats.start_again().unwrap();
+
+    // Back on NATS, each node closes its connections with 4009: they may
+    // have missed pushes while it was away.
+    for conn in [&mut a, &mut b] {
+        conn.set_timeout(Duration::from_secs(30));
+        let closed = loop {
+            match conn.wait_push().await {
+                Ok(_) => continue,
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            matches!(
+                closed,
+                ChatError::Closed {
+                    code: Some(4009),
+                    ..
+                }
+            ),
+            "{closed:?}"
+        );
+    }
+    // The clients reconnect, and pushes cross again.
+    let mut a = connect(&n1.1, &alice, "alice-pc").await;
+    let mut b = connect(&n2.1, &bob, "bob-pc").await;
+    let ack = a
+        .send_text("single", "bob", "after", Some("after"))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_msg(&mut b).await["message"]["msgId"],
+        ack.msg_id.as_str()
+    );
+    // The message sent while NATS was down is in bob's inbox for any node's sync.
+    let page = b
+        .request(json!({"op": "sync", "since": 0, "limit": 1000}))
+        .await
+        .unwrap();
+    let ids: Vec<&str> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"]["msgId"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&during.msg_id.as_str()), "{ids:?}");
+    // And the QR session is still there, on the other node.
+    let (_, auth) = AppClient::new(&n2.0)
+        .login("13800000003", "66666", "carol-phone", 2)
+        .await
+        .unwrap();
+    let scanned: Value = http
+        .post(format!("{}/scan_pc/{token}", n2.0))
+        .header("authToken", auth)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(scanned["code"], 0, "{scanned}");
+}

@@ -108,9 +108,21 @@ pub async fn connect(
                 ),
             )
         })?;
-    // Likewise pushes committed on other nodes from now on reach this one.
+    // Likewise pushes committed on other nodes from now on reach this one;
+    // a node that cannot promise that sends the client elsewhere.
     if let Some(cluster) = &broker.options.cluster {
-        who._relayed = Some(cluster.hold(&who.user_id).await);
+        match cluster.hold(&who.user_id).await {
+            Ok(hold) => who._relayed = Some(hold),
+            Err(e) => {
+                broker.hub.unregister(&who.user_id, conn.id);
+                return refuse(
+                    code::UNAVAILABLE,
+                    format!(
+                        "this node cannot reach the rest of the cluster ({e}); reconnect through /route"
+                    ),
+                );
+            }
+        }
     }
     let checked = async {
         match broker
@@ -160,6 +172,10 @@ pub fn closing(refusal: &Refusal) -> (u16, &'static str) {
     match refusal.0 {
         code::FORBIDDEN => (close::BANNED, "banned"),
         code::TOO_MANY_CONNECTIONS => (close::TOO_MANY_CONNECTIONS, "too many connections"),
+        code::UNAVAILABLE => (
+            close::TRY_AGAIN_LATER,
+            "unavailable: reconnect through /route",
+        ),
         code::BAD_REQUEST => (close::AUTH_FAILED, "bad connect frame"),
         _ => (close::AUTH_FAILED, "authentication failed"),
     }
