@@ -159,7 +159,10 @@ fn data_dir(config: &ServeConfig) -> anyhow::Result<PathBuf> {
 /// Opens storage, seeds it (or imports a snapshot), binds the ports and
 /// starts serving.
 pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
-    config.check()?;
+    // A setting that cannot work is a usage error (exit 2), like a bad flag.
+    config
+        .check()
+        .map_err(|e| Failure::new(exit::USAGE, format!("{e:#}")))?;
     if let Some(path) = &config.export_on_exit {
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
         if dir.is_some_and(|d| !d.is_dir()) {

@@ -474,18 +474,22 @@ impl QrBook {
             });
             return result.map(|changed| (session, changed));
         };
-        let changed = bucket
-            .change(token, |record: Option<Record>| {
-                let mut record = record.ok_or(QrError::Missing)?;
-                let mut state = record.state();
-                if !f(&mut state)? {
-                    return Ok((Write::Keep, None));
-                }
-                record.set(&state);
-                Ok((Write::Put(record), Some(state)))
-            })
-            .await
-            .map_err(QrError::unavailable)??;
+        let decide = |record: Option<Record>| {
+            let mut record = record.ok_or(QrError::Missing)?;
+            let mut state = record.state();
+            if !f(&mut state)? {
+                return Ok((Write::Keep, None));
+            }
+            record.set(&state);
+            Ok((Write::Put(record), Some(state)))
+        };
+        // From the mirror's copy: usually current, so one round trip.
+        let revision = session.revision.load(Ordering::Acquire);
+        let changed = match revision {
+            0 => bucket.change(token, decide).await,
+            _ => bucket.change_from(token, (session.record(), revision), decide).await,
+        };
+        let changed = changed.map_err(QrError::unavailable)??;
         let (state, revision) = changed;
         let changed = state.is_some();
         if let (Some(state), Some(revision)) = (state, revision) {
@@ -519,14 +523,20 @@ impl QrBook {
             self.remove(token);
             return Consumed::Taken;
         };
-        let taken = bucket
-            .change(token, |record: Option<Record>| {
-                Ok::<_, ()>(match record {
-                    Some(r) if r.status == status as i32 => (Write::Delete, true),
-                    _ => (Write::Keep, false),
-                })
+        let decide = |record: Option<Record>| {
+            Ok::<_, ()>(match record {
+                Some(r) if r.status == status as i32 => (Write::Delete, true),
+                _ => (Write::Keep, false),
             })
-            .await;
+        };
+        let known = self.get(token).ok().and_then(|s| {
+            let revision = s.revision.load(Ordering::Acquire);
+            (revision > 0).then(|| (s.record(), revision))
+        });
+        let taken = match known {
+            Some(known) => bucket.change_from(token, known, decide).await,
+            None => bucket.change(token, decide).await,
+        };
         match taken {
             Ok(Ok((true, _))) => {
                 self.remove(token);

@@ -301,20 +301,25 @@ impl Live {
         } else {
             (self.backoff * 2).min(BACKOFF_MAX)
         };
-        self.retry_at = Instant::now() + self.backoff;
-        Event::Lost {
-            reason,
-            retry_in: self.backoff,
-        }
+        let retry_in = self.jittered();
+        Event::Lost { reason, retry_in }
     }
 
     fn retry_later(&mut self, e: anyhow::Error) -> Event {
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-        self.retry_at = Instant::now() + self.backoff;
+        let retry_in = self.jittered();
         Event::RetryFailed {
             reason: format!("{e:#}"),
-            retry_in: self.backoff,
+            retry_in,
         }
+    }
+
+    /// Sets the next try at half to all of the backoff: the clients of a
+    /// node that died must not all come back at the same instant.
+    fn jittered(&mut self) -> Duration {
+        let wait = self.backoff.mul_f64(rand::random_range(0.5..=1.0));
+        self.retry_at = Instant::now() + wait;
+        wait
     }
 
     /// Route, connect, and (with `sync`) catch up. Commits nothing until it

@@ -276,6 +276,15 @@ impl ServeConfig {
                  choose a real secret, or leave it out for a random one shown in the banner"
             );
         }
+        if let Some(url) = &self.nats
+            && url.contains("://")
+            && !url.starts_with("nats://")
+        {
+            anyhow::bail!(
+                "--nats {url:?}: give nats://HOST:PORT (imctl connects to NATS without TLS; \
+                 run the nodes and NATS on a private network)"
+            );
+        }
         if self.nats.is_some()
             && !self
                 .database

@@ -647,3 +647,46 @@ async fn nats_restarting_costs_a_pause_not_a_message() {
         .unwrap();
     assert_eq!(scanned["code"], 0, "{scanned}");
 }
+
+#[tokio::test]
+async fn a_wrong_cluster_setting_is_one_line_and_an_exit_code() {
+    let test = "a_wrong_cluster_setting_is_one_line_and_an_exit_code";
+    let Some(pg) = pg_local::shared_or_skip(test) else {
+        return;
+    };
+    let database = pg.fresh_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_imctl"))
+            .arg("serve")
+            .args(["--app-port", "0", "--broker-port", "0", "--data-dir"])
+            .arg(dir.path())
+            .args(args)
+            .env("IMCTL_CONFIG", "none")
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // No shared database.
+    let (code, err) = serve(&["--nats", "nats://127.0.0.1:4222"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("share one PostgreSQL database"), "{err}");
+    // TLS is not spoken.
+    let (code, err) = serve(&["--nats", "tls://127.0.0.1:4222", "--database", &database]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("without TLS"), "{err}");
+    // Nothing listening.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let (code, err) = serve(&["--nats", &url, "--database", &database]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("cannot reach NATS") && err.contains("nats-server"), "{err}");
+    // A node name with a dot (a NATS subject separator).
+    let (code, err) = serve(&["--node", "n.1", "--nats", &url, "--database", &database]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("node name"), "{err}");
+}

@@ -25,8 +25,10 @@ export class Link {
       } catch (e) {
         if (e.quiet) return;
         if (e.fatal) { this.h.fatal(e); return; }
-        this.h.state(`offline — ${e.message}; retrying in ${(this.backoff / 1000).toFixed(1)} s`, false);
-        await sleep(this.backoff);
+        // Jittered: the pages of a node that died must not all come back at once.
+        const wait = this.backoff * (0.5 + Math.random() / 2);
+        this.h.state(`offline — ${e.message}; retrying in ${(wait / 1000).toFixed(1)} s`, false);
+        await sleep(wait);
         this.backoff = Math.min(this.backoff * 2, 10000);
       }
     }
