@@ -487,7 +487,11 @@ impl QrBook {
         let revision = session.revision.load(Ordering::Acquire);
         let changed = match revision {
             0 => bucket.change(token, decide).await,
-            _ => bucket.change_from(token, (session.record(), revision), decide).await,
+            _ => {
+                bucket
+                    .change_from(token, (session.record(), revision), decide)
+                    .await
+            }
         };
         let changed = changed.map_err(QrError::unavailable)??;
         let (state, revision) = changed;

@@ -109,6 +109,10 @@ impl crate::cluster::Local for InCluster {
         self.0.hub.close_user(user, code, close_reason(code))
     }
 
+    fn online(&self) -> Vec<(String, Vec<i32>)> {
+        self.0.hub.online_here()
+    }
+
     fn close_all(&self, reason: &'static str) -> usize {
         self.0.hub.close_all(close::TOO_SLOW, reason)
     }

@@ -195,9 +195,24 @@ impl Hub {
         };
         conns.push((conn, info));
         let after = platforms(conns);
+        if before != after {
+            self.tell_cluster(user, &after);
+        }
         drop(users);
         self.telemetry.activity.bump();
         Ok((before != after).then_some(after))
+    }
+
+    /// Tells the other nodes `user`'s platforms here changed; called under
+    /// the users' lock, so the changes leave in the order they happened.
+    fn tell_cluster(&self, user: &str, platforms: &[i32]) {
+        if let Some(cluster) = self
+            .cluster
+            .as_ref()
+            .filter(|_| user != super::robot::ROBOT)
+        {
+            cluster.presence_changed(user, platforms);
+        }
     }
 
     /// Removes a connection; returns the user's platforms if they changed
@@ -211,19 +226,40 @@ impl Hub {
         if conns.is_empty() {
             users.remove(user);
         }
+        if before != after {
+            self.tell_cluster(user, &after);
+        }
         drop(users);
         self.telemetry.activity.bump();
         (before != after).then_some(after)
     }
 
     /// The platforms `user` is connected on, sorted; empty when offline.
+    /// (In a cluster: on every node.)
     pub fn platforms_of(&self, user: &str) -> Vec<i32> {
-        self.users
+        let mut here = self
+            .users
             .lock()
             .unwrap()
             .get(user)
             .map(|c| platforms(c))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Some(cluster) = &self.cluster {
+            here.extend(cluster.remote_platforms(user));
+            here.sort_unstable();
+            here.dedup();
+        }
+        here
+    }
+
+    /// Every user connected to this node (not the robot), with their platforms.
+    pub fn online_here(&self) -> Vec<(String, Vec<i32>)> {
+        let users = self.users.lock().unwrap();
+        users
+            .iter()
+            .filter(|(user, _)| user.as_str() != super::robot::ROBOT)
+            .map(|(user, conns)| (user.clone(), platforms(conns)))
+            .collect()
     }
 
     /// Queues `frame` on every connection of `user` except `except`, here
@@ -309,8 +345,13 @@ impl Hub {
         users.values().flatten().map(|(_, i)| i.platform).collect()
     }
 
+    /// Whether `user` has a connection (in a cluster: on any node).
     pub fn is_online(&self, user: &str) -> bool {
         self.users.lock().unwrap().contains_key(user)
+            || self
+                .cluster
+                .as_ref()
+                .is_some_and(|c| !c.remote_platforms(user).is_empty())
     }
 
     /// Every live connection, by user.

@@ -7,10 +7,12 @@
 //!   one of the user's connections (NATS routes by interest; [`relay`]);
 //! - `imctl.resync`: users who may have missed a relayed push, whose
 //!   connections are closed with 4009 so they reconnect and `sync`;
+//! - `imctl.presence`: users' platforms per node ([`presence`]);
 //! - `imctl.close`, `imctl.conns`: requests every node answers (bans, listings);
 //! - key-value buckets ([`kv`]) for the login API's short-lived state.
 
 pub mod kv;
+mod presence;
 mod relay;
 
 use std::collections::HashMap;
@@ -75,6 +77,8 @@ pub trait Local: Send + Sync {
     fn close_all(&self, reason: &'static str) -> usize;
     /// This node's connections.
     fn list(&self) -> Vec<ConnInfo>;
+    /// Every user connected here (not the robot), with their platforms.
+    fn online(&self) -> Vec<(String, Vec<i32>)>;
     /// How many client connections this node holds.
     fn connections(&self) -> usize;
 }
@@ -112,6 +116,8 @@ struct Inner {
     peers: Mutex<HashMap<String, (NodeInfo, Instant)>>,
     local: OnceLock<Arc<dyn Local>>,
     relay: relay::Relay,
+    presence_out: mpsc::Sender<Bytes>,
+    remote: Mutex<presence::Remote>,
     shutdown: CancellationToken,
 }
 
@@ -145,6 +151,7 @@ impl Cluster {
             return Err(Error::NameTaken(settings.node));
         }
         let (relay, relayed) = relay::Relay::new();
+        let (presence_out, presence_queue) = presence::queue();
         let me = NodeInfo {
             name: settings.node.clone(),
             instance: crate::token::random_token(8),
@@ -160,6 +167,8 @@ impl Cluster {
             peers: Mutex::default(),
             local: OnceLock::new(),
             relay,
+            presence_out,
+            remote: Mutex::default(),
             shutdown: shutdown.clone(),
         }));
         let subscribe = |subject: String| {
@@ -171,9 +180,14 @@ impl Cluster {
         let closes = subscribe(CLOSE.into()).await?;
         let conns = subscribe(CONNS.into()).await?;
         let resyncs = subscribe(relay::RESYNC.into()).await?;
+        let presences = subscribe(presence::PRESENCE.into()).await?;
+        let onlines = subscribe(presence::online_subject(&settings.node)).await?;
         tokio::spawn(cluster.clone().publish_relayed(relayed));
         tokio::spawn(cluster.clone().resync(resyncs));
         tokio::spawn(cluster.clone().watch_link(events));
+        tokio::spawn(cluster.clone().publish_presence(presence_queue));
+        tokio::spawn(cluster.clone().follow_presence(presences));
+        tokio::spawn(cluster.clone().answer(onlines, |c, _| c.online_list()));
         tokio::spawn(cluster.clone().answer(whos, |_, _| Some(Bytes::new())));
         tokio::spawn(cluster.clone().answer(closes, |c, body| {
             let req: CloseUser = serde_json::from_slice(body).ok()?;
@@ -432,23 +446,33 @@ impl Cluster {
             if peers.remove(&info.name).is_some() {
                 tracing::info!(node = %info.name, "node left the cluster");
             }
+            drop(peers);
+            self.forget_node(&info.name);
             return;
         }
-        let name = info.name.clone();
-        if peers.insert(name.clone(), (info, Instant::now())).is_none() {
+        let (name, instance) = (info.name.clone(), info.instance.clone());
+        let before = peers.insert(name.clone(), (info, Instant::now()));
+        drop(peers);
+        let new = before.as_ref().is_none_or(|(b, _)| b.instance != instance);
+        if new {
             tracing::info!(node = %name, "node joined the cluster");
+            // Its users, as of now; changes from here on come as they happen.
+            tokio::spawn(self.clone().fetch_online(name));
         }
     }
 
     fn sweep(&self) {
         let now = Instant::now();
+        let mut gone = Vec::new();
         self.0.peers.lock().unwrap().retain(|name, (_, seen)| {
             let live = now.duration_since(*seen) < NODE_TIMEOUT;
             if !live {
                 tracing::warn!(node = %name, "node stopped heartbeating; removed from the cluster");
+                gone.push(name.clone());
             }
             live
         });
+        gone.iter().for_each(|n| self.forget_node(n));
     }
 
     /// The JetStream context, for [`kv`] buckets.

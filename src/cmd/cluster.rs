@@ -23,11 +23,11 @@ pub struct Args {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=16))]
     pub nodes: u16,
 
-    /// The first node's app-server port; the others take free ports
+    /// The first node's app-server port (0: a free one); the others take free ports
     #[arg(long, env = "IMCTL_APP_PORT", default_value_t = 8888)]
     pub app_port: u16,
 
-    /// The first node's broker port; the others take free ports
+    /// The first node's broker port (0: a free one); the others take free ports
     #[arg(long, env = "IMCTL_BROKER_PORT", default_value_t = 8083)]
     pub broker_port: u16,
 
@@ -107,11 +107,15 @@ impl LocalCluster {
             _dir: dir,
         };
         for i in 1..=nodes {
-            let ports = if i == 1 {
-                first_ports
-            } else {
-                (free_port()?, free_port()?)
+            // Node 1 where asked (0: a free port, as for the others).
+            let pick = |asked: u16| {
+                if i == 1 && asked != 0 {
+                    Ok(asked)
+                } else {
+                    free_port()
+                }
             };
+            let ports = (pick(first_ports.0)?, pick(first_ports.1)?);
             let started = cluster.start_node(i, ports, strategy).await;
             if let Err(e) = started {
                 cluster.stop().await;
@@ -128,7 +132,9 @@ impl LocalCluster {
         strategy: RouteStrategy,
     ) -> anyhow::Result<()> {
         let name = format!("n{i}");
-        let data = self.dir.join(&name);
+        // One data directory for all: an upload through one node is served
+        // by every other (with PostgreSQL it holds only the media).
+        let data = self.dir.join("data");
         let log = self.dir.join(format!("{name}.log"));
         let log_file = std::fs::File::create(&log)
             .with_context(|| format!("cannot create {}", log.display()))?;
@@ -274,7 +280,7 @@ fn strategy_name(s: RouteStrategy) -> &'static str {
     }
 }
 
-pub fn free_port() -> anyhow::Result<u16> {
+fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).context("no free port")?;
     Ok(listener.local_addr()?.port())
 }

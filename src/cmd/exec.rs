@@ -69,9 +69,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let stack = match args.nodes {
         Some(nodes) => {
-            let ports = (super::cluster::free_port()?, super::cluster::free_port()?);
             let strategy = args.config.route_strategy;
-            Stack::Cluster(Box::new(LocalCluster::start(nodes, ports, strategy).await?))
+            Stack::Cluster(Box::new(
+                LocalCluster::start(nodes, (0, 0), strategy).await?,
+            ))
         }
         None => Stack::One(Box::new(server::start(&args.config).await?)),
     };

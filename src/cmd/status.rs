@@ -101,7 +101,7 @@ fn render(s: &StackStatus, output: Output) -> String {
              \x20 app-server  {}\n\
              \x20 broker      {}  (route {})\n\
              \x20 data        {}\n\
-             \x20 users {} · connections {} · live QR sessions {}\n{}",
+             \x20 users {} · connections {} · live QR sessions {}\n{}{}",
             s.version,
             s.pid,
             humantime::format_duration(Duration::from_secs(s.uptime_ms.max(0) as u64 / 1000)),
@@ -112,6 +112,7 @@ fn render(s: &StackStatus, output: Output) -> String {
             s.users,
             s.connections,
             s.qr_sessions,
+            s.cluster.as_ref().map(cluster_text).unwrap_or_default(),
             if is_loopback_url(&s.app_server) {
                 String::new()
             } else {
@@ -119,6 +120,27 @@ fn render(s: &StackStatus, output: Output) -> String {
             },
         ),
     }
+}
+
+/// A cluster node's view: every live node with its app-server and connections.
+fn cluster_text(c: &crate::wire::http::ClusterStatus) -> String {
+    let mut out = format!(
+        "\x20 cluster     node {} of {}{}\n",
+        c.node,
+        c.nodes.len(),
+        if c.nats_connected {
+            ""
+        } else {
+            " (NATS unreachable)"
+        }
+    );
+    for n in &c.nodes {
+        out += &format!(
+            "\x20   {:<6} {}  broker port {}  connections {}\n",
+            n.name, n.app_url, n.broker_port, n.connections
+        );
+    }
+    out
 }
 
 /// Whether a URL's host is loopback (the official clients' settings are

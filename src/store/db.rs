@@ -123,7 +123,12 @@ pub(super) async fn connect_postgres(url: &str) -> sqlx::Result<PgPool> {
         .application_name("imctl")
         // Repeated statements are prepared once per connection (sqlx's
         // cache); the writer's batch runs a fixed handful of them.
-        .statement_cache_capacity(256);
+        .statement_cache_capacity(256)
+        // A node cut off mid-transaction (a network partition, not a crash,
+        // which resets its connections) would hold its recipients' head
+        // locks until TCP gave up, hours later; no transaction of imctl's
+        // waits this long between statements.
+        .options([("idle_in_transaction_session_timeout", "30s")]);
     // One connection first: the pool would retry a refused connection
     // until its timeout, and hide why.
     let first = tokio::time::timeout(

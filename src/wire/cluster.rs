@@ -60,3 +60,22 @@ pub struct Resync {
     #[serde(default)]
     pub everyone: bool,
 }
+
+/// `imctl.presence`: a user's platforms on the sending node changed
+/// (empty: the user has no connection there any more).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceChange {
+    pub node: String,
+    pub user_id: String,
+    pub platforms: Vec<i32>,
+}
+
+/// A node's answer to `imctl.node.<name>.online`: every user connected
+/// there, with their platforms.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OnlineList {
+    pub node: String,
+    pub users: Vec<(String, Vec<i32>)>,
+}

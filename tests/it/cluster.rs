@@ -19,7 +19,8 @@ use crate::common::Served;
 struct TestCluster {
     nats: LocalNats,
     database: String,
-    dirs: Vec<tempfile::TempDir>,
+    /// Shared by the nodes, as `imctl cluster` does: uploads are seen by all.
+    data: tempfile::TempDir,
     nodes: Vec<Option<Served>>,
 }
 
@@ -31,7 +32,7 @@ impl TestCluster {
         let mut cluster = TestCluster {
             nats,
             database: pg.fresh_database().unwrap(),
-            dirs: Vec::new(),
+            data: tempfile::tempdir().unwrap(),
             nodes: Vec::new(),
         };
         // One at a time: the first migrates and seeds the database.
@@ -42,7 +43,6 @@ impl TestCluster {
     }
 
     fn add_node(&mut self, i: usize, extra: &[&str]) {
-        let dir = tempfile::tempdir().unwrap();
         let name = format!("n{i}");
         let mut args = vec![
             "--node",
@@ -52,7 +52,7 @@ impl TestCluster {
             "--database",
             &self.database,
             "--data-dir",
-            dir.path().to_str().unwrap(),
+            self.data.path().to_str().unwrap(),
             "--app-port",
             "0",
             "--broker-port",
@@ -66,7 +66,6 @@ impl TestCluster {
         args.extend(extra.iter().map(|a| a.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.nodes.push(Some(Served::start(&args)));
-        self.dirs.push(dir);
     }
 
     fn node(&self, i: usize) -> &Served {
@@ -163,6 +162,61 @@ async fn messages_cross_nodes_one_to_one_and_in_groups() {
         };
         assert_eq!(push["message"]["content"]["text"], "hi all");
     }
+    // Presence sees the whole cluster: bob on n2 and carol on n3 are online
+    // for alice on n1 (group members); carol leaving n3 makes her offline
+    // there, and a second device of bob's coming and going on n1 does not.
+    let ask = json!({"op": "presence", "users": ["bob", "carol"]});
+    let online_of = |presence: &Value| -> Vec<bool> {
+        presence["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["online"] == true)
+            .collect()
+    };
+    let presence = a.request(ask.clone()).await.unwrap();
+    assert_eq!(online_of(&presence), [true, true], "{presence}");
+    let bob_on_n1 = connect(&n1.ws, &bob, "bob-phone").await;
+    bob_on_n1.close().await;
+    c.close().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let presence = a.request(ask.clone()).await.unwrap();
+        match online_of(&presence)[..] {
+            [true, false] => break,
+            [true, true] => {}
+            _ => panic!("bob is still on n2: {presence}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "carol never went offline: {presence}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut c = connect(&n3.ws, &carol, "carol-pc").await;
+    // An upload through n1 is served by n2 (one media directory).
+    let (_, auth) = AppClient::new(&n1.app)
+        .login("13800000001", "66666", "alice-pc", 2)
+        .await
+        .unwrap();
+    let png = crate::common::png(4, 4, 3, |x, y| vec![x as u8 * 60, y as u8 * 60, 0]);
+    let up: Value = reqwest::Client::new()
+        .post(format!("{}/media", n1.app))
+        .header("authToken", auth)
+        .header("content-type", "image/png")
+        .body(png.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let path = up["url"].as_str().unwrap().split("/media/").nth(1).unwrap();
+    let got = reqwest::get(format!("{}/media/{path}", n2.app))
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.bytes().await.unwrap().as_ref(), png.as_slice());
     // And back: carol on n3 to alice on n1.
     let ack = c
         .send_text("single", "alice", "hi alice", Some("c-1"))
@@ -403,6 +457,24 @@ async fn a_ban_closes_the_users_connections_on_every_node() {
         "n1 lists bob's connections on n2 and n3: {listed}"
     );
     assert!(bobs.contains(&"n2") && bobs.contains(&"n3"), "{listed}");
+    // `imctl status` on any node shows the cluster; its metrics name the node.
+    let dir = tempfile::tempdir().unwrap();
+    let out = crate::common::imctl(
+        dir.path(),
+        &["status", "--app-server", &cluster.node(1).app],
+    );
+    let text = crate::common::stdout(&out);
+    assert!(text.contains("cluster     node n2 of 3"), "{text}");
+    for n in ["n1", "n2", "n3"] {
+        assert!(text.contains(&format!("    {n} ")), "{text}");
+    }
+    let metrics = reqwest::get(format!("{}/metrics", cluster.node(2).app))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("node=\"n3\""), "{metrics}");
     let banned: Value = reqwest::Client::new()
         .post(format!("{}/admin/users/bob/ban", cluster.node(0).app))
         .header("X-Admin-Secret", "cluster-secret")
@@ -665,7 +737,10 @@ async fn a_wrong_cluster_setting_is_one_line_and_an_exit_code() {
             .env("IMCTL_CONFIG", "none")
             .output()
             .unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     // No shared database.
     let (code, err) = serve(&["--nats", "nats://127.0.0.1:4222"]);
@@ -684,9 +759,139 @@ async fn a_wrong_cluster_setting_is_one_line_and_an_exit_code() {
     let url = format!("nats://127.0.0.1:{port}");
     let (code, err) = serve(&["--nats", &url, "--database", &database]);
     assert_eq!(code, Some(3), "{err}");
-    assert!(err.contains("cannot reach NATS") && err.contains("nats-server"), "{err}");
+    assert!(
+        err.contains("cannot reach NATS") && err.contains("nats-server"),
+        "{err}"
+    );
     // A node name with a dot (a NATS subject separator).
     let (code, err) = serve(&["--node", "n.1", "--nats", &url, "--database", &database]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("node name"), "{err}");
+}
+
+/// `imctl cluster` starts NATS, PostgreSQL and the nodes, prints where they
+/// are, and stops everything on Ctrl-C, leaving no process behind.
+#[tokio::test]
+async fn imctl_cluster_runs_until_ctrl_c_and_leaves_nothing() {
+    use std::io::{BufRead, BufReader};
+    let test = "imctl_cluster_runs_until_ctrl_c_and_leaves_nothing";
+    if nats_local::or_skip(test, nats_local::find_binary()).is_none()
+        || pg_local::or_skip(test, pg_local::find_bin_dir()).is_none()
+    {
+        return;
+    }
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_imctl"))
+        .args([
+            "cluster",
+            "--nodes",
+            "2",
+            "--app-port",
+            "0",
+            "--broker-port",
+            "0",
+        ])
+        .env("IMCTL_CONFIG", "none")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut apps = Vec::new();
+    let mut logs = None;
+    for line in lines.by_ref().map_while(Result::ok) {
+        // "  n1   app-server http://…  route …  broker …"
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.first().is_some_and(|w| w.starts_with('n')) && words.get(1) == Some(&"app-server")
+        {
+            apps.push(words[2].to_owned());
+        }
+        if let Some(dir) = line.trim().strip_prefix("logs") {
+            logs = Some(dir.trim().trim_end_matches("/n*.log").to_owned());
+        }
+        if line.starts_with("Ctrl-C") {
+            break;
+        }
+    }
+    assert_eq!(apps.len(), 2, "two nodes listed");
+    let mut pids = Vec::new();
+    for app in &apps {
+        // Each node hears the other within a heartbeat or two.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            let status: Value = reqwest::get(format!("{app}/_dev/status"))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if status["cluster"]["nodes"].as_array().map(Vec::len) == Some(2) {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "{status}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        pids.push(status["pid"].as_u64().unwrap());
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exited = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "imctl cluster did not stop");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(exited.success(), "{exited}");
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "node pid {pid} still running"
+        );
+    }
+    assert!(reqwest::get(format!("{}/readyz", apps[0])).await.is_err());
+    let logs = logs.expect("the logs' directory is printed");
+    assert!(!std::path::Path::new(&logs).exists(), "{logs} left behind");
+}
+
+/// `imctl exec --nodes 2` runs its command against a cluster and tells it
+/// every node in `IMCTL_NODES`.
+#[test]
+fn imctl_exec_nodes_hands_the_command_a_cluster() {
+    let test = "imctl_exec_nodes_hands_the_command_a_cluster";
+    if nats_local::or_skip(test, nats_local::find_binary()).is_none()
+        || pg_local::or_skip(test, pg_local::find_bin_dir()).is_none()
+    {
+        return;
+    }
+    let imctl = env!("CARGO_BIN_EXE_imctl");
+    let out = std::process::Command::new(imctl)
+        .args(["exec", "--nodes", "2", "--", "sh", "-c"])
+        .arg(format!(
+            "echo \"$IMCTL_NODES\"; {imctl} status --app-server \"$IMCTL_APP_SERVER\""
+        ))
+        .env("IMCTL_CONFIG", "none")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let nodes: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    let names: Vec<&str> = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["n1", "n2"], "{nodes}");
+    assert!(
+        nodes[1]["appServer"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://127.0.0.1:")
+    );
+    assert!(stdout.contains("cluster     node n1 of 2"), "{stdout}");
 }

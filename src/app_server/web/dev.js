@@ -60,7 +60,10 @@ function render() {
   if (!snap) return;
   const s = snap.status;
   const ago = Date.now() - received;
-  $("status").textContent = `imctl ${s.version} · pid ${s.pid} · up ${secs(s.uptimeMs + ago)} · app-server ${s.appServer} · broker ${s.wsUrl} · ${s.database || "in memory"} · ${s.users} users`;
+  // In a cluster: this node, every live node with its connections, and NATS trouble.
+  const c = s.cluster;
+  const cluster = c ? ` · node ${c.node} of ${c.nodes.map((n) => `${n.name} (${n.connections})`).join(", ")}${c.natsConnected ? "" : " · NATS unreachable"}` : "";
+  $("status").textContent = `imctl ${s.version} · pid ${s.pid} · up ${secs(s.uptimeMs + ago)} · app-server ${s.appServer} · broker ${s.wsUrl} · ${s.database || "in memory"} · ${s.users} users${cluster}`;
   const users = snap.users.filter((u) => u.userId !== "robot");
   $("qr-count").textContent = s.qrSessions;
   rows("sessions", snap.pcSessions, (q) => {
@@ -85,7 +88,7 @@ function render() {
     el("td", { text: m.expiresAt > Date.now() ? secs(m.expiresAt - Date.now()) : "expired" })), "no SMS sent yet");
   $("conn-count").textContent = s.connections;
   rows("conns", snap.connections, (c) => el("tr", {},
-    el("td", { text: c.userId }), el("td", { text: c.clientId }),
+    el("td", { text: c.userId }), el("td", { text: c.node ? `${c.clientId} on ${c.node}` : c.clientId }),
     el("td", { text: PLATFORMS[c.platform] || String(c.platform) }), el("td", { text: time(c.since) })), "nobody is connected");
   rows("msgs", snap.messages, (m) => el("tr", {},
     el("td", { text: time(m.serverTime) }), el("td", { text: m.msgId }), el("td", { text: m.from }),
