@@ -2,8 +2,8 @@
 //!
 //! [`LocalNats::start`] runs a real `nats-server` on a free loopback port
 //! with its JetStream store in a fresh directory under `/tmp`; dropping it
-//! kills the server and deletes the directory. [`shared`] is one such server
-//! per process. [`LocalNats::stop`] or [`LocalNats::kill_hard`] and then
+//! kills the server and deletes the directory (each test starts its own:
+//! subjects are the same in every cluster). [`LocalNats::stop`] or [`LocalNats::kill_hard`] and then
 //! [`LocalNats::start_again`] restart it on the same port with the same
 //! store, for tests of NATS restarts.
 //!
@@ -22,7 +22,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError, TryLockError, mpsc};
+use std::sync::{Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 /// Where the binary is looked for after `PATH` (Debian installs it in /usr/sbin).
@@ -86,10 +86,11 @@ pub struct LocalNats {
     bin: PathBuf,
     /// Unique, so readiness checks know the server answering is ours.
     name: String,
+    host: Ipv4Addr,
     port: u16,
     start_limit: Duration,
-    /// Behind a mutex so [`shared`]'s exit handler and `is_running`, which
-    /// have only a shared reference, can reach it.
+    /// Behind a mutex so `is_running` and `pid`, which have only a shared
+    /// reference, can reach it.
     child: Mutex<Option<Child>>,
     // Last, so it is removed after `drop` has killed the server.
     dir: tempfile::TempDir,
@@ -99,10 +100,16 @@ impl LocalNats {
     /// Starts a server with JetStream on a free loopback port, its store in
     /// a new temporary directory; returns once it accepts clients.
     pub fn start() -> Result<Self, Error> {
-        Self::start_with(find_binary()?, START_LIMIT)
+        Self::start_with(find_binary()?, START_LIMIT, Ipv4Addr::LOCALHOST)
     }
 
-    fn start_with(bin: PathBuf, start_limit: Duration) -> Result<Self, Error> {
+    /// [`start`](Self::start), listening on `host` instead of loopback (for
+    /// nodes in other network namespaces, reaching it over a bridge).
+    pub fn start_on(host: Ipv4Addr) -> Result<Self, Error> {
+        Self::start_with(find_binary()?, START_LIMIT, host)
+    }
+
+    fn start_with(bin: PathBuf, start_limit: Duration, host: Ipv4Addr) -> Result<Self, Error> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         // Under /tmp, like pg_local's, so leftovers are found in one place.
         let dir = tempfile::Builder::new()
@@ -118,6 +125,7 @@ impl LocalNats {
         let mut nats = LocalNats {
             bin,
             name,
+            host,
             port: 0,
             start_limit,
             child: Mutex::new(None),
@@ -127,9 +135,9 @@ impl LocalNats {
         Ok(nats)
     }
 
-    /// `nats://127.0.0.1:<port>`.
+    /// `nats://127.0.0.1:<port>` (or the host it listens on).
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        format!("nats://{}:{}", self.host, self.port)
     }
 
     pub fn port(&self) -> u16 {
@@ -217,9 +225,9 @@ impl LocalNats {
             tries += 1;
             // Bound and released at once: the server binds it a moment later,
             // and if someone else got there first, we try another.
-            self.port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            self.port = TcpListener::bind((self.host, 0))
                 .and_then(|l| l.local_addr())
-                .map_err(io("find a free port on 127.0.0.1"))?
+                .map_err(io(format!("find a free port on {}", self.host)))?
                 .port();
             match self.spawn_server() {
                 Err(Error::Failed { detail, .. })
@@ -243,7 +251,7 @@ impl LocalNats {
             .map_err(io(format!("open {}", log_path.display())))?;
         let stderr = log.try_clone().map_err(io("duplicate a file handle"))?;
         let mut cmd = Command::new(&self.bin);
-        cmd.args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+        cmd.args(["-a", &self.host.to_string(), "-p", &self.port.to_string()])
             .args(["-n", &self.name, "-js", "-sd"])
             .arg(self.store_dir())
             .arg("-l")
@@ -281,7 +289,8 @@ impl LocalNats {
     /// It enables JetStream (recovering the store) before it listens, so
     /// that greeting means JetStream is ready.
     fn wait_until_ready(&mut self, what: &str) -> Result<(), Error> {
-        let (port, name, limit) = (self.port, self.name.clone(), self.start_limit);
+        let (host, port) = (self.host, self.port);
+        let (name, limit) = (self.name.clone(), self.start_limit);
         let deadline = Instant::now() + limit;
         let Some(child) = self.child_mut().as_mut() else {
             return Ok(());
@@ -294,7 +303,7 @@ impl LocalNats {
                     detail: String::new(),
                 });
             }
-            if greets_with_jetstream(port, &name, deadline) {
+            if greets_with_jetstream(host, port, &name, deadline) {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -307,23 +316,6 @@ impl LocalNats {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-
-    /// Kills the server and deletes its directory, for [`shared`]'s exit
-    /// handler, which only has a shared reference.
-    fn kill_and_remove(&self) {
-        // Not `lock`: a thread may have exited the process while holding it.
-        // Then the server dies with the process anyway.
-        let child = match self.child.try_lock() {
-            Ok(child) => Some(child),
-            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
-            Err(TryLockError::WouldBlock) => None,
-        };
-        if let Some(mut child) = child.and_then(|mut slot| slot.take()) {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = fs::remove_dir_all(self.dir.path());
-    }
 }
 
 impl Drop for LocalNats {
@@ -335,8 +327,8 @@ impl Drop for LocalNats {
 
 /// Whether the server on `port` sends an `INFO` naming it `name`, with
 /// JetStream on, before `deadline` (and at most a second).
-fn greets_with_jetstream(port: u16, name: &str, deadline: Instant) -> bool {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+fn greets_with_jetstream(host: Ipv4Addr, port: u16, name: &str, deadline: Instant) -> bool {
+    let addr = SocketAddr::from((host, port));
     let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(250)) else {
         return false;
     };
@@ -405,43 +397,6 @@ fn spawn(mut cmd: Command) -> io::Result<Child> {
         jobs.send((cmd, reply)).map_err(|_| gone())?;
     }
     result.recv().map_err(|_| gone())?
-}
-
-static SHARED: Mutex<Option<&'static LocalNats>> = Mutex::new(None);
-
-/// One server for the whole process, started on first use. It is killed
-/// and deleted when the process exits normally (statics are never dropped,
-/// so an `atexit` handler does it) and killed when it dies otherwise.
-pub fn shared() -> Result<&'static LocalNats, Error> {
-    let mut slot = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(nats) = *slot {
-        return Ok(nats);
-    }
-    let nats: &'static LocalNats = Box::leak(Box::new(LocalNats::start()?));
-    *slot = Some(nats);
-    // SAFETY: the handler is a plain function that does not unwind. If it
-    // cannot be registered the directory outlives the process, which is no
-    // reason to refuse the caller a server.
-    unsafe { libc::atexit(stop_shared_at_exit) };
-    Ok(nats)
-}
-
-extern "C" fn stop_shared_at_exit() {
-    // Not `lock`: a thread may have exited the process while starting it.
-    let slot = match SHARED.try_lock() {
-        Ok(slot) => slot,
-        Err(TryLockError::Poisoned(p)) => p.into_inner(),
-        Err(TryLockError::WouldBlock) => return,
-    };
-    if let Some(nats) = *slot {
-        nats.kill_and_remove();
-    }
-}
-
-/// For tests that need NATS whatever the pass: the [`shared`] server, or
-/// `None` when it is missing (see [`or_skip`]).
-pub fn shared_or_skip(test: &str) -> Option<&'static LocalNats> {
-    or_skip(test, shared())
 }
 
 /// For tests: the value, or `None` after printing `SKIPPED <test>:
@@ -654,7 +609,8 @@ mod tests {
         if or_skip(test, find_binary()).is_none() {
             return;
         }
-        let exits = LocalNats::start_with("/bin/false".into(), START_LIMIT).unwrap_err();
+        let exits = LocalNats::start_with("/bin/false".into(), START_LIMIT, Ipv4Addr::LOCALHOST)
+            .unwrap_err();
         assert!(matches!(exits, Error::Failed { .. }), "{exits}");
 
         // A server that never answers, as a hung one would.
@@ -663,7 +619,8 @@ mod tests {
         fs::write(&hangs, "#!/bin/sh\necho stuck\nexec sleep 60\n").unwrap();
         fs::set_permissions(&hangs, fs::Permissions::from_mode(0o755)).unwrap();
         let begun = Instant::now();
-        let err = LocalNats::start_with(hangs, Duration::from_secs(1)).unwrap_err();
+        let err =
+            LocalNats::start_with(hangs, Duration::from_secs(1), Ipv4Addr::LOCALHOST).unwrap_err();
         assert!(begun.elapsed() < Duration::from_secs(5));
         let message = err.to_string();
         assert!(matches!(err, Error::TimedOut { .. }), "{message}");
@@ -745,18 +702,6 @@ mod tests {
         }
         let _ = fs::remove_dir_all(&dir);
         assert!(!survived, "nats-server {pid} outlived its parent");
-    }
-
-    #[test]
-    fn the_shared_server_is_started_once() {
-        let test = "the_shared_server_is_started_once";
-        let Some(a) = shared_or_skip(test) else {
-            return;
-        };
-        let b = shared().unwrap();
-        assert!(std::ptr::eq(a, b));
-        assert!(a.is_running());
-        assert!(info(a).contains("\"jetstream\":true"));
     }
 
     #[test]

@@ -212,6 +212,21 @@ impl LocalPostgres {
 
     /// Starts a stopped server again on the same port with the same data;
     /// does nothing if it is running.
+    /// Also listens on `addr` and trusts clients from `network` (a CIDR,
+    /// e.g. `10.231.7.0/24`): for nodes in other network namespaces,
+    /// reaching it over a bridge. Restarts the server.
+    pub fn listen_also(&mut self, addr: Ipv4Addr, network: &str) -> Result<(), Error> {
+        self.append_to_config(&format!("listen_addresses = '127.0.0.1,{addr}'\n"))?;
+        let hba = self.data_dir().join("pg_hba.conf");
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&hba)
+            .and_then(|mut f| f.write_all(format!("host all all {network} trust\n").as_bytes()))
+            .map_err(io(format!("write {}", hba.display())))?;
+        self.stop();
+        self.start_again()
+    }
+
     pub fn start_again(&mut self) -> Result<(), Error> {
         if !self.running {
             self.pg_ctl_start()?;

@@ -128,7 +128,7 @@ pub(super) async fn connect_postgres(url: &str) -> sqlx::Result<PgPool> {
         // which resets its connections) would hold its recipients' head
         // locks until TCP gave up, hours later; no transaction of imctl's
         // waits this long between statements.
-        .options([("idle_in_transaction_session_timeout", "30s")]);
+        .options([("idle_in_transaction_session_timeout", "10s")]);
     // One connection first: the pool would retry a refused connection
     // until its timeout, and hide why.
     let first = tokio::time::timeout(

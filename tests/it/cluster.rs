@@ -77,12 +77,7 @@ impl TestCluster {
         let deadline = Instant::now() + Duration::from_secs(20);
         for served in self.nodes.iter().flatten() {
             loop {
-                let status: Value = reqwest::get(format!("{}/_dev/status", served.app))
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let status = get_json(format!("{}/_dev/status", served.app), false).await;
                 if status["cluster"]["nodes"].as_array().map(Vec::len) == Some(n) {
                     break;
                 }
@@ -102,6 +97,24 @@ async fn login(app: &str, mobile: &str, client_id: &str) -> String {
         .await
         .unwrap();
     result.token
+}
+
+/// POSTs `body` as JSON (with `authToken` when given); the answer's JSON.
+async fn post_json(url: impl AsRef<str>, body: Value, auth: Option<&str>) -> Value {
+    let mut req = reqwest::Client::new().post(url.as_ref()).json(&body);
+    if let Some(token) = auth {
+        req = req.header("authToken", token);
+    }
+    req.send().await.unwrap().json().await.unwrap()
+}
+
+/// GETs `url`'s JSON, as the admin with `admin` set.
+async fn get_json(url: impl AsRef<str>, admin: bool) -> Value {
+    let mut req = reqwest::Client::new().get(url.as_ref());
+    if admin {
+        req = req.header("X-Admin-Secret", "cluster-secret");
+    }
+    req.send().await.unwrap().json().await.unwrap()
 }
 
 async fn connect(ws: &str, token: &str, client_id: &str) -> ChatConn {
@@ -237,40 +250,20 @@ async fn a_qr_login_works_with_each_call_on_another_node() {
     let Some(cluster) = TestCluster::start(test, 3, &[]) else {
         return;
     };
-    let http = reqwest::Client::new();
-    let post = |app: &str, path: &str, body: Value, auth: Option<&str>| {
-        let mut req = http.post(format!("{app}{path}")).json(&body);
-        if let Some(token) = auth {
-            req = req.header("authToken", token);
-        }
-        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
-    };
     let (n1, n2, n3) = (
         &cluster.node(0).app,
         &cluster.node(1).app,
         &cluster.node(2).app,
     );
     // The page creates the session on n1 and polls n3; the phone is on n2.
-    let created = post(
-        n1,
-        "/pc_session",
-        json!({"clientId": "web-1", "platform": 5}),
-        None,
-    )
-    .await;
+    let body = json!({"clientId": "web-1", "platform": 5});
+    let created = post_json(format!("{n1}/pc_session"), body, None).await;
     assert_eq!(created["code"], 0, "{created}");
     let token = created["result"]["token"].as_str().unwrap().to_owned();
     let poll = {
         let (n3, token) = (n3.clone(), token.clone());
         tokio::spawn(async move {
-            reqwest::Client::new()
-                .post(format!("{n3}/session_login/{token}"))
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
+            post_json(format!("{n3}/session_login/{token}"), json!({}), None).await
         })
     };
     let (_, auth) = AppClient::new(n2)
@@ -280,7 +273,7 @@ async fn a_qr_login_works_with_each_call_on_another_node() {
     let auth = auth.as_str();
     // Let the poll reach n3 first, so the scan must wake it across nodes.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let scanned = post(n2, &format!("/scan_pc/{token}"), json!({}), Some(auth)).await;
+    let scanned = post_json(format!("{n2}/scan_pc/{token}"), json!({}), Some(auth)).await;
     assert_eq!(scanned["code"], 0, "{scanned}");
     let first = poll.await.unwrap();
     assert_eq!(
@@ -288,14 +281,15 @@ async fn a_qr_login_works_with_each_call_on_another_node() {
         "the poll on n3 saw the scan on n2: {first}"
     );
     // Status 3 (seen) everywhere, then confirmed on n3, answered on n1.
-    let confirm = post(n3, "/confirm_pc", json!({"token": token}), Some(auth)).await;
+    let body = json!({"token": token});
+    let confirm = post_json(format!("{n3}/confirm_pc"), body, Some(auth)).await;
     assert_eq!(confirm["code"], 0, "{confirm}");
-    let done = post(n1, &format!("/session_login/{token}"), json!({}), None).await;
+    let done = post_json(format!("{n1}/session_login/{token}"), json!({}), None).await;
     assert_eq!(done["code"], 0, "{done}");
     assert_eq!(done["result"]["userId"], "alice", "{done}");
     // Used up on every node.
     for app in [n1, n2, n3] {
-        let again = post(app, &format!("/session_login/{token}"), json!({}), None).await;
+        let again = post_json(format!("{app}/session_login/{token}"), json!({}), None).await;
         assert_ne!(again["code"], 0, "a QR login is used once: {again}");
     }
 }
@@ -307,63 +301,34 @@ async fn an_sms_code_sent_through_one_node_logs_in_on_another_once() {
         return;
     };
     let (n1, n2) = (&cluster.node(0).app, &cluster.node(1).app);
-    let http = reqwest::Client::new();
-    let sent: Value = http
-        .post(format!("{n1}/send_code"))
-        .json(&json!({"mobile": "13900000077"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sent: Value = post_json(
+        format!("{n1}/send_code"),
+        json!({"mobile": "13900000077"}),
+        None,
+    )
+    .await;
     assert_eq!(sent["code"], 0, "{sent}");
     // The SMS is in n2's outbox too.
-    let outbox: Value = http
-        .get(format!("{n2}/_dev/sms?mobile=13900000077&wait=5"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let outbox = get_json(format!("{n2}/_dev/sms?mobile=13900000077&wait=5"), false).await;
     let code = outbox[0]["code"]
         .as_str()
         .expect("n2's outbox has the SMS")
         .to_owned();
     // Too soon for another code through n2: the limit is shared.
-    let again: Value = http
-        .post(format!("{n2}/send_code"))
-        .json(&json!({"mobile": "13900000077"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let again: Value = post_json(
+        format!("{n2}/send_code"),
+        json!({"mobile": "13900000077"}),
+        None,
+    )
+    .await;
     assert_ne!(
         again["code"], 0,
         "the resend limit holds across nodes: {again}"
     );
-    let login = |app: String| {
-        let code = code.clone();
-        async move {
-            reqwest::Client::new()
-                .post(format!("{app}/login"))
-                .json(
-                    &json!({"mobile": "13900000077", "code": code, "clientId": "c", "platform": 2}),
-                )
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
-    };
-    let first = login(n2.clone()).await;
+    let body = json!({"mobile": "13900000077", "code": code, "clientId": "c", "platform": 2});
+    let first = post_json(format!("{n2}/login"), body.clone(), None).await;
     assert_eq!(first["code"], 0, "{first}");
-    let second = login(n1.clone()).await;
+    let second = post_json(format!("{n1}/login"), body, None).await;
     assert_ne!(
         second["code"], 0,
         "a code is used once on any node: {second}"
@@ -384,18 +349,9 @@ async fn route_by_hash_is_stable_and_a_node_leaving_moves_only_its_users() {
     }
     let route_of = |ws: &str| ws.replace("ws://", "http://").replace("/ws", "/route");
     let routes = |route_url: String, tokens: Vec<String>| async move {
-        let http = reqwest::Client::new();
         let mut nodes = Vec::new();
         for token in tokens {
-            let r: Value = http
-                .post(&route_url)
-                .json(&json!({"token": token}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let r: Value = post_json(&route_url, json!({"token": token}), None).await;
             assert_eq!(r["code"], 0, "{r}");
             nodes.push(r["result"]["node"].as_str().unwrap().to_owned());
         }
@@ -435,15 +391,7 @@ async fn a_ban_closes_the_users_connections_on_every_node() {
     let bob = login(&cluster.node(0).app, "13800000002", "bob-pc").await;
     let mut on2 = connect(&cluster.node(1).ws, &bob, "bob-pc").await;
     let mut on3 = connect(&cluster.node(2).ws, &bob, "bob-phone").await;
-    let listed: Value = reqwest::Client::new()
-        .get(format!("{}/admin/connections", cluster.node(0).app))
-        .header("X-Admin-Secret", "cluster-secret")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = get_json(format!("{}/admin/connections", cluster.node(0).app), true).await;
     let bobs: Vec<&str> = listed["connections"]
         .as_array()
         .unwrap()
@@ -536,15 +484,7 @@ async fn send_through_kill(
                 assert!(*killed.borrow(), "a send failed before the kill");
                 reconnects += 1;
                 conn = loop {
-                    let r: Value = reqwest::Client::new()
-                        .post(&route_url)
-                        .json(&json!({"token": token}))
-                        .send()
-                        .await
-                        .unwrap()
-                        .json()
-                        .await
-                        .unwrap();
+                    let r: Value = post_json(&route_url, json!({"token": token}), None).await;
                     let ws = r["result"]["wsUrl"].as_str().unwrap().to_owned();
                     match ChatConn::connect(&ws, &token, "alice-pc", 2).await {
                         Ok((c, _)) => break c,
@@ -637,16 +577,8 @@ async fn nats_restarting_costs_a_pause_not_a_message() {
         ack.msg_id.as_str()
     );
     // A QR session made before NATS goes down outlives its restart.
-    let http = reqwest::Client::new();
-    let created: Value = http
-        .post(format!("{}/pc_session", n1.0))
-        .json(&json!({"clientId": "web-1", "platform": 5}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = json!({"clientId": "web-1", "platform": 5});
+    let created = post_json(format!("{}/pc_session", n1.0), body, None).await;
     let token = created["result"]["token"].as_str().unwrap().to_owned();
 
     cluster.nats.kill_hard();
@@ -707,16 +639,8 @@ async fn nats_restarting_costs_a_pause_not_a_message() {
         .login("13800000003", "66666", "carol-phone", 2)
         .await
         .unwrap();
-    let scanned: Value = http
-        .post(format!("{}/scan_pc/{token}", n2.0))
-        .header("authToken", auth)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let scanned: Value =
+        post_json(format!("{}/scan_pc/{token}", n2.0), json!({}), Some(&auth)).await;
     assert_eq!(scanned["code"], 0, "{scanned}");
 }
 

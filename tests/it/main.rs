@@ -29,6 +29,7 @@ mod login;
 mod media;
 mod metrics;
 mod openapi;
+mod partition;
 mod persistence;
 mod pipeline;
 mod postgres;
