@@ -210,8 +210,6 @@ impl LocalPostgres {
         }
     }
 
-    /// Starts a stopped server again on the same port with the same data;
-    /// does nothing if it is running.
     /// Also listens on `addr` and trusts clients from `network` (a CIDR,
     /// e.g. `10.231.7.0/24`): for nodes in other network namespaces,
     /// reaching it over a bridge. Restarts the server.
@@ -227,6 +225,8 @@ impl LocalPostgres {
         self.start_again()
     }
 
+    /// Starts a stopped server again on the same port with the same data;
+    /// does nothing if it is running.
     pub fn start_again(&mut self) -> Result<(), Error> {
         if !self.running {
             self.pg_ctl_start()?;

@@ -113,6 +113,12 @@ impl crate::cluster::Local for InCluster {
         self.0.hub.online_here()
     }
 
+    fn close_older(&self, user: Option<&str>, before_ms: i64, reason: &'static str) -> usize {
+        self.0
+            .hub
+            .close_older(user, before_ms, close::TOO_SLOW, reason)
+    }
+
     fn close_all(&self, reason: &'static str) -> usize {
         self.0.hub.close_all(close::TOO_SLOW, reason)
     }

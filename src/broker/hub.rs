@@ -384,6 +384,29 @@ impl Hub {
         closed
     }
 
+    /// Closes with `code` the client connections (of `user`, or everyone's
+    /// but the robot's) made before `before_ms`; returns how many.
+    pub fn close_older(
+        &self,
+        user: Option<&str>,
+        before_ms: i64,
+        code: u16,
+        reason: &'static str,
+    ) -> usize {
+        let users = self.users.lock().unwrap();
+        let mut closed = 0;
+        for (who, conns) in users.iter() {
+            if who.as_str() == super::robot::ROBOT || user.is_some_and(|u| u != who) {
+                continue;
+            }
+            for (conn, _) in conns.iter().filter(|(_, i)| i.since < before_ms) {
+                conn.close(code, reason);
+                closed += 1;
+            }
+        }
+        closed
+    }
+
     /// Live client connections in all (the built-in robot is not one).
     pub fn connections(&self) -> usize {
         self.users
@@ -528,6 +551,26 @@ mod tests {
         a.send("late".into());
         assert_eq!(rx.try_recv().map(|f| f.len()), Some(600));
         assert!(rx.try_recv().is_none(), "nothing after the gap");
+    }
+
+    #[test]
+    fn a_resync_closes_only_connections_older_than_the_missed_push() {
+        let hub = Hub::default();
+        let conns: Vec<_> = (0..3).map(|_| hub.handle().0).collect();
+        hub.register("alice", conns[0].clone(), "a", 1).unwrap();
+        hub.register("bob", conns[1].clone(), "b", 1).unwrap();
+        hub.register(super::super::robot::ROBOT, conns[2].clone(), "r", 0)
+            .unwrap();
+        // Made after the push: they synced at connect.
+        assert_eq!(hub.close_older(None, 0, close::TOO_SLOW, "x"), 0);
+        assert_eq!(
+            hub.close_older(Some("bob"), i64::MAX, close::TOO_SLOW, "x"),
+            1
+        );
+        assert!(conns[1].kick.is_cancelled() && !conns[0].kick.is_cancelled());
+        assert_eq!(hub.close_older(None, i64::MAX, close::TOO_SLOW, "x"), 2);
+        assert!(conns[0].kick.is_cancelled());
+        assert!(!conns[2].kick.is_cancelled(), "the robot is not a client");
     }
 
     #[test]

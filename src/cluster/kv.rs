@@ -129,6 +129,7 @@ impl<T: Serialize + DeserializeOwned> Bucket<T> {
         mut decide: impl FnMut(Option<T>) -> Result<(Write<T>, R), E>,
     ) -> Result<Result<(R, Option<u64>), E>, Error> {
         for _ in 0..CAS_TRIES {
+            let from_known = known.is_some();
             let (current, revision) = match known.take() {
                 Some((value, revision)) => (Some(value), Some(revision)),
                 None => match self.store.entry(key).await.map_err(Error::nats)? {
@@ -139,7 +140,13 @@ impl<T: Serialize + DeserializeOwned> Bucket<T> {
                     None => (None, None),
                 },
             };
-            let (write, result) = match decide(current) {
+            let decided = decide(current);
+            // A refusal or "nothing to do" decided on a copy that may be
+            // behind (a scan through another node) is checked on the server.
+            if from_known && matches!(decided, Err(_) | Ok((Write::Keep, _))) {
+                continue;
+            }
+            let (write, result) = match decided {
                 Ok(decided) => decided,
                 Err(e) => return Ok(Err(e)),
             };

@@ -44,6 +44,12 @@ const NODES: &str = "imctl.nodes";
 const CLOSE: &str = "imctl.close";
 const CONNS: &str = "imctl.conns";
 
+/// How often the NATS link's state is looked at.
+const LINK_POLL: Duration = Duration::from_millis(200);
+/// How often each node's full list of online users is fetched again, so a
+/// presence change lost on the way is corrected.
+const PRESENCE_REFRESH: Duration = Duration::from_secs(30);
+
 /// Why a node closes its connections when its NATS link comes back.
 const LINK_WAS_DOWN: &str = "this node lost the cluster for a moment: reconnect and sync";
 
@@ -75,6 +81,9 @@ pub trait Local: Send + Sync {
     /// Closes every client connection here with 4009 and `reason` (they
     /// may have missed pushes); returns how many.
     fn close_all(&self, reason: &'static str) -> usize;
+    /// Closes with 4009 and `reason` the connections here (of `user`, or
+    /// every client's) made before `before_ms`; returns how many.
+    fn close_older(&self, user: Option<&str>, before_ms: i64, reason: &'static str) -> usize;
     /// This node's connections.
     fn list(&self) -> Vec<ConnInfo>;
     /// Every user connected here (not the robot), with their platforms.
@@ -129,17 +138,15 @@ impl Cluster {
             url: settings.url.clone(),
             why,
         };
-        let (events_tx, events) = mpsc::channel(64);
+        let node = settings.node.clone();
         let client = async_nats::ConnectOptions::new()
             .name(format!("imctl {}", settings.node))
             .no_echo()
             .connection_timeout(CONNECT_TIMEOUT)
             .max_reconnects(None)
             .event_callback(move |event| {
-                let events = events_tx.clone();
-                async move {
-                    let _ = events.try_send(event);
-                }
+                let node = node.clone();
+                async move { tracing::info!(node, "NATS: {event}") }
             })
             .connect(&settings.url)
             .await
@@ -184,7 +191,7 @@ impl Cluster {
         let onlines = subscribe(presence::online_subject(&settings.node)).await?;
         tokio::spawn(cluster.clone().publish_relayed(relayed));
         tokio::spawn(cluster.clone().resync(resyncs));
-        tokio::spawn(cluster.clone().watch_link(events));
+        tokio::spawn(cluster.clone().watch_link());
         tokio::spawn(cluster.clone().publish_presence(presence_queue));
         tokio::spawn(cluster.clone().follow_presence(presences));
         tokio::spawn(cluster.clone().answer(onlines, |c, _| c.online_list()));
@@ -208,31 +215,41 @@ impl Cluster {
     /// connections; when it comes back, they may have missed pushes from
     /// other nodes (published while nobody here listened), so they are
     /// closed with 4009 to reconnect and `sync`.
-    async fn watch_link(self, mut events: mpsc::Receiver<async_nats::Event>) {
-        use async_nats::Event;
+    ///
+    /// The link's state is polled (every [`LINK_POLL`]) rather than taken
+    /// from the client's events, which a flood of other events could push out.
+    async fn watch_link(self) {
         let node = self.0.me.name.clone();
         let mut was_down = false;
-        while let Some(event) = events.recv().await {
-            match event {
-                Event::Disconnected => {
+        let mut every = tokio::time::interval(LINK_POLL);
+        loop {
+            tokio::select! {
+                _ = self.0.shutdown.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            match (self.is_connected(), was_down) {
+                (false, false) => {
                     was_down = true;
                     tracing::warn!(
                         node,
-                        "NATS disconnected: serving this node's connections; pushes to other nodes are dropped until it is back"
+                        "NATS unreachable: serving this node's connections; pushes to other nodes are dropped until it is back"
                     );
                 }
-                Event::Connected => {
-                    tracing::info!(node, "NATS connected");
-                    if std::mem::take(&mut was_down) {
-                        let closed = self.local().map_or(0, |l| l.close_all(LINK_WAS_DOWN));
-                        tracing::warn!(
-                            node,
-                            closed,
-                            "NATS is back: closed this node's connections (4009) so they sync what they missed"
-                        );
-                    }
+                (true, true) => {
+                    was_down = false;
+                    // What this node published just before the cut may have
+                    // died with it: those users resync on the other nodes.
+                    self.relayed_lately_missed();
+                    let closed = self.local().map_or(0, |l| l.close_all(LINK_WAS_DOWN));
+                    tracing::warn!(
+                        node,
+                        closed,
+                        "NATS is back: closed this node's connections (4009) so they sync what they missed"
+                    );
+                    // Presence changes may have been lost both ways.
+                    self.refetch_online();
                 }
-                other => tracing::warn!(node, "NATS: {other}"),
+                _ => {}
             }
         }
     }
@@ -332,7 +349,7 @@ impl Cluster {
             return answers;
         }
         if self.is_connected() {
-            let asked = self.ask(subject, req, others.len(), &mut answers);
+            let asked = self.ask(subject, req, &others, &mut answers);
             let _ = tokio::time::timeout(GATHER_TIMEOUT, asked).await;
         }
         let missing: Vec<&String> = others
@@ -353,7 +370,7 @@ impl Cluster {
         &self,
         subject: &'static str,
         req: &impl serde::Serialize,
-        expected: usize,
+        asked: &[String],
         answers: &mut Vec<NodeAnswer>,
     ) {
         let client = &self.0.client;
@@ -369,11 +386,14 @@ impl Cluster {
         {
             return;
         }
-        while answers.len() < expected {
+        // Counting only the nodes asked: one that joined meanwhile answers too.
+        let mut waiting: Vec<&String> = asked.iter().collect();
+        while !waiting.is_empty() {
             let Some(msg) = replies.next().await else {
                 return;
             };
             if let Ok(a) = serde_json::from_slice::<NodeAnswer>(&msg.payload) {
+                waiting.retain(|n| **n != a.node);
                 answers.push(a);
             }
         }
@@ -421,10 +441,13 @@ impl Cluster {
     /// Keeps the registry from heartbeats, and says who joins and leaves.
     async fn listen(self, mut heartbeats: async_nats::Subscriber) {
         let mut sweep = tokio::time::interval(HEARTBEAT);
+        let mut refresh = tokio::time::interval(PRESENCE_REFRESH);
+        refresh.tick().await;
         loop {
             tokio::select! {
                 _ = self.0.shutdown.cancelled() => break,
                 _ = sweep.tick() => self.sweep(),
+                _ = refresh.tick() => self.refetch_online(),
                 msg = heartbeats.next() => match msg {
                     Some(msg) => self.heard(&msg.payload),
                     None => break,
@@ -473,6 +496,12 @@ impl Cluster {
             live
         });
         gone.iter().for_each(|n| self.forget_node(n));
+        self.prune_presence();
+    }
+
+    /// Whether `node` is another node in the registry.
+    fn is_peer(&self, node: &str) -> bool {
+        self.0.peers.lock().unwrap().contains_key(node)
     }
 
     /// The JetStream context, for [`kv`] buckets.

@@ -2,8 +2,9 @@
 //! lists see the whole cluster. Each node publishes its users' platform
 //! changes on `imctl.presence`, in order, from one task; a node newly heard
 //! from is asked for its whole list (`imctl.node.<name>.online`); a node
-//! that leaves the registry takes its users with it. Best effort: a change
-//! dropped (NATS down) is corrected when the node is heard anew.
+//! that leaves the registry takes its users with it. Best effort: every
+//! list is fetched again every 30 s and after a NATS outage, which corrects
+//! a change lost on the way.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -71,6 +72,11 @@ impl Cluster {
             let Ok(change) = serde_json::from_slice::<PresenceChange>(&msg.payload) else {
                 continue;
             };
+            // Not from a node that has left (its last changes trail its
+            // leaving heartbeat): that would never be cleared.
+            if !self.is_peer(&change.node) {
+                continue;
+            }
             let mut remote = self.0.remote.lock().unwrap();
             let users = remote.by_node.entry(change.node).or_default();
             if change.platforms.is_empty() {
@@ -91,7 +97,9 @@ impl Cluster {
             );
             return;
         };
-        if let Ok(list) = serde_json::from_slice::<OnlineList>(&reply.payload) {
+        if let Ok(list) = serde_json::from_slice::<OnlineList>(&reply.payload)
+            && self.is_peer(&list.node)
+        {
             let users = list.users.into_iter().collect();
             self.0
                 .remote
@@ -99,6 +107,14 @@ impl Cluster {
                 .unwrap()
                 .by_node
                 .insert(list.node, users);
+        }
+    }
+
+    /// Fetches every live node's list again.
+    pub(super) fn refetch_online(&self) {
+        let peers: Vec<String> = self.0.peers.lock().unwrap().keys().cloned().collect();
+        for node in peers {
+            tokio::spawn(self.clone().fetch_online(node));
         }
     }
 
@@ -114,5 +130,13 @@ impl Cluster {
     /// A node left: its users are no longer online through it.
     pub(super) fn forget_node(&self, node: &str) {
         self.0.remote.lock().unwrap().by_node.remove(node);
+    }
+
+    /// Drops the users of nodes no longer in the registry (a list or a
+    /// change that arrived after the node left).
+    pub(super) fn prune_presence(&self) {
+        let peers = self.0.peers.lock().unwrap();
+        let mut remote = self.0.remote.lock().unwrap();
+        remote.by_node.retain(|node, _| peers.contains_key(node));
     }
 }

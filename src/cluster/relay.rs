@@ -22,14 +22,18 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Cluster, Error};
 use crate::wire::cluster::Resync;
-use crate::wire::ws::close;
 
 /// Relayed pushes waiting to be published (one entry per user and batch).
 pub const RELAY_QUEUE: usize = 16 * 1024;
 /// Bytes of relayed pushes waiting to be published.
 pub const RELAY_BYTES: usize = 64 * 1024 * 1024;
 /// Users remembered for a resync; beyond it every node resyncs everyone.
-const RESYNC_USERS: usize = 10_000;
+const RESYNC_USERS: usize = 100_000;
+/// How long a relayed push counts as possibly lost if the link then drops
+/// (published, but maybe still in a buffer that died with the connection).
+const IN_FLIGHT: Duration = Duration::from_secs(5);
+/// Users remembered as relayed within [`IN_FLIGHT`].
+const RECENT_USERS: usize = 100_000;
 /// How often the users who missed pushes are named to the other nodes.
 const RESYNC_EVERY: Duration = Duration::from_secs(1);
 /// How long `hold` may take (NATS slow or down): then `connect` is refused.
@@ -50,6 +54,8 @@ pub(super) struct Relay {
     dropped: AtomicU64,
     /// Users whose pushes were not relayed, to name on `imctl.resync`.
     missed: Mutex<Missed>,
+    /// Users relayed to lately, with when, oldest first.
+    recent: Mutex<std::collections::VecDeque<(tokio::time::Instant, String)>>,
     holds: Mutex<std::collections::HashMap<String, Arc<Hold>>>,
 }
 
@@ -57,6 +63,8 @@ pub(super) struct Relay {
 struct Missed {
     users: HashSet<String>,
     everyone: bool,
+    /// When the last of them was missed (milliseconds since the epoch).
+    last_ms: i64,
 }
 
 /// One user's subscription, shared by their connections on this node.
@@ -75,6 +83,7 @@ impl Relay {
             queued_bytes: Default::default(),
             dropped: AtomicU64::new(0),
             missed: Mutex::default(),
+            recent: Mutex::default(),
             holds: Mutex::default(),
         };
         (relay, queued)
@@ -115,7 +124,13 @@ impl Cluster {
                 "pushes to other nodes dropped (NATS slow or down); their users' connections will be told to sync"
             );
         }
-        let mut missed = relay.missed.lock().unwrap();
+        self.resync_later(user);
+    }
+
+    /// Names `user` on the next `imctl.resync`.
+    fn resync_later(&self, user: &str) {
+        let mut missed = self.0.relay.missed.lock().unwrap();
+        missed.last_ms = crate::store::now_ms();
         if missed.users.len() < RESYNC_USERS {
             missed.users.insert(user.to_owned());
         } else {
@@ -155,6 +170,28 @@ impl Cluster {
                     self.missed(&user);
                 }
             }
+            self.relayed_to(user);
+        }
+    }
+
+    fn relayed_to(&self, user: String) {
+        let now = tokio::time::Instant::now();
+        let mut recent = self.0.relay.recent.lock().unwrap();
+        while let Some((at, _)) = recent.front() {
+            if now.duration_since(*at) <= IN_FLIGHT && recent.len() < RECENT_USERS {
+                break;
+            }
+            recent.pop_front();
+        }
+        recent.push_back((now, user));
+    }
+
+    /// The link dropped: what was published just before may be lost, so
+    /// those users are named for a resync once it is back.
+    pub(super) fn relayed_lately_missed(&self) {
+        let recent = std::mem::take(&mut *self.0.relay.recent.lock().unwrap());
+        for (_, user) in recent {
+            self.resync_later(&user);
         }
     }
 
@@ -176,6 +213,9 @@ impl Cluster {
                     taken.users.into_iter().collect()
                 },
                 everyone: taken.everyone,
+                // Clocks of different machines differ a little: a second more
+                // closes a few connections for nothing rather than miss one.
+                before_ms: taken.last_ms + 1000,
             }
         };
         tracing::info!(
@@ -197,12 +237,12 @@ impl Cluster {
                 continue;
             };
             let closed = if resync.everyone {
-                local.close_all(MISSED)
+                local.close_older(None, resync.before_ms, MISSED)
             } else {
                 resync
                     .users
                     .iter()
-                    .map(|u| local.close_user(u, close::TOO_SLOW))
+                    .map(|u| local.close_older(Some(u), resync.before_ms, MISSED))
                     .sum()
             };
             if closed > 0 {
@@ -269,6 +309,8 @@ impl Cluster {
             let mut subscriber = subscriber;
             loop {
                 tokio::select! {
+                    // A released hold stops before delivering more.
+                    biased;
                     _ = stop.cancelled() => break,
                     msg = subscriber.next() => match msg {
                         Some(msg) => {

@@ -59,6 +59,10 @@ pub struct Resync {
     pub users: Vec<String>,
     #[serde(default)]
     pub everyone: bool,
+    /// The last push missed, in milliseconds since the epoch: a connection
+    /// made after it synced at `connect` and is left open.
+    #[serde(default)]
+    pub before_ms: i64,
 }
 
 /// `imctl.presence`: a user's platforms on the sending node changed
