@@ -130,7 +130,7 @@ impl Cluster {
     /// Names `user` on the next `imctl.resync`.
     fn resync_later(&self, user: &str) {
         let mut missed = self.0.relay.missed.lock().unwrap();
-        missed.last_ms = crate::store::now_ms();
+        missed.last_ms = now_ms();
         if missed.users.len() < RESYNC_USERS {
             missed.users.insert(user.to_owned());
         } else {
@@ -365,6 +365,12 @@ fn split(frames: &Bytes, max: usize) -> Vec<Option<Bytes>> {
         .into_iter()
         .map(|p| (p.len() <= max).then_some(p))
         .collect()
+}
+
+/// Milliseconds since the epoch (the wall clock nodes share).
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Keeps this node subscribed to a user's pushes; see [`Cluster::hold`].

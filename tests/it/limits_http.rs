@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::common::{Served, imctl, start, stderr};
-use crate::snapshot::serve_fails;
+use crate::snapshot::serve_fails_with;
 
 #[test]
 fn blank_admin_secret_empty_super_code_and_star_origin_are_refused() {
@@ -33,7 +33,8 @@ fn blank_admin_secret_empty_super_code_and_star_origin_are_refused() {
             "is not an origin",
         ),
     ] {
-        let err = serve_fails(args);
+        // Settings that cannot work: a usage error, like a bad flag.
+        let err = serve_fails_with(args, 2);
         assert!(err.contains(says), "{args:?}: {err}");
     }
 }

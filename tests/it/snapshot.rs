@@ -33,8 +33,14 @@ async fn imctl_async(state: &Path, args: &[&str]) -> Output {
     .unwrap()
 }
 
-/// `imctl serve ARGS` on free ports, which must fail (within 30 s); returns its stderr.
+/// `imctl serve ARGS` on free ports, which must fail (within 30 s) with
+/// exit code 1; returns its stderr.
 pub(crate) fn serve_fails(args: &[&str]) -> String {
+    serve_fails_with(args, 1)
+}
+
+/// [`serve_fails`] with exit code `code` (2: settings that cannot work).
+pub(crate) fn serve_fails_with(args: &[&str], code: i32) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_imctl"))
         .args(["serve", "--app-port", "0", "--broker-port", "0"])
         .args(crate::common::with_test_store(args))
@@ -51,7 +57,7 @@ pub(crate) fn serve_fails(args: &[&str]) -> String {
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {}", stderr(&out));
     stderr(&out)
 }
 
