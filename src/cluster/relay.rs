@@ -413,6 +413,45 @@ mod tests {
         assert_ne!(user_subject("612e62"), user_subject("a.b"));
     }
 
+    /// A push larger than the relay's byte budget is not queued: it is
+    /// counted and its user named on `imctl.resync` for the other nodes.
+    #[tokio::test]
+    async fn a_push_over_the_byte_budget_is_dropped_and_its_user_resynced() {
+        let test = "a_push_over_the_byte_budget_is_dropped_and_its_user_resynced";
+        let Some(nats) = crate::nats_local::or_skip(test, crate::nats_local::LocalNats::start())
+        else {
+            return;
+        };
+        let settings = super::super::Settings {
+            url: nats.url(),
+            node: "n1".into(),
+            host: None,
+            broker_port: 1,
+            app_url: "http://127.0.0.1:1".into(),
+        };
+        let stop = CancellationToken::new();
+        let cluster = Cluster::join(settings, stop.clone()).await.unwrap();
+        let watcher = async_nats::connect(nats.url()).await.unwrap();
+        let mut resyncs = watcher.subscribe(RESYNC).await.unwrap();
+        watcher.flush().await.unwrap();
+        // Small frames, so it is the budget and not NATS's payload limit
+        // that refuses them.
+        let frames = vec!["{\"op\":\"msg\"}"; RELAY_BYTES / 12 + 1].join("\n");
+        assert!(frames.len() > RELAY_BYTES);
+        cluster.relay("bob", frames);
+        assert_eq!(cluster.dropped_pushes(), 1);
+        cluster.relay("carol", "small".into());
+        let named = tokio::time::timeout(Duration::from_secs(10), resyncs.next())
+            .await
+            .expect("a resync within the interval")
+            .unwrap();
+        let resync: Resync = serde_json::from_slice(&named.payload).unwrap();
+        assert_eq!(resync.users, ["bob"]);
+        assert!(!resync.everyone);
+        assert_eq!(cluster.dropped_pushes(), 1, "the small push was relayed");
+        stop.cancel();
+    }
+
     #[test]
     fn frames_are_split_at_lines_within_the_largest_payload() {
         let parts = |s: &'static str, max| {
