@@ -497,3 +497,23 @@ pub fn png(
     writer.finish().unwrap();
     out
 }
+
+/// `reader`'s inbox, synced from the start, holds exactly the `acked`
+/// message ids, each once, with seqs 1, 2, 3… (at most 1,000 entries).
+pub async fn inbox_holds_exactly(reader: &mut ChatConn, acked: &[String]) {
+    let page = reader
+        .request(json!({"op": "sync", "since": 0, "limit": 1000}))
+        .await
+        .unwrap();
+    let entries = page["entries"].as_array().unwrap();
+    let seqs: Vec<i64> = entries.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "gapless");
+    let stored: Vec<&str> = entries
+        .iter()
+        .map(|e| e["message"]["msgId"].as_str().unwrap())
+        .collect();
+    let unique: std::collections::HashSet<&str> = stored.iter().copied().collect();
+    assert_eq!(unique.len(), stored.len(), "no message stored twice");
+    let acked: std::collections::HashSet<&str> = acked.iter().map(String::as_str).collect();
+    assert_eq!(unique, acked, "exactly the acked messages are stored");
+}

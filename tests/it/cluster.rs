@@ -123,6 +123,15 @@ async fn connect(ws: &str, token: &str, client_id: &str) -> ChatConn {
     conn
 }
 
+/// The error that ends `conn`, skipping whatever it is sent before.
+async fn closed_by_server(conn: &mut ChatConn) -> ChatError {
+    loop {
+        if let Err(e) = conn.wait_push().await {
+            return e;
+        }
+    }
+}
+
 /// The next `msg` push, skipping presence and the like.
 async fn next_msg(conn: &mut ChatConn) -> Value {
     loop {
@@ -434,12 +443,7 @@ async fn a_ban_closes_the_users_connections_on_every_node() {
         .unwrap();
     assert_eq!(banned["closedConnections"], 2, "{banned}");
     for conn in [&mut on2, &mut on3] {
-        let closed = loop {
-            match conn.wait_push().await {
-                Ok(_) => continue,
-                Err(e) => break e,
-            }
-        };
+        let closed = closed_by_server(conn).await;
         assert!(
             matches!(
                 closed,
@@ -538,21 +542,7 @@ async fn a_node_killed_under_load_loses_no_acknowledged_message() {
     assert_eq!(acked.len(), N);
     assert!(reconnects >= 1, "the kill cut the sender off");
     // bob syncs on n3: every acked message once, seqs gapless.
-    let page = reader
-        .request(json!({"op": "sync", "since": 0, "limit": 1000}))
-        .await
-        .unwrap();
-    let entries = page["entries"].as_array().unwrap();
-    let seqs: Vec<i64> = entries.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
-    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "gapless");
-    let stored: Vec<&str> = entries
-        .iter()
-        .map(|e| e["message"]["msgId"].as_str().unwrap())
-        .collect();
-    let unique: HashSet<&str> = stored.iter().copied().collect();
-    assert_eq!(unique.len(), stored.len(), "no message stored twice");
-    let acked: HashSet<&str> = acked.iter().map(String::as_str).collect();
-    assert_eq!(unique, acked, "exactly the acked messages are stored");
+    crate::common::inbox_holds_exactly(&mut reader, &acked).await;
 }
 
 #[tokio::test]
@@ -594,12 +584,7 @@ async fn nats_restarting_costs_a_pause_not_a_message() {
     // have missed pushes while it was away.
     for conn in [&mut a, &mut b] {
         conn.set_timeout(Duration::from_secs(30));
-        let closed = loop {
-            match conn.wait_push().await {
-                Ok(_) => continue,
-                Err(e) => break e,
-            }
-        };
+        let closed = closed_by_server(conn).await;
         assert!(
             matches!(
                 closed,
