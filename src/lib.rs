@@ -25,6 +25,7 @@ pub mod client;
 pub mod cluster;
 pub mod cmd;
 pub mod config;
+pub mod fault;
 pub mod files;
 pub mod http;
 pub mod metrics;

@@ -41,6 +41,8 @@ pub struct Metrics {
     pub sms_sent: Counter,
     /// Logins by kind (`sms`, `qr`).
     pub logins: Family<KindLabel, Counter>,
+    /// Faults injected on purpose (`imctl chaos`), by kind.
+    faults: Family<KindLabel, Counter>,
     connections: Family<PlatformLabel, Gauge>,
     qr_sessions: Family<StateLabel, Gauge>,
     resident_bytes: Gauge,
@@ -92,6 +94,12 @@ impl Metrics {
         registry.register("sms_sent", "SMS codes sent", sms_sent.clone());
         let logins = Family::<KindLabel, Counter>::default();
         registry.register("logins", "Successful logins by kind", logins.clone());
+        let faults = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "faults_injected",
+            "Faults injected on purpose (imctl chaos), by kind",
+            faults.clone(),
+        );
         let connections = Family::<PlatformLabel, Gauge>::default();
         registry.register(
             "connections",
@@ -118,6 +126,7 @@ impl Metrics {
             commit_seconds,
             sms_sent,
             logins,
+            faults,
             connections,
             qr_sessions,
             resident_bytes,
@@ -129,6 +138,12 @@ impl Metrics {
 impl Metrics {
     pub fn login(&self, kind: &str) {
         self.logins
+            .get_or_create(&KindLabel { kind: kind.into() })
+            .inc();
+    }
+
+    pub fn fault(&self, kind: &str) {
+        self.faults
             .get_or_create(&KindLabel { kind: kind.into() })
             .inc();
     }

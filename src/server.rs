@@ -303,6 +303,12 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
         Some(_) => Telemetry::for_node(&config.node),
         None => Telemetry::default(),
     };
+    let faults = crate::fault::Faults::new(telemetry.metrics.clone());
+    for rule in &config.fault {
+        faults
+            .add(rule.clone())
+            .map_err(|e| Failure::new(exit::USAGE, format!("--fault {rule}: {e}")))?;
+    }
     let cluster = match &config.nats {
         Some(url) => Some(
             join_cluster(
@@ -333,6 +339,7 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
             origins: origins.clone(),
             friends_only: config.friends_only,
             advertise: advertise.clone(),
+            faults: faults.clone(),
         },
         telemetry.clone(),
         shutdown.clone(),
@@ -369,6 +376,7 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
         blobs,
         max_upload: config.max_upload,
         telemetry,
+        faults: faults.clone(),
         broker: std::sync::Arc::new(broker.clone()),
         admin_secret: config
             .admin_secret
@@ -388,6 +396,7 @@ pub async fn start(config: &ServeConfig) -> anyhow::Result<Running> {
         share_login_state(&state, cluster, config).await?;
     }
     tokio::spawn(app_server::sweep(state.clone()));
+    tokio::spawn(crate::fault::sweep(faults, shutdown.clone()));
     if database.is_some() {
         tokio::spawn(checkpoints(state.store.clone(), shutdown.clone()));
     }

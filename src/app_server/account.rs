@@ -414,6 +414,7 @@ async fn send_code(state: &AppState, purpose: Purpose, user: &User) -> ApiResult
             code,
             sent_at,
             expires_at: sent_at + ttl.as_millis() as i64,
+            fault: None,
         })
         .await?;
     tracing::info!(user = ?user.id, what, "account code sent (read it from /_dev/sms)");

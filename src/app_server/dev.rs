@@ -211,6 +211,8 @@ async fn snapshot(state: &AppState, urls: &PublicUrls) -> crate::store::Result<D
             .collect(),
         messages,
         users: users.iter().map(|u| urls.summary(u)).collect(),
+        faults: state.faults.list(),
+        injected: state.faults.recent(50),
     })
 }
 
@@ -222,15 +224,17 @@ pub async fn feed(State(state): State<AppState>, urls: PublicUrls) -> Response {
         state.sms.watch(),
         state.qr.activity.watch(),
         state.telemetry.activity.watch(),
+        state.faults.activity().watch(),
     );
     let stream = futures_util::stream::unfold(
         (state, urls, watches, true),
-        |(state, urls, (mut sms, mut qr, mut hub), first)| async move {
+        |(state, urls, (mut sms, mut qr, mut hub, mut faults), first)| async move {
             if !first {
                 tokio::select! {
                     _ = sms.changed() => {}
                     _ = qr.changed() => {}
                     _ = hub.changed() => {}
+                    _ = faults.changed() => {}
                     _ = tokio::time::sleep(Duration::from_secs(5)) => {}
                     _ = state.shutdown.cancelled() => return None,
                 }
@@ -240,6 +244,7 @@ pub async fn feed(State(state): State<AppState>, urls: PublicUrls) -> Response {
             sms.borrow_and_update();
             qr.borrow_and_update();
             hub.borrow_and_update();
+            faults.borrow_and_update();
             let event = match snapshot(&state, &urls).await {
                 Ok(snap) => Event::default()
                     .event("snapshot")
@@ -253,7 +258,7 @@ pub async fn feed(State(state): State<AppState>, urls: PublicUrls) -> Response {
             };
             Some((
                 Ok::<_, Infallible>(event),
-                (state, urls, (sms, qr, hub), false),
+                (state, urls, (sms, qr, hub, faults), false),
             ))
         },
     );

@@ -3,6 +3,7 @@
 use axum::extract::State;
 use tracing::info;
 
+use super::faults::SmsFault;
 use super::sms::is_valid_mobile;
 use super::state::AppState;
 use crate::http::advertise::PublicUrls;
@@ -26,7 +27,21 @@ pub async fn send_code(
     if !state.sms.has_test_code(mobile) {
         per_address(&state, addr)?;
     }
-    let sms = state.sms.send(mobile).await?;
+    let sms = match super::faults::sms(&state, mobile) {
+        None => state.sms.send(mobile).await?,
+        Some(SmsFault::Fail(fired)) => {
+            super::faults::record_failed(&state, mobile, &fired).await;
+            return Err(ApiError::refused(
+                crate::wire::http::code::SERVER_ERROR,
+                super::faults::SmsFailed(fired.label()),
+            ));
+        }
+        Some(SmsFault::Delay(delay, fired)) => {
+            let sms = state.sms.issue(mobile).await?;
+            super::faults::deliver_later(&state, sms.clone(), delay, fired);
+            sms
+        }
+    };
     state.telemetry.metrics.sms_sent.inc();
     let expires = chrono::DateTime::from_timestamp_millis(sms.expires_at)
         .map(|t| {

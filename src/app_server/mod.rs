@@ -8,6 +8,7 @@ pub mod cookie;
 pub mod dev;
 pub mod error;
 pub mod extract;
+pub mod faults;
 pub mod favorites;
 pub mod login;
 pub mod media;
@@ -106,6 +107,13 @@ pub fn app(
         .route("/_dev/status", get(dev::status))
         .route("/_dev/feed", get(dev::feed))
         .route(
+            "/_dev/faults",
+            get(faults::list)
+                .post(faults::add)
+                .delete(faults::clear_all),
+        )
+        .route("/_dev/faults/{id}", axum::routing::delete(faults::clear))
+        .route(
             "/_dev/pc_sessions/{token}/{action}",
             post(dev::phone_action),
         )
@@ -121,6 +129,10 @@ pub fn app(
         // Every other body is a small JSON object (routes above raise it).
         .layer(axum::extract::DefaultBodyLimit::max(limits::MAX_JSON_BODY))
         .method_not_allowed_fallback(wrong_method)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            faults::inject,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             local_host_only,

@@ -89,6 +89,7 @@ pub async fn pc_session(
                 .await?
         }
     };
+    super::faults::on_created(&state, &session).await;
     Ok(Reply::ok(session_result(&state, &session)))
 }
 
@@ -217,6 +218,7 @@ pub async fn session_login(
     urls: PublicUrls,
     Path(token): Path<String>,
 ) -> ApiResult<Response> {
+    super::faults::on_request(&state, &token).await;
     let outcome = state
         .qr
         .poll(&token, state.poll_timeout, &state.shutdown)
@@ -237,6 +239,7 @@ pub async fn session_events(
     urls: PublicUrls,
     Path(token): Path<String>,
 ) -> Response {
+    super::faults::on_request(&state, &token).await;
     let waiter = match state.qr.wait_on(&token).await {
         Ok(w) => w,
         Err(e) => {
@@ -306,6 +309,7 @@ pub async fn scan_pc(
     HeaderUser(user): HeaderUser,
     Path(token): Path<String>,
 ) -> ApiResult<Reply<PcSessionResult>> {
+    super::faults::on_request(&state, &token).await;
     let session = state.qr.scan(&token, user.summary()).await?;
     Ok(Reply::ok(session_result(&state, &session)))
 }
@@ -317,6 +321,7 @@ pub async fn confirm_pc(
     HeaderUser(user): HeaderUser,
     ApiJson(req): ApiJson<ConfirmPcRequest>,
 ) -> ApiResult<Reply<PcSessionResult>> {
+    super::faults::on_request(&state, &req.token).await;
     let session = state.qr.confirm(&req.token, &user.id).await?;
     Ok(Reply::ok(session_result(&state, &session)))
 }
@@ -328,6 +333,7 @@ pub async fn cancel_pc(
     HeaderUser(user): HeaderUser,
     ApiJson(req): ApiJson<CancelPcRequest>,
 ) -> ApiResult<Reply<PcSessionResult>> {
+    super::faults::on_request(&state, &req.token).await;
     let session = state.qr.cancel(&req.token, &user.id).await?;
     Ok(Reply::ok(session_result(&state, &session)))
 }

@@ -115,7 +115,8 @@ pub struct QrSession {
     pub quick: bool,
     created: Instant,
     created_ms: i64,
-    expires: Instant,
+    /// Changed only by an injected fault (`qr.expire`, `qr.ttl`).
+    expires: Mutex<Instant>,
     state: watch::Sender<State>,
     polling: AtomicBool,
     /// The bucket revision `state` is at (in a cluster).
@@ -137,7 +138,16 @@ impl QrSession {
     }
 
     pub fn expires_in(&self) -> Duration {
-        self.expires.saturating_duration_since(Instant::now())
+        self.expires().saturating_duration_since(Instant::now())
+    }
+
+    pub fn expires(&self) -> Instant {
+        *self.expires.lock().unwrap()
+    }
+
+    /// How long ago it was created.
+    pub fn age(&self) -> Duration {
+        self.created.elapsed()
     }
 
     /// The token shortened for logs: enough to tell sessions apart, not to use one.
@@ -156,7 +166,7 @@ impl QrSession {
             quick: self.quick,
             created_ms: self.created_ms,
             expires_ms: self.created_ms
-                + self.expires.duration_since(self.created).as_millis() as i64,
+                + self.expires().duration_since(self.created).as_millis() as i64,
             status: state.status as i32,
             scanner: state.scanner.clone(),
             scan_told: state.scan_told,
@@ -172,7 +182,7 @@ impl QrSession {
         let state = r.state();
         QrSession {
             created: now.checked_sub(ago).unwrap_or(now),
-            expires: now + left,
+            expires: Mutex::new(now + left),
             token: r.token,
             creator: r.creator,
             client_id: r.client_id,
@@ -406,12 +416,12 @@ impl QrBook {
         let now = Instant::now();
         let mut sessions = self.sessions.lock().unwrap();
         if sessions.len() >= self.max {
-            sessions.retain(|_, s| s.expires > now);
+            sessions.retain(|_, s| s.expires() > now);
             if sessions.len() >= self.max {
                 return Err(QrError::Full(self.max));
             }
         }
-        let live = || sessions.values().filter(|s| s.expires > now);
+        let live = || sessions.values().filter(|s| s.expires() > now);
         if live().filter(|s| s.creator == creator).count() >= self.max_per_client {
             return Err(QrError::FullForClient(self.max_per_client));
         }
@@ -433,7 +443,7 @@ impl QrBook {
             quick,
             created: now,
             created_ms: now_ms(),
-            expires: now + self.ttl,
+            expires: Mutex::new(now + self.ttl),
             state: watch::Sender::new(State {
                 status: if quick {
                     Status::Scanned
@@ -569,7 +579,7 @@ impl QrBook {
     pub fn get(&self, token: &str) -> Result<Arc<QrSession>, QrError> {
         let mut sessions = self.sessions.lock().unwrap();
         let session = sessions.get(token).ok_or(QrError::Missing)?;
-        if session.expires <= Instant::now() {
+        if session.expires() <= Instant::now() {
             let s = sessions.remove(token).expect("present");
             info!(session = s.short(), "QR session expired");
             return Err(QrError::Missing);
@@ -743,7 +753,7 @@ impl QrBook {
                 // The sender lives in `session`, which we hold, so this cannot fail.
                 _ = waiter.rx.changed() => {}
                 _ = tokio::time::sleep_until(deadline) => return PollOutcome::TimedOut(session.status()),
-                _ = tokio::time::sleep_until(session.expires) => {
+                _ = tokio::time::sleep_until(session.expires()) => {
                     self.expire(token).await;
                     info!(session = session.short(), "QR session expired");
                     return PollOutcome::Expired;
@@ -751,6 +761,34 @@ impl QrBook {
                 _ = shutdown.cancelled() => return PollOutcome::ShuttingDown,
             }
         }
+    }
+
+    /// The newest live session's token (`latest` in fault rules).
+    pub fn newest(&self) -> Option<String> {
+        let now = Instant::now();
+        let sessions = self.sessions.lock().unwrap();
+        sessions
+            .values()
+            .filter(|s| s.expires() > now)
+            .max_by_key(|s| s.created)
+            .map(|s| s.token.clone())
+    }
+
+    /// Makes `token` expire at `at` (an injected fault: `qr.expire`,
+    /// `qr.ttl`), waking its waiter so it sees the new time.
+    pub async fn set_expiry(&self, token: &str, at: Instant) -> Result<(), QrError> {
+        let session = self.get(token)?;
+        *session.expires.lock().unwrap() = at;
+        session.state.send_modify(|_| {});
+        if at <= Instant::now() {
+            info!(
+                session = session.short(),
+                "QR session expired (injected fault)"
+            );
+            self.expire(token).await;
+        }
+        self.activity.bump();
+        Ok(())
     }
 
     /// The newest `limit` live sessions, newest first.
@@ -761,7 +799,7 @@ impl QrBook {
             .lock()
             .unwrap()
             .values()
-            .filter(|s| s.expires > now)
+            .filter(|s| s.expires() > now)
             .cloned()
             .collect();
         list.sort_by_key(|s| std::cmp::Reverse(s.created));
@@ -779,7 +817,7 @@ impl QrBook {
             quick_login: s.quick,
             created_at: s.created_ms,
             age_ms: now.saturating_duration_since(s.created).as_millis() as i64,
-            expires_in_ms: s.expires.saturating_duration_since(now).as_millis() as i64,
+            expires_in_ms: s.expires().saturating_duration_since(now).as_millis() as i64,
             client_id: s.client_id.clone(),
             platform: s.platform,
             device_name: s.device_name.clone(),
@@ -793,7 +831,7 @@ impl QrBook {
         let sessions = self.sessions.lock().unwrap();
         sessions
             .values()
-            .filter(|s| s.expires > now)
+            .filter(|s| s.expires() > now)
             .map(|s| s.state.borrow().status.name())
             .collect()
     }
@@ -803,7 +841,7 @@ impl QrBook {
         let now = Instant::now();
         let mut gone = 0;
         self.sessions.lock().unwrap().retain(|_, s| {
-            let live = s.expires > now;
+            let live = s.expires() > now;
             if !live {
                 info!(session = s.short(), "QR session expired");
                 gone += 1;

@@ -174,8 +174,17 @@ impl SmsBook {
         changed.and_then(|(result, _)| result)
     }
 
-    /// Issues a fresh 6-digit code for `mobile` (which must already be valid).
+    /// Issues a fresh 6-digit code for `mobile` (which must already be valid)
+    /// and puts it in the outbox.
     pub async fn send(&self, mobile: &str) -> Result<SmsEntry, SmsError> {
+        let entry = self.issue(mobile).await?;
+        self.push(entry.clone()).await;
+        Ok(entry)
+    }
+
+    /// Issues a fresh code for `mobile` without delivering it: the caller
+    /// [`deliver`](Self::deliver)s it (later, when a fault delays it).
+    pub async fn issue(&self, mobile: &str) -> Result<SmsEntry, SmsError> {
         let code = match self.test_codes.get(mobile) {
             Some(fixed) => fixed.clone(),
             None => format!("{:06}", rand::random_range(0..1_000_000u32)),
@@ -200,9 +209,14 @@ impl SmsBook {
             ),
             sent_at,
             expires_at: sent_at + ttl,
+            fault: None,
         };
-        self.push(entry.clone()).await;
         Ok(entry)
+    }
+
+    /// Puts an SMS in the outbox (see [`issue`](Self::issue)).
+    pub async fn deliver(&self, entry: SmsEntry) {
+        self.push(entry).await;
     }
 
     /// Counts an SMS to `mobile` against its limits (one per `--sms-interval`,

@@ -43,6 +43,8 @@ pub struct Inner {
     pub session_cookie: String,
     /// The stack's metrics and change signal.
     pub telemetry: crate::telemetry::Telemetry,
+    /// Faults injected on purpose (`imctl chaos`), shared with the broker.
+    pub faults: crate::fault::Faults,
     /// The broker, for the admin API (connections, bans, system messages).
     pub broker: Arc<dyn crate::http::chat::Chat>,
     pub admin_secret: String,

@@ -10,7 +10,8 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::Broker;
-use super::hub::ConnHandle;
+use super::faults;
+use super::hub::{ConnHandle, RESET};
 use super::ops::connect::{self, Upgrade};
 use super::ops::{self, Ctx, Header, Identity, Refusal};
 use super::presence::announce;
@@ -54,7 +55,22 @@ pub async fn run(
         let wrote = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break Some((close::GOING_AWAY, "the server is shutting down")),
-            _ = handle.kick.cancelled() => break Some(handle.close_reason()),
+            _ = handle.kick.cancelled() => break match handle.close_reason() {
+                (RESET, _) => None,
+                why => Some(why),
+            },
+            _ = handle.frozen.notified() => {
+                // An injected `ws.freeze`: neither read nor write meanwhile.
+                let how_long = handle.take_freeze().unwrap_or_default();
+                let write = write_all(&mut socket, &mut carry, &mut queue);
+                bounded(write, options.write_timeout, &handle, &shutdown).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(how_long) => {}
+                    _ = shutdown.cancelled() => {}
+                    _ = handle.kick.cancelled() => {}
+                }
+                Wrote::Done
+            }
             _ = &mut deadline => break Some(match identity {
                 None => (close::AUTH_FAILED, "no connect frame within --connect-timeout"),
                 Some(_) => (close::AUTH_FAILED, "token expired: log in again"),
@@ -73,6 +89,9 @@ pub async fn run(
                         // Boxed: the request handlers' state is large and only
                         // needed while a frame is handled, not while idle.
                         let next = Box::pin(on_text(&broker, &handle, &mut identity, &upgrade, &text)).await;
+                        if let Some(who) = &identity {
+                            faults::on_frame(&broker, &handle, &who.user_id, &who.client_id, who.platform);
+                        }
                         if let (true, Some(who)) = (connecting, &identity) {
                             deadline.as_mut().reset(who.expires);
                         }
@@ -126,6 +145,8 @@ pub async fn run(
         ))
         .await;
     }
+    // Ends what still serves this connection (pushes held back by a fault).
+    handle.kick.cancel();
 }
 
 /// Decodes a frame's header and runs its op's handler.

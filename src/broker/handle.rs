@@ -53,6 +53,10 @@ impl Chat for Broker {
         .boxed()
     }
 
+    fn apply_faults(&self) {
+        super::faults::apply_live(self);
+    }
+
     fn push(&self, user: &str, frame: String) {
         self.hub.deliver(user, &frame.into(), None);
     }

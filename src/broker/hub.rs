@@ -9,7 +9,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::Cluster;
+use crate::fault::{Faults, Fired, Subject};
 use crate::telemetry::Telemetry;
+use crate::wire::fault::Kind;
 use crate::wire::ws::close;
 
 /// Frames queued per connection before it counts as too slow.
@@ -34,7 +36,15 @@ pub struct ConnHandle {
     budget: usize,
     /// Set when a frame was dropped: the client must not trust the stream.
     overflowed: Arc<AtomicBool>,
+    /// Injected faults: how long to freeze (`ws.freeze`), and pushes held
+    /// back (`ws.delay-pushes`).
+    freeze: Arc<Mutex<Option<std::time::Duration>>>,
+    pub frozen: Arc<tokio::sync::Notify>,
+    delayed: Arc<Mutex<Option<mpsc::Sender<(tokio::time::Instant, Utf8Bytes)>>>>,
 }
+
+/// The close "code" of an injected reset: no close frame at all.
+pub const RESET: u16 = 0;
 
 impl ConnHandle {
     /// Queues a frame. A full queue (in frames or bytes) drops the frame
@@ -75,6 +85,61 @@ impl ConnHandle {
     pub fn close(&self, code: u16, reason: &'static str) {
         self.why.lock().unwrap().get_or_insert((code, reason));
         self.kick.cancel();
+    }
+
+    /// Makes the connection end without a close frame (`ws.reset`).
+    pub fn reset(&self) {
+        self.close(RESET, "");
+    }
+
+    /// Makes the connection stop reading and writing for `how_long` (`ws.freeze`).
+    pub fn freeze(&self, how_long: std::time::Duration) {
+        *self.freeze.lock().unwrap() = Some(how_long);
+        self.frozen.notify_one();
+    }
+
+    /// The freeze asked for, once.
+    pub fn take_freeze(&self) -> Option<std::time::Duration> {
+        self.freeze.lock().unwrap().take()
+    }
+
+    /// Queues `frame` after `delay` (`ws.delay-pushes`), behind the pushes
+    /// already held back so they stay in order. Held frames count against
+    /// the queue's budget like queued ones.
+    fn send_delayed(&self, frame: Utf8Bytes, delay: std::time::Duration) {
+        let mut line = self.delayed.lock().unwrap();
+        let tx = line.get_or_insert_with(|| {
+            let (tx, mut rx) = mpsc::channel::<(tokio::time::Instant, Utf8Bytes)>(QUEUE);
+            let conn = self.clone();
+            tokio::spawn(async move {
+                while let Some((due, frame)) = rx.recv().await {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(due) => {}
+                        _ = conn.kick.cancelled() => return,
+                    }
+                    conn.queued.fetch_sub(frame.len(), Ordering::Relaxed);
+                    conn.send(frame);
+                }
+            });
+            tx
+        });
+        let len = frame.len();
+        let before = self.queued.fetch_add(len, Ordering::Relaxed);
+        let fits = before == 0 || before + len <= self.budget;
+        let due = tokio::time::Instant::now() + delay;
+        if !fits || tx.try_send((due, frame)).is_err() {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            self.overflow(before);
+        }
+    }
+
+    /// Whether pushes are held back now: later ones queue behind them.
+    fn delaying(&self) -> bool {
+        self.delayed
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|tx| tx.capacity() < tx.max_capacity())
     }
 
     /// Why the connection was asked to close.
@@ -123,6 +188,8 @@ pub struct Hub {
     pub telemetry: Telemetry,
     /// The other nodes, in a cluster: every push also goes there.
     cluster: Option<Cluster>,
+    /// Injected faults (`imctl chaos`) that bend pushes.
+    pub faults: Faults,
 }
 
 impl Default for Hub {
@@ -142,7 +209,14 @@ impl Hub {
             next_id: Default::default(),
             telemetry,
             cluster: None,
+            faults: Faults::default(),
         }
+    }
+
+    /// Bends pushes by these fault rules.
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
+        self
     }
 
     /// Relays every push to the cluster's other nodes too.
@@ -165,6 +239,9 @@ impl Hub {
                 queued: queued.clone(),
                 budget: self.queue_bytes,
                 overflowed: Default::default(),
+                freeze: Default::default(),
+                frozen: Default::default(),
+                delayed: Default::default(),
             },
             Queue { rx, queued },
         )
@@ -282,9 +359,9 @@ impl Hub {
     fn deliver_here(&self, user: &str, frame: &Utf8Bytes, except: Option<u64>) {
         let users = self.users.lock().unwrap();
         let mut sent = 0;
-        for (conn, _) in users.get(user).into_iter().flatten() {
+        for (conn, info) in users.get(user).into_iter().flatten() {
             if Some(conn.id) != except {
-                conn.send(frame.clone());
+                self.push(conn, info, frame);
                 sent += 1;
             }
         }
@@ -325,8 +402,8 @@ impl Hub {
                             continue;
                         }
                         let frame: Utf8Bytes = crate::wire::ws::msg_push(seq, &message).into();
-                        for (conn, _) in conns.iter().filter(|(c, _)| Some(c.id) != except) {
-                            conn.send(frame.clone());
+                        for (conn, info) in conns.iter().filter(|(c, _)| Some(c.id) != except) {
+                            self.push(conn, info, &frame);
                             sent += 1;
                         }
                     }
@@ -337,6 +414,70 @@ impl Hub {
             }
         }
         self.telemetry.metrics.deliveries.inc_by(sent);
+    }
+
+    /// Queues a push on `conn`, unless an injected fault drops or delays it.
+    fn push(&self, conn: &ConnHandle, info: &ConnInfo, frame: &Utf8Bytes) {
+        let faults = &self.faults;
+        let bent = faults.active(Kind::WsDropPushes) || faults.active(Kind::WsDelayPushes);
+        if !bent {
+            if conn.delaying() {
+                conn.send_delayed(frame.clone(), std::time::Duration::ZERO);
+            } else {
+                conn.send(frame.clone());
+            }
+            return;
+        }
+        let subject = Subject {
+            user: Some(&info.user_id),
+            client: Some(&info.client_id),
+            platform: Some(info.platform),
+            ..Default::default()
+        };
+        // Only `msg` pushes: `sync` brings them back, and nothing else is stored.
+        let msg = frame.as_str().starts_with(r#"{"op":"msg","#);
+        if msg && let Some(fired) = faults.check(Kind::WsDropPushes, &subject) {
+            let detail = format!(
+                "dropped {} to {:?} ({:?}); sync brings it back",
+                what(frame),
+                info.user_id,
+                info.client_id
+            );
+            self.tell(conn, &fired, detail);
+            return;
+        }
+        if let Some(fired) = faults.check(Kind::WsDelayPushes, &subject) {
+            let ms = fired.rule.ms.unwrap_or(0);
+            let detail = format!(
+                "delayed {} to {:?} ({:?}) by {ms} ms",
+                what(frame),
+                info.user_id,
+                info.client_id
+            );
+            self.tell(conn, &fired, detail);
+            conn.send_delayed(frame.clone(), std::time::Duration::from_millis(ms));
+        } else if conn.delaying() {
+            conn.send_delayed(frame.clone(), std::time::Duration::ZERO);
+        } else {
+            conn.send(frame.clone());
+        }
+    }
+
+    /// Records an injection on `conn`, and tells the connection (a `fault`
+    /// push, so inspectors can mark it).
+    pub fn tell(&self, conn: &ConnHandle, fired: &Fired, detail: String) {
+        self.faults.injected(fired, &detail);
+        conn.send(fault_notice(fired, detail));
+    }
+
+    /// Every connection with its details (for applying fault rules).
+    pub fn each(&self) -> Vec<(ConnHandle, ConnInfo)> {
+        let users = self.users.lock().unwrap();
+        users
+            .iter()
+            .filter(|(user, _)| user.as_str() != super::robot::ROBOT)
+            .flat_map(|(_, conns)| conns.iter().cloned())
+            .collect()
     }
 
     /// The platform of every live connection.
@@ -416,6 +557,28 @@ impl Hub {
             .filter(|(user, _)| user.as_str() != super::robot::ROBOT)
             .map(|(_, conns)| conns.len())
             .sum()
+    }
+}
+
+/// The `fault` push telling a connection what an injected fault did to it.
+pub fn fault_notice(fired: &Fired, detail: String) -> Utf8Bytes {
+    let push = crate::wire::ws::Push::Fault {
+        rule: fired.id,
+        kind: fired.rule.kind.name().into(),
+        detail,
+    };
+    serde_json::to_string(&push)
+        .expect("wire types serialize")
+        .into()
+}
+
+/// A push in a few words, for fault reports: `the push of seq 12`.
+fn what(frame: &Utf8Bytes) -> String {
+    let v: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap_or_default();
+    match (v["op"].as_str(), v["seq"].as_i64()) {
+        (Some(op), Some(seq)) => format!("the {op} push of seq {seq}"),
+        (Some(op), None) => format!("a {op} push"),
+        _ => "a push".into(),
     }
 }
 

@@ -5,6 +5,7 @@
 //! through the hub (`hub.rs`). The robot (`robot.rs`) is a user like any other.
 
 mod conn;
+mod faults;
 mod handle;
 mod hub;
 mod ops;
@@ -98,6 +99,8 @@ pub struct BrokerOptions {
     pub friends_only: bool,
     /// The host of the URLs handed to clients (portraits).
     pub advertise: Advertise,
+    /// Faults injected on purpose (`imctl chaos`), shared with the app-server.
+    pub faults: crate::fault::Faults,
 }
 
 impl FromRef<Broker> for Advertise {
@@ -133,7 +136,8 @@ impl Broker {
                 options.max_connections_per_user,
                 telemetry,
             )
-            .with_cluster(options.cluster.clone()),
+            .with_cluster(options.cluster.clone())
+            .with_faults(options.faults.clone()),
         );
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let writer_done = CancellationToken::new();

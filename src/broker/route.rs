@@ -123,7 +123,10 @@ pub async fn route(
             claims.sub
         )));
     }
-    let node = broker.options.routes.route(&claims.sub);
+    let mut node = broker.options.routes.route(&claims.sub);
+    if let Some(port) = super::faults::dead_route(&broker, &claims.sub) {
+        node.port = port;
+    }
     Ok(Reply::ok(RouteResult {
         host: node.host_for(&urls),
         port: node.port,

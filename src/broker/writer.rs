@@ -143,6 +143,28 @@ impl Replier {
         }
     }
 
+    /// Answers a stored send with an error instead of its ack (an injected
+    /// `ws.fail-ack`); an HTTP caller still gets the message.
+    fn fail_among(
+        &self,
+        pushes: &mut Pushes,
+        user: &str,
+        id: Option<u64>,
+        message: &ChatMessage,
+        failed: String,
+    ) {
+        match self {
+            Replier::Conn(conn) => pushes.add(
+                user.to_owned(),
+                Out::Reply {
+                    frame: frame(&ErrorFrame::new(id, code::SERVER_ERROR, failed)),
+                    conn: conn.clone(),
+                },
+            ),
+            Replier::Once(tx) => Self::answer_once(tx, Written::Message(message.clone())),
+        }
+    }
+
     /// Answers a group change with the group afterwards.
     fn group(&self, id: Option<u64>, change: &GroupChange, group: GroupInfo) {
         match self {
@@ -207,6 +229,14 @@ pub fn spawn(
 
 /// Commits `ops` in order: sends and delivery acks batched together, each
 /// group change in a transaction of its own between them.
+/// An injected `ws.fail-ack` after the commit, for a WebSocket send.
+fn fail_ack(hub: &Hub, reply: &Replier, sender: &str) -> Option<String> {
+    let Replier::Conn(_) = reply else {
+        return None;
+    };
+    crate::broker::faults::fail_ack(&hub.faults, sender, crate::wire::fault::AckWhen::After)
+}
+
 async fn commit(store: &Store, hub: &Hub, heads: &mut Heads, ops: Vec<WriteOp>) {
     let mut pending = Vec::with_capacity(ops.len());
     for op in ops {
@@ -401,7 +431,12 @@ async fn commit_batch(store: &Store, hub: &Hub, heads: &mut Heads, ops: Vec<Writ
                     .iter()
                     .find(|(u, _)| *u == sent.sender)
                     .map_or(0, |(_, s)| *s);
-                reply.ack_among(&mut pushes, &sent.sender, id, &message, sender_seq, false);
+                match fail_ack(hub, &reply, &sent.sender) {
+                    Some(why) => reply.fail_among(&mut pushes, &sent.sender, id, &message, why),
+                    None => {
+                        reply.ack_among(&mut pushes, &sent.sender, id, &message, sender_seq, false)
+                    }
+                }
                 fan_out(
                     &mut pushes,
                     &message,
@@ -412,7 +447,10 @@ async fn commit_batch(store: &Store, hub: &Hub, heads: &mut Heads, ops: Vec<Writ
             Appended::Duplicate {
                 message,
                 sender_seq,
-            } => reply.ack_among(&mut pushes, &sent.sender, id, &message, sender_seq, true),
+            } => match fail_ack(hub, &reply, &sent.sender) {
+                Some(why) => reply.fail_among(&mut pushes, &sent.sender, id, &message, why),
+                None => reply.ack_among(&mut pushes, &sent.sender, id, &message, sender_seq, true),
+            },
             Appended::Rejected(refused) => {
                 reply.refuse_among(&mut pushes, &sent.sender, id, refused)
             }

@@ -7,9 +7,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::wire::http::{
-    AUTH_TOKEN_HEADER, CancelPcRequest, ClientConfig, ConfirmPcRequest, LoginRequest, LoginResult,
-    PcSessionInfo, PcSessionRequest, PcSessionResult, SendCodeRequest, SmsEntry, StackStatus,
-    UserSummary, code,
+    AUTH_TOKEN_HEADER, CancelPcRequest, ClientConfig, ConfirmPcRequest, FaultAdd, FaultInfo,
+    FaultList, FaultsCleared, LoginRequest, LoginResult, PcSessionInfo, PcSessionRequest,
+    PcSessionResult, SendCodeRequest, SmsEntry, StackStatus, UserSummary, code,
 };
 use crate::wire::ws::{RouteRequest, RouteResult};
 
@@ -418,6 +418,40 @@ impl AppClient {
             });
         }
         Ok(text)
+    }
+
+    /// `GET /_dev/faults`: the fault rules and the newest injections.
+    pub async fn dev_faults(&self) -> Result<FaultList> {
+        self.get_json("/_dev/faults", &[]).await
+    }
+
+    /// `POST /_dev/faults`: adds a fault rule.
+    pub async fn dev_fault_add(&self, rule: &str) -> Result<FaultInfo> {
+        let req = self
+            .http
+            .post(format!("{}/_dev/faults", self.base))
+            .json(&FaultAdd { rule: rule.into() });
+        let text = self.admin_text_of("/_dev/faults", req).await?;
+        serde_json::from_str(&text).map_err(|e| ClientError::Protocol {
+            path: "/_dev/faults".into(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// `DELETE /_dev/faults[/{id}]`: how many rules went.
+    pub async fn dev_faults_clear(&self, id: Option<u64>) -> Result<usize> {
+        let path = match id {
+            Some(id) => format!("/_dev/faults/{id}"),
+            None => "/_dev/faults".into(),
+        };
+        let req = self.http.delete(format!("{}{path}", self.base));
+        let text = self.admin_text_of(&path, req).await?;
+        let cleared: FaultsCleared =
+            serde_json::from_str(&text).map_err(|e| ClientError::Protocol {
+                path,
+                detail: e.to_string(),
+            })?;
+        Ok(cleared.cleared)
     }
 
     /// `GET /_dev/status`: version, addresses and counts.

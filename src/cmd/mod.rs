@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod bench;
+pub mod chaos;
 pub mod client;
 pub mod cluster;
 pub mod docs;
@@ -70,6 +71,9 @@ pub enum Command {
     /// Administer a running stack: users, connections, bans, mutes, system messages
     #[command(after_help = EXIT_CODES)]
     Admin(admin::Args),
+    /// Make a running stack misbehave on purpose (faults on the login API, QR, SMS, WebSocket, /route), to test a client's error paths
+    #[command(after_help = chaos::AFTER_HELP)]
+    Chaos(chaos::Args),
     /// Write a snapshot of a running stack's data (users, friends, groups, messages) to a file, for `serve --import`
     #[command(after_help = EXIT_CODES)]
     Export(export::Args),
@@ -132,6 +136,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args).await,
         Command::Simulate(args) => simulate::run(args).await,
         Command::Admin(args) => admin::run(args).await,
+        Command::Chaos(args) => chaos::run(args).await,
         Command::Export(args) => export::run(args).await,
         Command::Client(args) => client::run(args).await,
         Command::Bench(args) => bench::run(args).await,

@@ -118,6 +118,8 @@ pub fn flags_from(
     for (key, value) in &table {
         let (id, values) = if key == "sms" {
             ("sms_test_code".to_owned(), sms_section(value, path)?)
+        } else if key == "fault" {
+            ("fault".to_owned(), fault_section(value, path)?)
         } else {
             let id = key.replace('-', "_");
             let Some(arg) = args
@@ -219,6 +221,32 @@ fn sms_section(value: &toml::Value, path: &Path) -> anyhow::Result<Vec<Option<St
         }
     }
     Ok(out)
+}
+
+/// `[[fault]]` tables of `rule = "KIND key=value …"` (or a list of rules)
+/// → `--fault` values.
+fn fault_section(value: &toml::Value, path: &Path) -> anyhow::Result<Vec<Option<String>>> {
+    let bad = || {
+        anyhow::anyhow!(
+            "[[fault]] in {} takes one key, rule = \"KIND key=value …\" (e.g. rule = \"qr.ttl ms=3000\")",
+            path.display()
+        )
+    };
+    let items = match value {
+        toml::Value::Array(items) => items.as_slice(),
+        _ => return Err(bad()),
+    };
+    items
+        .iter()
+        .map(|item| match item {
+            toml::Value::String(rule) => Ok(Some(rule.clone())),
+            toml::Value::Table(t) if t.len() == 1 => match t.get("rule") {
+                Some(toml::Value::String(rule)) => Ok(Some(rule.clone())),
+                _ => Err(bad()),
+            },
+            _ => Err(bad()),
+        })
+        .collect()
 }
 
 /// Every serve setting with its value and source, from the final matches.

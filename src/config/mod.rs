@@ -212,6 +212,10 @@ pub struct ServeConfig {
     #[arg(long = "sms-test-code", env = "IMCTL_SMS_TEST_CODES", value_delimiter = ',', value_parser = test_code)]
     pub sms_test_code: Vec<(String, String)>,
 
+    /// A fault to inject, `KIND key=value …` (repeatable; `imctl chaos --help` lists the kinds), e.g. "qr.ttl ms=5000"; in imctl.toml: [[fault]] rule = "…"
+    #[arg(long = "fault", value_name = "RULE", env = "IMCTL_FAULTS", value_delimiter = ';', value_parser = fault_rule)]
+    pub fault: Vec<crate::wire::fault::Rule>,
+
     /// Read settings from this TOML file; "none" reads none [default: ./imctl.toml when it exists]
     #[arg(long, env = "IMCTL_CONFIG")]
     pub config: Option<PathBuf>,
@@ -247,6 +251,10 @@ fn node_name(s: &str) -> Result<String, String> {
 }
 
 /// `MOBILE=CODE`, with a valid mobile and a code of 4 to 8 digits.
+fn fault_rule(s: &str) -> Result<crate::wire::fault::Rule, String> {
+    s.parse().map_err(|e| format!("bad rule: {e}"))
+}
+
 fn test_code(s: &str) -> Result<(String, String), String> {
     let (mobile, code) = s
         .split_once('=')

@@ -180,9 +180,13 @@ async fn connection(
         let (app, upgraded, auth_header) = (app.clone(), upgraded.clone(), auth_header.clone());
         async move {
             if probes_only && !PROBES.contains(&req.uri().path()) {
-                return Ok::<_, std::convert::Infallible>(over_capacity(limits.max_connections));
+                return Ok::<_, CutError>(over_capacity(limits.max_connections));
             }
             let response = app.oneshot(req).await?;
+            if response.extensions().get::<Cut>().is_some() {
+                // An error ends the connection before hyper writes anything.
+                return Err(CutError);
+            }
             if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                 upgraded.store(true, Ordering::Release);
             }
@@ -209,6 +213,22 @@ async fn connection(
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, client = %addr, "connection ended with an error");
+    }
+}
+
+/// Marks a response whose connection must be closed with no answer at all
+/// (an injected `api.cut`, as a proxy dropping the connection would).
+#[derive(Clone, Copy, Debug)]
+pub struct Cut;
+
+/// The service's error for [`Cut`].
+#[derive(Debug, thiserror::Error)]
+#[error("connection cut on purpose (an injected fault)")]
+pub struct CutError;
+
+impl From<std::convert::Infallible> for CutError {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
     }
 }
 

@@ -233,6 +233,9 @@ pub struct SmsEntry {
     /// Milliseconds since the Unix epoch.
     pub sent_at: i64,
     pub expires_at: i64,
+    /// Set when an injected fault (`imctl chaos`) delayed or failed this SMS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
 }
 
 /// One live QR session (`GET /_dev/pc_sessions`).
@@ -361,6 +364,65 @@ pub struct DevSnapshot {
     /// Newest first, at most 50.
     pub messages: Vec<crate::wire::ws::ChatMessage>,
     pub users: Vec<UserSummary>,
+    /// The fault rules (`imctl chaos`), oldest first.
+    #[serde(default)]
+    pub faults: Vec<FaultInfo>,
+    /// Injected faults, newest first, at most 50.
+    #[serde(default)]
+    pub injected: Vec<InjectedInfo>,
+}
+
+/// `POST /_dev/faults`: one rule, `KIND key=value …` (docs/CHAOS.md).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FaultAdd {
+    #[schema(example = "api.code path=/session_login code=18 times=1")]
+    pub rule: String,
+}
+
+/// A fault rule and how it stands.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultInfo {
+    pub id: u64,
+    /// The rule in its canonical form (a `p=` rule shows its seed).
+    pub rule: String,
+    pub kind: String,
+    /// How often it fired.
+    pub fired: u64,
+    /// Fires left, when it has a count (`times=`, or 1 for one-shot kinds).
+    pub remaining: Option<u32>,
+    /// Milliseconds left, when it has a window (`for=`).
+    pub remaining_ms: Option<u64>,
+    /// Fires no more (count used up or window over); kept for the record.
+    pub spent: bool,
+    /// Milliseconds since the epoch.
+    pub added_at: i64,
+}
+
+/// One injected fault.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InjectedInfo {
+    /// Milliseconds since the epoch.
+    pub at: i64,
+    /// The rule that fired.
+    pub id: u64,
+    pub kind: String,
+    pub detail: String,
+}
+
+/// `GET /_dev/faults`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FaultList {
+    pub rules: Vec<FaultInfo>,
+    /// Newest first, at most 100.
+    pub injected: Vec<InjectedInfo>,
+}
+
+/// `DELETE /_dev/faults[/{id}]`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FaultsCleared {
+    pub cleared: usize,
 }
 
 /// A live WebSocket connection, as the admin API and the dashboard list it.

@@ -25,6 +25,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("store", 1),
     ("cluster", 1),
     ("client", 1),
+    ("fault", 1),
     ("http", 2),
     ("config", 3),
     ("broker", 3),

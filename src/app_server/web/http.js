@@ -38,5 +38,11 @@ export async function http(method, path, { body, auth, raw, contentType, log, si
   inspector.add("HTTP", bad ? "err" : "in", `${r.status}${code} ${method} ${path}`,
     { headers: authToken ? { authToken } : undefined, body: parsed }, ms);
   log?.(`${method} ${path} ${body ? JSON.stringify(body) : ""} → HTTP ${r.status}${code} (${ms.toFixed(0)} ms)`, bad);
+  // Shaped by an injected fault (imctl chaos): said so, lest it pass for a bug.
+  const fault = r.headers.get("X-Imctl-Fault");
+  if (fault) {
+    inspector.add("FAULT", "fault", "injected: " + fault, { request: `${method} ${path}`, status: r.status, fault });
+    log?.(`⚡ injected: ${fault}`, true);
+  }
   return { status: r.status, body: parsed, authToken, ms };
 }

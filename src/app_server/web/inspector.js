@@ -1,4 +1,5 @@
-// The inspector: every HTTP call, SSE event and WebSocket frame, with timings.
+// The inspector: every HTTP call, SSE event and WebSocket frame, with timings,
+// and what an injected fault (imctl chaos) did, drawn apart from real failures.
 
 import { $, el } from "./dom.js";
 
@@ -8,7 +9,7 @@ export const inspector = {
   max: 1000,
   t0: performance.now(),
 
-  /** dir: "out" | "in" | "err"; ch: HTTP | SSE | WS. Returns the entry. */
+  /** dir: "out" | "in" | "err" | "fault"; ch: HTTP | SSE | WS | FAULT. Returns the entry. */
   add(ch, dir, summary, detail, ms) {
     if ($("insp-pause").checked) return null;
     const entry = { at: performance.now() - this.t0, ch, dir, summary, detail, ms };
@@ -37,7 +38,7 @@ export const inspector = {
   },
 
   show(e) {
-    const arrow = { out: "→", in: "←", err: "✕" }[e.dir] || "•";
+    const arrow = { out: "→", in: "←", err: "✕", fault: "⚡" }[e.dir] || "•";
     const li = el("li", { class: e.dir },
       el("span", { class: "t", text: (e.at / 1000).toFixed(3).padStart(8) + " " }),
       el("span", { class: "ch", text: e.ch }),

@@ -73,6 +73,7 @@ export class Link {
 
   onClose(ws, ev) {
     inspector.add("WS", "err", `close ${ev.code}${ev.reason ? " " + ev.reason : ""}`);
+    if (ev.reason?.startsWith("injected")) inspector.add("FAULT", "fault", `${ev.reason} (close ${ev.code})`, { code: ev.code, reason: ev.reason });
     for (const [id, w] of this.waiting) {
       if (w.ws !== ws) continue;
       this.waiting.delete(id);
@@ -113,6 +114,8 @@ export class Link {
     const w = f.id !== undefined && f.id !== null ? this.waiting.get(f.id) : null;
     const ms = w ? performance.now() - w.at : undefined;
     inspector.add("WS", f.op === "error" ? "err" : "in", describe(f), f, ms);
+    // What an injected fault did to this connection: shown, never a push.
+    if (f.op === "fault") { inspector.add("FAULT", "fault", "injected: " + f.kind + " — " + f.detail, f); return; }
     if (w) {
       this.waiting.delete(f.id);
       if (f.op === "error") w.reject(Object.assign(new Error(f.message), { code: f.code }));
@@ -146,6 +149,7 @@ function describe(f) {
     case "typing": return `typing in${conv(f.conv)}${f.from ? " from " + f.from : ""}`;
     case "connected": return `connected${id} as ${f.userId}, head ${f.head}`;
     case "error": return `error${id} ${f.code} ${f.message}`;
+    case "fault": return `fault rule ${f.rule} ${f.kind}`;
     default: return f.op + id;
   }
 }

@@ -36,12 +36,12 @@ export const login = {
         body: { clientId, platform: PLATFORM_WEB, device_name: browserName() },
       });
     } catch {
-      this.say("the app-server does not answer; retrying…");
-      await sleep(2000);
-      if (gen === this.gen) this.start(note);
+      this.retryStart(gen, note, "the app-server does not answer");
       return;
     }
     if (gen !== this.gen) return;
+    const trouble = unusable(r);
+    if (trouble) { this.retryStart(gen, note, trouble); return; }
     if (r.body.code !== 0) { this.say("could not create a QR session: " + r.body.message); return; }
     const s = r.body.result;
     this.token = s.token;
@@ -61,6 +61,13 @@ export const login = {
     this.tick();
     if (window.EventSource && !new URLSearchParams(location.search).has("longpoll")) this.watchEvents(gen, s.token);
     else this.longPoll(gen, s.token);
+  },
+
+  /** A new QR in 2 s, unless one came meanwhile. */
+  async retryStart(gen, note, why) {
+    this.say(why + "; retrying…");
+    await sleep(2000);
+    if (gen === this.gen) this.start(note);
   },
 
   tick() {
@@ -124,11 +131,12 @@ export const login = {
         r = await http("POST", "/session_login/" + encodeURIComponent(token), { signal: this.abort.signal });
       } catch (e) {
         if (e.name === "AbortError" || gen !== this.gen) return;
-        this.say("the app-server does not answer; retrying…");
-        await sleep(2000);
+        await this.pause(gen, "the app-server does not answer");
         continue;
       }
       if (gen !== this.gen) return;
+      const trouble = unusable(r);
+      if (trouble) { await this.pause(gen, trouble); continue; }
       const { code, result } = r.body;
       if (code === 9) this.onScanned(result);
       else if (code === 0) return this.onConfirmed(gen, result, r.authToken);
@@ -138,6 +146,13 @@ export const login = {
       else if (code === 8) return this.start("QR expired — new QR");
       else return this.failed(r.body.message); // e.g. 13: the scanning user is banned
     }
+  },
+
+  /** Says why, waits 2 s, then says again what the page waits for. */
+  async pause(gen, why) {
+    this.say(why + "; retrying…");
+    await sleep(2000);
+    if (gen === this.gen) this.say(this.scanned ? "scanned — confirm on your phone" : "waiting for scan");
   },
 
   /** The login was refused after the confirm: say why, and let a person retry. */
@@ -168,6 +183,16 @@ export const login = {
     this.onLogin(creds);
   },
 };
+
+/**
+ * Why an answer is no answer, or null: a 5xx, or a body without a numeric
+ * code (an injected fault's {"error"}, a proxy's page). Worth another try.
+ */
+function unusable(r) {
+  if (r.status >= 500) return `the app-server answered ${r.status}`;
+  if (typeof r.body?.code !== "number") return `the app-server answered ${r.status} without a code`;
+  return null;
+}
 
 function browserName() {
   const ua = navigator.userAgent;

@@ -83,6 +83,11 @@ pub async fn connect(
     };
     let platform = req.platform.unwrap_or(claims.plt);
     check_platform(platform).map_err(|e| Refusal(code::BAD_REQUEST, e))?;
+    if let Some(why) =
+        crate::broker::faults::refuse_connect(broker, &claims.sub, &client_id, platform)
+    {
+        return Err(Refusal(code::UNAVAILABLE, why));
+    }
     let expires_in = Duration::from_millis((claims.exp * 1000 - now_ms()).max(0) as u64);
     let mut who = Identity {
         client_id,

@@ -55,6 +55,13 @@ pub async fn send(cx: &Ctx<'_>, req: SendReq) -> Handled {
         client_msg_id: req.client_msg_id,
         recipients: None,
     };
+    if let Some(why) = crate::broker::faults::fail_ack(
+        &cx.broker.hub.faults,
+        cx.me(),
+        crate::wire::fault::AckWhen::Before,
+    ) {
+        return refuse(code::SERVER_ERROR, why);
+    }
     let reply = Replier::Conn(cx.conn.clone());
     to_writer(
         cx.broker,

@@ -76,6 +76,7 @@ impl Rig {
             origins: Arc::new(Origins::new(&[], false)),
             friends_only,
             advertise: Advertise::new(Ipv4Addr::LOCALHOST.into(), None, 8082, 8083),
+            faults: Default::default(),
         };
         let tokens = ImTokens::new(b"test secret", Duration::from_secs(3600));
         let (broker, writer) = Broker::new(

@@ -331,6 +331,10 @@ impl ChatView {
                 vec![line]
             }
             Push::Profile { user } => vec![render::profile(user)],
+            // Shown so nobody mistakes it for a bug; never acted on.
+            Push::Fault { kind, detail, .. } => {
+                vec![Line::notice(format!("⚡ injected: {kind}: {detail}"))]
+            }
         }
     }
 

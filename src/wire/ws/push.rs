@@ -45,6 +45,15 @@ pub enum Push {
     /// `/cancel_pc {token}` on the app-server, without `/scan_pc`.
     #[serde(rename = "pc_login_request")]
     PcLoginRequest(PcLoginRequest),
+    /// An injected fault (`imctl chaos`) just bent this connection: only
+    /// so inspectors can mark it. Clients must not act on it.
+    #[serde(rename = "fault")]
+    Fault {
+        /// The rule's id.
+        rule: u64,
+        kind: String,
+        detail: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

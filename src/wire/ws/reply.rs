@@ -645,6 +645,11 @@ mod tests {
                 remark: String::new(),
                 request,
             }),
+            Push::Fault {
+                rule: 1,
+                kind: "ws.drop-pushes".into(),
+                detail: "d".into(),
+            },
             Push::PcLoginRequest(crate::wire::ws::PcLoginRequest {
                 token: "t".into(),
                 platform: 5,
@@ -664,6 +669,7 @@ mod tests {
                     Push::Profile { .. } => "profile",
                     Push::Notify(_) => "notify",
                     Push::PcLoginRequest(_) => "pc_login_request",
+                    Push::Fault { .. } => "fault",
                 };
                 let frame: Value = serde_json::from_str(&push.frame()).unwrap();
                 assert_eq!(frame["op"], op);
