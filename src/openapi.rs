@@ -8,7 +8,7 @@ use utoipa::openapi::{OpenApi as Document, Server};
 use utoipa::{Modify, OpenApi};
 
 use crate::app_server::{
-    account, admin, announcements, dev, favorites, login, media, pc, version, web,
+    account, admin, announcements, dev, faults, favorites, login, media, pc, version, web,
 };
 use crate::broker;
 
@@ -25,6 +25,7 @@ use crate::broker;
         admin::users, admin::create_user, admin::connections, admin::ban, admin::unban,
         admin::mute, admin::unmute, admin::dissolve, admin::message, admin::export,
         dev::sms, dev::pc_sessions, dev::users, dev::status, dev::feed, dev::phone_action, dev::dashboard,
+        faults::list, faults::add, faults::clear_all, faults::clear,
         web::index, web::asset, web::config, web::healthz, web::readyz, web::metrics, web::avatar,
         broker::route::route, broker::ws,
         account::login_pwd, account::send_reset_code, account::reset_pwd, account::change_pwd,
@@ -41,7 +42,7 @@ use crate::broker;
         (name = "qr login", description = "Web/PC QR login (Wildfire-compatible), plus QR pictures and server-sent events"),
         (name = "media", description = "Uploads for image, file and video messages"),
         (name = "admin", description = "Administration, with the admin secret"),
-        (name = "dev", description = "Inspection for development: SMS outbox, QR sessions, users, status"),
+        (name = "dev", description = "Inspection for development: SMS outbox, QR sessions, users, status; faults injected on purpose (`imctl chaos`, docs/CHAOS.md)"),
         (name = "web", description = "The built-in web client and client configuration"),
         (name = "health", description = "Probes and metrics"),
         (name = "broker", description = "The broker's HTTP side (on its own port)"),

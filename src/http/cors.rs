@@ -107,7 +107,10 @@ impl Origins {
             // add their own (tracing ids…); `authToken` and `Content-Type`
             // are the ones the official clients send.
             .allow_headers(AllowHeaders::mirror_request())
-            .expose_headers([HeaderName::from_static("authtoken")])
+            .expose_headers([
+                HeaderName::from_static("authtoken"),
+                HeaderName::from_static("x-imctl-fault"),
+            ])
             .allow_private_network(AllowPrivateNetwork::yes())
             .max_age(Duration::from_secs(600))
     }
