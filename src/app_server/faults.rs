@@ -124,15 +124,16 @@ pub async fn apply_now(state: &AppState) {
     for s in &sessions {
         if let Ok(session) = state.qr.get(&s.token) {
             let latest = newest.as_deref() == Some(s.token.as_str());
-            qr_rules(state, &session, latest).await;
+            qr_rules(state, &session, latest, true).await;
         }
     }
     state.broker.apply_faults();
 }
 
-/// `qr.ttl` and `qr.expire` for one session (at its creation, at every
-/// request on it, and when a rule is added).
-async fn qr_rules(state: &AppState, session: &QrSession, latest: bool) {
+/// `qr.expire`, and with `ttl` `qr.ttl`, for one session (at its
+/// creation and when a rule is added; `qr.expire` also at every request
+/// naming it).
+async fn qr_rules(state: &AppState, session: &QrSession, latest: bool, ttl: bool) {
     let subject = Subject {
         token: Some(&session.token),
         latest,
@@ -141,7 +142,7 @@ async fn qr_rules(state: &AppState, session: &QrSession, latest: bool) {
         ..Default::default()
     };
     let short = &session.token[..8];
-    if let Some(fired) = state.faults.check(Kind::QrTtl, &subject) {
+    if ttl && let Some(fired) = state.faults.check(Kind::QrTtl, &subject) {
         let ms = fired.rule.ms.unwrap_or(0);
         let at = Instant::now() + Duration::from_millis(ms).saturating_sub(session.age());
         if state.qr.set_expiry(&session.token, at).await.is_ok() {
@@ -164,19 +165,19 @@ async fn qr_rules(state: &AppState, session: &QrSession, latest: bool) {
 /// The QR rules for a session just created (it is the newest).
 pub async fn on_created(state: &AppState, session: &QrSession) {
     if state.faults.active(Kind::QrTtl) || state.faults.active(Kind::QrExpire) {
-        qr_rules(state, session, true).await;
+        qr_rules(state, session, true, true).await;
     }
 }
 
 /// The QR rules for a session a request names (a pending `qr.expire`
 /// acts on the next request).
 pub async fn on_request(state: &AppState, token: &str) {
-    if !state.faults.active(Kind::QrExpire) && !state.faults.active(Kind::QrTtl) {
+    if !state.faults.active(Kind::QrExpire) {
         return;
     }
     if let Ok(session) = state.qr.get(token) {
         let latest = state.qr.newest().as_deref() == Some(token);
-        qr_rules(state, &session, latest).await;
+        qr_rules(state, &session, latest, false).await;
     }
 }
 

@@ -28,7 +28,7 @@ use axum::http::{Method, Uri};
 use axum::middleware::Next;
 use axum::response::IntoResponse;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use tower_http::trace::TraceLayer;
 
 use crate::http::cors::Origins;
@@ -112,7 +112,7 @@ pub fn app(
                 .post(faults::add)
                 .delete(faults::clear_all),
         )
-        .route("/_dev/faults/{id}", axum::routing::delete(faults::clear))
+        .route("/_dev/faults/{id}", delete(faults::clear))
         .route(
             "/_dev/pc_sessions/{token}/{action}",
             post(dev::phone_action),

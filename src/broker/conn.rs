@@ -89,7 +89,9 @@ pub async fn run(
                         // Boxed: the request handlers' state is large and only
                         // needed while a frame is handled, not while idle.
                         let next = Box::pin(on_text(&broker, &handle, &mut identity, &upgrade, &text)).await;
-                        if let Some(who) = &identity {
+                        // Not on `connect` itself: the client gets `connected`
+                        // first (a failed connect is ws.refuse-connect's).
+                        if let (false, Some(who)) = (connecting, &identity) {
                             faults::on_frame(&broker, &handle, &who.user_id, &who.client_id, who.platform);
                         }
                         if let (true, Some(who)) = (connecting, &identity) {

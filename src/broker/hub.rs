@@ -40,8 +40,13 @@ pub struct ConnHandle {
     /// back (`ws.delay-pushes`).
     freeze: Arc<Mutex<Option<std::time::Duration>>>,
     pub frozen: Arc<tokio::sync::Notify>,
-    delayed: Arc<Mutex<Option<mpsc::Sender<(tokio::time::Instant, Utf8Bytes)>>>>,
+    delayed: Arc<Mutex<Option<DelayLine>>>,
+    /// Pushes held back now; later ones queue behind them to keep the order.
+    held: Arc<AtomicUsize>,
 }
+
+/// Pushes held back by `ws.delay-pushes`, each with when it is due.
+type DelayLine = mpsc::Sender<(tokio::time::Instant, Utf8Bytes)>;
 
 /// The close "code" of an injected reset: no close frame at all.
 pub const RESET: u16 = 0;
@@ -119,6 +124,7 @@ impl ConnHandle {
                     }
                     conn.queued.fetch_sub(frame.len(), Ordering::Relaxed);
                     conn.send(frame);
+                    conn.held.fetch_sub(1, Ordering::Relaxed);
                 }
             });
             tx
@@ -127,7 +133,9 @@ impl ConnHandle {
         let before = self.queued.fetch_add(len, Ordering::Relaxed);
         let fits = before == 0 || before + len <= self.budget;
         let due = tokio::time::Instant::now() + delay;
+        self.held.fetch_add(1, Ordering::Relaxed);
         if !fits || tx.try_send((due, frame)).is_err() {
+            self.held.fetch_sub(1, Ordering::Relaxed);
             self.queued.fetch_sub(len, Ordering::Relaxed);
             self.overflow(before);
         }
@@ -135,11 +143,7 @@ impl ConnHandle {
 
     /// Whether pushes are held back now: later ones queue behind them.
     fn delaying(&self) -> bool {
-        self.delayed
-            .lock()
-            .unwrap()
-            .as_ref()
-            .is_some_and(|tx| tx.capacity() < tx.max_capacity())
+        self.held.load(Ordering::Relaxed) > 0
     }
 
     /// Why the connection was asked to close.
@@ -242,6 +246,7 @@ impl Hub {
                 freeze: Default::default(),
                 frozen: Default::default(),
                 delayed: Default::default(),
+                held: Default::default(),
             },
             Queue { rx, queued },
         )

@@ -307,7 +307,7 @@ pub fn render(settings: &[Setting], file: Option<&Path>) -> String {
         } else if s.values.is_empty() {
             out.push_str(&format!("# {} is not set\n", s.name));
             continue;
-        } else if s.name == "cors-origin" {
+        } else if s.name == "cors-origin" || s.name == "fault" {
             format!(
                 "[{}]",
                 s.values

@@ -116,7 +116,7 @@ impl Browser {
     /// Clicks the element `css` finds; a page that re-renders (the
     /// dashboard redraws its tables on every change) may replace it between
     /// the find and the click, so a stale element is found again.
-    async fn click(&self, css: &str) {
+    pub(crate) async fn click(&self, css: &str) {
         for attempt in 1.. {
             let element = self
                 .client
@@ -133,7 +133,7 @@ impl Browser {
         }
     }
 
-    async fn type_into(&self, css: &str, text: &str) {
+    pub(crate) async fn type_into(&self, css: &str, text: &str) {
         self.client
             .find(Locator::Css(css))
             .await
@@ -144,7 +144,7 @@ impl Browser {
     }
 
     /// The QR token on screen once it differs from `old`.
-    async fn qr_token(&self, old: &str) -> String {
+    pub(crate) async fn qr_token(&self, old: &str) -> String {
         let expr = format!(
             "document.querySelector('#login:not([hidden]) #qr')?.dataset.token !== {old:?} && document.querySelector('#qr').dataset.token"
         );

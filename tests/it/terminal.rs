@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::common::{TestServer, simulate, start, start_with, stderr};
 use imctl::config::ServeConfig;
 
-fn tmux_available(test: &str) -> bool {
+pub(crate) fn tmux_available(test: &str) -> bool {
     let ok = Command::new("tmux")
         .arg("-V")
         .output()
@@ -34,13 +34,13 @@ fn tmux_available(test: &str) -> bool {
 }
 
 /// A private tmux server; killed on drop.
-struct Tmux {
+pub(crate) struct Tmux {
     socket: String,
     state: tempfile::TempDir,
 }
 
 impl Tmux {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             socket: format!("imctl-test-{}", imctl::token::random_token(6)),
             state: tempfile::tempdir().unwrap(),
@@ -63,7 +63,7 @@ impl Tmux {
 
     /// Opens a terminal running `imctl client --user USER`; it stays open
     /// after the client exits, showing the exit status.
-    fn client(&self, url: &str, user: &str) -> Pane<'_> {
+    pub(crate) fn client(&self, url: &str, user: &str) -> Pane<'_> {
         self.run_client(user, url, &format!("--user {user}"))
     }
 
@@ -100,7 +100,7 @@ impl Drop for Tmux {
     }
 }
 
-struct Pane<'t> {
+pub(crate) struct Pane<'t> {
     tmux: &'t Tmux,
     name: String,
 }
@@ -112,7 +112,7 @@ impl Pane<'_> {
     }
 
     /// Presses keys by tmux name (Enter, Tab, C-c, C-d).
-    fn press(&self, key: &str) {
+    pub(crate) fn press(&self, key: &str) {
         self.tmux.tmux(&["send-keys", "-t", &self.name, key]);
     }
 
@@ -121,13 +121,13 @@ impl Pane<'_> {
         self.press("Enter");
     }
 
-    fn screen(&self) -> String {
+    pub(crate) fn screen(&self) -> String {
         self.tmux
             .tmux(&["capture-pane", "-p", "-J", "-S", "-200", "-t", &self.name])
     }
 
     /// Waits until the screen satisfies `test`; fails showing the screen.
-    async fn wait(&self, what: &str, test: impl Fn(&str) -> bool) -> String {
+    pub(crate) async fn wait(&self, what: &str, test: impl Fn(&str) -> bool) -> String {
         let until = Instant::now() + Duration::from_secs(20);
         loop {
             let screen = self.screen();
@@ -143,7 +143,7 @@ impl Pane<'_> {
         }
     }
 
-    async fn wait_for(&self, text: &str) -> String {
+    pub(crate) async fn wait_for(&self, text: &str) -> String {
         self.wait(text, |s| s.contains(text)).await
     }
 
