@@ -223,15 +223,15 @@ impl Faults {
     /// whose trigger fires now; counted as fired. The caller applies the
     /// effect and reports it with [`Faults::injected`].
     pub fn check(&self, kind: Kind, subject: &Subject) -> Option<Fired> {
-        self.check_where(kind, subject, |_| true)
+        self.check_where(kind, subject, |_, _| true)
     }
 
-    /// [`check`](Self::check), among the rules `pick` accepts.
+    /// [`check`](Self::check), among the rules `pick` accepts (by id and rule).
     pub fn check_where(
         &self,
         kind: Kind,
         subject: &Subject,
-        pick: impl Fn(&Rule) -> bool,
+        pick: impl Fn(u64, &Rule) -> bool,
     ) -> Option<Fired> {
         if !self.active(kind) {
             return None;
@@ -243,7 +243,7 @@ impl Faults {
             if live.rule.kind != kind
                 || live.spent(now)
                 || !matches(&live.rule, subject)
-                || !pick(&live.rule)
+                || !pick(live.id, &live.rule)
             {
                 continue;
             }

@@ -73,7 +73,7 @@ pub async fn add(
         Ok(info) => info,
         Err(e) => return dev_error(StatusCode::CONFLICT, e.to_string()),
     };
-    apply_now(&state).await;
+    apply_now(&state, info.id).await;
     // Read again: acting at once may have fired it.
     let info = state
         .faults
@@ -116,24 +116,36 @@ fn dev_error(status: StatusCode, error: String) -> Response {
     (status, Json(DevError { error })).into_response()
 }
 
-/// Applies the rules that act on live things to what is live now: QR
-/// sessions here, connections in the broker.
-pub async fn apply_now(state: &AppState) {
+/// Applies rule `rule`, just added, to what is live now if it acts on live
+/// things: QR sessions here, connections in the broker.
+pub async fn apply_now(state: &AppState, rule: u64) {
     let sessions = state.qr.list(usize::MAX);
     let newest = state.qr.newest();
     for s in &sessions {
         if let Ok(session) = state.qr.get(&s.token) {
             let latest = newest.as_deref() == Some(s.token.as_str());
-            qr_rules(state, &session, latest, true).await;
+            qr_rules(state, &session, latest, Moment::Added(rule)).await;
         }
     }
-    state.broker.apply_faults();
+    state.broker.apply_fault(rule);
 }
 
-/// `qr.expire`, and with `ttl` `qr.ttl`, for one session (at its
-/// creation and when a rule is added; `qr.expire` also at every request
-/// naming it).
-async fn qr_rules(state: &AppState, session: &QrSession, latest: bool, ttl: bool) {
+/// When the QR rules are checked for a session.
+#[derive(Clone, Copy)]
+enum Moment {
+    /// Rule `id` was just added: it alone, both kinds.
+    Added(u64),
+    /// The session was just created: `qr.ttl`.
+    Created,
+    /// A request names the session: `qr.expire`.
+    Request,
+}
+
+/// `qr.ttl` and `qr.expire` for one session, as `moment` calls for.
+async fn qr_rules(state: &AppState, session: &QrSession, latest: bool, moment: Moment) {
+    let pick = |id: u64, _: &Rule| !matches!(moment, Moment::Added(rule) if rule != id);
+    let ttl = !matches!(moment, Moment::Request);
+    let expire = !matches!(moment, Moment::Created);
     let subject = Subject {
         token: Some(&session.token),
         latest,
@@ -142,7 +154,7 @@ async fn qr_rules(state: &AppState, session: &QrSession, latest: bool, ttl: bool
         ..Default::default()
     };
     let short = &session.token[..8];
-    if ttl && let Some(fired) = state.faults.check(Kind::QrTtl, &subject) {
+    if ttl && let Some(fired) = state.faults.check_where(Kind::QrTtl, &subject, pick) {
         let ms = fired.rule.ms.unwrap_or(0);
         let at = Instant::now() + Duration::from_millis(ms).saturating_sub(session.age());
         if state.qr.set_expiry(&session.token, at).await.is_ok() {
@@ -150,7 +162,8 @@ async fn qr_rules(state: &AppState, session: &QrSession, latest: bool, ttl: bool
             state.faults.injected(&fired, &detail);
         }
     }
-    if let Some(fired) = state.faults.check(Kind::QrExpire, &subject)
+    if expire
+        && let Some(fired) = state.faults.check_where(Kind::QrExpire, &subject, pick)
         && state
             .qr
             .set_expiry(&session.token, Instant::now())
@@ -164,8 +177,8 @@ async fn qr_rules(state: &AppState, session: &QrSession, latest: bool, ttl: bool
 
 /// The QR rules for a session just created (it is the newest).
 pub async fn on_created(state: &AppState, session: &QrSession) {
-    if state.faults.active(Kind::QrTtl) || state.faults.active(Kind::QrExpire) {
-        qr_rules(state, session, true, true).await;
+    if state.faults.active(Kind::QrTtl) {
+        qr_rules(state, session, true, Moment::Created).await;
     }
 }
 
@@ -177,7 +190,7 @@ pub async fn on_request(state: &AppState, token: &str) {
     }
     if let Ok(session) = state.qr.get(token) {
         let latest = state.qr.newest().as_deref() == Some(token);
-        qr_rules(state, &session, latest, false).await;
+        qr_rules(state, &session, latest, Moment::Request).await;
     }
 }
 
@@ -209,7 +222,15 @@ pub fn sms(state: &AppState, mobile: &str) -> Option<SmsFault> {
 
 /// Delivers `entry` after `delay` (an injected `sms.delay`); the code is
 /// valid from the start, as when a real SMS is slow.
-pub fn deliver_later(state: &AppState, mut entry: SmsEntry, delay: Duration, fired: Fired) {
+pub async fn deliver_later(state: &AppState, mut entry: SmsEntry, delay: Duration, fired: Fired) {
+    if !state.sms.hold() {
+        tracing::warn!(
+            "{} SMS are held back by sms.delay already; this one goes at once",
+            super::sms::MAX_HELD
+        );
+        state.sms.deliver(entry).await;
+        return;
+    }
     let detail = format!(
         "the SMS to {:?} arrives in {} ms",
         entry.mobile,
@@ -225,10 +246,14 @@ pub fn deliver_later(state: &AppState, mut entry: SmsEntry, delay: Duration, fir
     tokio::spawn(async move {
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = state.shutdown.cancelled() => return,
+            _ = state.shutdown.cancelled() => {
+                state.sms.unhold();
+                return;
+            }
         }
         entry.sent_at = crate::store::now_ms();
         state.sms.deliver(entry).await;
+        state.sms.unhold();
     });
 }
 
@@ -256,7 +281,7 @@ pub async fn record_failed(state: &AppState, mobile: &str, fired: &Fired) {
 /// must always work).
 pub async fn inject(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let faults = &state.faults;
-    if !API_KINDS.iter().any(|k| faults.active(*k)) || super::is_dev_path(req.uri().path()) {
+    if !API_KINDS.iter().any(|k| faults.active(*k)) || !bendable(req.uri().path()) {
         return next.run(req).await;
     }
     let (mut parts, body) = req.into_parts();
@@ -273,7 +298,12 @@ pub async fn inject(State(state): State<AppState>, req: Request, next: Next) -> 
                 let fields = serde_json::from_slice::<serde_json::Value>(&bytes).ok();
                 (axum::body::Body::from(bytes), fields)
             }
-            Err(_) => (axum::body::Body::empty(), None),
+            Err(e) => {
+                return dev_error(
+                    StatusCode::BAD_REQUEST,
+                    format!("could not read the request body: {e}"),
+                );
+            }
         },
         None => (body, None),
     };
@@ -311,7 +341,15 @@ pub async fn inject(State(state): State<AppState>, req: Request, next: Next) -> 
         platform,
     };
     let method = parts.method.clone();
-    let what = format!("{method} {path}");
+    // Quoted, and a QR token in it shortened: logs never hold a usable one.
+    let shown = match &token {
+        Some(t) if t.len() > 8 && path.contains(t.as_str()) => {
+            path.replace(t.as_str(), &format!("{}…", &t[..8]))
+        }
+        _ => path.clone(),
+    };
+    let what = format!("{method} {shown:?}");
+    let mut body = Some(body);
     let mut labels = Vec::new();
     if let Some(fired) = faults.check(Kind::ApiDelay, &subject) {
         let ms = fired.rule.ms.unwrap_or(0);
@@ -324,6 +362,7 @@ pub async fn inject(State(state): State<AppState>, req: Request, next: Next) -> 
     }
     let early = if let Some(fired) = faults.check(Kind::ApiCut, &subject) {
         faults.injected(&fired, &format!("{what}: connection cut"));
+        body.take();
         Some(cut())
     } else if let Some(fired) = faults.check(Kind::ApiHang, &subject) {
         let hold = fired.rule.ms.map_or(HANG_MAX, Duration::from_millis);
@@ -334,6 +373,8 @@ pub async fn inject(State(state): State<AppState>, req: Request, next: Next) -> 
                 hold.as_secs()
             ),
         );
+        // Unread, a body would keep hyper from seeing the client leave.
+        body.take();
         tokio::select! {
             _ = tokio::time::sleep(hold) => {}
             _ = state.shutdown.cancelled() => {}
@@ -371,7 +412,10 @@ pub async fn inject(State(state): State<AppState>, req: Request, next: Next) -> 
     };
     let mut response = match early {
         Some(r) => r,
-        None => next.run(Request::from_parts(parts, body)).await,
+        None => {
+            let body = body.take().unwrap_or_default();
+            next.run(Request::from_parts(parts, body)).await
+        }
     };
     if !labels.is_empty()
         && let Ok(value) = HeaderValue::from_str(&labels.join(", "))
@@ -379,6 +423,15 @@ pub async fn inject(State(state): State<AppState>, req: Request, next: Next) -> 
         response.headers_mut().insert(FAULT_HEADER, value);
     }
     response
+}
+
+/// Whether `api.*` rules may bend `path`: the login API and the web page,
+/// not the dev and admin APIs (`imctl chaos clear` must always work), nor
+/// the probes, metrics and API docs that tools and supervisors read.
+fn bendable(path: &str) -> bool {
+    !(super::is_dev_path(path)
+        || matches!(path, "/healthz" | "/readyz" | "/metrics" | "/openapi.json")
+        || path.starts_with("/docs"))
 }
 
 /// An answer the listener turns into a closed connection, with nothing written.

@@ -38,7 +38,7 @@ pub async fn send_code(
         }
         Some(SmsFault::Delay(delay, fired)) => {
             let sms = state.sms.issue(mobile).await?;
-            super::faults::deliver_later(&state, sms.clone(), delay, fired);
+            super::faults::deliver_later(&state, sms.clone(), delay, fired).await;
             sms
         }
     };

@@ -89,7 +89,12 @@ pub struct SmsBook {
     start: (Instant, i64),
     /// The cluster's bucket and NATS, when the state is shared.
     shared: OnceLock<(Bucket<MobileState>, Cluster)>,
+    /// SMS held back by an injected `sms.delay`.
+    held: std::sync::atomic::AtomicUsize,
 }
+
+/// SMS an injected `sms.delay` holds back at once; past it they go at once.
+pub const MAX_HELD: usize = OUTBOX_CAPACITY;
 
 impl SmsBook {
     pub fn new(ttl: Duration, interval: Duration, max_attempts: u32) -> Self {
@@ -103,7 +108,23 @@ impl SmsBook {
             test_codes: HashMap::new(),
             start: (Instant::now(), crate::store::now_ms()),
             shared: OnceLock::new(),
+            held: Default::default(),
         }
+    }
+
+    /// Takes one of the [`MAX_HELD`] places for a delayed SMS.
+    pub fn hold(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let ok = self.held.fetch_add(1, Ordering::AcqRel) < MAX_HELD;
+        if !ok {
+            self.held.fetch_sub(1, Ordering::AcqRel);
+        }
+        ok
+    }
+
+    /// Gives back a place taken by [`hold`](Self::hold).
+    pub fn unhold(&self) {
+        self.held.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Keeps every mobile's state in `bucket` and tells other nodes of each
@@ -377,6 +398,17 @@ mod tests {
 
     fn book() -> SmsBook {
         SmsBook::new(Duration::from_secs(300), Duration::from_secs(60), 5)
+    }
+
+    #[test]
+    fn delayed_sms_are_bounded() {
+        let b = book();
+        for _ in 0..MAX_HELD {
+            assert!(b.hold());
+        }
+        assert!(!b.hold(), "past MAX_HELD an SMS is not held back");
+        b.unhold();
+        assert!(b.hold());
     }
 
     #[test]

@@ -63,13 +63,20 @@ pub async fn run(
                 // An injected `ws.freeze`: neither read nor write meanwhile.
                 let how_long = handle.take_freeze().unwrap_or_default();
                 let write = write_all(&mut socket, &mut carry, &mut queue);
-                bounded(write, options.write_timeout, &handle, &shutdown).await;
-                tokio::select! {
-                    _ = tokio::time::sleep(how_long) => {}
-                    _ = shutdown.cancelled() => {}
-                    _ = handle.kick.cancelled() => {}
+                match bounded(write, options.write_timeout, &handle, &shutdown).await {
+                    Wrote::Done => {
+                        tokio::select! {
+                            _ = tokio::time::sleep(how_long) => {}
+                            _ = shutdown.cancelled() => {}
+                            _ = handle.kick.cancelled() => {}
+                        }
+                        // The freeze is ours, not the client's silence.
+                        last_heard = Instant::now();
+                        ping.reset();
+                        Wrote::Done
+                    }
+                    other => other,
                 }
-                Wrote::Done
             }
             _ = &mut deadline => break Some(match identity {
                 None => (close::AUTH_FAILED, "no connect frame within --connect-timeout"),
@@ -140,6 +147,7 @@ pub async fn run(
         }
         info!(user = ?who.user_id, client = ?who.client_id, "disconnected");
     }
+    handle.drop_held();
     if let Some((code, reason)) = closing {
         // Boxed: needed once, at the end, not in every idle connection's task.
         Box::pin(close_bounded(

@@ -25,10 +25,10 @@ fn subject(info: &ConnInfo) -> Subject<'_> {
 
 const LIVE_KINDS: [Kind; 3] = [Kind::WsClose, Kind::WsReset, Kind::WsFreeze];
 
-/// The rules on live connections, for the connections open now: one fire
-/// per rule bends every connection of the user it matched first (so
-/// `ws.close user=alice` closes all of alice's).
-pub fn apply_live(broker: &Broker) {
+/// Rule `rule`, just added, for the connections open now (other rules wait
+/// for their next frame): one fire bends every connection of the user it
+/// matched first (so `ws.close user=alice` closes all of alice's).
+pub fn apply_live(broker: &Broker, rule: u64) {
     let faults = &broker.hub.faults;
     if !LIVE_KINDS.iter().any(|k| faults.active(*k)) {
         return;
@@ -41,7 +41,7 @@ pub fn apply_live(broker: &Broker) {
             let fired = match done.iter().find(|(u, _)| *u == info.user_id) {
                 Some((_, fired)) if crate::fault::matches(&fired.rule, &s) => fired.clone(),
                 Some(_) => continue,
-                None => match faults.check(kind, &s) {
+                None => match faults.check_where(kind, &s, |id, _| id == rule) {
                     Some(fired) => {
                         done.push((info.user_id.clone(), fired.clone()));
                         fired
@@ -127,14 +127,14 @@ pub fn refuse_connect(broker: &Broker, user: &str, client: &str, platform: i32) 
 /// `user`, before the commit (nothing stored) or after it (stored: the
 /// client resends with the same clientMsgId and gets the same message).
 pub fn fail_ack(broker_faults: &crate::fault::Faults, user: &str, when: AckWhen) -> Option<String> {
-    if !broker_faults.active(Kind::WsFailAck) {
+    if !broker_faults.active(Kind::WsFailAck) || user == crate::wire::ids::ROBOT {
         return None;
     }
     let s = Subject {
         user: Some(user),
         ..Default::default()
     };
-    let fired = broker_faults.check_where(Kind::WsFailAck, &s, |r| {
+    let fired = broker_faults.check_where(Kind::WsFailAck, &s, |_, r| {
         r.when.unwrap_or(AckWhen::After) == when
     })?;
     let (at, what) = match when {

@@ -53,8 +53,8 @@ impl Chat for Broker {
         .boxed()
     }
 
-    fn apply_faults(&self) {
-        super::faults::apply_live(self);
+    fn apply_fault(&self, rule: u64) {
+        super::faults::apply_live(self, rule);
     }
 
     fn push(&self, user: &str, frame: String) {

@@ -116,15 +116,24 @@ impl ConnHandle {
         let tx = line.get_or_insert_with(|| {
             let (tx, mut rx) = mpsc::channel::<(tokio::time::Instant, Utf8Bytes)>(QUEUE);
             let conn = self.clone();
+            // Ends with the connection (its task cancels `kick` last).
             tokio::spawn(async move {
-                while let Some((due, frame)) = rx.recv().await {
+                loop {
+                    let (due, frame) = tokio::select! {
+                        biased;
+                        _ = conn.kick.cancelled() => return,
+                        next = rx.recv() => match next {
+                            Some(next) => next,
+                            None => return,
+                        },
+                    };
                     tokio::select! {
                         _ = tokio::time::sleep_until(due) => {}
                         _ = conn.kick.cancelled() => return,
                     }
                     conn.queued.fetch_sub(frame.len(), Ordering::Relaxed);
                     conn.send(frame);
-                    conn.held.fetch_sub(1, Ordering::Relaxed);
+                    conn.held.fetch_sub(1, Ordering::Release);
                 }
             });
             tx
@@ -133,17 +142,35 @@ impl ConnHandle {
         let before = self.queued.fetch_add(len, Ordering::Relaxed);
         let fits = before == 0 || before + len <= self.budget;
         let due = tokio::time::Instant::now() + delay;
-        self.held.fetch_add(1, Ordering::Relaxed);
+        self.held.fetch_add(1, Ordering::AcqRel);
         if !fits || tx.try_send((due, frame)).is_err() {
-            self.held.fetch_sub(1, Ordering::Relaxed);
+            self.held.fetch_sub(1, Ordering::Release);
             self.queued.fetch_sub(len, Ordering::Relaxed);
             self.overflow(before);
         }
     }
 
     /// Whether pushes are held back now: later ones queue behind them.
-    fn delaying(&self) -> bool {
-        self.held.load(Ordering::Relaxed) > 0
+    pub fn delaying(&self) -> bool {
+        self.held.load(Ordering::Acquire) > 0
+    }
+
+    /// Queues a reply (an ack), behind any push held back: an ack's seq
+    /// must not overtake a lower one.
+    pub fn send_in_order(&self, frame: Utf8Bytes) {
+        if self.delaying() {
+            self.send_delayed(frame, std::time::Duration::ZERO);
+        } else {
+            self.send(frame);
+        }
+    }
+
+    /// A connection closing with pushes still held back loses them: it
+    /// closes with 4009 then, so the client syncs (never a silent gap).
+    pub fn drop_held(&self) {
+        if self.delaying() {
+            self.overflowed.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Why the connection was asked to close.
@@ -414,7 +441,7 @@ impl Hub {
                     }
                     // Straight to the handle: a connection that is closing
                     // has left the hub but still writes its last acks.
-                    Out::Reply { frame, conn } => conn.send(frame),
+                    Out::Reply { frame, conn } => conn.send_in_order(frame),
                 }
             }
         }
@@ -424,7 +451,8 @@ impl Hub {
     /// Queues a push on `conn`, unless an injected fault drops or delays it.
     fn push(&self, conn: &ConnHandle, info: &ConnInfo, frame: &Utf8Bytes) {
         let faults = &self.faults;
-        let bent = faults.active(Kind::WsDropPushes) || faults.active(Kind::WsDelayPushes);
+        let bent = (faults.active(Kind::WsDropPushes) || faults.active(Kind::WsDelayPushes))
+            && info.user_id != super::robot::ROBOT;
         if !bent {
             if conn.delaying() {
                 conn.send_delayed(frame.clone(), std::time::Duration::ZERO);

@@ -53,8 +53,15 @@ pub async fn resolve_mobile(client: &AppClient, who: &str) -> anyhow::Result<Str
 /// Requests a code and reads it from the dev outbox. When the resend limit
 /// says no, a still-valid code sent earlier is used instead.
 pub async fn fetch_code(client: &AppClient, mobile: &str) -> anyhow::Result<String> {
+    // What is in the outbox already, by the server's clock: a slow SMS
+    // (an injected `sms.delay`) must not be mistaken for an older one.
+    let before = client
+        .dev_sms(mobile, None, None)
+        .await?
+        .first()
+        .map(|s| s.sent_at);
     let since = match client.send_code(mobile).await {
-        Ok(()) => None,
+        Ok(()) => before,
         Err(e) if e.api_code() == Some(code::SEND_TOO_OFTEN) => {
             let now = now_ms();
             let outbox = client.dev_sms(mobile, None, None).await?;
@@ -71,14 +78,18 @@ pub async fn fetch_code(client: &AppClient, mobile: &str) -> anyhow::Result<Stri
         Err(e) => return Err(e.into()),
     };
     let outbox = client
-        .dev_sms(mobile, Some(Duration::from_secs(10)), since)
+        .dev_sms(mobile, Some(Duration::from_secs(30)), since)
         .await?;
-    outbox.into_iter().next().map(|s| s.code).ok_or_else(|| {
-        anyhow::anyhow!(
-            "the code sent to {mobile} did not appear in {}/_dev/sms",
-            client.base()
-        )
-    })
+    outbox
+        .into_iter()
+        .find(|s| !s.code.is_empty())
+        .map(|s| s.code)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the code sent to {mobile} did not appear in {}/_dev/sms within 30 s (is an `sms.delay` fault set? `imctl chaos list`)",
+                client.base()
+            )
+        })
 }
 
 /// SMS login exactly as a phone does it: code (given, or from the dev

@@ -43,9 +43,9 @@ pub trait Chat: Send + Sync {
         reason: &'static str,
     ) -> BoxFuture<'a, usize>;
 
-    /// Applies the fault rules that act on live connections (`ws.close`,
-    /// `ws.reset`, `ws.freeze`) to the connections open now.
-    fn apply_faults(&self);
+    /// Applies fault rule `rule`, just added, if it acts on live
+    /// connections (`ws.close`, `ws.reset`, `ws.freeze`), to those open now.
+    fn apply_fault(&self, rule: u64);
 
     /// Queues a frame (a JSON text) on every connection of `user`.
     fn push(&self, user: &str, frame: String);

@@ -92,7 +92,7 @@ impl Kind {
             Kind::WsClose => (&[], &[User, Client, Platform, Code]),
             Kind::WsFreeze => (&[For], CONN),
             Kind::WsDelayPushes => (&[Ms], CONN),
-            Kind::WsFailAck => (&[], &[User, Client, Platform, When]),
+            Kind::WsFailAck => (&[], &[User, When]),
             Kind::WsReset | Kind::WsDropPushes | Kind::WsRefuseConnect => (&[], CONN),
             Kind::RouteDead => (&[], &[User]),
         }
@@ -520,12 +520,12 @@ mod tests {
         let r: Rule = "qr.expire token=latest".parse().unwrap();
         assert_eq!(r.scope.token, Some(TokenScope::Latest));
         assert_eq!(r.to_string(), "qr.expire latest");
-        let r: Rule = "ws.fail-ack when=after seed=7 p=1 times=4 client=c user=u"
+        let r: Rule = "ws.delay-pushes ms=5 seed=7 p=1 times=4 client=c user=u"
             .parse()
             .unwrap();
         assert_eq!(
             r.to_string(),
-            "ws.fail-ack user=u client=c when=after times=4 p=1 seed=7"
+            "ws.delay-pushes user=u client=c ms=5 times=4 p=1 seed=7"
         );
     }
 

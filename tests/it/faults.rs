@@ -517,7 +517,7 @@ async fn injections_are_counted_and_listed() {
             (&json!(id), &json!("api.http")),
             "{i}"
         );
-        assert_eq!(i["detail"], "POST /pc_session answered HTTP 500");
+        assert_eq!(i["detail"], "POST \"/pc_session\" answered HTTP 500");
         assert!(i["at"].as_i64().unwrap() > 0);
     }
 }
@@ -643,4 +643,43 @@ async fn a_fault_in_the_config_file_takes_effect() {
     // One-shot: the next is the real one.
     let r = post_at(&url, json!({"mobile": "13900000004"})).await;
     assert_eq!(r["code"], 0, "{r}");
+}
+
+#[tokio::test]
+async fn api_faults_spare_the_probes_and_the_dev_api_and_log_no_usable_token() {
+    let s = start(&[]).await;
+    add_ok(&s, "api.http path=/ status=503").await;
+    for probe in ["/readyz", "/healthz", "/metrics", "/_dev/faults"] {
+        assert_eq!(s.get(probe).await.status(), 200, "{probe}");
+    }
+    let (status, _, _) = call(&s, "/pc_session", pc_body()).await;
+    assert_eq!(status, 503);
+    delete(&s, "/_dev/faults").await;
+
+    let token = s.pc_session().await;
+    add_ok(&s, "api.code path=/session_login code=8 times=1").await;
+    let poll = s
+        .post(&format!("/session_login/{token}"), json!({}), None)
+        .await;
+    assert_eq!(poll.code(), 8, "{}", poll.body);
+    let detail = faults(&s).await["injected"][0]["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(detail.contains(&token[..8]), "{detail}");
+    assert!(!detail.contains(&token), "a usable token in {detail}");
+}
+
+#[tokio::test]
+async fn imctls_own_sms_login_waits_for_a_delayed_code() {
+    let s = start(&["--sms-interval", "10ms"]).await;
+    // An earlier code sits in the outbox; the next one replaces it.
+    let (status, _, body) = call(&s, "/send_code", json!({"mobile": ALICE})).await;
+    assert_eq!((status, &body["code"]), (200, &json!(0)), "{body}");
+    add_ok(&s, &format!("sms.delay mobile={ALICE} ms=1500")).await;
+    let state = tempfile::tempdir().unwrap();
+    let out =
+        crate::common::simulate(state.path(), &s.url, &["mobile-login", "--user", "alice"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(faults(&s).await["injected"][0]["kind"], "sms.delay");
 }

@@ -608,7 +608,9 @@ async fn ws_refuse_connect_refuses_the_user_with_1013_until_cleared() {
         reply["message"].as_str().unwrap().starts_with("injected"),
         "{reply}"
     );
-    assert_eq!(close_of(&mut conn).await.0, Some(1013));
+    let (code, reason) = close_of(&mut conn).await;
+    assert_eq!(code, Some(1013));
+    assert!(reason.unwrap_or_default().starts_with("injected"));
     // Lasting: refused again.
     match ChatConn::connect(&ws_url, &token, "alice-phone", 2).await {
         Err(ChatError::Refused { code, .. }) => assert_eq!(code, 503),
@@ -727,4 +729,45 @@ async fn injected_faults_are_counted_by_kind_in_metrics() {
         "{list}"
     );
     assert_eq!(kinds.first(), Some(&"ws.close"), "newest first: {list}");
+}
+
+#[tokio::test]
+async fn adding_a_rule_applies_that_rule_alone_at_once() {
+    // A rule from the start waits for alice's next frame…
+    let s = start(&["--fault", "ws.close user=alice code=4000"]).await;
+    let (mut alice, _) = s.chat(ALICE, "alice-phone").await;
+    // …and adding another rule does not fire it.
+    add_fault(&s, "api.code path=/login code=6").await;
+    add_fault(&s, "ws.freeze user=carol for=1s").await;
+    let list = s.get("/_dev/faults").await.json::<Value>().await.unwrap();
+    assert_eq!(list["rules"][0]["fired"], 0, "{list}");
+    // Her next frame does.
+    alice
+        .notify(json!({"op": "typing", "conv": {"type": "single", "target": "bob"}}))
+        .await
+        .unwrap();
+    assert_eq!(close_of(&mut alice).await.0, Some(4000));
+}
+
+#[tokio::test]
+async fn a_connection_closed_with_pushes_held_back_closes_with_4009() {
+    let s = start(&[]).await;
+    let (mut alice, _) = s.chat(ALICE, "alice-phone").await;
+    let (mut bob, _) = s.chat(BOB, "bob-phone").await;
+    add_fault(&s, "ws.delay-pushes user=bob ms=20000").await;
+    alice
+        .send_text("single", "bob", "held back", None)
+        .await
+        .unwrap();
+    assert_fault(&next_push(&mut bob).await, "ws.delay-pushes");
+    // A close asked with 1000 would hide the held push: it must be 4009.
+    add_fault(&s, "ws.close user=bob code=1000").await;
+    assert_eq!(close_of(&mut bob).await.0, Some(4009));
+    // Nothing is lost: the message is in bob's inbox.
+    let (mut again, _) = s.chat(BOB, "bob-phone").await;
+    let synced = again
+        .request(json!({"op": "sync", "since": 0}))
+        .await
+        .unwrap();
+    assert_eq!(synced["entries"].as_array().unwrap().len(), 1, "{synced}");
 }

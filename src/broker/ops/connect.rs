@@ -177,6 +177,10 @@ pub fn closing(refusal: &Refusal) -> (u16, &'static str) {
     match refusal.0 {
         code::FORBIDDEN => (close::BANNED, "banned"),
         code::TOO_MANY_CONNECTIONS => (close::TOO_MANY_CONNECTIONS, "too many connections"),
+        code::UNAVAILABLE if refusal.1.starts_with("injected") => (
+            close::TRY_AGAIN_LATER,
+            "injected: ws.refuse-connect (imctl chaos)",
+        ),
         code::UNAVAILABLE => (close::TRY_AGAIN_LATER, "unavailable for now: reconnect"),
         code::BAD_REQUEST => (close::AUTH_FAILED, "bad connect frame"),
         _ => (close::AUTH_FAILED, "authentication failed"),

@@ -645,11 +645,6 @@ mod tests {
                 remark: String::new(),
                 request,
             }),
-            Push::Fault {
-                rule: 1,
-                kind: "ws.drop-pushes".into(),
-                detail: "d".into(),
-            },
             Push::PcLoginRequest(crate::wire::ws::PcLoginRequest {
                 token: "t".into(),
                 platform: 5,
@@ -657,6 +652,11 @@ mod tests {
                 client_id: None,
                 expires_in_ms: 1,
             }),
+            Push::Fault {
+                rule: 1,
+                kind: "ws.drop-pushes".into(),
+                detail: "d".into(),
+            },
         ];
         every
             .iter()
