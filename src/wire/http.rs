@@ -364,11 +364,11 @@ pub struct DevSnapshot {
     /// Newest first, at most 50.
     pub messages: Vec<crate::wire::ws::ChatMessage>,
     pub users: Vec<UserSummary>,
-    /// The fault rules (`imctl chaos`), oldest first.
-    #[serde(default)]
+    /// The fault rules (`imctl chaos`), oldest first; absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub faults: Vec<FaultInfo>,
-    /// Injected faults, newest first, at most 50.
-    #[serde(default)]
+    /// Injected faults, newest first, at most 50; absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub injected: Vec<InjectedInfo>,
 }
 

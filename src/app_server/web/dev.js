@@ -217,7 +217,8 @@ function connect() {
   src.addEventListener("snapshot", (ev) => {
     snap = JSON.parse(ev.data);
     received = Date.now();
-    if (snap.faults) faults = { rules: snap.faults, injected: snap.injected || [], at: received };
+    // Absent when empty.
+    faults = { rules: snap.faults || [], injected: snap.injected || [], at: received };
     $("live").textContent = "live";
     $("live").classList.add("up");
     render();
