@@ -139,6 +139,38 @@ impl TestServer {
 }
 
 impl TestServer {
+    /// `POST /_dev/faults` (`imctl chaos add`): the rule as the server took
+    /// it, after acting at once.
+    pub async fn add_fault(&self, rule: &str) -> Value {
+        let r = self
+            .post("/_dev/faults", json!({ "rule": rule }), None)
+            .await;
+        assert_eq!(r.status, 201, "{rule}: {}", r.body);
+        r.body
+    }
+
+    /// `GET /_dev/faults`: `{rules, injected}`.
+    pub async fn faults(&self) -> Value {
+        let resp = self.get("/_dev/faults").await;
+        assert_eq!(resp.status(), 200);
+        resp.json().await.unwrap()
+    }
+
+    /// `DELETE /_dev/faults[/{id}]`: how many rules went.
+    pub async fn clear_faults(&self, id: Option<u64>) -> u64 {
+        let path = id.map_or("/_dev/faults".to_owned(), |id| format!("/_dev/faults/{id}"));
+        let resp = self
+            .http
+            .delete(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json::<Value>().await.unwrap()["cleared"]
+            .as_u64()
+            .unwrap()
+    }
+
     pub fn ws_url(&self) -> String {
         format!("ws://{}/ws", self.running.broker_addr)
     }

@@ -25,20 +25,12 @@ async fn add(s: &TestServer, rule: &str) -> (u16, Value) {
 
 /// Adds a rule that must be accepted; its id.
 async fn add_ok(s: &TestServer, rule: &str) -> u64 {
-    let (status, body) = add(s, rule).await;
-    assert_eq!(status, 201, "{rule}: {body}");
-    body["id"].as_u64().unwrap()
-}
-
-async fn faults(s: &TestServer) -> Value {
-    let r = s.get("/_dev/faults").await;
-    assert_eq!(r.status(), 200);
-    r.json().await.unwrap()
+    s.add_fault(rule).await["id"].as_u64().unwrap()
 }
 
 /// Rule `id` as `GET /_dev/faults` lists it.
 async fn rule_of(s: &TestServer, id: u64) -> Value {
-    let list = faults(s).await;
+    let list = s.faults().await;
     list["rules"]
         .as_array()
         .unwrap()
@@ -129,7 +121,7 @@ async fn rules_are_added_listed_fired_and_cleared() {
     assert!(other["remaining"].is_null(), "{other}");
     let other = other["id"].as_u64().unwrap();
     assert_ne!(other, id);
-    assert_eq!(faults(&s).await["rules"].as_array().unwrap().len(), 2);
+    assert_eq!(s.faults().await["rules"].as_array().unwrap().len(), 2);
 
     let one = format!("/_dev/faults/{other}");
     assert_eq!(delete(&s, &one).await, (200, json!({"cleared": 1})));
@@ -141,7 +133,7 @@ async fn rules_are_added_listed_fired_and_cleared() {
     );
     let (status, body) = delete(&s, "/_dev/faults/abc").await;
     assert_eq!(status, 400, "{body}");
-    let left = faults(&s).await;
+    let left = s.faults().await;
     assert_eq!(left["rules"].as_array().unwrap().len(), 1, "{left}");
     assert_eq!(left["rules"][0]["id"], id);
 
@@ -149,7 +141,7 @@ async fn rules_are_added_listed_fired_and_cleared() {
         delete(&s, "/_dev/faults").await,
         (200, json!({"cleared": 1}))
     );
-    assert_eq!(faults(&s).await["rules"], json!([]));
+    assert_eq!(s.faults().await["rules"], json!([]));
     assert_eq!(
         delete(&s, "/_dev/faults").await,
         (200, json!({"cleared": 0}))
@@ -184,7 +176,7 @@ async fn bad_rules_are_refused_naming_the_bad_part() {
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     assert!(body["error"].as_str().unwrap().contains("rule"), "{body}");
-    assert_eq!(faults(&s).await["rules"], json!([]), "nothing was added");
+    assert_eq!(s.faults().await["rules"], json!([]), "nothing was added");
 }
 
 #[tokio::test]
@@ -205,7 +197,7 @@ async fn faults_refuse_a_foreign_host_name() {
         let r = req.header("host", "evil.example").send().await.unwrap();
         assert_eq!(r.status(), 403);
     }
-    assert_eq!(faults(&s).await["rules"], json!([]));
+    assert_eq!(s.faults().await["rules"], json!([]));
     assert_eq!(
         s.post("/login", login_body(ALICE, "66666"), None)
             .await
@@ -340,7 +332,7 @@ async fn api_cut_and_api_hang_close_the_connection_with_no_answer() {
         0
     );
 
-    let kinds: Vec<Value> = faults(&s).await["injected"]
+    let kinds: Vec<Value> = s.faults().await["injected"]
         .as_array()
         .unwrap()
         .iter()
@@ -387,7 +379,7 @@ async fn qr_expire_latest_ends_the_waiting_poll() {
         .await;
     assert_eq!(scan.code(), 0, "{}", scan.body);
 
-    let injected = &faults(&s).await["injected"][0];
+    let injected = &s.faults().await["injected"][0];
     assert_eq!(injected["kind"], "qr.expire");
     assert_eq!(injected["id"], info["id"]);
     assert!(
@@ -420,7 +412,7 @@ async fn qr_ttl_from_serve_shortens_every_session() {
     let r = s.post("/pc_session", pc_body(), None).await;
     let expired = r.body["result"]["expired"].as_i64().unwrap();
     assert!((1..=1500).contains(&expired), "{expired}");
-    let rules = faults(&s).await["rules"].clone();
+    let rules = s.faults().await["rules"].clone();
     assert_eq!(rules[0]["rule"], "qr.ttl ms=1500");
     // Once per session, at its creation.
     assert_eq!(rules[0]["fired"], 2, "{rules}");
@@ -508,7 +500,7 @@ async fn injections_are_counted_and_listed() {
     );
     assert!(!metrics.contains("imctl_faults_injected_total{kind=\"api.code\"}"));
 
-    let list = faults(&s).await;
+    let list = s.faults().await;
     let injected = list["injected"].as_array().unwrap();
     assert_eq!(injected.len(), 2, "{list}");
     for i in injected {
@@ -662,7 +654,7 @@ async fn api_faults_spare_the_probes_and_the_dev_api_and_log_no_usable_token() {
         .post(&format!("/session_login/{token}"), json!({}), None)
         .await;
     assert_eq!(poll.code(), 8, "{}", poll.body);
-    let detail = faults(&s).await["injected"][0]["detail"]
+    let detail = s.faults().await["injected"][0]["detail"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -681,5 +673,5 @@ async fn imctls_own_sms_login_waits_for_a_delayed_code() {
     let out =
         crate::common::simulate(state.path(), &s.url, &["mobile-login", "--user", "alice"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(faults(&s).await["injected"][0]["kind"], "sms.delay");
+    assert_eq!(s.faults().await["injected"][0]["kind"], "sms.delay");
 }

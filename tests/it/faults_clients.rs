@@ -17,42 +17,14 @@ use crate::terminal::{Tmux, tmux_available};
 const ALICE: &str = "13800000001";
 const BOB: &str = "13800000002";
 
-/// `POST /_dev/faults`: the rule as the server took it (201).
-async fn add_fault(s: &TestServer, rule: &str) -> Value {
-    let r = s.post("/_dev/faults", json!({ "rule": rule }), None).await;
-    assert_eq!(r.status, 201, "{rule}: {}", r.body);
-    r.body
-}
-
-/// `GET /_dev/faults`: `{rules, injected}`.
-async fn faults(s: &TestServer) -> Value {
-    let resp = s.get("/_dev/faults").await;
-    assert_eq!(resp.status(), 200);
-    resp.json().await.unwrap()
-}
-
 /// The rule with `id` in `GET /_dev/faults`, if it is still listed.
 async fn rule(s: &TestServer, id: &Value) -> Option<Value> {
-    faults(s).await["rules"]
+    s.faults().await["rules"]
         .as_array()
         .unwrap()
         .iter()
         .find(|r| &r["id"] == id)
         .cloned()
-}
-
-/// `DELETE /_dev/faults`: how many rules went.
-async fn clear_faults(s: &TestServer) -> u64 {
-    let resp = s
-        .http
-        .delete(format!("{}/_dev/faults", s.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    resp.json::<Value>().await.unwrap()["cleared"]
-        .as_u64()
-        .unwrap()
 }
 
 #[tokio::test]
@@ -68,7 +40,7 @@ async fn terminal_client_reconnects_after_an_injected_close() {
     let (mut alice, _) = s.chat(ALICE, "alice-faults").await;
 
     // Added through the API, it acts at once on bob's connection.
-    let added = add_fault(&s, "ws.close user=bob code=4009").await;
+    let added = s.add_fault("ws.close user=bob code=4009").await;
     assert_eq!(added["fired"], 1, "{added}");
     let screen = bob
         .wait("the disconnect, then the reconnect", |s| {
@@ -106,7 +78,7 @@ async fn terminal_client_gets_dropped_pushes_back_by_sync_once() {
     until_online(&s, "bob").await;
     let (mut alice, _) = s.chat(ALICE, "alice-faults").await;
 
-    let drop_rule = add_fault(&s, "ws.drop-pushes user=bob").await;
+    let drop_rule = s.add_fault("ws.drop-pushes user=bob").await;
     let lost = "lost in transit 7f3a";
     alice.send_text("single", "bob", lost, None).await.unwrap();
     // Instead of the message: the fault notice.
@@ -121,13 +93,13 @@ async fn terminal_client_gets_dropped_pushes_back_by_sync_once() {
     assert_eq!(listed["fired"], 1, "{listed}");
 
     // No more faults; a close makes bob's client reconnect and sync.
-    assert_eq!(clear_faults(&s).await, 1);
+    assert_eq!(s.clear_faults(None).await, 1);
     let screen = bob.screen();
     assert!(
         !screen.contains(lost),
         "the dropped push came anyway:\n{screen}"
     );
-    add_fault(&s, "ws.close user=bob").await;
+    s.add_fault("ws.close user=bob").await;
     bob.wait_for("reconnected; 1 new message while disconnected")
         .await;
     bob.wait_for(&format!("alice: {lost}")).await;
@@ -157,7 +129,7 @@ async fn terminal_client_gets_dropped_pushes_back_by_sync_once() {
 async fn scripted_send_resends_after_an_injected_500_and_is_stored_once() {
     let s = start(&[]).await;
     let dir = tempfile::tempdir().unwrap();
-    let failing = add_fault(&s, "ws.fail-ack user=alice times=1").await;
+    let failing = s.add_fault("ws.fail-ack user=alice times=1").await;
     let text = "resent with the same clientMsgId";
 
     let sent = client(
@@ -217,7 +189,7 @@ async fn web_client_shows_a_new_qr_after_an_injected_expiry_and_a_cancel() {
     )
     .await;
 
-    let expire = add_fault(&s, "qr.expire latest").await;
+    let expire = s.add_fault("qr.expire latest").await;
     assert_eq!(expire["fired"], 1, "{expire}");
     let second = b.qr_token(&first).await;
     assert_ne!(second, first);
@@ -260,7 +232,9 @@ async fn web_client_retries_after_injected_503s() {
     b.client.goto(&s.url).await.unwrap();
     let before = b.qr_token("").await;
 
-    let failing = add_fault(&s, "api.http path=/pc_session status=503 times=2").await;
+    let failing = s
+        .add_fault("api.http path=/pc_session status=503 times=2")
+        .await;
     b.client.refresh().await.unwrap();
     // Two 503s, then a QR (2 s between tries).
     let token = b.qr_token(&before).await;
@@ -317,7 +291,7 @@ async fn dashboard_faults_panel_adds_fires_and_clears_rules() {
             "document.querySelector('#fault-rules li')?.textContent",
         )
         .await;
-    let listed = faults(&s).await["rules"].clone();
+    let listed = s.faults().await["rules"].clone();
     let rules = listed.as_array().unwrap();
     assert_eq!(rules.len(), 1, "{listed}");
     assert_eq!(rules[0]["kind"], "ws.drop-pushes", "{listed}");
@@ -369,7 +343,7 @@ async fn dashboard_faults_panel_adds_fires_and_clears_rules() {
         injected.as_str().unwrap().contains(&token[..8]),
         "{injected} does not name the session"
     );
-    let listed = faults(&s).await;
+    let listed = s.faults().await;
     let expire = listed["rules"]
         .as_array()
         .unwrap()

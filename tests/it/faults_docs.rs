@@ -89,6 +89,13 @@ fn chaos_md_documents_every_kind_and_its_rules_parse() {
     assert!(all_parse("docs/CONFIGURATION.md", config) >= 1);
 }
 
+/// `imctl chaos list --json` against `app`.
+fn listed(state: &std::path::Path, app: &str) -> Value {
+    let out = imctl(state, &["chaos", "--app-server", app, "list", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// The five recipes as written: each one-liner run by the real CLI against
 /// a running stack, and the five file rules in an imctl.toml a stack reads.
 #[test]
@@ -105,17 +112,7 @@ fn the_readme_recipes_work_as_written() {
         let out = imctl(state.path(), &args);
         assert!(out.status.success(), "{cmd}: {}", stderr(&out));
     }
-    let list = imctl(
-        state.path(),
-        &[
-            "chaos",
-            "--app-server",
-            stack.app.as_str(),
-            "list",
-            "--json",
-        ],
-    );
-    let list: Value = serde_json::from_slice(&list.stdout).unwrap();
+    let list = listed(state.path(), &stack.app);
     assert_eq!(list["rules"].as_array().unwrap().len(), 5, "{list}");
     drop(stack);
 
@@ -135,17 +132,7 @@ fn the_readme_recipes_work_as_written() {
         "--config",
         config,
     ]);
-    let list = imctl(
-        state.path(),
-        &[
-            "chaos",
-            "--app-server",
-            stack.app.as_str(),
-            "list",
-            "--json",
-        ],
-    );
-    let list: Value = serde_json::from_slice(&list.stdout).unwrap();
+    let list = listed(state.path(), &stack.app);
     let rules: Vec<&str> = list["rules"]
         .as_array()
         .unwrap()

@@ -15,28 +15,6 @@ use crate::common::{TestServer, inbox_holds_exactly, start};
 const ALICE: &str = "13800000001";
 const BOB: &str = "13800000002";
 
-/// `POST /_dev/faults`: the new rule's FaultInfo (after acting at once).
-async fn add_fault(s: &TestServer, rule: &str) -> Value {
-    let r = s.post("/_dev/faults", json!({ "rule": rule }), None).await;
-    assert_eq!(r.status, 201, "{rule}: {}", r.body);
-    r.body
-}
-
-/// `DELETE /_dev/faults[/{id}]`: how many rules went.
-async fn clear_faults(s: &TestServer, id: Option<u64>) -> u64 {
-    let path = id.map_or("/_dev/faults".to_owned(), |id| format!("/_dev/faults/{id}"));
-    let resp = s
-        .http
-        .delete(format!("{}{path}", s.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    resp.json::<Value>().await.unwrap()["cleared"]
-        .as_u64()
-        .unwrap()
-}
-
 /// Logs `mobile` in as `client`; (IM token, userId).
 async fn login(s: &TestServer, mobile: &str, client: &str) -> (String, String) {
     let r = s
@@ -126,7 +104,7 @@ async fn ws_close_added_while_connected_closes_every_connection_of_the_user() {
         .await
         .unwrap();
 
-    let info = add_fault(&s, "ws.close user=alice code=4009").await;
+    let info = s.add_fault("ws.close user=alice code=4009").await;
     // One fire bends all of alice's connections, and spends the one-shot rule.
     assert_eq!(
         (info["fired"].as_u64(), info["spent"].as_bool()),
@@ -165,7 +143,7 @@ async fn ws_close_added_while_offline_closes_the_users_next_connection_on_its_ne
         .await
         .unwrap();
 
-    let info = add_fault(&s, "ws.close user=alice").await;
+    let info = s.add_fault("ws.close user=alice").await;
     // Nothing of alice's is live: the rule waits (bob does not match it).
     assert_eq!(
         (info["fired"].as_u64(), info["spent"].as_bool()),
@@ -229,7 +207,7 @@ async fn ws_reset_ends_the_connection_without_a_close_frame() {
     }
     let (mut bob, _) = s.chat(BOB, "bob-phone").await;
 
-    let info = add_fault(&s, "ws.reset user=alice").await;
+    let info = s.add_fault("ws.reset user=alice").await;
     assert_eq!(info["fired"], 1, "{info}");
     let end = loop {
         let next = tokio::time::timeout(Duration::from_secs(10), ws.next())
@@ -258,7 +236,7 @@ async fn ws_freeze_holds_the_connection_for_its_length_then_it_works() {
     let (mut bob, _) = s.chat(BOB, "bob-phone").await;
 
     let added = Instant::now();
-    let info = add_fault(&s, "ws.freeze user=alice for=1500ms").await;
+    let info = s.add_fault("ws.freeze user=alice for=1500ms").await;
     assert_eq!(info["fired"], 1, "{info}");
     // The fault push is written before the freeze.
     let push = next_push(&mut alice).await;
@@ -320,7 +298,7 @@ async fn ws_delay_pushes_delivers_late_and_in_order_while_acks_come_at_once() {
     let s = start(&[]).await;
     let (mut alice, _) = s.chat(ALICE, "alice-phone").await;
     let (mut bob, _) = s.chat(BOB, "bob-phone").await;
-    let info = add_fault(&s, "ws.delay-pushes user=bob ms=800").await;
+    let info = s.add_fault("ws.delay-pushes user=bob ms=800").await;
     assert_eq!(info["spent"], false, "{info}");
 
     // Bob reads on his own, noting when each push arrives.
@@ -384,7 +362,7 @@ async fn ws_delay_pushes_delivers_late_and_in_order_while_acks_come_at_once() {
         .send_text("single", "bob", "held when cleared", None)
         .await
         .unwrap();
-    assert_eq!(clear_faults(&s, None).await, 1);
+    assert_eq!(s.clear_faults(None).await, 1);
     let straight = alice
         .send_text("single", "bob", "after the clear", None)
         .await
@@ -431,7 +409,7 @@ async fn ws_drop_pushes_sends_fault_pushes_instead_and_sync_brings_everything_ba
     let seen = bob.next_op("msg").await.unwrap()["seq"].as_i64().unwrap();
     assert_eq!(seen, connected.head + 1);
 
-    add_fault(&s, "ws.drop-pushes user=bob").await;
+    s.add_fault("ws.drop-pushes user=bob").await;
     let mut dropped = Vec::new();
     for i in 0..3 {
         let ack = alice
@@ -475,7 +453,7 @@ async fn ws_drop_pushes_sends_fault_pushes_instead_and_sync_brings_everything_ba
 
     // Cleared: msg pushes flow again (the next push is the next message,
     // so no dropped one sneaked through before it).
-    assert_eq!(clear_faults(&s, None).await, 1);
+    assert_eq!(s.clear_faults(None).await, 1);
     let last = alice
         .send_text("single", "bob", "after the clear", None)
         .await
@@ -498,7 +476,7 @@ async fn ws_fail_ack_after_the_commit_stores_once_and_the_resend_gets_the_same_m
     let s = start(&[]).await;
     let (mut alice, _) = s.chat(ALICE, "alice-phone").await;
     let (mut bob, _) = s.chat(BOB, "bob-phone").await;
-    add_fault(&s, "ws.fail-ack user=alice").await;
+    s.add_fault("ws.fail-ack user=alice").await;
 
     let r = alice
         .send_text("single", "bob", "stored, not acked", Some("fail-after-1"))
@@ -536,7 +514,7 @@ async fn ws_fail_ack_before_the_commit_stores_nothing_and_the_resend_is_stored_o
     let s = start(&[]).await;
     let (mut alice, _) = s.chat(ALICE, "alice-phone").await;
     let (mut bob, _) = s.chat(BOB, "bob-phone").await;
-    add_fault(&s, "ws.fail-ack user=alice when=before").await;
+    s.add_fault("ws.fail-ack user=alice when=before").await;
 
     let r = alice
         .send_text("single", "bob", "not stored", Some("fail-before-1"))
@@ -583,7 +561,7 @@ async fn ws_refuse_connect_refuses_the_user_with_1013_until_cleared() {
     let s = start(&[]).await;
     // A window long enough that a slow machine stays inside it; the test
     // clears the rule itself.
-    let info = add_fault(&s, "ws.refuse-connect user=alice for=60s").await;
+    let info = s.add_fault("ws.refuse-connect user=alice for=60s").await;
     let id = info["id"].as_u64().unwrap();
 
     let (token, user) = login(&s, ALICE, "alice-phone").await;
@@ -625,7 +603,7 @@ async fn ws_refuse_connect_refuses_the_user_with_1013_until_cleared() {
         .await
         .unwrap();
 
-    assert_eq!(clear_faults(&s, Some(id)).await, 1);
+    assert_eq!(s.clear_faults(Some(id)).await, 1);
     let (mut alice, connected) = s.chat(ALICE, "alice-phone").await;
     assert_eq!(connected.head, 1);
     inbox_holds_exactly(&mut alice, &[acked.msg_id]).await;
@@ -643,7 +621,7 @@ async fn ws_refuse_connect_refuses_the_user_with_1013_until_cleared() {
 async fn ws_refuse_connect_for_a_window_ends_with_it() {
     let s = start(&[]).await;
     let added = Instant::now();
-    add_fault(&s, "ws.refuse-connect user=alice for=2s").await;
+    s.add_fault("ws.refuse-connect user=alice for=2s").await;
     // Past the window (a lower bound only), alice connects.
     tokio::time::sleep(Duration::from_millis(2100).saturating_sub(added.elapsed())).await;
     let (mut alice, _) = s.chat(ALICE, "alice-phone").await;
@@ -654,7 +632,7 @@ async fn ws_refuse_connect_for_a_window_ends_with_it() {
 async fn route_dead_hands_out_a_port_where_nothing_listens_once() {
     let s = start(&[]).await;
     let broker_port = s.running.broker_addr.port();
-    let info = add_fault(&s, "route.dead user=alice times=1").await;
+    let info = s.add_fault("route.dead user=alice times=1").await;
     assert_eq!(info["remaining"], 1, "{info}");
 
     // Bob's /route is not in its scope and does not spend it.
@@ -700,7 +678,7 @@ async fn injected_faults_are_counted_by_kind_in_metrics() {
     let series = |kind: &str| format!("imctl_faults_injected_total{{kind=\"{kind}\"}}");
     assert_eq!(metric(&s, &series("ws.drop-pushes")).await, 0.0);
 
-    add_fault(&s, "ws.drop-pushes user=bob").await;
+    s.add_fault("ws.drop-pushes user=bob").await;
     for i in 0..4 {
         alice
             .send_text("single", "bob", &format!("m{i}"), None)
@@ -710,7 +688,7 @@ async fn injected_faults_are_counted_by_kind_in_metrics() {
     for _ in 0..4 {
         assert_fault(&next_push(&mut bob).await, "ws.drop-pushes");
     }
-    add_fault(&s, "ws.close user=alice").await;
+    s.add_fault("ws.close user=alice").await;
     assert_eq!(close_of(&mut alice).await.0, Some(4009));
 
     assert!(metric(&s, &series("ws.drop-pushes")).await >= 4.0);
@@ -737,8 +715,8 @@ async fn adding_a_rule_applies_that_rule_alone_at_once() {
     let s = start(&["--fault", "ws.close user=alice code=4000"]).await;
     let (mut alice, _) = s.chat(ALICE, "alice-phone").await;
     // …and adding another rule does not fire it.
-    add_fault(&s, "api.code path=/login code=6").await;
-    add_fault(&s, "ws.freeze user=carol for=1s").await;
+    s.add_fault("api.code path=/login code=6").await;
+    s.add_fault("ws.freeze user=carol for=1s").await;
     let list = s.get("/_dev/faults").await.json::<Value>().await.unwrap();
     assert_eq!(list["rules"][0]["fired"], 0, "{list}");
     // Her next frame does.
@@ -754,14 +732,14 @@ async fn a_connection_closed_with_pushes_held_back_closes_with_4009() {
     let s = start(&[]).await;
     let (mut alice, _) = s.chat(ALICE, "alice-phone").await;
     let (mut bob, _) = s.chat(BOB, "bob-phone").await;
-    add_fault(&s, "ws.delay-pushes user=bob ms=20000").await;
+    s.add_fault("ws.delay-pushes user=bob ms=20000").await;
     alice
         .send_text("single", "bob", "held back", None)
         .await
         .unwrap();
     assert_fault(&next_push(&mut bob).await, "ws.delay-pushes");
     // A close asked with 1000 would hide the held push: it must be 4009.
-    add_fault(&s, "ws.close user=bob code=1000").await;
+    s.add_fault("ws.close user=bob code=1000").await;
     assert_eq!(close_of(&mut bob).await.0, Some(4009));
     // Nothing is lost: the message is in bob's inbox.
     let (mut again, _) = s.chat(BOB, "bob-phone").await;
