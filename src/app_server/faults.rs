@@ -438,6 +438,9 @@ fn bendable(path: &str) -> bool {
 fn cut() -> Response {
     let mut r = StatusCode::BAD_GATEWAY.into_response();
     r.extensions_mut().insert(crate::http::listen::Cut);
+    // Never sent; marks it as injected for the request log.
+    r.headers_mut()
+        .insert(FAULT_HEADER, HeaderValue::from_static("cut"));
     r
 }
 

@@ -144,13 +144,26 @@ pub fn app(
         .layer(origins.layer(is_dev_path))
         // Spans name the route pattern, not the URI: QR tokens sit in paths.
         .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-                let route = req
-                    .extensions()
-                    .get::<MatchedPath>()
-                    .map_or("unmatched", MatchedPath::as_str);
-                tracing::debug_span!("http", method = %req.method(), route)
-            }),
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    let route = req
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map_or("unmatched", MatchedPath::as_str);
+                    tracing::debug_span!("http", method = %req.method(), route)
+                })
+                // A server error is logged unless a fault injected it on purpose
+                // (that one has its own `injected:` line).
+                .on_failure(())
+                .on_response(|res: &Response, latency: Duration, _: &tracing::Span| {
+                    if res.status().is_server_error()
+                        && !res.headers().contains_key(faults::FAULT_HEADER)
+                    {
+                        tracing::error!(status = %res.status(), ?latency, "response failed");
+                    } else {
+                        tracing::debug!(status = %res.status(), ?latency, "finished processing request");
+                    }
+                }),
         )
         .with_state(state)
 }
