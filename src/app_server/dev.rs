@@ -182,6 +182,7 @@ fn stack_status(state: &AppState, urls: &PublicUrls, users: usize) -> StackStatu
             nodes: c.live_nodes(),
             dropped_pushes: c.dropped_pushes(),
         }),
+        faults: state.faults.list().iter().filter(|r| !r.spent).count(),
     }
 }
 

@@ -150,6 +150,12 @@ async fn banner(config: &ServeConfig, running: &Running) -> anyhow::Result<Strin
             crate::qr_image::terminal(&public.app_server()),
         )
     };
+    // A stack that misbehaves on purpose says so first.
+    let faults: String = config
+        .fault
+        .iter()
+        .map(|rule| format!("\x20 ⚡ fault     {rule}  (on purpose: --fault / [[fault]]; imctl chaos clear removes it)\n"))
+        .collect();
     Ok(format!(
         "imctl {version} is ready\n\
          \x20 web page     {url}/\n\
@@ -167,7 +173,7 @@ async fn banner(config: &ServeConfig, running: &Running) -> anyhow::Result<Strin
          \x20 try          open {url}/ and click Simulate phone → alice, then chat with   imctl client --user bob{simulate}\n\
          \x20              imctl client --user alice{simulate}   and   imctl client --user bob{simulate}   (chat in two terminals)\n\
          \x20              imctl simulate web-login{simulate}   then   imctl simulate approve --latest --as alice{simulate}\n\
-         {devices}",
+         {devices}{faults}",
         version = env!("CARGO_PKG_VERSION"),
     ))
 }

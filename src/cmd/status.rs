@@ -101,7 +101,7 @@ fn render(s: &StackStatus, output: Output) -> String {
              \x20 app-server  {}\n\
              \x20 broker      {}  (route {})\n\
              \x20 data        {}\n\
-             \x20 users {} · connections {} · live QR sessions {}\n{}{}",
+             \x20 users {} · connections {} · live QR sessions {}\n{}{}{}",
             s.version,
             s.pid,
             humantime::format_duration(Duration::from_secs(s.uptime_ms.max(0) as u64 / 1000)),
@@ -113,6 +113,13 @@ fn render(s: &StackStatus, output: Output) -> String {
             s.connections,
             s.qr_sessions,
             s.cluster.as_ref().map(cluster_text).unwrap_or_default(),
+            match s.faults {
+                0 => String::new(),
+                n => format!(
+                    "  ⚡ {n} fault rule{} set on purpose: `imctl chaos list` shows them, `imctl chaos clear` removes them\n",
+                    if n == 1 { "" } else { "s" }
+                ),
+            },
             if is_loopback_url(&s.app_server) {
                 String::new()
             } else {

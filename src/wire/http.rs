@@ -297,6 +297,14 @@ pub struct StackStatus {
     /// This node and the live ones it knows, when in a cluster (`--nats`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterStatus>,
+    /// Fault rules that may still fire (`imctl chaos`): a stack that
+    /// misbehaves on purpose says so.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub faults: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// A node's view of its cluster.

@@ -144,4 +144,14 @@ fn the_readme_recipes_work_as_written() {
         .map(|(_, rule)| rule.parse::<Rule>().unwrap().to_string())
         .collect();
     assert_eq!(rules, written);
+    // A stack that misbehaves on purpose says so.
+    let status = imctl(
+        state.path(),
+        &["status", "--app-server", stack.app.as_str()],
+    );
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("⚡ 5 fault rules set on purpose"),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
 }
