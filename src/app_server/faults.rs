@@ -24,6 +24,11 @@ use crate::wire::limits;
 /// developer can tell it from a real failure.
 pub const FAULT_HEADER: &str = "x-imctl-fault";
 
+/// Marks an answer a fault made instead of the handler (not logged as a
+/// failed response: it has its `injected:` line).
+#[derive(Clone, Copy, Debug)]
+pub struct Injected;
+
 /// How long `api.hang` holds a request when the rule gives no `ms`.
 pub const HANG_MAX: Duration = Duration::from_secs(600);
 
@@ -385,14 +390,16 @@ pub async fn inject(State(state): State<AppState>, req: Request, next: Next) -> 
         faults.injected(&fired, &format!("{what} answered HTTP {status}"));
         labels.push(format!("{} status={status}", fired.label()));
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-        Some(dev_error(
+        let mut r = dev_error(
             status,
             format!(
                 "injected: HTTP {} by fault {} (imctl chaos clear removes it)",
                 status.as_u16(),
                 fired.label()
             ),
-        ))
+        );
+        r.extensions_mut().insert(Injected);
+        Some(r)
     } else if let Some(fired) = faults.check(Kind::ApiCode, &subject) {
         let code = fired
             .rule
@@ -438,9 +445,7 @@ fn bendable(path: &str) -> bool {
 fn cut() -> Response {
     let mut r = StatusCode::BAD_GATEWAY.into_response();
     r.extensions_mut().insert(crate::http::listen::Cut);
-    // Never sent; marks it as injected for the request log.
-    r.headers_mut()
-        .insert(FAULT_HEADER, HeaderValue::from_static("cut"));
+    r.extensions_mut().insert(Injected);
     r
 }
 

@@ -29,6 +29,7 @@ use axum::middleware::Next;
 use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::routing::{delete, get, post};
+use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::trace::TraceLayer;
 
 use crate::http::cors::Origins;
@@ -152,12 +153,19 @@ pub fn app(
                         .map_or("unmatched", MatchedPath::as_str);
                     tracing::debug_span!("http", method = %req.method(), route)
                 })
-                // A server error is logged unless a fault injected it on purpose
-                // (that one has its own `injected:` line).
-                .on_failure(())
+                // A server error is logged unless a fault answered it on
+                // purpose (that one has its own `injected:` line); a body
+                // failing midway still is.
+                .on_failure(
+                    |class: ServerErrorsFailureClass, latency: Duration, _: &tracing::Span| {
+                        if let ServerErrorsFailureClass::Error(e) = class {
+                            tracing::error!(error = %e, ?latency, "response failed");
+                        }
+                    },
+                )
                 .on_response(|res: &Response, latency: Duration, _: &tracing::Span| {
                     if res.status().is_server_error()
-                        && !res.headers().contains_key(faults::FAULT_HEADER)
+                        && res.extensions().get::<faults::Injected>().is_none()
                     {
                         tracing::error!(status = %res.status(), ?latency, "response failed");
                     } else {

@@ -147,7 +147,11 @@ pub async fn run(
         }
         info!(user = ?who.user_id, client = ?who.client_id, "disconnected");
     }
-    handle.drop_held();
+    // Pushes still held back by an injected delay are lost with the
+    // connection: 4009 makes the client sync, unless it may not come back.
+    if !matches!(closing, Some((close::BANNED | close::AUTH_FAILED, _))) {
+        handle.drop_held();
+    }
     if let Some((code, reason)) = closing {
         // Boxed: needed once, at the end, not in every idle connection's task.
         Box::pin(close_bounded(

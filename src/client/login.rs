@@ -58,10 +58,10 @@ pub async fn fetch_code(client: &AppClient, mobile: &str) -> anyhow::Result<Stri
     let before = client
         .dev_sms(mobile, None, None)
         .await?
-        .first()
-        .map(|s| s.sent_at);
+        .into_iter()
+        .max_by_key(|s| s.sent_at);
     let since = match client.send_code(mobile).await {
-        Ok(()) => before,
+        Ok(()) => before.map(|s| s.sent_at),
         Err(e) if e.api_code() == Some(code::SEND_TOO_OFTEN) => {
             let now = now_ms();
             let outbox = client.dev_sms(mobile, None, None).await?;
