@@ -61,14 +61,17 @@ impl Browser {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
+        let profile = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(&driver);
         cmd.arg(format!("--port={port}"))
+            // Chromium's own scratch directories go with the profile, so
+            // nothing is left in /tmp.
+            .env("TMPDIR", profile.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         // Its own process group, so Chromium's processes die with it.
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd.spawn().expect("chromedriver starts");
-        let profile = tempfile::tempdir().unwrap();
         let browser = Browser {
             client: connect(port, &chromium, profile.path()).await,
             driver: child,
