@@ -88,10 +88,21 @@ function renderFaults() {
   const injected = faults?.injected || [];
   const ago = faults ? Date.now() - faults.at : 0;
   $("fault-count").textContent = rules.filter((f) => !f.spent).length;
-  $("fault-rules").replaceChildren(...rules.map((f) => el("li", { "data-id": f.id, class: f.spent ? "spent" : undefined },
-    el("strong", { text: `#${f.id} ` }), el("code", { text: f.rule }),
-    el("span", { class: "muted", text: ` · fired ${f.fired}× · ${remains(f, ago)} ` }),
-    el("button", { type: "button", "data-action": "clear", text: "clear", onclick: () => clearFaults(f.id) }))));
+  // Updated in place, not rebuilt: the countdown redraws every second, and
+  // a button replaced between a click's press and release loses the click.
+  const list = $("fault-rules");
+  const have = new Map([...list.children].map((li) => [li.dataset.id, li]));
+  const items = rules.map((f) => {
+    const li = have.get(String(f.id)) || el("li", { "data-id": f.id },
+      el("strong", { text: `#${f.id} ` }), el("code", { text: f.rule }), el("span", { class: "muted" }),
+      el("button", { type: "button", "data-action": "clear", text: "clear", onclick: () => clearFaults(f.id) }));
+    li.classList.toggle("spent", f.spent);
+    li.querySelector("span.muted").textContent = ` · fired ${f.fired}× · ${remains(f, ago)} `;
+    return li;
+  });
+  if (items.length !== list.children.length || items.some((li, i) => list.children[i] !== li)) {
+    list.replaceChildren(...items);
+  }
   $("fault-rules-none").hidden = rules.length > 0;
   // Marked (⚡, amber) so nobody takes an injected failure for a real bug.
   $("fault-injected").replaceChildren(...injected.map((i) => el("li", { class: "injected" },
