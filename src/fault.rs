@@ -260,9 +260,13 @@ impl Faults {
                 id: live.id,
                 rule: live.rule.clone(),
             });
+            // Only a count running out changes the fast-path bits here;
+            // ended windows are dropped by `sweep`.
+            if live.left == Some(0) {
+                self.refresh(&state, now);
+            }
             break;
         }
-        self.refresh(&state, now);
         fired
     }
 
