@@ -492,6 +492,23 @@ mod tests {
     }
 
     #[test]
+    fn injections_kept_are_bounded() {
+        let f = Faults::default();
+        f.add(rule("ws.drop-pushes")).unwrap();
+        let fired = f.check(Kind::WsDropPushes, &Subject::default()).unwrap();
+        for i in 0..RECENT + 5 {
+            f.injected(&fired, &format!("drop {i}"));
+        }
+        let recent = f.recent(usize::MAX);
+        assert_eq!(recent.len(), RECENT);
+        assert_eq!(
+            recent[0].detail,
+            format!("drop {}", RECENT + 4),
+            "newest first"
+        );
+    }
+
+    #[test]
     fn injections_are_counted_and_kept() {
         let f = Faults::default();
         f.add(rule("sms.fail")).unwrap();

@@ -749,6 +749,18 @@ mod tests {
         assert!(rx.try_recv().is_none(), "nothing after the gap");
     }
 
+    #[tokio::test]
+    async fn pushes_held_back_count_against_the_byte_budget() {
+        let hub = Hub::new(1000, 4, Telemetry::default());
+        let (a, _rx) = hub.handle();
+        let later = std::time::Duration::from_secs(60);
+        a.send_delayed("y".repeat(600).into(), later);
+        assert!(a.delaying() && !a.kick.is_cancelled());
+        // Held, not queued, yet over the budget all the same: 4009.
+        a.send_delayed("z".repeat(600).into(), later);
+        assert!(a.kick.is_cancelled() && a.overflowed());
+    }
+
     #[test]
     fn a_resync_closes_only_connections_older_than_the_missed_push() {
         let hub = Hub::default();
